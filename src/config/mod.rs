@@ -1,0 +1,503 @@
+//! Configuration: `preheat.toml` read, validated and turned into runtime types.
+//!
+//! Raw serde structs ([`ConfigFile`] and friends, unknown fields rejected) are checked in one
+//! pass that reports every problem at once, each with its line and column, then become a
+//! [`Config`]. Nothing here touches the network or the logs.
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::logformat::{FormatSpec, JsonFields};
+use crate::rules::{param_names, HostFilter, KeyTemplate, MatchPattern, Rule, RuleSet, StatusFilter};
+
+/// The configuration used when no file is given and `preheat.toml` does not exist: every GET
+/// path is a key, so a first run shows which URLs are hot.
+pub const DEFAULT_CONFIG: &str = r#"# Built-in defaults: one key per GET path.
+[[rule]]
+name = "home"
+match = "GET /"
+key = "url:/"
+
+[[rule]]
+name = "url"
+match = "GET /{path:path}"
+key = "url:/{path}"
+"#;
+
+/// How a profile entry's score weighs its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Weight {
+    /// Score = (decayed) request count.
+    Requests,
+    /// Score = request count × mean latency in ms: the backend time a warm entry saves.
+    Latency,
+    /// Score = request count × mean response KiB: the bytes a warm entry saves recomputing.
+    Bytes,
+}
+
+/// How hotness is scored (see the README's "Score").
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ScoreConfig {
+    /// Requests lose half their weight per this age, measured back from the newest request of
+    /// the log window; `None` weighs every request alike.
+    #[serde(with = "opt_duration")]
+    pub half_life: Option<Duration>,
+    /// Miss-cost weight.
+    pub weight: Weight,
+}
+
+mod opt_duration {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// Settings of `preheat analyze`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalyzeConfig {
+    /// Distinct keys counted exactly per rule; past this the rule switches to a bounded
+    /// heavy-hitter summary whose error bound is recorded in the profile.
+    pub max_keys_per_rule: NonZeroUsize,
+    /// How many unmatched paths to report.
+    pub top_unmatched: usize,
+    /// Scoring.
+    pub score: ScoreConfig,
+}
+
+impl Default for AnalyzeConfig {
+    fn default() -> Self {
+        AnalyzeConfig {
+            max_keys_per_rule: NonZeroUsize::new(500_000).expect("non-zero"),
+            top_unmatched: 20,
+            score: ScoreConfig { half_life: None, weight: Weight::Requests },
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from (a path, or `built-in defaults`).
+    pub origin: String,
+    /// Log format (`auto` unless set).
+    pub format: FormatSpec,
+    /// JSON field names.
+    pub json_fields: JsonFields,
+    /// Analyzer settings.
+    pub analyze: AnalyzeConfig,
+    /// The rules.
+    pub rules: RuleSet,
+    /// Hash of everything that shapes a profile (rules, format), to tell profiles of different
+    /// rule sets apart.
+    pub fingerprint: String,
+}
+
+/// The raw file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    log: LogFile,
+    #[serde(default)]
+    analyze: AnalyzeFile,
+    #[serde(default, rename = "rule")]
+    rules: Vec<RuleFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogFile {
+    format: Option<Spanned<String>>,
+    json: Option<JsonFields>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnalyzeFile {
+    max_keys_per_rule: Option<Spanned<u64>>,
+    top_unmatched: Option<usize>,
+    half_life: Option<Spanned<String>>,
+    weight: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    name: Spanned<String>,
+    #[serde(rename = "match")]
+    pattern: Spanned<String>,
+    key: Spanned<String>,
+    host: Option<Spanned<String>>,
+    status: Option<Spanned<Vec<StatusItem>>>,
+    #[serde(default)]
+    keep_query: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StatusItem {
+    Code(u16),
+    Text(String),
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub column: usize,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file was read but is not valid; every problem found is listed.
+    #[error("{}", render_problems(.origin, .problems))]
+    Invalid {
+        /// The file (or `built-in defaults`).
+        origin: String,
+        /// Every problem, in file order.
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(origin: &str, problems: &[Problem]) -> String {
+    let mut s = format!("invalid config `{origin}` ({} problem{})", problems.len(), if problems.len() == 1 { "" } else { "s" });
+    for p in problems {
+        s.push_str(&format!("\n  {origin}:{}:{}: {}", p.line, p.column, p.message));
+    }
+    s
+}
+
+/// Turns byte offsets into 1-based line and column.
+struct Positions<'a>(&'a str);
+
+impl Positions<'_> {
+    fn at(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.0.len());
+        let before = &self.0[..self.0.floor_char_boundary(offset)];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+}
+
+struct Problems<'a> {
+    positions: Positions<'a>,
+    list: Vec<(usize, String)>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, offset: usize, message: impl fmt::Display) {
+        self.list.push((offset, message.to_string()));
+    }
+    /// A problem inside a string value: `inner` is an offset within the string's text, which
+    /// starts one byte after the opening quote.
+    fn add_in<T>(&mut self, value: &Spanned<T>, inner: usize, message: impl fmt::Display) {
+        self.add(value.span().start + 1 + inner, message);
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// The built-in defaults.
+    pub fn builtin() -> Config {
+        Config::parse(DEFAULT_CONFIG, "built-in defaults").expect("the built-in config is valid")
+    }
+
+    /// Validates config text; `origin` names it in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut problems = Problems { positions: Positions(text), list: Vec::new() };
+        let file: ConfigFile = match toml::from_str(text) {
+            Ok(f) => f,
+            Err(e) => {
+                let offset = e.span().map_or(0, |s| s.start);
+                problems.add(offset, e.message().trim_end());
+                return Err(problems.into_error(origin));
+            }
+        };
+        let config = validate(file, origin, text, &mut problems);
+        if problems.list.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems.into_error(origin))
+        }
+    }
+}
+
+impl Problems<'_> {
+    fn into_error(mut self, origin: &str) -> ConfigError {
+        self.list.sort_by_key(|(offset, _)| *offset);
+        let problems = self
+            .list
+            .iter()
+            .map(|(offset, message)| {
+                let (line, column) = self.positions.at(*offset);
+                Problem { line, column, message: message.clone() }
+            })
+            .collect();
+        ConfigError::Invalid { origin: origin.to_string(), problems }
+    }
+}
+
+fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems) -> Config {
+    let mut format = FormatSpec::Auto;
+    if let Some(f) = &file.log.format {
+        match FormatSpec::parse(f.get_ref()) {
+            Ok(spec) => format = spec,
+            Err(e) => problems.add(f.span().start, format!("log.format: {e}; use `combined`, `common`, `json`, `auto` or an nginx `log_format` string")),
+        }
+    }
+
+    let mut analyze = AnalyzeConfig::default();
+    if let Some(n) = &file.analyze.max_keys_per_rule {
+        match usize::try_from(*n.get_ref()).ok().and_then(NonZeroUsize::new) {
+            Some(n) => analyze.max_keys_per_rule = n,
+            None => problems.add(n.span().start, "analyze.max_keys_per_rule must be at least 1"),
+        }
+    }
+    if let Some(n) = file.analyze.top_unmatched {
+        analyze.top_unmatched = n;
+    }
+    if let Some(h) = &file.analyze.half_life {
+        match humantime::parse_duration(h.get_ref()) {
+            Ok(d) if !d.is_zero() => analyze.score.half_life = Some(d),
+            _ => problems.add(h.span().start, format!("analyze.half_life: `{}` is not a duration such as `6h` or `30m`", h.get_ref())),
+        }
+    }
+    if let Some(w) = &file.analyze.weight {
+        analyze.score.weight = match w.get_ref().as_str() {
+            "requests" => Weight::Requests,
+            "latency" => Weight::Latency,
+            "bytes" => Weight::Bytes,
+            other => {
+                problems.add(w.span().start, format!("analyze.weight: `{other}` is not one of `requests`, `latency`, `bytes`"));
+                Weight::Requests
+            }
+        };
+    }
+
+    if file.rules.is_empty() {
+        problems.add(text.len(), "no rules: add a `[[rule]]` table with `name`, `match` and `key`");
+    }
+    let mut rules = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
+    for r in &file.rules {
+        let name = r.name.get_ref().as_str();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            problems.add_in(&r.name, 0, format!("rule name `{name}` must be non-empty letters, digits, `_` or `-`"));
+        } else if names.contains(&name) {
+            problems.add_in(&r.name, 0, format!("rule name `{name}` is used twice"));
+        }
+        names.push(name);
+        let pattern = match MatchPattern::parse(r.pattern.get_ref()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                problems.add_in(&r.pattern, e.offset, format!("rule `{name}`: match: {e}"));
+                None
+            }
+        };
+        for (i, q) in r.keep_query.iter().enumerate() {
+            if q.is_empty() || r.keep_query[..i].contains(q) {
+                problems.add(r.key.span().start, format!("rule `{name}`: keep_query has an empty or repeated name `{q}`"));
+            }
+            if pattern.as_ref().is_some_and(|p| p.captures().contains(q)) {
+                problems.add(r.key.span().start, format!("rule `{name}`: `{q}` is both a capture and a kept query parameter"));
+            }
+        }
+        let key = pattern.as_ref().and_then(|p| {
+            KeyTemplate::parse(r.key.get_ref(), &param_names(p, &r.keep_query))
+                .map_err(|e| problems.add_in(&r.key, e.offset, format!("rule `{name}`: key: {e}")))
+                .ok()
+        });
+        let host = r.host.as_ref().and_then(|h| {
+            HostFilter::parse(h.get_ref())
+                .map_err(|e| problems.add_in(h, 0, format!("rule `{name}`: host: {e}")))
+                .ok()
+        });
+        let status = match &r.status {
+            None => Some(StatusFilter::default()),
+            Some(s) => {
+                let items: Vec<String> = s
+                    .get_ref()
+                    .iter()
+                    .map(|i| match i {
+                        StatusItem::Code(c) => c.to_string(),
+                        StatusItem::Text(t) => t.clone(),
+                    })
+                    .collect();
+                StatusFilter::parse(&items)
+                    .map_err(|e| problems.add(s.span().start, format!("rule `{name}`: status: {e}")))
+                    .ok()
+            }
+        };
+        if let (Some(pattern), Some(key), Some(status)) = (pattern, key, status) {
+            rules.push(Rule {
+                name: name.to_string(),
+                pattern,
+                host,
+                status,
+                keep_query: r.keep_query.clone(),
+                key,
+            });
+        }
+    }
+
+    let fingerprint = fingerprint(&file, &format);
+    Config {
+        origin: origin.to_string(),
+        format,
+        json_fields: file.log.json.unwrap_or_default(),
+        analyze,
+        rules: RuleSet::new(rules),
+        fingerprint,
+    }
+}
+
+/// FNV-1a over the parts of the config that decide what a profile contains. Stable across
+/// versions and platforms (unlike `std`'s hasher), which matters because it is stored.
+fn fingerprint(file: &ConfigFile, format: &FormatSpec) -> String {
+    let mut canon = format!("format={format}\n");
+    for r in &file.rules {
+        let status: Vec<String> = r.status.as_ref().map_or_else(Vec::new, |s| {
+            s.get_ref()
+                .iter()
+                .map(|i| match i {
+                    StatusItem::Code(c) => c.to_string(),
+                    StatusItem::Text(t) => t.to_ascii_lowercase(),
+                })
+                .collect()
+        });
+        canon.push_str(&format!(
+            "rule={}|{}|{}|{}|{}|{}\n",
+            r.name.get_ref(),
+            r.pattern.get_ref().trim(),
+            r.key.get_ref(),
+            r.host.as_ref().map_or("", |h| h.get_ref().as_str()),
+            status.join(","),
+            r.keep_query.join(",")
+        ));
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in canon.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match Config::parse(text, "t.toml") {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn builtin_is_valid() {
+        let c = Config::builtin();
+        assert_eq!(c.rules.rules().len(), 2);
+        assert_eq!(c.format, FormatSpec::Auto);
+    }
+
+    #[test]
+    fn full_config() {
+        let c = Config::parse(
+            r#"
+[log]
+format = "combined"
+[analyze]
+max_keys_per_rule = 10
+half_life = "6h"
+weight = "latency"
+[[rule]]
+name = "product"
+match = "GET /api/products/{id:int}"
+key = "product:{id}"
+status = [200, "3xx"]
+keep_query = ["lang"]
+"#,
+            "t.toml",
+        )
+        .expect("valid");
+        assert_eq!(c.analyze.max_keys_per_rule.get(), 10);
+        assert_eq!(c.analyze.score.half_life, Some(Duration::from_secs(6 * 3600)));
+        assert_eq!(c.analyze.score.weight, Weight::Latency);
+        assert_eq!(c.rules.rules()[0].keep_query, vec!["lang".to_string()]);
+        assert_eq!(c.fingerprint.len(), 16);
+    }
+
+    #[test]
+    fn every_problem_with_line_and_column() {
+        let p = problems(
+            "[[rule]]\nname = \"a\"\nmatch = \"GET /p/{id:uuid}\"\nkey = \"p:{sku}\"\n\n[[rule]]\nname = \"a\"\nmatch = \"GET /x\"\nkey = \"x\"\nstatus = [\"2x\"]\n",
+        );
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert_eq!((p[0].line, p[0].column), (3, 17));
+        assert!(p[0].message.contains("unknown capture type `uuid`"));
+        assert_eq!(p[1].line, 7);
+        assert!(p[1].message.contains("used twice"));
+        assert_eq!(p[2].line, 10);
+    }
+
+    #[test]
+    fn unknown_fields_and_syntax_errors() {
+        let p = problems("[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\nttl_typo = 3\n");
+        assert_eq!(p[0].line, 5);
+        assert!(p[0].message.contains("unknown field `ttl_typo`"), "{}", p[0].message);
+        let p = problems("[log\n");
+        assert_eq!(p[0].line, 1);
+        let p = problems("");
+        assert!(p[0].message.contains("no rules"));
+    }
+
+    #[test]
+    fn template_offsets_point_inside_the_string() {
+        let p = problems("[[rule]]\nname = \"a\"\nmatch = \"GET /p/{id}\"\nkey = \"p:{sku}\"\n");
+        assert_eq!((p[0].line, p[0].column), (4, 10));
+        let e = Config::parse("[[rule]]\nname = \"a\"\nmatch = \"GET /p/{id}\"\nkey = \"p:{sku}\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("invalid config `t.toml` (1 problem)\n  t.toml:4:10: rule `a`: key: `{sku}`"), "{e}");
+    }
+
+    #[test]
+    fn fingerprint_tracks_rules() {
+        let a = Config::parse("[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\n", "t").expect("valid");
+        let b = Config::parse("# comment\n[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\n", "t").expect("valid");
+        let c = Config::parse("[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k2\"\n", "t").expect("valid");
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_ne!(a.fingerprint, c.fingerprint);
+    }
+}

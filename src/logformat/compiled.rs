@@ -1,0 +1,400 @@
+//! nginx `log_format` strings compiled into a line parser.
+//!
+//! A format is a sequence of literal text and `$variables`. A field ends where the literal that
+//! follows it begins; a field between double quotes ends at the next unescaped quote, so
+//! `"$http_user_agent"` may hold spaces and `\"`. `combined` and `common` are such strings too.
+
+use std::borrow::Cow;
+
+use nom::branch::alt;
+use nom::bytes::complete::{is_not, tag, take_while1};
+use nom::combinator::map;
+use nom::multi::many0;
+use nom::sequence::delimited;
+use nom::{IResult, Parser};
+
+use super::request::{parse_request, split_target};
+use super::time::{parse_clf, parse_epoch, parse_iso8601};
+use super::{CacheStatus, ParseError, Record};
+
+/// A `log_format` variable the parser understands; anything else is read and ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Var {
+    /// `$remote_addr`
+    RemoteAddr,
+    /// `$time_local`
+    TimeLocal,
+    /// `$time_iso8601`
+    TimeIso8601,
+    /// `$msec`
+    Msec,
+    /// `$request`
+    Request,
+    /// `$request_method`
+    RequestMethod,
+    /// `$request_uri`
+    RequestUri,
+    /// `$uri`
+    Uri,
+    /// `$args` / `$query_string`
+    Args,
+    /// `$status`
+    Status,
+    /// `$body_bytes_sent`
+    BodyBytesSent,
+    /// `$bytes_sent`
+    BytesSent,
+    /// `$request_time`
+    RequestTime,
+    /// `$upstream_response_time`
+    UpstreamResponseTime,
+    /// `$upstream_cache_status`
+    UpstreamCacheStatus,
+    /// `$host` / `$http_host` / `$server_name`
+    Host,
+    /// Any other variable (`$remote_user`, `$http_referer`, `$http_*`, ...): read as a string.
+    Other(String),
+}
+
+impl Var {
+    fn from_name(name: &str) -> Var {
+        match name {
+            "remote_addr" => Var::RemoteAddr,
+            "time_local" => Var::TimeLocal,
+            "time_iso8601" => Var::TimeIso8601,
+            "msec" => Var::Msec,
+            "request" => Var::Request,
+            "request_method" => Var::RequestMethod,
+            "request_uri" => Var::RequestUri,
+            "uri" | "document_uri" => Var::Uri,
+            "args" | "query_string" => Var::Args,
+            "status" => Var::Status,
+            "body_bytes_sent" => Var::BodyBytesSent,
+            "bytes_sent" => Var::BytesSent,
+            "request_time" => Var::RequestTime,
+            "upstream_response_time" => Var::UpstreamResponseTime,
+            "upstream_cache_status" => Var::UpstreamCacheStatus,
+            "host" | "http_host" | "server_name" => Var::Host,
+            other => Var::Other(other.to_string()),
+        }
+    }
+}
+
+/// Where a field's value ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// At the next unescaped `"` (the field is quoted).
+    Quote,
+    /// At the first occurrence of this byte (the first byte of the next literal).
+    Byte(u8),
+    /// At the end of the line, or at the first space when trailing text is allowed.
+    Line,
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Literal(Vec<u8>),
+    Field { var: Var, end: End },
+}
+
+/// A compiled `log_format` string.
+#[derive(Debug, Clone)]
+pub struct CompiledFormat {
+    source: String,
+    segments: Vec<Segment>,
+    allow_trailing: bool,
+}
+
+/// A `log_format` string (or `--format` value) that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatStringError {
+    /// Neither a built-in name nor a `log_format` string.
+    #[error("unknown log format `{0}`")]
+    UnknownName(String),
+    /// Two variables with nothing between them cannot be told apart.
+    #[error("`${0}` and `${1}` follow each other with no text between them, so the parser cannot tell where one ends")]
+    AdjacentVariables(String, String),
+    /// The string has no variables at all.
+    #[error("the format has no `$variables`")]
+    NoVariables,
+    /// A `$` is not followed by a variable name.
+    #[error("`$` at byte {0} is not followed by a variable name")]
+    BadVariable(usize),
+}
+
+enum Piece<'a> {
+    Text(&'a str),
+    Var(&'a str),
+}
+
+fn var_name(i: &str) -> IResult<&str, &str> {
+    take_while1(|c: char| c.is_ascii_alphanumeric() || c == '_').parse(i)
+}
+
+fn piece(i: &str) -> IResult<&str, Piece<'_>> {
+    alt((
+        map(delimited(tag("${"), var_name, tag("}")), Piece::Var),
+        map((tag("$"), var_name), |(_, n)| Piece::Var(n)),
+        map(is_not("$"), Piece::Text),
+    ))
+    .parse(i)
+}
+
+impl CompiledFormat {
+    /// Compiles a `log_format` string. With `allow_trailing`, text after the last field is
+    /// ignored (for built-in formats that deployments often extend).
+    pub fn compile(source: &str, allow_trailing: bool) -> Result<Self, FormatStringError> {
+        let (rest, pieces) = many0(piece)
+            .parse(source)
+            .map_err(|_| FormatStringError::BadVariable(0))?;
+        if !rest.is_empty() {
+            return Err(FormatStringError::BadVariable(source.len() - rest.len()));
+        }
+        let mut segments = Vec::with_capacity(pieces.len());
+        let mut previous_var: Option<&str> = None;
+        for p in &pieces {
+            match p {
+                Piece::Text(t) => {
+                    segments.push(Segment::Literal(t.as_bytes().to_vec()));
+                    previous_var = None;
+                }
+                Piece::Var(name) => {
+                    if let Some(prev) = previous_var {
+                        return Err(FormatStringError::AdjacentVariables(prev.to_string(), name.to_string()));
+                    }
+                    segments.push(Segment::Field { var: Var::from_name(name), end: End::Line });
+                    previous_var = Some(name);
+                }
+            }
+        }
+        if !segments.iter().any(|s| matches!(s, Segment::Field { .. })) {
+            return Err(FormatStringError::NoVariables);
+        }
+        // Decide where each field ends from its neighbours.
+        for i in 0..segments.len() {
+            let quoted_before = i > 0
+                && matches!(&segments[i - 1], Segment::Literal(l) if l.ends_with(b"\""));
+            let next_first = match segments.get(i + 1) {
+                Some(Segment::Literal(l)) => l.first().copied(),
+                _ => None,
+            };
+            if let Segment::Field { end, .. } = &mut segments[i] {
+                *end = match next_first {
+                    Some(b'"') if quoted_before => End::Quote,
+                    Some(b) => End::Byte(b),
+                    None => End::Line,
+                };
+            }
+        }
+        Ok(CompiledFormat { source: source.to_string(), segments, allow_trailing })
+    }
+
+    /// The string this format was compiled from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The variables of the format, in order.
+    pub fn vars(&self) -> impl Iterator<Item = &Var> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Field { var, .. } => Some(var),
+            Segment::Literal(_) => None,
+        })
+    }
+
+    /// Parses one line (already stripped of its terminator).
+    pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
+        let mut rec = Record::default();
+        let mut have_request = false;
+        let mut rest = line;
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(lit) => {
+                    rest = rest
+                        .strip_prefix(lit.as_slice())
+                        .ok_or(ParseError::Mismatch("separator text"))?;
+                }
+                Segment::Field { var, end } => {
+                    let len = match end {
+                        End::Quote => quoted_len(rest).ok_or(ParseError::Mismatch("a quoted field"))?,
+                        End::Byte(b) => memchr::memchr(*b, rest).ok_or(ParseError::Mismatch("a field"))?,
+                        End::Line if self.allow_trailing => memchr::memchr(b' ', rest).unwrap_or(rest.len()),
+                        End::Line => rest.len(),
+                    };
+                    let (value, after) = rest.split_at(len);
+                    have_request |= assign(&mut rec, var, value)?;
+                    rest = after;
+                }
+            }
+        }
+        if !rest.is_empty() && !self.allow_trailing {
+            return Err(ParseError::Mismatch("end of line"));
+        }
+        if !have_request {
+            return Err(ParseError::BadRequest);
+        }
+        if rec.method.is_empty() {
+            // A format with `$request_uri` but no method: cache warming is about reads.
+            rec.method = Cow::Borrowed(b"GET");
+        }
+        Ok(rec)
+    }
+}
+
+/// Length of a quoted field's content: up to the first `"` not escaped by a backslash.
+fn quoted_len(s: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(off) = memchr::memchr2(b'"', b'\\', &s[i..]) {
+        let at = i + off;
+        if s[at] == b'"' {
+            return Some(at);
+        }
+        i = at + 2; // skip the escaped byte
+        if i > s.len() {
+            return None;
+        }
+    }
+    None
+}
+
+fn is_dash(v: &[u8]) -> bool {
+    v.is_empty() || v == b"-"
+}
+
+/// Decimal seconds (`0.123`) as microseconds; the first of a comma-separated list.
+pub(super) fn seconds_to_us(v: &[u8]) -> Option<u64> {
+    let v = v.split(|&c| c == b',' || c == b' ').next().unwrap_or(v);
+    let (int, frac) = match memchr::memchr(b'.', v) {
+        Some(dot) => (&v[..dot], &v[dot + 1..]),
+        None => (v, &b""[..]),
+    };
+    if int.is_empty() || int.len() > 9 || !int.iter().chain(frac).all(u8::is_ascii_digit) {
+        return None;
+    }
+    let secs = int.iter().fold(0u64, |n, c| n * 10 + u64::from(c - b'0'));
+    let mut us = 0;
+    for (i, c) in frac.iter().take(6).enumerate() {
+        us += u64::from(c - b'0') * 10u64.pow(5 - i as u32);
+    }
+    Some(secs * 1_000_000 + us)
+}
+
+pub(super) fn parse_u64(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, c| n * 10 + u64::from(c - b'0')))
+}
+
+pub(super) fn parse_status(v: &[u8]) -> Result<u16, ParseError> {
+    match v {
+        [a, b, c] if v.iter().all(u8::is_ascii_digit) && (b'1'..=b'5').contains(a) => {
+            Ok(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+        }
+        _ => Err(ParseError::BadStatus),
+    }
+}
+
+/// Stores one field's value in the record; returns whether it set the request target.
+fn assign<'a>(rec: &mut Record<'a>, var: &Var, v: &'a [u8]) -> Result<bool, ParseError> {
+    match var {
+        Var::RemoteAddr if !is_dash(v) => rec.client = Some(Cow::Borrowed(v)),
+        Var::TimeLocal => rec.time_ms = Some(parse_clf(v).ok_or(ParseError::BadTime)?),
+        Var::TimeIso8601 => rec.time_ms = Some(parse_iso8601(v).ok_or(ParseError::BadTime)?),
+        Var::Msec => rec.time_ms = Some(parse_epoch(v).ok_or(ParseError::BadTime)?),
+        Var::Request => {
+            let t = parse_request(v).ok_or(ParseError::BadRequest)?;
+            rec.method = Cow::Borrowed(t.method);
+            rec.path = Cow::Borrowed(t.path);
+            rec.query = t.query.map(Cow::Borrowed);
+            if rec.host.is_none() {
+                rec.host = t.host.map(Cow::Borrowed);
+            }
+            return Ok(true);
+        }
+        Var::RequestMethod => rec.method = Cow::Borrowed(v),
+        Var::RequestUri => {
+            if is_dash(v) {
+                return Err(ParseError::BadRequest);
+            }
+            let t = split_target(v);
+            rec.path = Cow::Borrowed(t.path);
+            rec.query = t.query.map(Cow::Borrowed);
+            return Ok(true);
+        }
+        Var::Uri => {
+            if is_dash(v) {
+                return Err(ParseError::BadRequest);
+            }
+            rec.path = Cow::Borrowed(v);
+            return Ok(true);
+        }
+        Var::Args if !is_dash(v) => rec.query = Some(Cow::Borrowed(v)),
+        Var::Status => rec.status = Some(parse_status(v)?),
+        Var::BodyBytesSent if !is_dash(v) => {
+            rec.bytes = Some(parse_u64(v).ok_or(ParseError::BadNumber("body_bytes_sent"))?)
+        }
+        Var::BytesSent if !is_dash(v) && rec.bytes.is_none() => {
+            rec.bytes = Some(parse_u64(v).ok_or(ParseError::BadNumber("bytes_sent"))?)
+        }
+        Var::RequestTime if !is_dash(v) => {
+            rec.latency_us = Some(seconds_to_us(v).ok_or(ParseError::BadNumber("request_time"))?)
+        }
+        Var::UpstreamResponseTime if !is_dash(v) && rec.latency_us.is_none() => {
+            rec.latency_us = seconds_to_us(v);
+        }
+        Var::UpstreamCacheStatus => rec.cache = Some(CacheStatus::from_bytes(v)),
+        Var::Host if !is_dash(v) => rec.host = Some(Cow::Borrowed(v)),
+        _ => {}
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_nginx_format() {
+        let f = CompiledFormat::compile(
+            r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" rt=$request_time uct="$upstream_connect_time" cache=$upstream_cache_status host=$host"#,
+            false,
+        )
+        .expect("compiles");
+        let line = br#"10.0.0.1 - - [01/Jan/2026:00:00:01 +0000] "GET /p/1 HTTP/2.0" 200 512 "-" "curl/8" rt=0.015 uct="0.001" cache=HIT host=shop.example"#;
+        let r = f.parse(line).expect("parses");
+        assert_eq!(r.latency_us, Some(15_000));
+        assert_eq!(r.cache, Some(CacheStatus::Hit));
+        assert_eq!(r.host.as_deref(), Some(&b"shop.example"[..]));
+        assert_eq!(r.path.as_ref(), b"/p/1");
+    }
+
+    #[test]
+    fn split_method_uri_args() {
+        let f = CompiledFormat::compile("$time_iso8601 $request_method $uri $args $status", false)
+            .expect("compiles");
+        let r = f.parse(b"2026-01-01T00:00:00+00:00 GET /x a=1 200").expect("parses");
+        assert_eq!((r.method.as_ref(), r.path.as_ref()), (&b"GET"[..], &b"/x"[..]));
+        assert_eq!(r.query.as_deref(), Some(&b"a=1"[..]));
+        assert!(f.parse(b"2026-01-01T00:00:00+00:00 GET /x a=1 200 extra").is_err());
+    }
+
+    #[test]
+    fn compile_errors() {
+        assert_eq!(
+            CompiledFormat::compile("$remote_addr$status", false).unwrap_err(),
+            FormatStringError::AdjacentVariables("remote_addr".into(), "status".into())
+        );
+        assert_eq!(CompiledFormat::compile("plain", false).unwrap_err(), FormatStringError::NoVariables);
+        assert!(CompiledFormat::compile("$ x", false).is_err());
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(seconds_to_us(b"1.5"), Some(1_500_000));
+        assert_eq!(seconds_to_us(b"0.001, 0.002"), Some(1_000));
+        assert_eq!(seconds_to_us(b"x"), None);
+        assert_eq!(parse_status(b"404"), Ok(404));
+        assert_eq!(parse_status(b"999"), Err(ParseError::BadStatus));
+    }
+}

@@ -1,0 +1,321 @@
+//! JSON lines: one object per line, field names configurable.
+//!
+//! Only the fields a [`Record`] needs are decoded, borrowed from the line when they hold no
+//! escapes; every other field is skipped without allocating.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use super::compiled::{parse_status, parse_u64, seconds_to_us};
+use super::request::{parse_request, split_target};
+use super::time::parse_any;
+use super::{CacheStatus, ParseError, Record};
+
+/// Which top-level JSON fields hold which part of a request. Each role lists candidate names;
+/// the first one present in a line wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonFields {
+    /// Request time (CLF, ISO 8601, or Unix seconds/milliseconds).
+    #[serde(deserialize_with = "one_or_many")]
+    pub time: Vec<String>,
+    /// Whole request line, `GET /path HTTP/1.1`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub request: Vec<String>,
+    /// Method, when the request line is split.
+    #[serde(deserialize_with = "one_or_many")]
+    pub method: Vec<String>,
+    /// Request target (path and query), when the request line is split.
+    #[serde(deserialize_with = "one_or_many")]
+    pub uri: Vec<String>,
+    /// Response status.
+    #[serde(deserialize_with = "one_or_many")]
+    pub status: Vec<String>,
+    /// Response size in bytes.
+    #[serde(deserialize_with = "one_or_many")]
+    pub bytes: Vec<String>,
+    /// Latency in seconds.
+    #[serde(deserialize_with = "one_or_many")]
+    pub latency: Vec<String>,
+    /// Client address.
+    #[serde(deserialize_with = "one_or_many")]
+    pub client: Vec<String>,
+    /// Cache status (`HIT`, `MISS`, ...).
+    #[serde(deserialize_with = "one_or_many")]
+    pub cache_status: Vec<String>,
+    /// Virtual host.
+    #[serde(deserialize_with = "one_or_many")]
+    pub host: Vec<String>,
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+impl Default for JsonFields {
+    fn default() -> Self {
+        JsonFields {
+            time: names(&["time_local", "time_iso8601", "time", "timestamp", "@timestamp", "msec", "ts"]),
+            request: names(&["request"]),
+            method: names(&["request_method", "method"]),
+            uri: names(&["request_uri", "uri", "path", "url"]),
+            status: names(&["status", "status_code"]),
+            bytes: names(&["body_bytes_sent", "bytes_sent", "bytes", "size"]),
+            latency: names(&["request_time", "duration", "upstream_response_time"]),
+            client: names(&["remote_addr", "client_ip", "ip", "client"]),
+            cache_status: names(&["upstream_cache_status", "cache_status", "cache"]),
+            host: names(&["host", "http_host", "server_name"]),
+        }
+    }
+}
+
+const ROLES: usize = 10;
+
+/// A JSON scalar, borrowed when it holds no escapes.
+enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    Num(f64),
+    Null,
+}
+
+impl<'a> Scalar<'a> {
+    fn text(&self) -> Option<Cow<'a, [u8]>> {
+        match self {
+            Scalar::Str(Cow::Borrowed(s)) => Some(Cow::Borrowed(s.as_bytes())),
+            Scalar::Str(Cow::Owned(s)) => Some(Cow::Owned(s.as_bytes().to_vec())),
+            Scalar::Num(n) => Some(Cow::Owned(n.to_string().into_bytes())),
+            Scalar::Null => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Scalar::Num(v as f64))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Scalar::Num(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Scalar::Num(v))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Null)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Null)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+struct Fields<'a> {
+    /// Per role: (priority of the name that matched, value).
+    found: [Option<(usize, Scalar<'a>)>; ROLES],
+}
+
+struct ObjectVisitor<'f> {
+    fields: &'f JsonFields,
+}
+
+impl<'de> Visitor<'de> for ObjectVisitor<'_> {
+    type Value = Fields<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let roles = self.fields.roles();
+        let mut out = Fields { found: Default::default() };
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let hit = roles.iter().enumerate().find_map(|(role, cands)| {
+                cands.iter().position(|c| *c == key).map(|prio| (role, prio))
+            });
+            match hit {
+                Some((role, prio)) if out.found[role].as_ref().is_none_or(|(p, _)| prio < *p) => {
+                    out.found[role] = Some((prio, map.next_value::<Scalar<'de>>()?));
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn owned_part(b: &[u8]) -> Cow<'static, [u8]> {
+    Cow::Owned(b.to_vec())
+}
+
+impl JsonFields {
+    fn roles(&self) -> [&Vec<String>; ROLES] {
+        [
+            &self.time, &self.request, &self.method, &self.uri, &self.status, &self.bytes,
+            &self.latency, &self.client, &self.cache_status, &self.host,
+        ]
+    }
+
+    /// Parses one JSON object line.
+    pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
+        let mut de = serde_json::Deserializer::from_slice(line);
+        let fields = de
+            .deserialize_map(ObjectVisitor { fields: self })
+            .map_err(|_| ParseError::BadJson)?;
+        de.end().map_err(|_| ParseError::BadJson)?;
+        let [time, request, method, uri, status, bytes, latency, client, cache, host] =
+            fields.found.map(|f| f.map(|(_, v)| v));
+        let mut rec = Record::default();
+
+        if let Some(req) = request.as_ref().and_then(Scalar::text) {
+            match req {
+                Cow::Borrowed(b) => {
+                    let t = parse_request(b).ok_or(ParseError::BadRequest)?;
+                    rec.method = Cow::Borrowed(t.method);
+                    rec.path = Cow::Borrowed(t.path);
+                    rec.query = t.query.map(Cow::Borrowed);
+                    rec.host = t.host.map(Cow::Borrowed);
+                }
+                Cow::Owned(b) => {
+                    let t = parse_request(&b).ok_or(ParseError::BadRequest)?;
+                    rec.method = owned_part(t.method);
+                    rec.path = owned_part(t.path);
+                    rec.query = t.query.map(owned_part);
+                    rec.host = t.host.map(owned_part);
+                }
+            }
+        } else if let Some(target) = uri.as_ref().and_then(Scalar::text) {
+            match target {
+                Cow::Borrowed(b) => {
+                    let t = split_target(b);
+                    rec.path = Cow::Borrowed(t.path);
+                    rec.query = t.query.map(Cow::Borrowed);
+                }
+                Cow::Owned(b) => {
+                    let t = split_target(&b);
+                    rec.path = owned_part(t.path);
+                    rec.query = t.query.map(owned_part);
+                }
+            }
+            if rec.path.is_empty() {
+                return Err(ParseError::BadRequest);
+            }
+            rec.method = method.as_ref().and_then(Scalar::text).unwrap_or(Cow::Borrowed(b"GET"));
+        } else {
+            return Err(ParseError::MissingField("request"));
+        }
+
+        rec.time_ms = match time {
+            Some(Scalar::Num(n)) if n > 1e11 => Some(n as i64),
+            Some(Scalar::Num(n)) => Some((n * 1000.0) as i64),
+            Some(Scalar::Str(s)) => Some(parse_any(s.as_bytes()).ok_or(ParseError::BadTime)?),
+            _ => None,
+        };
+        rec.status = match status {
+            Some(Scalar::Num(n)) => Some(parse_status(format!("{n}").as_bytes())?),
+            Some(Scalar::Str(s)) => Some(parse_status(s.as_bytes())?),
+            _ => None,
+        };
+        rec.bytes = match bytes {
+            Some(Scalar::Num(n)) if n >= 0.0 => Some(n as u64),
+            Some(Scalar::Str(s)) if s != "-" => {
+                Some(parse_u64(s.as_bytes()).ok_or(ParseError::BadNumber("bytes"))?)
+            }
+            _ => None,
+        };
+        rec.latency_us = match latency {
+            Some(Scalar::Num(n)) if n >= 0.0 => Some((n * 1e6) as u64),
+            Some(Scalar::Str(s)) if s != "-" => {
+                Some(seconds_to_us(s.as_bytes()).ok_or(ParseError::BadNumber("latency"))?)
+            }
+            _ => None,
+        };
+        rec.client = client.and_then(|c| c.text()).filter(|c| c.as_ref() != b"-");
+        rec.cache = cache.and_then(|c| c.text()).map(|c| CacheStatus::from_bytes(&c));
+        if let Some(h) = host.and_then(|h| h.text()).filter(|h| h.as_ref() != b"-") {
+            rec.host = Some(h);
+        }
+        Ok(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_json_line() {
+        let line = br#"{"remote_addr":"127.0.0.1","time_local":"17/Nov/2013:06:31:32 -0500","request":"GET /api/x?_=1 HTTP/1.1","status":"200","body_bytes_sent":"12","request_time":"0.004","nested":{"a":[1,2]}}"#;
+        let r = JsonFields::default().parse(line).expect("parses");
+        assert_eq!(r.path.as_ref(), b"/api/x");
+        assert_eq!(r.status, Some(200));
+        assert_eq!(r.bytes, Some(12));
+        assert_eq!(r.latency_us, Some(4_000));
+        assert_eq!(r.time_ms, Some(1_384_687_892_000));
+    }
+
+    #[test]
+    fn split_fields_numbers_and_escapes() {
+        let line = br#"{"ts":1700000000.5,"method":"GET","uri":"\/a\/b?c=1","status":404,"bytes":10,"duration":0.25,"cache":"MISS"}"#;
+        let r = JsonFields::default().parse(line).expect("parses");
+        assert_eq!(r.path.as_ref(), b"/a/b");
+        assert_eq!(r.query.as_deref(), Some(&b"c=1"[..]));
+        assert_eq!(r.status, Some(404));
+        assert_eq!(r.time_ms, Some(1_700_000_000_500));
+        assert_eq!(r.latency_us, Some(250_000));
+        assert_eq!(r.cache, Some(CacheStatus::Miss));
+    }
+
+    #[test]
+    fn configured_names_and_errors() {
+        let fields: JsonFields = toml::from_str("uri = \"u\"\ntime = [\"when\"]").expect("valid");
+        let r = fields.parse(br#"{"u":"/z","when":"2026-01-01T00:00:00Z"}"#).expect("parses");
+        assert_eq!(r.path.as_ref(), b"/z");
+        assert_eq!(JsonFields::default().parse(b"{").unwrap_err(), ParseError::BadJson);
+        assert_eq!(JsonFields::default().parse(b"[1]").unwrap_err(), ParseError::BadJson);
+        assert_eq!(
+            JsonFields::default().parse(br#"{"status":200}"#).unwrap_err(),
+            ParseError::MissingField("request")
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! Access-log formats: one line of bytes in, one [`Record`] (or a [`ParseError`]) out.
+//!
+//! This module owns the log formats (`combined`, `common`, JSON lines, and nginx `log_format`
+//! strings compiled into a parser) and their auto-detection. It knows nothing of rules, threads,
+//! files or Parquet: the analyzer hands it lines, it hands back borrowed views of them.
+//! Parsing never panics and never allocates for the text formats; a line that does not fit is
+//! an error value the caller counts.
+
+mod compiled;
+mod json;
+mod request;
+pub mod time;
+
+use std::borrow::Cow;
+use std::fmt;
+
+pub use compiled::{CompiledFormat, FormatStringError, Var};
+pub use json::JsonFields;
+
+/// Lines longer than this are rejected (`too_long`) rather than parsed.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// What the cache cares about in one request, borrowed from the log line where possible.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Record<'a> {
+    /// Client address (`$remote_addr`), if logged.
+    pub client: Option<Cow<'a, [u8]>>,
+    /// Request time in Unix milliseconds, if logged.
+    pub time_ms: Option<i64>,
+    /// HTTP method, e.g. `GET`.
+    pub method: Cow<'a, [u8]>,
+    /// Path without the query string, e.g. `/api/products/42`.
+    pub path: Cow<'a, [u8]>,
+    /// Query string without the `?`, if any.
+    pub query: Option<Cow<'a, [u8]>>,
+    /// Virtual host (`$host`, or the authority of an absolute request target), if known.
+    pub host: Option<Cow<'a, [u8]>>,
+    /// Response status, if logged.
+    pub status: Option<u16>,
+    /// Response size in bytes, if logged.
+    pub bytes: Option<u64>,
+    /// Request latency in microseconds (`$request_time`, else `$upstream_response_time`).
+    pub latency_us: Option<u64>,
+    /// What the cache in front of the application said (`$upstream_cache_status`).
+    pub cache: Option<CacheStatus>,
+}
+
+/// How the cache in front of the application answered a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from cache (`HIT`, `STALE`, `UPDATING`, `REVALIDATED`).
+    Hit,
+    /// Fetched from the application (`MISS`, `EXPIRED`).
+    Miss,
+    /// The cache was not consulted (`BYPASS`, `-`, anything else).
+    Other,
+}
+
+impl CacheStatus {
+    /// Reads nginx's `$upstream_cache_status` vocabulary (case-insensitive).
+    pub fn from_bytes(b: &[u8]) -> Self {
+        const HITS: [&[u8]; 4] = [b"HIT", b"STALE", b"UPDATING", b"REVALIDATED"];
+        const MISSES: [&[u8]; 2] = [b"MISS", b"EXPIRED"];
+        if HITS.iter().any(|h| h.eq_ignore_ascii_case(b)) {
+            CacheStatus::Hit
+        } else if MISSES.iter().any(|m| m.eq_ignore_ascii_case(b)) {
+            CacheStatus::Miss
+        } else {
+            CacheStatus::Other
+        }
+    }
+}
+
+/// Why a line could not be read as a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The line holds nothing but white space.
+    #[error("empty line")]
+    Empty,
+    /// The line is longer than [`MAX_LINE_BYTES`].
+    #[error("line longer than 1 MiB")]
+    TooLong,
+    /// The line's shape differs from the format at the named element.
+    #[error("line does not match the log format at {0}")]
+    Mismatch(&'static str),
+    /// The request line is not `METHOD TARGET [PROTOCOL]`.
+    #[error("request is not `METHOD TARGET [PROTOCOL]`")]
+    BadRequest,
+    /// The status is not a three-digit number.
+    #[error("status is not a three-digit number")]
+    BadStatus,
+    /// The time field cannot be read as a timestamp.
+    #[error("timestamp cannot be read")]
+    BadTime,
+    /// A numeric field (bytes, latency) holds something else.
+    #[error("field `{0}` is not a number")]
+    BadNumber(&'static str),
+    /// A JSON line is not a JSON object.
+    #[error("not a JSON object")]
+    BadJson,
+    /// A JSON line lacks a field the format needs.
+    #[error("JSON object has no `{0}` field")]
+    MissingField(&'static str),
+}
+
+impl ParseError {
+    /// A stable snake_case name for counting rejected lines by reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ParseError::Empty => "empty",
+            ParseError::TooLong => "too_long",
+            ParseError::Mismatch(_) => "format_mismatch",
+            ParseError::BadRequest => "bad_request_line",
+            ParseError::BadStatus => "bad_status",
+            ParseError::BadTime => "bad_timestamp",
+            ParseError::BadNumber(_) => "bad_number",
+            ParseError::BadJson => "invalid_json",
+            ParseError::MissingField(_) => "missing_field",
+        }
+    }
+}
+
+/// A log format, ready to parse lines.
+#[derive(Debug, Clone)]
+pub enum LogFormat {
+    /// A compiled `log_format` string; `combined` and `common` are predefined ones.
+    Text(CompiledFormat),
+    /// One JSON object per line.
+    Json(JsonFields),
+}
+
+/// The format named in flags or config, before it is compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatSpec {
+    /// Detect per input file from its first lines.
+    Auto,
+    /// Apache/nginx combined.
+    Combined,
+    /// Common Log Format.
+    Common,
+    /// JSON lines.
+    Json,
+    /// An nginx `log_format` string, such as `$remote_addr [$time_local] "$request" $status`.
+    Nginx(String),
+}
+
+impl FormatSpec {
+    /// Reads a `--format` value: a built-in name, or a `log_format` string (recognised by its `$`).
+    pub fn parse(s: &str) -> Result<Self, FormatStringError> {
+        match s.trim() {
+            "auto" => Ok(FormatSpec::Auto),
+            "combined" => Ok(FormatSpec::Combined),
+            "common" => Ok(FormatSpec::Common),
+            "json" => Ok(FormatSpec::Json),
+            other if other.contains('$') => {
+                // Compile once now so a bad string fails at load time, with its position.
+                CompiledFormat::compile(other, false)?;
+                Ok(FormatSpec::Nginx(other.to_string()))
+            }
+            other => Err(FormatStringError::UnknownName(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for FormatSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FormatSpec::Auto => f.write_str("auto"),
+            FormatSpec::Combined => f.write_str("combined"),
+            FormatSpec::Common => f.write_str("common"),
+            FormatSpec::Json => f.write_str("json"),
+            FormatSpec::Nginx(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The `combined` format as an nginx `log_format` string. `$ident` stands for Apache's `%l`,
+/// which nginx always writes as `-`.
+pub const COMBINED: &str = r#"$remote_addr $ident $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent""#;
+/// The Common Log Format as an nginx `log_format` string.
+pub const COMMON: &str =
+    r#"$remote_addr $ident $remote_user [$time_local] "$request" $status $body_bytes_sent"#;
+
+impl LogFormat {
+    /// The parser for a spec; `Auto` has none of its own (see [`detect`]).
+    pub fn from_spec(spec: &FormatSpec, json: &JsonFields) -> Option<Self> {
+        // Built-in formats accept extra trailing fields, which many deployments append.
+        let compiled = |s: &str, trailing| {
+            CompiledFormat::compile(s, trailing).expect("built-in formats compile")
+        };
+        Some(match spec {
+            FormatSpec::Auto => return None,
+            FormatSpec::Combined => LogFormat::Text(compiled(COMBINED, true)),
+            FormatSpec::Common => LogFormat::Text(compiled(COMMON, true)),
+            FormatSpec::Json => LogFormat::Json(json.clone()),
+            FormatSpec::Nginx(s) => CompiledFormat::compile(s, false).ok().map(LogFormat::Text)?,
+        })
+    }
+
+    /// Parses one line (without its line terminator; a trailing `\r` is ignored).
+    pub fn parse_line<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > MAX_LINE_BYTES {
+            return Err(ParseError::TooLong);
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Err(ParseError::Empty);
+        }
+        match self {
+            LogFormat::Text(f) => f.parse(line),
+            LogFormat::Json(f) => f.parse(line),
+        }
+    }
+}
+
+/// Picks the built-in format that reads the most of `sample_lines` (ties go to the richer
+/// format: combined, then common, then JSON).
+pub fn detect<'a>(sample_lines: impl Iterator<Item = &'a [u8]>, json: &JsonFields) -> FormatSpec {
+    let candidates = [FormatSpec::Combined, FormatSpec::Common, FormatSpec::Json];
+    let parsers: Vec<LogFormat> = candidates
+        .iter()
+        .filter_map(|c| LogFormat::from_spec(c, json))
+        .collect();
+    let mut scores = [0usize; 3];
+    for line in sample_lines {
+        for (score, parser) in scores.iter_mut().zip(&parsers) {
+            *score += usize::from(parser.parse_line(line).is_ok());
+        }
+    }
+    let best = (0..3).rev().max_by_key(|&i| scores[i]).unwrap_or(0);
+    candidates[best].clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn combined() -> LogFormat {
+        LogFormat::from_spec(&FormatSpec::Combined, &JsonFields::default()).expect("built in")
+    }
+
+    #[test]
+    fn combined_line() {
+        let line = br#"203.0.113.9 - alice [17/May/2015:10:05:03 +0000] "GET /api/products/42?page=2&token=abc HTTP/1.1" 200 2326 "http://example.com/" "Mozilla/5.0 (X11)""#;
+        let r = combined().parse_line(line).expect("parses");
+        assert_eq!(r.client.as_deref(), Some(&b"203.0.113.9"[..]));
+        assert_eq!(r.method.as_ref(), b"GET");
+        assert_eq!(r.path.as_ref(), b"/api/products/42");
+        assert_eq!(r.query.as_deref(), Some(&b"page=2&token=abc"[..]));
+        assert_eq!(r.status, Some(200));
+        assert_eq!(r.bytes, Some(2326));
+        assert_eq!(r.time_ms, Some(1_431_857_103_000));
+    }
+
+    #[test]
+    fn escaped_quotes_ipv6_dashes_and_crlf() {
+        let line = b"2001:db8::1 - - [17/May/2015:10:05:03 +0000] \"GET /a\\\"b HTTP/1.1\" 304 - \"-\" \"agent \\\"quoted\\\" x\"\r";
+        let r = combined().parse_line(line).expect("parses");
+        assert_eq!(r.client.as_deref(), Some(&b"2001:db8::1"[..]));
+        assert_eq!(r.path.as_ref(), b"/a\\\"b");
+        assert_eq!(r.status, Some(304));
+        assert_eq!(r.bytes, None);
+    }
+
+    #[test]
+    fn rejects_with_reasons() {
+        let f = combined();
+        assert_eq!(f.parse_line(b"   ").unwrap_err(), ParseError::Empty);
+        assert_eq!(f.parse_line(b"garbage").unwrap_err().reason(), "format_mismatch");
+        let bad_status = br#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 2x0 1 "-" "-""#;
+        assert_eq!(f.parse_line(bad_status).unwrap_err(), ParseError::BadStatus);
+        let no_request = br#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "-" 400 0 "-" "-""#;
+        assert_eq!(f.parse_line(no_request).unwrap_err(), ParseError::BadRequest);
+        let long = vec![b'a'; MAX_LINE_BYTES + 1];
+        assert_eq!(f.parse_line(&long).unwrap_err(), ParseError::TooLong);
+    }
+
+    #[test]
+    fn detects_formats() {
+        let json = JsonFields::default();
+        let combined_lines: [&[u8]; 2] = [
+            br#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "-" "ua""#,
+            br#"1.2.3.4 - - [17/May/2015:10:05:04 +0000] "GET /x HTTP/1.1" 200 1 "-" "ua""#,
+        ];
+        assert_eq!(detect(combined_lines.into_iter(), &json), FormatSpec::Combined);
+        let common_lines: [&[u8]; 1] =
+            [br#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1"#];
+        assert_eq!(detect(common_lines.into_iter(), &json), FormatSpec::Common);
+        let json_lines: [&[u8]; 1] =
+            [br#"{"time_local":"17/May/2015:10:05:03 +0000","request":"GET / HTTP/1.1","status":"200"}"#];
+        assert_eq!(detect(json_lines.into_iter(), &json), FormatSpec::Json);
+    }
+
+    #[test]
+    fn format_spec_parsing() {
+        assert_eq!(FormatSpec::parse("combined").expect("ok"), FormatSpec::Combined);
+        assert!(matches!(FormatSpec::parse("$remote_addr \"$request\""), Ok(FormatSpec::Nginx(_))));
+        assert!(FormatSpec::parse("apache").is_err());
+    }
+}

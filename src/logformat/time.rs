@@ -1,0 +1,237 @@
+//! Timestamps as access logs write them, turned into Unix milliseconds.
+//!
+//! Hand-written rather than parsed with a general date library: this runs once per log line,
+//! and the three shapes it accepts are fixed.
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The civil date (year, month, day) of a day count from 1970-01-01.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Formats Unix milliseconds as RFC 3339 in UTC, e.g. `2026-01-01T00:00:00Z`
+/// (milliseconds only when they are not zero).
+pub fn format_rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    let (h, mi, s) = (sod / 3600, sod % 3600 / 60, sod % 60);
+    if millis == 0 {
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    } else {
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z")
+    }
+}
+
+fn digits(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 9 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i64::from(c - b'0');
+    }
+    Some(n)
+}
+
+fn month_number(b: &[u8]) -> Option<u32> {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov",
+        b"dec",
+    ];
+    let lower = [
+        b.first()?.to_ascii_lowercase(),
+        b.get(1)?.to_ascii_lowercase(),
+        b.get(2)?.to_ascii_lowercase(),
+    ];
+    MONTHS
+        .iter()
+        .position(|m| **m == lower)
+        .map(|i| i as u32 + 1)
+}
+
+fn to_ms(y: i64, mo: u32, d: u32, h: i64, mi: i64, s: i64, frac_ms: i64, offset_s: i64) -> Option<i64> {
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, mo, d);
+    Some((days * 86_400 + h * 3600 + mi * 60 + s - offset_s) * 1000 + frac_ms)
+}
+
+/// `+0100`, `-07:00`, `Z`: the offset east of UTC in seconds.
+fn offset_seconds(b: &[u8]) -> Option<i64> {
+    match b {
+        b"Z" | b"z" => Some(0),
+        [sign @ (b'+' | b'-'), h1, h2, rest @ ..] => {
+            let hours = digits(&[*h1, *h2])?;
+            let minutes = match rest {
+                [m1, m2] | [b':', m1, m2] => digits(&[*m1, *m2])?,
+                [] => 0,
+                _ => return None,
+            };
+            let secs = hours * 3600 + minutes * 60;
+            Some(if *sign == b'-' { -secs } else { secs })
+        }
+        _ => None,
+    }
+}
+
+/// Parses the Common Log Format time, `10/Oct/2000:13:55:36 -0700`.
+pub fn parse_clf(b: &[u8]) -> Option<i64> {
+    // dd/Mon/yyyy:HH:MM:SS +zzzz
+    if b.len() < 20 || b[2] != b'/' || b[6] != b'/' || b[11] != b':' {
+        return None;
+    }
+    let d = digits(&b[0..2])? as u32;
+    let mo = month_number(&b[3..6])?;
+    let y = digits(&b[7..11])?;
+    let h = digits(&b[12..14])?;
+    let mi = digits(&b[15..17])?;
+    let s = digits(&b[18..20])?;
+    if b[14] != b':' || b[17] != b':' {
+        return None;
+    }
+    let offset = match &b[20..] {
+        [] => 0,
+        [b' ', zone @ ..] => offset_seconds(zone)?,
+        _ => return None,
+    };
+    to_ms(y, mo, d, h, mi, s, 0, offset)
+}
+
+/// Parses ISO 8601 / RFC 3339, `2000-10-10T13:55:36+00:00`, with optional fraction and `Z`.
+/// A missing zone is read as UTC.
+pub fn parse_iso8601(b: &[u8]) -> Option<i64> {
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let y = digits(&b[0..4])?;
+    let mo = digits(&b[5..7])? as u32;
+    let d = digits(&b[8..10])? as u32;
+    let h = digits(&b[11..13])?;
+    let mi = digits(&b[14..16])?;
+    let s = digits(&b[17..19])?;
+    let mut rest = &b[19..];
+    let mut frac_ms = 0;
+    if let Some(after_dot) = rest.strip_prefix(b".") {
+        let n = after_dot.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        for (i, c) in after_dot[..n].iter().take(3).enumerate() {
+            frac_ms += i64::from(c - b'0') * [100, 10, 1][i];
+        }
+        rest = &after_dot[n..];
+    }
+    let offset = if rest.is_empty() { 0 } else { offset_seconds(rest)? };
+    to_ms(y, mo, d, h, mi, s, frac_ms, offset)
+}
+
+/// Parses Unix seconds with an optional fraction, as nginx's `$msec` writes them: `1700000000.123`.
+pub fn parse_epoch(b: &[u8]) -> Option<i64> {
+    let (int, frac) = match memchr::memchr(b'.', b) {
+        Some(dot) => (&b[..dot], &b[dot + 1..]),
+        None => (b, &b""[..]),
+    };
+    if int.is_empty() || int.len() > 12 || !int.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let secs: i64 = int.iter().fold(0, |n, c| n * 10 + i64::from(c - b'0'));
+    let mut ms = 0;
+    for (i, c) in frac.iter().take(3).enumerate() {
+        ms += i64::from(c - b'0') * [100, 10, 1][i];
+    }
+    Some(secs * 1000 + ms)
+}
+
+/// Parses any of the shapes above; used for JSON logs, whose time field may hold any of them.
+pub fn parse_any(b: &[u8]) -> Option<i64> {
+    parse_iso8601(b)
+        .or_else(|| parse_clf(b))
+        .or_else(|| parse_epoch(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clf_with_offsets() {
+        // 2000-10-10T20:55:36Z
+        assert_eq!(parse_clf(b"10/Oct/2000:13:55:36 -0700"), Some(971_211_336_000));
+        assert_eq!(parse_clf(b"10/Oct/2000:20:55:36 +0000"), Some(971_211_336_000));
+        assert_eq!(parse_clf(b"10/oct/2000:22:55:36 +0200"), Some(971_211_336_000));
+        assert_eq!(parse_clf(b"10/Oct/2000:20:55:36"), Some(971_211_336_000));
+    }
+
+    #[test]
+    fn clf_rejects_garbage() {
+        for bad in [
+            &b""[..],
+            b"10/Foo/2000:13:55:36 -0700",
+            b"10/Oct/2000:13:55:36 -0",
+            b"99/Oct/2000:13:55:36 +0000",
+            b"10/Oct/2000:25:55:36 +0000",
+            b"10/Oct/2000 13:55:36 +0000",
+        ] {
+            assert_eq!(parse_clf(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn iso8601_variants() {
+        assert_eq!(parse_iso8601(b"2000-10-10T20:55:36Z"), Some(971_211_336_000));
+        assert_eq!(parse_iso8601(b"2000-10-10T13:55:36-07:00"), Some(971_211_336_000));
+        assert_eq!(parse_iso8601(b"2000-10-10T20:55:36.250+00:00"), Some(971_211_336_250));
+        assert_eq!(parse_iso8601(b"2000-10-10 20:55:36"), Some(971_211_336_000));
+        assert_eq!(parse_iso8601(b"2000-10-10T20:55"), None);
+    }
+
+    #[test]
+    fn epoch_and_any() {
+        assert_eq!(parse_epoch(b"971211336.25"), Some(971_211_336_250));
+        assert_eq!(parse_epoch(b"971211336"), Some(971_211_336_000));
+        assert_eq!(parse_epoch(b"97x"), None);
+        assert_eq!(parse_any(b"10/Oct/2000:20:55:36 +0000"), Some(971_211_336_000));
+        assert_eq!(parse_any(b"971211336"), Some(971_211_336_000));
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        for days in [-800_000, -1, 0, 1, 11_016, 20_000, 2_000_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(format_rfc3339(971_211_336_000), "2000-10-10T20:55:36Z");
+        assert_eq!(format_rfc3339(971_211_336_250), "2000-10-10T20:55:36.250Z");
+    }
+}

@@ -1,0 +1,292 @@
+//! Match patterns: `GET /api/products/{id:int}`.
+//!
+//! A pattern is an optional method list (`GET`, `GET|HEAD`, `*`; `GET` when omitted) and a
+//! path whose `/`-separated segments are literal text or one capture each, optionally with a
+//! literal prefix and suffix (`{id:int}.json`). Captures: `{name}` one non-empty segment,
+//! `{name:int}` ASCII digits, `{name:path}` the rest of the path (last segment only).
+
+use nom::bytes::complete::{tag, take_while1};
+use nom::combinator::opt;
+use nom::sequence::preceded;
+use nom::{IResult, Parser};
+
+/// What a capture accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureKind {
+    /// One non-empty path segment.
+    Segment,
+    /// One segment of ASCII digits.
+    Int,
+    /// The rest of the path, `/` included (non-empty).
+    Path,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Literal(Vec<u8>),
+    Capture { prefix: Vec<u8>, kind: CaptureKind, suffix: Vec<u8> },
+    Rest,
+}
+
+/// A pattern that cannot be used, with the byte offset where the problem starts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PatternError {
+    /// Byte offset in the pattern string.
+    pub offset: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A compiled match pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchPattern {
+    methods: Option<Vec<Vec<u8>>>,
+    segments: Vec<Seg>,
+    captures: Vec<String>,
+}
+
+fn ident(i: &str) -> IResult<&str, &str> {
+    take_while1(|c: char| c.is_ascii_alphanumeric() || c == '_').parse(i)
+}
+
+/// `{name}` or `{name:kind}` → (name, kind text).
+fn capture(i: &str) -> IResult<&str, (&str, Option<&str>)> {
+    let (i, _) = tag("{").parse(i)?;
+    let (i, name) = ident(i)?;
+    let (i, kind) = opt(preceded(tag(":"), ident)).parse(i)?;
+    let (i, _) = tag("}").parse(i)?;
+    Ok((i, (name, kind)))
+}
+
+impl MatchPattern {
+    /// Parses a pattern string.
+    pub fn parse(src: &str) -> Result<Self, PatternError> {
+        let err = |offset: usize, message: String| PatternError { offset, message };
+        let trimmed_start = src.len() - src.trim_start().len();
+        let s = src.trim();
+        let (methods, path, path_offset) = match s.find(' ') {
+            Some(sp) => {
+                let m = &s[..sp];
+                let path = s[sp..].trim_start();
+                (Some(m), path, trimmed_start + s.len() - path.len())
+            }
+            None => (None, s, trimmed_start),
+        };
+        let methods = match methods {
+            None => Some(vec![b"GET".to_vec()]),
+            Some("*") => None,
+            Some(m) => {
+                let list: Vec<Vec<u8>> = m.split('|').map(|x| x.as_bytes().to_vec()).collect();
+                if list.iter().any(|x| x.is_empty() || !x.iter().all(u8::is_ascii_uppercase)) {
+                    return Err(err(trimmed_start, format!("`{m}` is not a method list: write `GET`, `GET|HEAD` or `*`")));
+                }
+                Some(list)
+            }
+        };
+        let Some(body) = path.strip_prefix('/') else {
+            return Err(err(path_offset, "the path must start with `/`".into()));
+        };
+        let mut segments = Vec::new();
+        let mut captures: Vec<String> = Vec::new();
+        let mut offset = path_offset + 1;
+        let parts: Vec<&str> = body.split('/').collect();
+        for (n, part) in parts.iter().enumerate() {
+            let here = offset;
+            offset += part.len() + 1;
+            let Some(open) = part.find('{') else {
+                if part.contains('}') {
+                    return Err(err(here, format!("unbalanced `}}` in `{part}`")));
+                }
+                segments.push(Seg::Literal(part.as_bytes().to_vec()));
+                continue;
+            };
+            let prefix = &part[..open];
+            let (after, (name, kind)) = capture(&part[open..]).map_err(|_| {
+                err(here + open, format!("`{}` is not a capture: write `{{name}}`, `{{name:int}}` or `{{name:path}}`", &part[open..]))
+            })?;
+            if after.contains('{') {
+                return Err(err(here, format!("segment `{part}` has more than one capture")));
+            }
+            if captures.iter().any(|c| c == name) {
+                return Err(err(here + open, format!("capture `{name}` appears twice")));
+            }
+            let kind = match kind {
+                None => CaptureKind::Segment,
+                Some("int") => CaptureKind::Int,
+                Some("path") => CaptureKind::Path,
+                Some(other) => {
+                    return Err(err(here + open, format!("unknown capture type `{other}`: use `int`, `path`, or none")));
+                }
+            };
+            captures.push(name.to_string());
+            if kind == CaptureKind::Path {
+                if !prefix.is_empty() || !after.is_empty() || n + 1 != parts.len() {
+                    return Err(err(here + open, format!("`{{{name}:path}}` must be a whole segment at the end of the path")));
+                }
+                segments.push(Seg::Rest);
+            } else {
+                segments.push(Seg::Capture {
+                    prefix: prefix.as_bytes().to_vec(),
+                    kind,
+                    suffix: after.as_bytes().to_vec(),
+                });
+            }
+        }
+        Ok(MatchPattern { methods, segments, captures })
+    }
+
+    /// Capture names in pattern order.
+    pub fn captures(&self) -> &[String] {
+        &self.captures
+    }
+
+    /// Whether the method is accepted.
+    pub fn method_matches(&self, method: &[u8]) -> bool {
+        self.methods.as_ref().is_none_or(|ms| ms.iter().any(|m| m == method))
+    }
+
+    /// The methods accepted (`None`: any).
+    pub fn methods(&self) -> Option<&[Vec<u8>]> {
+        self.methods.as_deref()
+    }
+
+    /// Matches a path; on success the capture values are appended to `caps` in pattern order.
+    pub fn path_matches<'a>(&self, path: &'a [u8], caps: &mut Vec<Option<&'a [u8]>>) -> bool {
+        let start = caps.len();
+        let ok = self.match_segments(path, caps);
+        if !ok {
+            caps.truncate(start);
+        }
+        ok
+    }
+
+    fn match_segments<'a>(&self, path: &'a [u8], caps: &mut Vec<Option<&'a [u8]>>) -> bool {
+        let Some(mut rest) = path.strip_prefix(b"/") else { return false };
+        let last = self.segments.len() - 1;
+        for (i, seg) in self.segments.iter().enumerate() {
+            if *seg == Seg::Rest {
+                if rest.is_empty() {
+                    return false;
+                }
+                caps.push(Some(rest));
+                return true;
+            }
+            let (part, after) = match memchr::memchr(b'/', rest) {
+                Some(p) => (&rest[..p], Some(&rest[p + 1..])),
+                None => (rest, None),
+            };
+            let ok = match seg {
+                Seg::Literal(l) => part == l.as_slice(),
+                Seg::Capture { prefix, kind, suffix } => {
+                    match part.strip_prefix(prefix.as_slice()).and_then(|p| p.strip_suffix(suffix.as_slice())) {
+                        Some(v) if !v.is_empty() && (*kind != CaptureKind::Int || v.iter().all(u8::is_ascii_digit)) => {
+                            caps.push(Some(v));
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+                Seg::Rest => unreachable!("handled above"),
+            };
+            if !ok {
+                return false;
+            }
+            match after {
+                Some(a) if i < last => rest = a,
+                None if i == last => return true,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// Builds a path this pattern matches from capture values (for the log generator).
+    pub fn render_path(&self, values: &[String]) -> String {
+        let mut out = String::new();
+        let mut vals = values.iter();
+        for seg in &self.segments {
+            out.push('/');
+            match seg {
+                Seg::Literal(l) => out.push_str(&String::from_utf8_lossy(l)),
+                Seg::Capture { prefix, suffix, .. } => {
+                    out.push_str(&String::from_utf8_lossy(prefix));
+                    out.push_str(vals.next().map(String::as_str).unwrap_or("x"));
+                    out.push_str(&String::from_utf8_lossy(suffix));
+                }
+                Seg::Rest => out.push_str(vals.next().map(String::as_str).unwrap_or("x")),
+            }
+        }
+        out
+    }
+
+    /// The kind of each capture, in order (for the log generator).
+    pub fn capture_kinds(&self) -> Vec<CaptureKind> {
+        self.segments
+            .iter()
+            .filter_map(|s| match s {
+                Seg::Capture { kind, .. } => Some(*kind),
+                Seg::Rest => Some(CaptureKind::Path),
+                Seg::Literal(_) => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps<'a>(p: &MatchPattern, path: &'a str) -> Option<Vec<&'a str>> {
+        let mut c = Vec::new();
+        p.path_matches(path.as_bytes(), &mut c).then(|| {
+            c.into_iter()
+                .map(|v| std::str::from_utf8(v.expect("captured")).expect("utf8"))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn captures_by_kind() {
+        let p = MatchPattern::parse("GET /api/products/{id:int}").expect("valid");
+        assert_eq!(caps(&p, "/api/products/42"), Some(vec!["42"]));
+        assert_eq!(caps(&p, "/api/products/4x"), None);
+        assert_eq!(caps(&p, "/api/products/42/"), None);
+        assert_eq!(caps(&p, "/api/products"), None);
+        assert!(p.method_matches(b"GET") && !p.method_matches(b"POST"));
+
+        let p = MatchPattern::parse("GET|HEAD /u/{user}/files/{rest:path}").expect("valid");
+        assert_eq!(caps(&p, "/u/ann/files/a/b.txt"), Some(vec!["ann", "a/b.txt"]));
+        assert_eq!(caps(&p, "/u/ann/files/"), None);
+        assert!(p.method_matches(b"HEAD"));
+
+        let p = MatchPattern::parse("/img/{id:int}.jpg").expect("valid");
+        assert_eq!(caps(&p, "/img/7.jpg"), Some(vec!["7"]));
+        assert_eq!(caps(&p, "/img/.jpg"), None);
+
+        let p = MatchPattern::parse("* /").expect("valid");
+        assert_eq!(caps(&p, "/"), Some(vec![]));
+        assert_eq!(caps(&p, "/x"), None);
+        assert!(p.method_matches(b"DELETE"));
+    }
+
+    #[test]
+    fn errors_point_at_the_problem() {
+        let e = MatchPattern::parse("GET api").unwrap_err();
+        assert_eq!(e.offset, 4);
+        let e = MatchPattern::parse("GET /a/{id:uuid}").unwrap_err();
+        assert_eq!((e.offset, e.message.contains("uuid")), (7, true));
+        assert!(MatchPattern::parse("GET /{p:path}/x").is_err());
+        assert!(MatchPattern::parse("GET /{a}/{a}").is_err());
+        assert!(MatchPattern::parse("get /a").is_err());
+        assert!(MatchPattern::parse("GET /{a").is_err());
+    }
+
+    #[test]
+    fn render_round_trips() {
+        let p = MatchPattern::parse("GET /p/{id:int}/v{n}.json").expect("valid");
+        let path = p.render_path(&["12".into(), "3".into()]);
+        assert_eq!(path, "/p/12/v3.json");
+        assert_eq!(caps(&p, &path), Some(vec!["12", "3"]));
+    }
+}

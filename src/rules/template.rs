@@ -1,0 +1,142 @@
+//! Key templates: `product:{id}` over a rule's captures and kept query parameters.
+
+use std::fmt::Write as _;
+
+/// A template that cannot be used, with the byte offset of the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TemplateError {
+    /// Byte offset in the template string.
+    pub offset: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Param(usize),
+}
+
+/// A compiled key template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTemplate {
+    parts: Vec<Part>,
+}
+
+/// A captured value that is not UTF-8 and so cannot become part of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonUtf8Value;
+
+impl KeyTemplate {
+    /// Compiles `src` against the parameter names the rule provides. `{{` and `}}` are literal
+    /// braces.
+    pub fn parse(src: &str, params: &[String]) -> Result<Self, TemplateError> {
+        let err = |offset, message| Err(TemplateError { offset, message });
+        if src.trim().is_empty() {
+            return err(0, "the key template is empty".into());
+        }
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut chars = src.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '{' if chars.peek().map(|p| p.1) == Some('{') => {
+                    chars.next();
+                    text.push('{');
+                }
+                '}' if chars.peek().map(|p| p.1) == Some('}') => {
+                    chars.next();
+                    text.push('}');
+                }
+                '{' => {
+                    let Some(close) = src[i..].find('}') else {
+                        return err(i, "`{` is not closed: write `{name}`, or `{{` for a literal brace".into());
+                    };
+                    let name = &src[i + 1..i + close];
+                    let Some(idx) = params.iter().position(|p| p == name) else {
+                        let known = if params.is_empty() {
+                            "the pattern captures nothing".to_string()
+                        } else {
+                            format!("known: {}", params.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "))
+                        };
+                        return err(i, format!("`{{{name}}}` is not a capture of the pattern or a kept query parameter ({known})"));
+                    };
+                    if !text.is_empty() {
+                        parts.push(Part::Text(std::mem::take(&mut text)));
+                    }
+                    parts.push(Part::Param(idx));
+                    while chars.peek().is_some_and(|(j, _)| *j <= i + close) {
+                        chars.next();
+                    }
+                }
+                '}' => return err(i, "unbalanced `}`: write `}}` for a literal brace".into()),
+                c => text.push(c),
+            }
+        }
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        Ok(KeyTemplate { parts })
+    }
+
+    /// Renders the key into `out` (cleared first). Missing values (an absent query parameter)
+    /// render as nothing.
+    pub fn render(&self, values: &[Option<&[u8]>], out: &mut String) -> Result<(), NonUtf8Value> {
+        out.clear();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Param(i) => {
+                    if let Some(v) = values.get(*i).copied().flatten() {
+                        out.push_str(std::str::from_utf8(v).map_err(|_| NonUtf8Value)?);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders with string values (for the log generator's ground truth).
+    pub fn render_str(&self, values: &[&str]) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Param(i) => {
+                    let _ = write!(out, "{}", values.get(*i).copied().unwrap_or(""));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Vec<String> {
+        vec!["id".into(), "page".into()]
+    }
+
+    #[test]
+    fn renders() {
+        let t = KeyTemplate::parse("product:{id}:p{page}:{{x}}", &params()).expect("valid");
+        let mut out = String::new();
+        t.render(&[Some(b"42"), None], &mut out).expect("utf8");
+        assert_eq!(out, "product:42:p:{x}");
+        assert_eq!(t.render(&[Some(b"\xff"), None], &mut out), Err(NonUtf8Value));
+        assert_eq!(t.render_str(&["1", "2"]), "product:1:p2:{x}");
+    }
+
+    #[test]
+    fn unknown_names_are_reported_with_offset() {
+        let e = KeyTemplate::parse("product:{sku}", &params()).unwrap_err();
+        assert_eq!(e.offset, 8);
+        assert!(e.message.contains("`id`, `page`"), "{}", e.message);
+        assert!(KeyTemplate::parse("a{id", &params()).is_err());
+        assert!(KeyTemplate::parse("a}", &params()).is_err());
+        assert!(KeyTemplate::parse(" ", &params()).is_err());
+    }
+}
