@@ -202,6 +202,16 @@ impl CompiledFormat {
         })
     }
 
+    /// Writes a line in this format; `value` writes each variable's text.
+    pub fn render(&self, out: &mut Vec<u8>, mut value: impl FnMut(&Var, &mut Vec<u8>)) {
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(l) => out.extend_from_slice(l),
+                Segment::Field { var, .. } => value(var, out),
+            }
+        }
+    }
+
     /// Parses one line (already stripped of its terminator).
     pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
         let mut rec = Record::default();

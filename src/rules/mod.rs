@@ -78,6 +78,11 @@ impl HostFilter {
         Ok(HostFilter { name, wildcard })
     }
 
+    /// A host name this filter accepts (for the log generator).
+    pub fn example(&self) -> String {
+        if self.wildcard { format!("www{}", self.name) } else { self.name.clone() }
+    }
+
     fn accepts(&self, host: &[u8]) -> bool {
         let host = strip_port(host);
         if self.wildcard {

@@ -1,0 +1,550 @@
+//! Counting: per-chunk tallies and the run-wide aggregate they merge into.
+//!
+//! A chunk of whole lines is tallied on its own (in parallel with other chunks); tallies are
+//! then merged into the [`Aggregate`] strictly in input order, so the result does not depend on
+//! how many threads ran. Every merged quantity is a sum, a min/max or a HyperLogLog union,
+//! except the bounded key tables: past `max_keys_per_rule` distinct keys a rule's table is
+//! pruned Misra–Gries style (subtract the (k+1)-th largest count from all, drop what falls to
+//! zero), which keeps memory flat and every count within a recorded error bound.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use hyperloglogplus::{HyperLogLog, HyperLogLogPlus};
+
+use crate::logformat::{CacheStatus, LogFormat, Record};
+use crate::rules::{params_json, Outcome, RuleSet};
+
+/// HyperLogLog precision: 2^14 registers, about 0.8% standard error, 16 KiB when dense.
+const HLL_PRECISION: u8 = 14;
+/// Rejected-line samples kept per reason.
+pub const SAMPLES_PER_REASON: usize = 3;
+/// Distinct unmatched paths tracked (the table is pruned like the key tables).
+const UNMATCHED_CAPACITY: usize = 1024;
+
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
+/// A HyperLogLog with a fixed hash, so sketches from different chunks (and runs) merge.
+pub type Hll = HyperLogLogPlus<[u8], ahash::RandomState>;
+
+/// A new empty sketch.
+pub fn new_hll() -> Hll {
+    Hll::new(HLL_PRECISION, ahash::RandomState::with_seeds(0x70726568, 0x65617421, 0x686c6c31, 0x6b657973))
+        .expect("precision 14 is valid")
+}
+
+/// Everything known about one (rule, key).
+#[derive(Debug, Clone)]
+pub struct KeyStats {
+    /// Requests (a lower bound once the rule's table has been pruned).
+    pub count: u64,
+    /// Earliest request time, Unix ms (`i64::MAX` when the log has no times).
+    pub first_ms: i64,
+    /// Latest request time, Unix ms (`i64::MIN` when the log has no times).
+    pub last_ms: i64,
+    /// Sum and number of logged response sizes.
+    pub bytes_sum: u64,
+    /// Requests whose size was logged.
+    pub bytes_n: u64,
+    /// Sum of logged latencies, µs (integers keep the merge order-independent).
+    pub latency_sum_us: u64,
+    /// Requests whose latency was logged.
+    pub latency_n: u64,
+    /// Largest logged latency, µs.
+    pub latency_max_us: u64,
+    /// Cache hits observed in the log.
+    pub hits: u64,
+    /// Cache misses observed in the log.
+    pub misses: u64,
+    /// Σ 2^((t − last_ms) / half-life) over requests: the recency-decayed count as of `last_ms`.
+    pub decay: f64,
+    /// The parameters of the first request seen, as a JSON object.
+    pub params: Box<str>,
+}
+
+impl KeyStats {
+    fn new(params: Box<str>) -> Self {
+        KeyStats {
+            count: 0,
+            first_ms: i64::MAX,
+            last_ms: i64::MIN,
+            bytes_sum: 0,
+            bytes_n: 0,
+            latency_sum_us: 0,
+            latency_n: 0,
+            latency_max_us: 0,
+            hits: 0,
+            misses: 0,
+            decay: 0.0,
+            params,
+        }
+    }
+
+    fn add(&mut self, rec: &Record<'_>, half_life_ms: Option<f64>) {
+        self.count += 1;
+        if let Some(h) = half_life_ms {
+            self.decay = match rec.time_ms {
+                Some(_) if self.last_ms == i64::MIN => self.decay + 1.0,
+                Some(t) if t > self.last_ms => self.decay * ((self.last_ms - t) as f64 / h).exp2() + 1.0,
+                Some(t) => self.decay + ((t - self.last_ms) as f64 / h).exp2(),
+                None => self.decay + 1.0,
+            };
+        }
+        if let Some(t) = rec.time_ms {
+            self.first_ms = self.first_ms.min(t);
+            self.last_ms = self.last_ms.max(t);
+        }
+        if let Some(b) = rec.bytes {
+            self.bytes_sum += b;
+            self.bytes_n += 1;
+        }
+        if let Some(l) = rec.latency_us {
+            self.latency_sum_us += l;
+            self.latency_n += 1;
+            self.latency_max_us = self.latency_max_us.max(l);
+        }
+        match rec.cache {
+            Some(CacheStatus::Hit) => self.hits += 1,
+            Some(CacheStatus::Miss) => self.misses += 1,
+            _ => {}
+        }
+    }
+
+    /// Folds `other` (a later chunk's stats for the same key) into `self`.
+    fn merge(&mut self, other: &KeyStats, half_life_ms: Option<f64>) {
+        if let Some(h) = half_life_ms {
+            let newest = self.last_ms.max(other.last_ms);
+            let scale = |d: f64, at: i64| if at == i64::MIN || newest == i64::MIN { d } else { d * ((at - newest) as f64 / h).exp2() };
+            self.decay = scale(self.decay, self.last_ms) + scale(other.decay, other.last_ms);
+        }
+        self.count += other.count;
+        self.first_ms = self.first_ms.min(other.first_ms);
+        self.last_ms = self.last_ms.max(other.last_ms);
+        self.bytes_sum += other.bytes_sum;
+        self.bytes_n += other.bytes_n;
+        self.latency_sum_us += other.latency_sum_us;
+        self.latency_n += other.latency_n;
+        self.latency_max_us = self.latency_max_us.max(other.latency_max_us);
+        self.hits += other.hits;
+        self.misses += other.misses;
+    }
+
+    /// The recency-decayed count as of `at` (Unix ms); the plain count without a half-life.
+    pub fn decayed_count(&self, at: i64, half_life_ms: Option<f64>) -> f64 {
+        match half_life_ms {
+            Some(h) if self.last_ms != i64::MIN && at != i64::MIN => {
+                self.decay * ((self.last_ms - at) as f64 / h).exp2()
+            }
+            Some(_) => self.decay,
+            None => self.count as f64,
+        }
+    }
+
+    /// Mean logged response size.
+    pub fn mean_bytes(&self) -> Option<f64> {
+        (self.bytes_n > 0).then(|| self.bytes_sum as f64 / self.bytes_n as f64)
+    }
+
+    /// Mean logged latency in ms.
+    pub fn mean_latency_ms(&self) -> Option<f64> {
+        (self.latency_n > 0).then(|| self.latency_sum_us as f64 / self.latency_n as f64 / 1000.0)
+    }
+}
+
+/// Settings every chunk needs.
+pub struct TallyContext<'a> {
+    /// The rules.
+    pub rules: &'a RuleSet,
+    /// Parameter names per rule (captures then kept query parameters).
+    pub param_names: Vec<Vec<String>>,
+    /// Only requests at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Only requests before this time (Unix ms).
+    pub until_ms: Option<i64>,
+    /// Half-life in ms, if recency counts.
+    pub half_life_ms: Option<f64>,
+}
+
+/// A rejected line, located within its chunk.
+#[derive(Debug, Clone)]
+pub struct ChunkSample {
+    /// Why it was rejected.
+    pub reason: &'static str,
+    /// 0-based line index within the chunk.
+    pub line_in_chunk: u64,
+    /// The start of the line, query values redacted.
+    pub excerpt: String,
+}
+
+/// One rule's share of a chunk.
+pub struct RuleTally {
+    requests: u64,
+    status_filtered: u64,
+    keys: Map<Box<str>, KeyStats>,
+    clients: Hll,
+}
+
+/// What one chunk of lines holds.
+pub struct ChunkTally {
+    pub(crate) lines: u64,
+    pub(crate) rejected: BTreeMap<&'static str, u64>,
+    pub(crate) samples: Vec<ChunkSample>,
+    pub(crate) out_of_window: u64,
+    pub(crate) unmatched: u64,
+    unmatched_paths: Map<Box<[u8]>, u64>,
+    rules: Vec<RuleTally>,
+    clients: Hll,
+    pub(crate) min_ms: i64,
+    pub(crate) max_ms: i64,
+}
+
+impl ChunkTally {
+    fn new(n_rules: usize) -> Self {
+        ChunkTally {
+            lines: 0,
+            rejected: BTreeMap::new(),
+            samples: Vec::new(),
+            out_of_window: 0,
+            unmatched: 0,
+            unmatched_paths: Map::default(),
+            rules: (0..n_rules)
+                .map(|_| RuleTally { requests: 0, status_filtered: 0, keys: Map::default(), clients: new_hll() })
+                .collect(),
+            clients: new_hll(),
+            min_ms: i64::MAX,
+            max_ms: i64::MIN,
+        }
+    }
+
+    fn reject(&mut self, reason: &'static str, line_in_chunk: u64, line: &[u8]) {
+        let n = self.rejected.entry(reason).or_insert(0);
+        *n += 1;
+        if *n as usize <= SAMPLES_PER_REASON {
+            self.samples.push(ChunkSample { reason, line_in_chunk, excerpt: excerpt(line) });
+        }
+    }
+}
+
+/// Tallies one chunk of whole lines (the last may lack its newline).
+pub fn tally_chunk(data: &[u8], format: &LogFormat, ctx: &TallyContext<'_>) -> ChunkTally {
+    let mut t = ChunkTally::new(ctx.rules.rules().len());
+    let mut spare_values: Vec<Option<&[u8]>> = Vec::with_capacity(8);
+    let mut key = String::with_capacity(64);
+    let mut start = 0;
+    while start < data.len() {
+        let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |p| start + p);
+        let line = &data[start..end];
+        let index = t.lines;
+        t.lines += 1;
+        start = end + 1;
+        let rec = match format.parse_line(line) {
+            Ok(r) => r,
+            Err(e) => {
+                t.reject(e.reason(), index, line);
+                continue;
+            }
+        };
+        if ctx.since_ms.is_some() || ctx.until_ms.is_some() {
+            let inside = rec.time_ms.is_some_and(|ts| {
+                ctx.since_ms.is_none_or(|s| ts >= s) && ctx.until_ms.is_none_or(|u| ts < u)
+            });
+            if !inside {
+                t.out_of_window += 1;
+                continue;
+            }
+        }
+        let mut values = recycle(std::mem::take(&mut spare_values));
+        let outcome = ctx.rules.classify(&rec, &mut values);
+        match outcome {
+            Outcome::Matched(r) => {
+                if ctx.rules.rules()[r].key.render(&values, &mut key).is_err() {
+                    t.reject("non_utf8_key", index, line);
+                    continue;
+                }
+                if let Some(ts) = rec.time_ms {
+                    t.min_ms = t.min_ms.min(ts);
+                    t.max_ms = t.max_ms.max(ts);
+                }
+                let rt = &mut t.rules[r];
+                rt.requests += 1;
+                let stats = match rt.keys.get_mut(key.as_str()) {
+                    Some(s) => s,
+                    None => {
+                        let params = params_json(&ctx.param_names[r], &values).into_boxed_str();
+                        rt.keys.entry(key.as_str().into()).or_insert_with(|| KeyStats::new(params))
+                    }
+                };
+                stats.add(&rec, ctx.half_life_ms);
+                if let Some(c) = &rec.client {
+                    rt.clients.insert(c.as_ref());
+                    t.clients.insert(c.as_ref());
+                }
+            }
+            Outcome::StatusFiltered(r) => {
+                t.rules[r].status_filtered += 1;
+                note_time(&mut t, &rec);
+            }
+            Outcome::Unmatched => {
+                t.unmatched += 1;
+                note_time(&mut t, &rec);
+                if let Some(c) = &rec.client {
+                    t.clients.insert(c.as_ref());
+                }
+                match t.unmatched_paths.get_mut(rec.path.as_ref()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        t.unmatched_paths.insert(rec.path.as_ref().into(), 1);
+                    }
+                }
+            }
+        }
+        spare_values = recycle(values);
+    }
+    t
+}
+
+/// Reuses a vector's allocation for borrows of a different lifetime (the values of one line
+/// borrow that line; the buffer outlives them all). Collecting an emptied vector in place
+/// keeps its capacity.
+fn recycle<'a>(mut v: Vec<Option<&[u8]>>) -> Vec<Option<&'a [u8]>> {
+    v.clear();
+    v.into_iter().map(|_| None).collect()
+}
+
+fn note_time(t: &mut ChunkTally, rec: &Record<'_>) {
+    if let Some(ts) = rec.time_ms {
+        t.min_ms = t.min_ms.min(ts);
+        t.max_ms = t.max_ms.max(ts);
+    }
+}
+
+/// The start of a line for a sample: at most 200 bytes, lossy UTF-8, and every query
+/// parameter value replaced by `…`, so tokens never reach a summary.
+pub fn excerpt(line: &[u8]) -> String {
+    let cut = &line[..line.len().min(200)];
+    let text = String::from_utf8_lossy(cut);
+    let mut out = String::with_capacity(text.len());
+    let mut in_query = false;
+    let mut in_value = false;
+    for c in text.chars() {
+        match c {
+            '?' if !in_query => {
+                in_query = true;
+                out.push(c);
+            }
+            '=' if in_query && !in_value => {
+                in_value = true;
+                out.push_str("=…");
+            }
+            '&' if in_query => {
+                in_value = false;
+                out.push(c);
+            }
+            ' ' | '"' | '\t' => {
+                in_query = false;
+                in_value = false;
+                out.push(c);
+            }
+            _ if in_value => {}
+            _ => out.push(c),
+        }
+    }
+    if line.len() > 200 {
+        out.push('…');
+    }
+    out
+}
+
+/// One rule's run-wide counts.
+pub struct RuleAggregate {
+    /// Requests matched (in window, status accepted).
+    pub requests: u64,
+    /// Requests that matched the pattern but had a status the rule does not cache.
+    pub status_filtered: u64,
+    /// Per-key statistics (bounded by `2 × capacity`).
+    pub keys: Map<Box<str>, KeyStats>,
+    /// Distinct keys, estimated (exact distinct count is `keys.len()` until a prune).
+    pub key_sketch: Hll,
+    /// Distinct clients, estimated.
+    pub clients: Hll,
+    /// Sum of the pruning thresholds: every count is at most this much below the truth.
+    pub error_bound: u64,
+    /// Whether the table was ever pruned.
+    pub pruned: bool,
+}
+
+/// Run-wide counts that chunk tallies merge into.
+pub struct Aggregate {
+    capacity: usize,
+    half_life_ms: Option<f64>,
+    /// Lines read.
+    pub lines: u64,
+    /// Rejected lines by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Parsed lines outside `--since`/`--until` (or without a time when a window is set).
+    pub out_of_window: u64,
+    /// Parsed requests no rule matched.
+    pub unmatched: u64,
+    /// Unmatched paths (bounded).
+    pub unmatched_paths: Map<Box<[u8]>, u64>,
+    /// Per rule.
+    pub rules: Vec<RuleAggregate>,
+    /// Distinct clients overall.
+    pub clients: Hll,
+    /// Earliest request time seen, Unix ms.
+    pub min_ms: i64,
+    /// Latest request time seen, Unix ms.
+    pub max_ms: i64,
+}
+
+impl Aggregate {
+    /// An empty aggregate for `n_rules` rules.
+    pub fn new(n_rules: usize, capacity: usize, half_life_ms: Option<f64>) -> Self {
+        Aggregate {
+            capacity,
+            half_life_ms,
+            lines: 0,
+            rejected: BTreeMap::new(),
+            out_of_window: 0,
+            unmatched: 0,
+            unmatched_paths: Map::default(),
+            rules: (0..n_rules)
+                .map(|_| RuleAggregate {
+                    requests: 0,
+                    status_filtered: 0,
+                    keys: Map::default(),
+                    key_sketch: new_hll(),
+                    clients: new_hll(),
+                    error_bound: 0,
+                    pruned: false,
+                })
+                .collect(),
+            clients: new_hll(),
+            min_ms: i64::MAX,
+            max_ms: i64::MIN,
+        }
+    }
+
+    /// Merges the next chunk's tally (chunks must arrive in input order).
+    pub fn merge(&mut self, t: ChunkTally) {
+        self.lines += t.lines;
+        for (reason, n) in t.rejected {
+            *self.rejected.entry(reason).or_insert(0) += n;
+        }
+        self.out_of_window += t.out_of_window;
+        self.unmatched += t.unmatched;
+        self.min_ms = self.min_ms.min(t.min_ms);
+        self.max_ms = self.max_ms.max(t.max_ms);
+        merge_hll(&mut self.clients, &t.clients);
+        for (path, n) in t.unmatched_paths {
+            *self.unmatched_paths.entry(path).or_insert(0) += n;
+        }
+        if self.unmatched_paths.len() > 2 * UNMATCHED_CAPACITY {
+            prune(&mut self.unmatched_paths, UNMATCHED_CAPACITY, |n| *n, |n, c| *n = c);
+        }
+        let h = self.half_life_ms;
+        for (agg, rt) in self.rules.iter_mut().zip(t.rules) {
+            agg.requests += rt.requests;
+            agg.status_filtered += rt.status_filtered;
+            merge_hll(&mut agg.clients, &rt.clients);
+            for (key, stats) in rt.keys {
+                agg.key_sketch.insert(key.as_bytes());
+                match agg.keys.get_mut(&key) {
+                    Some(s) => s.merge(&stats, h),
+                    None => {
+                        agg.keys.insert(key, stats);
+                    }
+                }
+            }
+            if agg.keys.len() > 2 * self.capacity {
+                let threshold = prune(&mut agg.keys, self.capacity, |s| s.count, |s, c| {
+                    // Scale the decayed count with the count so scores stay consistent.
+                    s.decay *= c as f64 / s.count as f64;
+                    s.count = c;
+                });
+                agg.error_bound += threshold;
+                agg.pruned = true;
+            }
+        }
+    }
+}
+
+fn merge_hll(into: &mut Hll, from: &Hll) {
+    // Both sketches come from `new_hll`, so precision and hasher agree and merge cannot fail.
+    let _ = into.merge(from);
+}
+
+/// Misra–Gries prune to at most `keep` entries: subtracts the (keep+1)-th largest count from
+/// every entry and drops those left at zero. Returns the amount subtracted.
+fn prune<K: Eq + std::hash::Hash, V>(
+    map: &mut Map<K, V>,
+    keep: usize,
+    count: impl Fn(&V) -> u64,
+    set_count: impl Fn(&mut V, u64),
+) -> u64 {
+    if map.len() <= keep {
+        return 0;
+    }
+    let mut counts: Vec<u64> = map.values().map(&count).collect();
+    let (_, threshold, _) = counts.select_nth_unstable_by(keep, |a, b| b.cmp(a));
+    let threshold = *threshold;
+    map.retain(|_, v| {
+        let c = count(v);
+        if c > threshold {
+            set_count(v, c - threshold);
+            true
+        } else {
+            false
+        }
+    });
+    threshold
+}
+
+/// A borrowed or owned path, for reports.
+pub fn lossy(b: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_redact_query_values() {
+        let e = excerpt(br#"1.2.3.4 - - [x] "GET /a?token=s3cret&q=1 HTTP/1.1" 200"#);
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(e.contains("/a?token=…&q=…"), "{e}");
+        assert!(excerpt(&[b'a'; 300]).ends_with('…'));
+    }
+
+    #[test]
+    fn prune_keeps_the_heaviest_and_bounds_the_error() {
+        let mut m: Map<u32, u64> = Map::default();
+        for k in 0..10u32 {
+            m.insert(k, u64::from(k) + 1); // counts 1..=10
+        }
+        let t = prune(&mut m, 3, |v| *v, |v, c| *v = c);
+        assert_eq!(t, 7); // the 4th largest count
+        let mut left: Vec<(u32, u64)> = m.into_iter().collect();
+        left.sort();
+        assert_eq!(left, vec![(7, 1), (8, 2), (9, 3)]);
+    }
+
+    #[test]
+    fn decay_merges_like_one_stream() {
+        let h = Some(1000.0);
+        let rec = |t| Record { time_ms: Some(t), ..Record::default() };
+        let mut whole = KeyStats::new("{}".into());
+        let mut a = KeyStats::new("{}".into());
+        let mut b = KeyStats::new("{}".into());
+        for (i, t) in [0i64, 500, 1000, 3000, 2000].into_iter().enumerate() {
+            whole.add(&rec(t), h);
+            if i < 2 { a.add(&rec(t), h) } else { b.add(&rec(t), h) }
+        }
+        a.merge(&b, h);
+        let expect = [0i64, 500, 1000, 3000, 2000].iter().map(|t| ((t - 3000) as f64 / 1000.0).exp2()).sum::<f64>();
+        assert!((whole.decayed_count(3000, h) - expect).abs() < 1e-9);
+        assert!((a.decayed_count(3000, h) - expect).abs() < 1e-9);
+        assert!((a.decayed_count(4000, h) - expect / 2.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,366 @@
+//! Inputs: which files to read, in which order, and how they become chunks of whole lines.
+//!
+//! Paths, globs, directories and `-` (stdin) expand to a list ordered oldest first for rotated
+//! sets (`access.log.2.gz`, `access.log.1`, `access.log`). Each input is read with plain
+//! buffered reads (no mmap: a log truncated by `copytruncate` mid-run must not crash us),
+//! decompressed when its first bytes are a gzip or zstd magic number, and cut into chunks that
+//! end at a newline. A line longer than the 2 MiB chunk is cut short, so the parser rejects
+//! it as too long instead of the reader growing without bound.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+
+use crate::logformat::{detect, FormatSpec, JsonFields, LogFormat, MAX_LINE_BYTES};
+
+/// Bytes per chunk. Fixed (never derived from the thread count), so results are too.
+pub const CHUNK_BYTES: usize = 2 << 20;
+/// Lines sampled to detect a file's format.
+const DETECT_LINES: usize = 64;
+
+/// One input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Standard input.
+    Stdin,
+    /// A file.
+    File(PathBuf),
+}
+
+impl Input {
+    /// How reports name it.
+    pub fn name(&self) -> String {
+        match self {
+            Input::Stdin => "-".into(),
+            Input::File(p) => p.display().to_string(),
+        }
+    }
+
+    /// Size on disk, if known.
+    pub fn size(&self) -> Option<u64> {
+        match self {
+            Input::Stdin => None,
+            Input::File(p) => std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| m.len()),
+        }
+    }
+}
+
+/// An input argument that names nothing readable.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// A path that does not exist.
+    #[error("log `{0}` does not exist")]
+    NotFound(PathBuf),
+    /// A glob that matches no file.
+    #[error("no file matches `{0}`")]
+    NoMatch(String),
+    /// A malformed glob.
+    #[error("`{pattern}` is not a valid glob: {message}")]
+    BadGlob {
+        /// The argument.
+        pattern: String,
+        /// Why.
+        message: String,
+    },
+    /// A directory that cannot be listed.
+    #[error("cannot list directory `{path}`: {source}")]
+    ReadDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// No inputs at all.
+    #[error("no logs given")]
+    Empty,
+}
+
+/// Expands arguments into inputs: `-`, files, globs (`logs/*.gz`), directories (their
+/// non-hidden files). Rotated sets come oldest first; a file named twice is read once.
+pub fn expand(args: &[String]) -> Result<Vec<Input>, InputError> {
+    let mut out: Vec<Input> = Vec::new();
+    let push = |input: Input, out: &mut Vec<Input>| {
+        if !out.contains(&input) {
+            out.push(input);
+        }
+    };
+    for arg in args {
+        if arg == "-" {
+            push(Input::Stdin, &mut out);
+            continue;
+        }
+        let path = Path::new(arg);
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path)
+                .map_err(|source| InputError::ReadDir { path: path.to_path_buf(), source })?;
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| e.path())
+                .collect();
+            sort_rotated(&mut files);
+            for f in files {
+                push(Input::File(f), &mut out);
+            }
+        } else if path.exists() {
+            push(Input::File(path.to_path_buf()), &mut out);
+        } else if arg.contains(['*', '?', '[']) {
+            let matches = glob::glob(arg).map_err(|e| InputError::BadGlob {
+                pattern: arg.clone(),
+                message: e.msg.to_string(),
+            })?;
+            let mut files: Vec<PathBuf> = matches.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+            if files.is_empty() {
+                return Err(InputError::NoMatch(arg.clone()));
+            }
+            sort_rotated(&mut files);
+            for f in files {
+                push(Input::File(f), &mut out);
+            }
+        } else {
+            return Err(InputError::NotFound(path.to_path_buf()));
+        }
+    }
+    if out.is_empty() {
+        return Err(InputError::Empty);
+    }
+    Ok(out)
+}
+
+/// `access.log.2.gz` → (`access.log`, 2); `access.log` → (`access.log`, 0).
+fn rotation_key(path: &Path) -> (PathBuf, std::cmp::Reverse<u64>) {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let base = name
+        .strip_suffix(".gz")
+        .or_else(|| name.strip_suffix(".zst"))
+        .unwrap_or(&name);
+    let (stem, n) = match base.rsplit_once('.') {
+        Some((stem, num)) if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) => {
+            (stem.to_string(), num.parse().unwrap_or(u64::MAX))
+        }
+        _ => (base.to_string(), 0),
+    };
+    (path.with_file_name(stem), std::cmp::Reverse(n))
+}
+
+/// Orders files by name, rotated generations of one log oldest first.
+pub fn sort_rotated(files: &mut [PathBuf]) {
+    files.sort_by_cached_key(|p| (rotation_key(p), p.clone()));
+}
+
+/// Counts bytes as they are read, for progress.
+struct Counting<R> {
+    inner: R,
+    counter: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The compression an input turned out to have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Plain text.
+    None,
+    /// gzip (one or more members).
+    Gzip,
+    /// Zstandard.
+    Zstd,
+}
+
+/// Opens an input, decompressing by magic bytes (never by file name).
+fn open(input: &Input, counter: Arc<AtomicU64>) -> io::Result<(Box<dyn Read + Send>, Compression)> {
+    let raw: Box<dyn Read + Send> = match input {
+        Input::Stdin => Box::new(io::stdin()),
+        Input::File(p) => Box::new(File::open(p)?),
+    };
+    let mut reader = BufReader::with_capacity(256 << 10, Counting { inner: raw, counter });
+    let head = reader.fill_buf()?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        (Box::new(flate2::read::MultiGzDecoder::new(reader)), Compression::Gzip)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        (Box::new(zstd::stream::read::Decoder::with_buffer(reader)?), Compression::Zstd)
+    } else {
+        (Box::new(reader), Compression::None)
+    })
+}
+
+/// A chunk of whole lines from one input.
+pub struct Chunk {
+    /// Index of the input in the expanded list.
+    pub input: usize,
+    /// The lines (the last may lack its newline at end of file).
+    pub data: Vec<u8>,
+    /// The format to parse them with.
+    pub format: Arc<LogFormat>,
+}
+
+/// What the reader sends, in input order.
+pub enum Event {
+    /// An input was opened.
+    Opened {
+        /// Which.
+        input: usize,
+        /// Its detected or configured format.
+        format: String,
+        /// Its compression.
+        compression: Compression,
+    },
+    /// The next chunk.
+    Chunk(Chunk),
+    /// An input failed (cannot be opened, or a read or decompression error mid-way); what
+    /// was read of it before the error has been sent as chunks.
+    Failed {
+        /// Which.
+        input: usize,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Reads every input in order and sends its chunks; `spare` returns used buffers.
+pub fn read_all(
+    inputs: &[Input],
+    spec: &FormatSpec,
+    json: &JsonFields,
+    tx: SyncSender<Event>,
+    spare: Receiver<Vec<u8>>,
+    bytes_read: Arc<AtomicU64>,
+) {
+    for (i, input) in inputs.iter().enumerate() {
+        if let Err(error) = read_one(i, input, spec, json, &tx, &spare, &bytes_read) {
+            let sent = tx.send(Event::Failed { input: i, error: error.to_string() });
+            if sent.is_err() {
+                return; // the analyzer stopped listening
+            }
+        }
+    }
+}
+
+fn read_one(
+    index: usize,
+    input: &Input,
+    spec: &FormatSpec,
+    json: &JsonFields,
+    tx: &SyncSender<Event>,
+    spare: &Receiver<Vec<u8>>,
+    bytes_read: &Arc<AtomicU64>,
+) -> io::Result<()> {
+    let (mut reader, compression) = open(input, bytes_read.clone())?;
+    let mut format: Option<Arc<LogFormat>> = None;
+    let mut skipping_long_line = false;
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let mut buf = spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK_BYTES));
+        buf.clear();
+        buf.extend_from_slice(&carry);
+        carry.clear();
+        let eof = fill(&mut reader, &mut buf)?;
+        if skipping_long_line {
+            match memchr::memchr(b'\n', &buf) {
+                Some(nl) => {
+                    buf.drain(..=nl);
+                    skipping_long_line = false;
+                }
+                None if eof => return Ok(()),
+                None => continue,
+            }
+        }
+        if buf.is_empty() && eof {
+            return Ok(());
+        }
+        if !eof {
+            match memchr::memrchr(b'\n', &buf) {
+                Some(nl) => {
+                    carry.extend_from_slice(&buf[nl + 1..]);
+                    buf.truncate(nl + 1);
+                }
+                None => {
+                    // One line fills the whole chunk: keep enough of it to be rejected as
+                    // too long, and drop the rest up to its newline.
+                    buf.truncate(MAX_LINE_BYTES + 1);
+                    buf.push(b'\n');
+                    skipping_long_line = true;
+                }
+            }
+        }
+        let format = match &format {
+            Some(f) => f.clone(),
+            None => {
+                let (spec_used, parsed) = resolve_format(spec, json, &buf);
+                let f = Arc::new(parsed);
+                if tx.send(Event::Opened { input: index, format: spec_used.to_string(), compression }).is_err() {
+                    return Ok(());
+                }
+                format = Some(f.clone());
+                f
+            }
+        };
+        if tx.send(Event::Chunk(Chunk { input: index, data: buf, format })).is_err() {
+            return Ok(());
+        }
+        if eof && carry.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+/// The configured format, or the one detected from the first lines.
+fn resolve_format(spec: &FormatSpec, json: &JsonFields, first: &[u8]) -> (FormatSpec, LogFormat) {
+    let spec = match spec {
+        FormatSpec::Auto => {
+            let lines = first.split(|&c| c == b'\n').filter(|l| !l.is_empty()).take(DETECT_LINES);
+            detect(lines, json)
+        }
+        other => other.clone(),
+    };
+    let parsed = LogFormat::from_spec(&spec, json).expect("a concrete, validated format");
+    (spec, parsed)
+}
+
+/// Reads until `buf` holds a full chunk or the input ends; returns whether it ended.
+fn fill(reader: &mut dyn Read, buf: &mut Vec<u8>) -> io::Result<bool> {
+    while buf.len() < CHUNK_BYTES {
+        let start = buf.len();
+        buf.resize(CHUNK_BYTES, 0);
+        let n = match reader.read(&mut buf[start..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        };
+        buf.truncate(start + n);
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_sets_oldest_first() {
+        let mut files: Vec<PathBuf> = ["access.log", "access.log.1", "access.log.10.gz", "access.log.2.gz", "error.log", "access.log.3.zst"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        sort_rotated(&mut files);
+        let names: Vec<_> = files.iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(names, ["access.log.10.gz", "access.log.3.zst", "access.log.2.gz", "access.log.1", "access.log", "error.log"]);
+    }
+}

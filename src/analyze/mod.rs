@@ -1,0 +1,311 @@
+//! The analyzer: access logs in, ranked (rule, key) rows and a summary out.
+//!
+//! One reader thread opens the inputs in order, decompresses them and cuts them into chunks of
+//! whole lines; rayon tallies a window of chunks in parallel while the previous window is
+//! merged, in input order, into the run-wide [`Aggregate`]. Memory is bounded by the window and
+//! the per-rule key tables, not by the log's length. Writing the profile is the caller's job
+//! (see [`crate::profile`]).
+
+pub mod aggregate;
+pub mod input;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, sync_channel};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyperloglogplus::HyperLogLog;
+use rayon::prelude::*;
+
+use crate::config::{Config, ScoreConfig, Weight};
+use crate::logformat::time::format_rfc3339;
+use crate::logformat::{FormatSpec, JsonFields};
+use crate::profile::{InputSummary, LineCounts, PathCount, ProfileRow, RuleSummary, Sample, Summary, Window};
+use crate::rules::RuleSet;
+use aggregate::{tally_chunk, Aggregate, ChunkTally, TallyContext, SAMPLES_PER_REASON};
+use input::{Event, Input};
+
+/// Chunks tallied in parallel per step (a fixed number, so results do not depend on threads).
+const WINDOW: usize = 16;
+
+/// What an analysis does besides the rules.
+#[derive(Debug, Clone)]
+pub struct AnalyzeOptions {
+    /// The log format (`Auto` detects per input).
+    pub format: FormatSpec,
+    /// JSON field names.
+    pub json_fields: JsonFields,
+    /// Only requests at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Only requests before this time (Unix ms).
+    pub until_ms: Option<i64>,
+    /// Exact distinct keys per rule before the bounded summary takes over.
+    pub max_keys_per_rule: usize,
+    /// How many unmatched paths to report.
+    pub top_unmatched: usize,
+    /// Scoring.
+    pub score: ScoreConfig,
+    /// The config fingerprint stored in the profile.
+    pub config_fingerprint: String,
+}
+
+impl AnalyzeOptions {
+    /// Options as a config sets them.
+    pub fn from_config(config: &Config) -> Self {
+        AnalyzeOptions {
+            format: config.format.clone(),
+            json_fields: config.json_fields.clone(),
+            since_ms: None,
+            until_ms: None,
+            max_keys_per_rule: config.analyze.max_keys_per_rule.get(),
+            top_unmatched: config.analyze.top_unmatched,
+            score: config.analyze.score,
+            config_fingerprint: config.fingerprint.clone(),
+        }
+    }
+}
+
+/// How far an analysis has come.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Input bytes read (compressed bytes for compressed inputs).
+    pub bytes_read: u64,
+    /// Total input bytes, when every input has a known size.
+    pub bytes_total: Option<u64>,
+    /// Lines tallied so far.
+    pub lines: u64,
+    /// Time since the start.
+    pub elapsed: Duration,
+}
+
+/// The result of an analysis.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// Counts, rejects, per-rule totals: the profile's metadata.
+    pub summary: Summary,
+    /// One row per (rule, key), hottest first.
+    pub rows: Vec<ProfileRow>,
+}
+
+impl Analysis {
+    /// Whether any input failed to be read in full.
+    pub fn had_input_errors(&self) -> bool {
+        self.summary.inputs.iter().any(|i| i.error.is_some())
+    }
+}
+
+/// Analyzes `inputs` with `rules`. Inputs that cannot be read are recorded in the summary and
+/// skipped; the rest are analyzed. `progress` is called after every window of chunks.
+pub fn analyze(inputs: &[Input], rules: &RuleSet, opts: &AnalyzeOptions, progress: &dyn Fn(&Progress)) -> Analysis {
+    let started = Instant::now();
+    let half_life_ms = opts.score.half_life.map(|h| h.as_secs_f64() * 1000.0);
+    let ctx = TallyContext {
+        rules,
+        param_names: rules.rules().iter().map(|r| r.params()).collect(),
+        since_ms: opts.since_ms,
+        until_ms: opts.until_ms,
+        half_life_ms,
+    };
+    let bytes_total = inputs.iter().map(Input::size).sum::<Option<u64>>();
+    let bytes_read = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = sync_channel::<Event>(2 * WINDOW);
+    let (spare_tx, spare_rx) = channel::<Vec<u8>>();
+
+    let mut state = MergeState::new(inputs, rules, opts.max_keys_per_rule, half_life_ms);
+    std::thread::scope(|scope| {
+        let reader_inputs = inputs.to_vec();
+        let (spec, json, counter) = (opts.format.clone(), opts.json_fields.clone(), bytes_read.clone());
+        scope.spawn(move || input::read_all(&reader_inputs, &spec, &json, tx, spare_rx, counter));
+
+        let mut pending: Vec<Tallied> = Vec::new();
+        loop {
+            let mut batch: Vec<Event> = Vec::with_capacity(WINDOW);
+            let mut chunks = 0;
+            while chunks < WINDOW {
+                match rx.recv() {
+                    Ok(e) => {
+                        chunks += usize::from(matches!(e, Event::Chunk(_)));
+                        batch.push(e);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() && pending.is_empty() {
+                break;
+            }
+            let to_merge = std::mem::take(&mut pending);
+            let (tallied, ()) = rayon::join(
+                || batch.into_par_iter().map(|e| tally_event(e, &ctx)).collect::<Vec<_>>(),
+                || {
+                    for t in to_merge {
+                        state.apply(t, &spare_tx);
+                    }
+                },
+            );
+            pending = tallied;
+            progress(&Progress {
+                bytes_read: bytes_read.load(Ordering::Relaxed),
+                bytes_total,
+                lines: state.agg.lines,
+                elapsed: started.elapsed(),
+            });
+        }
+    });
+
+    let elapsed = started.elapsed();
+    state.finish(opts, bytes_read.load(Ordering::Relaxed), elapsed)
+}
+
+/// An event with its chunk tallied.
+enum Tallied {
+    Opened { input: usize, format: String, compression: String },
+    Chunk { input: usize, tally: ChunkTally, buffer: Vec<u8> },
+    Failed { input: usize, error: String },
+}
+
+fn tally_event(e: Event, ctx: &TallyContext<'_>) -> Tallied {
+    match e {
+        Event::Opened { input, format, compression } => Tallied::Opened {
+            input,
+            format,
+            compression: format!("{compression:?}").to_lowercase(),
+        },
+        Event::Chunk(c) => Tallied::Chunk { input: c.input, tally: tally_chunk(&c.data, &c.format, ctx), buffer: c.data },
+        Event::Failed { input, error } => Tallied::Failed { input, error },
+    }
+}
+
+/// The aggregate plus what the summary needs per input.
+struct MergeState {
+    agg: Aggregate,
+    rule_names: Vec<String>,
+    inputs: Vec<InputSummary>,
+    samples: Vec<Sample>,
+}
+
+impl MergeState {
+    fn new(inputs: &[Input], rules: &RuleSet, capacity: usize, half_life_ms: Option<f64>) -> Self {
+        MergeState {
+            agg: Aggregate::new(rules.rules().len(), capacity, half_life_ms),
+            rule_names: rules.rules().iter().map(|r| r.name.clone()).collect(),
+            inputs: inputs
+                .iter()
+                .map(|i| InputSummary { name: i.name(), format: None, compression: None, lines: 0, error: None })
+                .collect(),
+            samples: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, t: Tallied, spare: &std::sync::mpsc::Sender<Vec<u8>>) {
+        match t {
+            Tallied::Opened { input, format, compression } => {
+                self.inputs[input].format = Some(format);
+                self.inputs[input].compression = Some(compression);
+            }
+            Tallied::Chunk { input, tally, buffer } => {
+                let first_line = self.inputs[input].lines + 1;
+                for s in &tally.samples {
+                    let kept = self.samples.iter().filter(|k| k.reason == s.reason).count();
+                    if kept < SAMPLES_PER_REASON {
+                        self.samples.push(Sample {
+                            reason: s.reason.to_string(),
+                            input: self.inputs[input].name.clone(),
+                            line: first_line + s.line_in_chunk,
+                            excerpt: s.excerpt.clone(),
+                        });
+                    }
+                }
+                self.inputs[input].lines += tally.lines;
+                self.agg.merge(tally);
+                let _ = spare.send(buffer); // the reader may be gone; the buffer is then freed
+            }
+            Tallied::Failed { input, error } => {
+                tracing::error!(input = %self.inputs[input].name, %error, "cannot read log; skipping the rest of it");
+                self.inputs[input].error = Some(error);
+            }
+        }
+    }
+
+    fn finish(self, opts: &AnalyzeOptions, bytes_read: u64, elapsed: Duration) -> Analysis {
+        let MergeState { mut agg, rule_names, inputs, samples } = self;
+        let half_life_ms = opts.score.half_life.map(|h| h.as_secs_f64() * 1000.0);
+        let window_end = agg.max_ms;
+        let rejected: u64 = agg.rejected.values().sum();
+        let matched: u64 = agg.rules.iter().map(|r| r.requests).sum();
+        let status_filtered: u64 = agg.rules.iter().map(|r| r.status_filtered).sum();
+
+        let mut rows = Vec::new();
+        let mut rules = Vec::new();
+        for (name, r) in rule_names.into_iter().zip(agg.rules.iter_mut()) {
+            rules.push(RuleSummary {
+                name: name.clone(),
+                requests: r.requests,
+                status_filtered: r.status_filtered,
+                distinct_keys: if r.pruned { r.key_sketch.count().round() as u64 } else { r.keys.len() as u64 },
+                distinct_keys_estimated: r.pruned,
+                count_error_bound: r.error_bound,
+                distinct_clients: r.clients.count().round() as u64,
+            });
+            for (key, s) in r.keys.drain() {
+                let decayed = s.decayed_count(window_end, half_life_ms);
+                let cost = match opts.score.weight {
+                    Weight::Requests => 1.0,
+                    Weight::Latency => s.mean_latency_ms().map_or(1.0, |l| l.max(0.001)),
+                    Weight::Bytes => s.mean_bytes().map_or(1.0, |b| b.max(1.0) / 1024.0),
+                };
+                rows.push(ProfileRow {
+                    rule: name.clone(),
+                    key: key.into_string(),
+                    count: s.count,
+                    score: decayed * cost,
+                    first_seen_ms: (s.first_ms != i64::MAX).then_some(s.first_ms),
+                    last_seen_ms: (s.last_ms != i64::MIN).then_some(s.last_ms),
+                    mean_bytes: s.mean_bytes(),
+                    mean_latency_ms: s.mean_latency_ms(),
+                    max_latency_ms: (s.latency_n > 0).then(|| s.latency_max_us as f64 / 1000.0),
+                    cache_hits: s.hits,
+                    cache_misses: s.misses,
+                    params: s.params.into_string(),
+                });
+            }
+        }
+        rows.sort_by(ProfileRow::hotness_order);
+
+        let mut unmatched: Vec<(Box<[u8]>, u64)> = agg.unmatched_paths.drain().collect();
+        unmatched.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        unmatched.truncate(opts.top_unmatched);
+
+        let summary = Summary {
+            inputs,
+            window: Window {
+                start: (agg.min_ms != i64::MAX).then(|| format_rfc3339(agg.min_ms)),
+                end: (agg.max_ms != i64::MIN).then(|| format_rfc3339(agg.max_ms)),
+            },
+            lines: LineCounts {
+                read: agg.lines,
+                parsed: agg.lines - rejected,
+                rejected,
+                out_of_window: agg.out_of_window,
+                unmatched: agg.unmatched,
+                status_filtered,
+                matched,
+            },
+            rejected_by_reason: agg.rejected.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            samples,
+            rules,
+            top_unmatched: unmatched
+                .into_iter()
+                .map(|(p, n)| PathCount { path: aggregate::lossy(&p).into_owned(), requests: n })
+                .collect(),
+            distinct_clients: agg.clients.count().round() as u64,
+            config_fingerprint: opts.config_fingerprint.clone(),
+            score_half_life: opts.score.half_life.map(|h| humantime::format_duration(h).to_string()),
+            score_weight: format!("{:?}", opts.score.weight).to_lowercase(),
+            since: opts.since_ms.map(format_rfc3339),
+            until: opts.until_ms.map(format_rfc3339),
+            bytes_read,
+            elapsed_ms: elapsed.as_millis() as u64,
+        };
+        Analysis { summary, rows }
+    }
+}

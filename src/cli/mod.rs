@@ -1,0 +1,173 @@
+//! Flags, logging set-up, dispatch and exit codes. Commands live one per file.
+
+mod analyze;
+mod generate;
+mod profile;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use preheat::config::{Config, ConfigError};
+
+/// Exit codes (documented in the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything worked.
+    Ok = 0,
+    /// A runtime failure (cannot write the profile, nothing readable, ...).
+    Failure = 1,
+    /// Bad invocation or invalid configuration.
+    Usage = 2,
+    /// The analysis finished and wrote a profile, but some inputs could not be read in full.
+    Partial = 3,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}
+
+/// preheat: learn which cache entries are hot from access logs, and warm them before traffic
+/// arrives.
+#[derive(Debug, Parser)]
+#[command(name = "preheat", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Text, env = "PREHEAT_LOG_FORMAT")]
+    pub log_format: LogFormatArg,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors on stderr, and no progress bar.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Turn access logs into a hotness profile (Parquet) in the profile store.
+    Analyze(analyze::AnalyzeArgs),
+    /// Inspect profiles.
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
+    /// Write a synthetic Zipf-distributed access log and its exact ground truth.
+    GenerateLog(generate::GenerateArgs),
+}
+
+/// Sets up tracing on stderr (`RUST_LOG` overrides the level flags).
+pub fn init_logging(g: &GlobalArgs) {
+    let level = match (g.quiet, g.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("preheat={level},warn")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match g.log_format {
+        LogFormatArg::Json => builder.json().init(),
+        LogFormatArg::Text => builder.with_ansi(std::io::stderr().is_terminal()).with_target(false).init(),
+    }
+}
+
+/// Whether to draw progress bars: a terminal, text logs, not quiet.
+pub fn show_bar(g: &GlobalArgs) -> bool {
+    std::io::stderr().is_terminal() && g.log_format == LogFormatArg::Text && !g.quiet
+}
+
+/// Runs the command.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    match cli.command {
+        Command::Analyze(a) => analyze::run(a, &cli.global),
+        Command::Profile(p) => profile::run(p),
+        Command::GenerateLog(g) => generate::run(g),
+    }
+}
+
+/// The config a command uses: `--config`/`PREHEAT_CONFIG`, else `./preheat.toml` if present,
+/// else the built-in defaults.
+pub fn load_config(flag: Option<&PathBuf>) -> anyhow::Result<Config> {
+    if let Some(path) = flag {
+        return Ok(Config::load(path)?);
+    }
+    let local = PathBuf::from("preheat.toml");
+    if local.is_file() {
+        return Config::load(&local).context("loading `preheat.toml` from the current directory");
+    }
+    tracing::info!("no --config and no preheat.toml here: using the built-in rules (one key per GET path)");
+    Ok(Config::builtin())
+}
+
+/// A user mistake rather than a failure of the run.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct UsageError {
+    message: String,
+    hint: Option<String>,
+}
+
+impl UsageError {
+    /// A usage error with an optional hint.
+    pub fn new(message: impl Into<String>, hint: Option<&str>) -> Self {
+        UsageError { message: message.into(), hint: hint.map(str::to_string) }
+    }
+}
+
+fn is_usage(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.is::<ConfigError>()
+            || e.is::<UsageError>()
+            || e.is::<preheat::analyze::input::InputError>()
+            || e.is::<preheat::logformat::FormatStringError>()
+    })
+}
+
+/// Exit code for an error.
+pub fn exit_code_for(err: &anyhow::Error) -> Exit {
+    if is_usage(err) { Exit::Usage } else { Exit::Failure }
+}
+
+/// Prints an error and its causes to stderr, with a hint where one helps.
+pub fn report_error(err: &anyhow::Error) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    let hint = err.chain().find_map(|e| {
+        if let Some(u) = e.downcast_ref::<UsageError>() {
+            return u.hint.clone();
+        }
+        if let Some(ConfigError::Invalid { .. }) = e.downcast_ref::<ConfigError>() {
+            return Some("fix the lines above; the README's \"Configuration\" section lists every field".into());
+        }
+        if let Some(preheat::analyze::input::InputError::NotFound(_)) = e.downcast_ref() {
+            return Some("pass files, directories, globs such as `logs/access.log*`, or `-` for stdin".into());
+        }
+        None
+    });
+    if let Some(h) = hint {
+        eprintln!("hint: {h}");
+    }
+}

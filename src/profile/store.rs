@@ -1,0 +1,158 @@
+//! The profile store: a directory of `<UTC timestamp>.parquet` files and a `latest` pointer.
+//!
+//! Every file is written under a temporary name, synced and renamed into place, and only then
+//! is `latest` (a one-line text file naming the profile) replaced the same way. A process
+//! killed at any point leaves either the old pointer or the new one, never a half-written
+//! file behind either. Profiles are created owner-only (0600): they describe production traffic.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::{write_profile, ProfileError, ProfileMeta, ProfileRow};
+use crate::logformat::time::format_rfc3339;
+
+/// Name of the pointer file.
+pub const LATEST: &str = "latest";
+
+/// A profile directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+fn io<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> ProfileError + 'p {
+    move |source| ProfileError::Io { action, path: path.to_path_buf(), source }
+}
+
+fn create_private(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+/// `2026-11-24T06:15:18.123Z` → `20261124T061518Z`.
+fn file_stem(now_ms: i64) -> String {
+    format_rfc3339(now_ms - now_ms.rem_euclid(1000)).replace(['-', ':'], "")
+}
+
+impl Store {
+    /// A store at `dir` (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Store { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes a new profile and points `latest` at it; returns its path.
+    pub fn write(&self, rows: &[ProfileRow], meta: &ProfileMeta, now_ms: i64) -> Result<PathBuf, ProfileError> {
+        fs::create_dir_all(&self.dir).map_err(io("cannot create profile directory", &self.dir))?;
+        let stem = file_stem(now_ms);
+        let mut name = format!("{stem}.parquet");
+        let mut n = 1;
+        while self.dir.join(&name).exists() {
+            name = format!("{stem}-{n}.parquet");
+            n += 1;
+        }
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let file = create_private(&tmp).map_err(io("cannot create", &tmp))?;
+        let mut out = BufWriter::new(file);
+        let written = write_profile(&mut out, rows, meta)
+            .map_err(|e| ProfileError::Corrupt { path: tmp.clone(), message: format!("cannot encode: {e}") })
+            .and_then(|()| out.into_inner().map_err(|e| io("cannot write", &tmp)(e.into_error())))
+            .and_then(|f| f.sync_all().map_err(io("cannot sync", &tmp)));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fs::rename(&tmp, &path).map_err(io("cannot move profile into place", &path))?;
+        self.point_latest_at(&name)?;
+        Ok(path)
+    }
+
+    fn point_latest_at(&self, name: &str) -> Result<(), ProfileError> {
+        let tmp = self.dir.join(format!(".{LATEST}.tmp"));
+        let _ = fs::remove_file(&tmp);
+        let mut f = create_private(&tmp).map_err(io("cannot create", &tmp))?;
+        f.write_all(format!("{name}\n").as_bytes()).map_err(io("cannot write", &tmp))?;
+        f.sync_all().map_err(io("cannot sync", &tmp))?;
+        let latest = self.dir.join(LATEST);
+        fs::rename(&tmp, &latest).map_err(io("cannot update", &latest))?;
+        // Make both renames durable.
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Profiles in the store, oldest first.
+    pub fn list(&self) -> Result<Vec<PathBuf>, ProfileError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("cannot list", &self.dir)(e)),
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "parquet")
+                    && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// The profile `latest` points to; the newest file if the pointer is missing or dangling.
+    pub fn latest(&self) -> Result<PathBuf, ProfileError> {
+        let pointer = self.dir.join(LATEST);
+        if let Ok(text) = fs::read_to_string(&pointer) {
+            let name = text.trim();
+            let path = self.dir.join(name);
+            if !name.is_empty() && !name.contains('/') && path.is_file() {
+                return Ok(path);
+            }
+            tracing::warn!(pointer = %pointer.display(), target = name, "`latest` names a missing profile; using the newest file instead");
+        }
+        self.list()?.pop().ok_or_else(|| ProfileError::Empty(self.dir.clone()))
+    }
+
+    /// Resolves `latest` or a path.
+    pub fn resolve(&self, spec: &str) -> Result<PathBuf, ProfileError> {
+        if spec == LATEST {
+            self.latest()
+        } else {
+            Ok(PathBuf::from(spec))
+        }
+    }
+}
+
+/// Metadata for a profile written now by this build.
+pub fn meta_now(summary: super::Summary, now_ms: i64) -> ProfileMeta {
+    ProfileMeta {
+        schema_version: super::SCHEMA_VERSION,
+        generator: format!("preheat {}", env!("CARGO_PKG_VERSION")),
+        created: format_rfc3339(now_ms),
+        summary,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_utc_timestamps() {
+        assert_eq!(file_stem(971_211_336_250), "20001010T205536Z");
+    }
+}
