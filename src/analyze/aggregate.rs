@@ -8,24 +8,25 @@
 //! zero), which keeps memory flat and every count within a recorded error bound.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use hyperloglogplus::{HyperLogLog, HyperLogLogPlus};
+use hashbrown::HashTable;
+use hyperloglogplus::{HyperLogLog, HyperLogLogPF};
 
 use crate::logformat::{CacheStatus, LogFormat, Record};
-use crate::rules::{params_json, Outcome, RuleSet};
+use crate::rules::{same_bytes as same, Outcome, RuleSet};
 
-/// HyperLogLog precision: 2^14 registers, about 0.8% standard error, 16 KiB when dense.
+/// HyperLogLog precision: 2^14 registers, about 0.8% standard error, 12 KiB.
 const HLL_PRECISION: u8 = 14;
 /// Rejected-line samples kept per reason.
 pub const SAMPLES_PER_REASON: usize = 3;
 /// Distinct unmatched paths tracked (the table is pruned like the key tables).
 const UNMATCHED_CAPACITY: usize = 1024;
 
-type Map<K, V> = HashMap<K, V, ahash::RandomState>;
-
 /// A HyperLogLog with a fixed hash, so sketches from different chunks (and runs) merge.
-pub type Hll = HyperLogLogPlus<[u8], ahash::RandomState>;
+/// The dense variant: every chunk has one per rule, and sparse HLL++ sketches cost more to
+/// build and merge than the whole parse (measured: a quarter of the run time).
+pub type Hll = HyperLogLogPF<[u8], ahash::RandomState>;
 
 /// A new empty sketch.
 pub fn new_hll() -> Hll {
@@ -58,12 +59,10 @@ pub struct KeyStats {
     pub misses: u64,
     /// Σ 2^((t − last_ms) / half-life) over requests: the recency-decayed count as of `last_ms`.
     pub decay: f64,
-    /// The parameters of the first request seen, as a JSON object.
-    pub params: Box<str>,
 }
 
 impl KeyStats {
-    fn new(params: Box<str>) -> Self {
+    fn new() -> Self {
         KeyStats {
             count: 0,
             first_ms: i64::MAX,
@@ -76,7 +75,6 @@ impl KeyStats {
             hits: 0,
             misses: 0,
             decay: 0.0,
-            params,
         }
     }
 
@@ -163,6 +161,9 @@ pub struct TallyContext<'a> {
     pub until_ms: Option<i64>,
     /// Half-life in ms, if recency counts.
     pub half_life_ms: Option<f64>,
+    /// Hashes keys and paths. One per run (randomly seeded: paths come from the internet) and
+    /// shared by chunk and run-wide tables, so a hash computed in a chunk is reused by the merge.
+    pub hasher: ahash::RandomState,
 }
 
 /// A rejected line, located within its chunk.
@@ -176,11 +177,67 @@ pub struct ChunkSample {
     pub excerpt: String,
 }
 
+/// An entry of a [`ChunkTable`]: the key's hash, where its bytes are in the arena, its value.
+struct Interned<V> {
+    hash: u64,
+    key: (usize, usize),
+    value: V,
+}
+
+/// A chunk-local table whose keys live in one arena: no allocation per key, which matters
+/// because most keys of a chunk are seen again in the next one.
+struct ChunkTable<V> {
+    index: HashTable<usize>,
+    entries: Vec<Interned<V>>,
+    arena: Vec<u8>,
+}
+
+impl<V> ChunkTable<V> {
+    fn new() -> Self {
+        ChunkTable { index: HashTable::new(), entries: Vec::new(), arena: Vec::new() }
+    }
+
+    /// The value for `key`, created by `init` (which may append to the arena) when absent.
+    fn entry(&mut self, hash: u64, key: &[u8], init: impl FnOnce(&mut Vec<u8>) -> V) -> &mut V {
+        let (entries, arena) = (&self.entries, &self.arena);
+        let found = self.index.find(hash, |&i| {
+            let (a, b) = entries[i].key;
+            same(&arena[a..b], key)
+        });
+        let i = match found {
+            Some(&i) => i,
+            None => {
+                let start = self.arena.len();
+                self.arena.extend_from_slice(key);
+                let span = (start, self.arena.len());
+                let value = init(&mut self.arena);
+                let i = self.entries.len();
+                self.entries.push(Interned { hash, key: span, value });
+                let entries = &self.entries;
+                self.index.insert_unique(hash, i, |&j| entries[j].hash);
+                i
+            }
+        };
+        &mut self.entries[i].value
+    }
+
+    fn bytes(&self, span: (usize, usize)) -> &[u8] {
+        &self.arena[span.0..span.1]
+    }
+}
+
+/// A chunk's stats for one key, with its raw parameter values in the arena (see
+/// [`write_raw_params`]); they become JSON only for keys new to the whole run.
+struct ChunkKey {
+    params: (usize, usize),
+    stats: KeyStats,
+}
+
 /// One rule's share of a chunk.
-pub struct RuleTally {
+struct RuleTally {
     requests: u64,
     status_filtered: u64,
-    keys: Map<Box<str>, KeyStats>,
+    keys: ChunkTable<ChunkKey>,
     clients: Hll,
 }
 
@@ -191,7 +248,7 @@ pub struct ChunkTally {
     pub(crate) samples: Vec<ChunkSample>,
     pub(crate) out_of_window: u64,
     pub(crate) unmatched: u64,
-    unmatched_paths: Map<Box<[u8]>, u64>,
+    unmatched_paths: ChunkTable<u64>,
     rules: Vec<RuleTally>,
     clients: Hll,
     pub(crate) min_ms: i64,
@@ -206,9 +263,9 @@ impl ChunkTally {
             samples: Vec::new(),
             out_of_window: 0,
             unmatched: 0,
-            unmatched_paths: Map::default(),
+            unmatched_paths: ChunkTable::new(),
             rules: (0..n_rules)
-                .map(|_| RuleTally { requests: 0, status_filtered: 0, keys: Map::default(), clients: new_hll() })
+                .map(|_| RuleTally { requests: 0, status_filtered: 0, keys: ChunkTable::new(), clients: new_hll() })
                 .collect(),
             clients: new_hll(),
             min_ms: i64::MAX,
@@ -221,6 +278,13 @@ impl ChunkTally {
         *n += 1;
         if *n as usize <= SAMPLES_PER_REASON {
             self.samples.push(ChunkSample { reason, line_in_chunk, excerpt: excerpt(line) });
+        }
+    }
+
+    fn note_time(&mut self, rec: &Record<'_>) {
+        if let Some(ts) = rec.time_ms {
+            self.min_ms = self.min_ms.min(ts);
+            self.max_ms = self.max_ms.max(ts);
         }
     }
 }
@@ -254,48 +318,39 @@ pub fn tally_chunk(data: &[u8], format: &LogFormat, ctx: &TallyContext<'_>) -> C
             }
         }
         let mut values = recycle(std::mem::take(&mut spare_values));
-        let outcome = ctx.rules.classify(&rec, &mut values);
-        match outcome {
+        match ctx.rules.classify(&rec, &mut values) {
             Outcome::Matched(r) => {
                 if ctx.rules.rules()[r].key.render(&values, &mut key).is_err() {
                     t.reject("non_utf8_key", index, line);
-                    continue;
-                }
-                if let Some(ts) = rec.time_ms {
-                    t.min_ms = t.min_ms.min(ts);
-                    t.max_ms = t.max_ms.max(ts);
-                }
-                let rt = &mut t.rules[r];
-                rt.requests += 1;
-                let stats = match rt.keys.get_mut(key.as_str()) {
-                    Some(s) => s,
-                    None => {
-                        let params = params_json(&ctx.param_names[r], &values).into_boxed_str();
-                        rt.keys.entry(key.as_str().into()).or_insert_with(|| KeyStats::new(params))
+                } else {
+                    t.note_time(&rec);
+                    let rt = &mut t.rules[r];
+                    rt.requests += 1;
+                    let hash = ctx.hasher.hash_one(key.as_bytes());
+                    let entry = rt.keys.entry(hash, key.as_bytes(), |arena| {
+                        let start = arena.len();
+                        write_raw_params(arena, &values);
+                        ChunkKey { params: (start, arena.len()), stats: KeyStats::new() }
+                    });
+                    entry.stats.add(&rec, ctx.half_life_ms);
+                    if let Some(c) = &rec.client {
+                        rt.clients.insert(c.as_ref());
+                        t.clients.insert(c.as_ref());
                     }
-                };
-                stats.add(&rec, ctx.half_life_ms);
-                if let Some(c) = &rec.client {
-                    rt.clients.insert(c.as_ref());
-                    t.clients.insert(c.as_ref());
                 }
             }
             Outcome::StatusFiltered(r) => {
                 t.rules[r].status_filtered += 1;
-                note_time(&mut t, &rec);
+                t.note_time(&rec);
             }
             Outcome::Unmatched => {
                 t.unmatched += 1;
-                note_time(&mut t, &rec);
+                t.note_time(&rec);
                 if let Some(c) = &rec.client {
                     t.clients.insert(c.as_ref());
                 }
-                match t.unmatched_paths.get_mut(rec.path.as_ref()) {
-                    Some(n) => *n += 1,
-                    None => {
-                        t.unmatched_paths.insert(rec.path.as_ref().into(), 1);
-                    }
-                }
+                let hash = ctx.hasher.hash_one(rec.path.as_ref());
+                *t.unmatched_paths.entry(hash, &rec.path, |_| 0) += 1;
             }
         }
         spare_values = recycle(values);
@@ -311,11 +366,68 @@ fn recycle<'a>(mut v: Vec<Option<&[u8]>>) -> Vec<Option<&'a [u8]>> {
     v.into_iter().map(|_| None).collect()
 }
 
-fn note_time(t: &mut ChunkTally, rec: &Record<'_>) {
-    if let Some(ts) = rec.time_ms {
-        t.min_ms = t.min_ms.min(ts);
-        t.max_ms = t.max_ms.max(ts);
+/// Appends parameter values as `(u32 length | u32::MAX for absent, bytes)*`: a plain copy,
+/// cheap enough to do for every key a chunk sees.
+fn write_raw_params(out: &mut Vec<u8>, values: &[Option<&[u8]>]) {
+    for v in values {
+        match v {
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(v);
+            }
+            None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+        }
     }
+}
+
+/// Decodes [`write_raw_params`] output.
+fn read_raw_params(mut raw: &[u8]) -> Vec<Option<&[u8]>> {
+    let mut values = Vec::new();
+    while let Some((len, rest)) = raw.split_first_chunk::<4>() {
+        let len = u32::from_le_bytes(*len);
+        if len == u32::MAX {
+            values.push(None);
+            raw = rest;
+        } else {
+            let (v, rest) = rest.split_at((len as usize).min(rest.len()));
+            values.push(Some(v));
+            raw = rest;
+        }
+    }
+    values
+}
+
+/// Appends the parameters as a JSON object (`{"id":"42"}`), absent ones left out.
+fn write_params_json(out: &mut Vec<u8>, names: &[String], values: &[Option<&[u8]>]) {
+    out.push(b'{');
+    let mut first = true;
+    for (name, value) in names.iter().zip(values) {
+        let Some(v) = value else { continue };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        json_string(out, name.as_bytes());
+        out.push(b':');
+        json_string(out, v);
+    }
+    out.push(b'}');
+}
+
+fn json_string(out: &mut Vec<u8>, raw: &[u8]) {
+    out.push(b'"');
+    for c in String::from_utf8_lossy(raw).chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
 }
 
 /// The start of a line for a sample: at most 200 bytes, lossy UTF-8, and every query
@@ -355,6 +467,27 @@ pub fn excerpt(line: &[u8]) -> String {
     out
 }
 
+/// A key's run-wide entry.
+pub struct KeyEntry {
+    /// Hash of the key (from the run's hasher).
+    pub hash: u64,
+    /// The key.
+    pub key: Box<str>,
+    /// Parameters of the first request seen, as a JSON object.
+    pub params: Box<str>,
+    /// Statistics.
+    pub stats: KeyStats,
+}
+
+/// An unmatched path's run-wide entry.
+pub struct PathEntry {
+    hash: u64,
+    /// The path (no query).
+    pub path: Box<[u8]>,
+    /// Requests.
+    pub count: u64,
+}
+
 /// One rule's run-wide counts.
 pub struct RuleAggregate {
     /// Requests matched (in window, status accepted).
@@ -362,7 +495,7 @@ pub struct RuleAggregate {
     /// Requests that matched the pattern but had a status the rule does not cache.
     pub status_filtered: u64,
     /// Per-key statistics (bounded by `2 × capacity`).
-    pub keys: Map<Box<str>, KeyStats>,
+    pub keys: HashTable<KeyEntry>,
     /// Distinct keys, estimated (exact distinct count is `keys.len()` until a prune).
     pub key_sketch: Hll,
     /// Distinct clients, estimated.
@@ -377,6 +510,7 @@ pub struct RuleAggregate {
 pub struct Aggregate {
     capacity: usize,
     half_life_ms: Option<f64>,
+    param_names: Vec<Vec<String>>,
     /// Lines read.
     pub lines: u64,
     /// Rejected lines by reason.
@@ -386,7 +520,7 @@ pub struct Aggregate {
     /// Parsed requests no rule matched.
     pub unmatched: u64,
     /// Unmatched paths (bounded).
-    pub unmatched_paths: Map<Box<[u8]>, u64>,
+    pub unmatched_paths: HashTable<PathEntry>,
     /// Per rule.
     pub rules: Vec<RuleAggregate>,
     /// Distinct clients overall.
@@ -398,21 +532,23 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    /// An empty aggregate for `n_rules` rules.
-    pub fn new(n_rules: usize, capacity: usize, half_life_ms: Option<f64>) -> Self {
+    /// An empty aggregate for rules whose parameter names are `param_names`.
+    pub fn new(param_names: Vec<Vec<String>>, capacity: usize, half_life_ms: Option<f64>) -> Self {
+        let n_rules = param_names.len();
         Aggregate {
             capacity,
             half_life_ms,
+            param_names,
             lines: 0,
             rejected: BTreeMap::new(),
             out_of_window: 0,
             unmatched: 0,
-            unmatched_paths: Map::default(),
+            unmatched_paths: HashTable::new(),
             rules: (0..n_rules)
                 .map(|_| RuleAggregate {
                     requests: 0,
                     status_filtered: 0,
-                    keys: Map::default(),
+                    keys: HashTable::new(),
                     key_sketch: new_hll(),
                     clients: new_hll(),
                     error_bound: 0,
@@ -436,31 +572,52 @@ impl Aggregate {
         self.min_ms = self.min_ms.min(t.min_ms);
         self.max_ms = self.max_ms.max(t.max_ms);
         merge_hll(&mut self.clients, &t.clients);
-        for (path, n) in t.unmatched_paths {
-            *self.unmatched_paths.entry(path).or_insert(0) += n;
+
+        let paths = &t.unmatched_paths;
+        for e in &paths.entries {
+            let path = paths.bytes(e.key);
+            match self.unmatched_paths.find_mut(e.hash, |p| same(&p.path, path)) {
+                Some(p) => p.count += e.value,
+                None => {
+                    let entry = PathEntry { hash: e.hash, path: path.into(), count: e.value };
+                    self.unmatched_paths.insert_unique(e.hash, entry, |p| p.hash);
+                }
+            }
         }
         if self.unmatched_paths.len() > 2 * UNMATCHED_CAPACITY {
-            prune(&mut self.unmatched_paths, UNMATCHED_CAPACITY, |n| *n, |n, c| *n = c);
+            prune(&mut self.unmatched_paths, UNMATCHED_CAPACITY, |p| p.count, |p, c| p.count = c);
         }
+
         let h = self.half_life_ms;
-        for (agg, rt) in self.rules.iter_mut().zip(t.rules) {
+        let mut json = Vec::new();
+        for ((agg, rt), names) in self.rules.iter_mut().zip(t.rules).zip(&self.param_names) {
             agg.requests += rt.requests;
             agg.status_filtered += rt.status_filtered;
             merge_hll(&mut agg.clients, &rt.clients);
-            for (key, stats) in rt.keys {
-                agg.key_sketch.insert(key.as_bytes());
-                match agg.keys.get_mut(&key) {
-                    Some(s) => s.merge(&stats, h),
+            let table = &rt.keys;
+            for e in &table.entries {
+                let key = table.bytes(e.key);
+                match agg.keys.find_mut(e.hash, |g| same(g.key.as_bytes(), key)) {
+                    Some(g) => g.stats.merge(&e.value.stats, h),
                     None => {
-                        agg.keys.insert(key, stats);
+                        agg.key_sketch.insert(key);
+                        json.clear();
+                        write_params_json(&mut json, names, &read_raw_params(table.bytes(e.value.params)));
+                        let entry = KeyEntry {
+                            hash: e.hash,
+                            key: String::from_utf8_lossy(key).into(),
+                            params: String::from_utf8_lossy(&json).into(),
+                            stats: e.value.stats.clone(),
+                        };
+                        agg.keys.insert_unique(e.hash, entry, |g| g.hash);
                     }
                 }
             }
             if agg.keys.len() > 2 * self.capacity {
-                let threshold = prune(&mut agg.keys, self.capacity, |s| s.count, |s, c| {
+                let threshold = prune(&mut agg.keys, self.capacity, |g| g.stats.count, |g, c| {
                     // Scale the decayed count with the count so scores stay consistent.
-                    s.decay *= c as f64 / s.count as f64;
-                    s.count = c;
+                    g.stats.decay *= c as f64 / g.stats.count as f64;
+                    g.stats.count = c;
                 });
                 agg.error_bound += threshold;
                 agg.pruned = true;
@@ -470,25 +627,20 @@ impl Aggregate {
 }
 
 fn merge_hll(into: &mut Hll, from: &Hll) {
-    // Both sketches come from `new_hll`, so precision and hasher agree and merge cannot fail.
+    // Both sketches come from `new_hll`, so precisions agree and merge cannot fail.
     let _ = into.merge(from);
 }
 
 /// Misra–Gries prune to at most `keep` entries: subtracts the (keep+1)-th largest count from
 /// every entry and drops those left at zero. Returns the amount subtracted.
-fn prune<K: Eq + std::hash::Hash, V>(
-    map: &mut Map<K, V>,
-    keep: usize,
-    count: impl Fn(&V) -> u64,
-    set_count: impl Fn(&mut V, u64),
-) -> u64 {
-    if map.len() <= keep {
+fn prune<T>(table: &mut HashTable<T>, keep: usize, count: impl Fn(&T) -> u64, set_count: impl Fn(&mut T, u64)) -> u64 {
+    if table.len() <= keep {
         return 0;
     }
-    let mut counts: Vec<u64> = map.values().map(&count).collect();
+    let mut counts: Vec<u64> = table.iter().map(&count).collect();
     let (_, threshold, _) = counts.select_nth_unstable_by(keep, |a, b| b.cmp(a));
     let threshold = *threshold;
-    map.retain(|_, v| {
+    table.retain(|v| {
         let c = count(v);
         if c > threshold {
             set_count(v, c - threshold);
@@ -500,7 +652,7 @@ fn prune<K: Eq + std::hash::Hash, V>(
     threshold
 }
 
-/// A borrowed or owned path, for reports.
+/// A path for reports.
 pub fn lossy(b: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(b)
 }
@@ -518,12 +670,41 @@ mod tests {
     }
 
     #[test]
-    fn prune_keeps_the_heaviest_and_bounds_the_error() {
-        let mut m: Map<u32, u64> = Map::default();
-        for k in 0..10u32 {
-            m.insert(k, u64::from(k) + 1); // counts 1..=10
+    fn params_are_json() {
+        let mut out = Vec::new();
+        let names = ["a".to_string(), "b".to_string(), "c".to_string()];
+        write_params_json(&mut out, &names, &[Some(br#"x"q\"#), None, Some(b"\xff\x01")]);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v, serde_json::json!({"a": r#"x"q\"#, "c": "\u{fffd}\u{1}"}));
+    }
+
+    #[test]
+    fn raw_params_round_trip() {
+        let values: [Option<&[u8]>; 4] = [Some(b"42"), None, Some(b""), Some(b"x y")];
+        let mut raw = Vec::new();
+        write_raw_params(&mut raw, &values);
+        assert_eq!(read_raw_params(&raw), values.to_vec());
+    }
+
+    #[test]
+    fn chunk_table_interns_keys() {
+        let mut t: ChunkTable<u64> = ChunkTable::new();
+        let h = ahash::RandomState::new();
+        for k in [&b"a"[..], b"bb", b"a", b"a"] {
+            *t.entry(h.hash_one(k), k, |_| 0) += 1;
         }
-        let t = prune(&mut m, 3, |v| *v, |v, c| *v = c);
+        let mut got: Vec<(Vec<u8>, u64)> = t.entries.iter().map(|e| (t.bytes(e.key).to_vec(), e.value)).collect();
+        got.sort();
+        assert_eq!(got, vec![(b"a".to_vec(), 3), (b"bb".to_vec(), 1)]);
+    }
+
+    #[test]
+    fn prune_keeps_the_heaviest_and_bounds_the_error() {
+        let mut m: HashTable<(u32, u64)> = HashTable::new();
+        for k in 0..10u32 {
+            m.insert_unique(u64::from(k), (k, u64::from(k) + 1), |e| u64::from(e.0)); // counts 1..=10
+        }
+        let t = prune(&mut m, 3, |e| e.1, |e, c| e.1 = c);
         assert_eq!(t, 7); // the 4th largest count
         let mut left: Vec<(u32, u64)> = m.into_iter().collect();
         left.sort();
@@ -534,9 +715,9 @@ mod tests {
     fn decay_merges_like_one_stream() {
         let h = Some(1000.0);
         let rec = |t| Record { time_ms: Some(t), ..Record::default() };
-        let mut whole = KeyStats::new("{}".into());
-        let mut a = KeyStats::new("{}".into());
-        let mut b = KeyStats::new("{}".into());
+        let mut whole = KeyStats::new();
+        let mut a = KeyStats::new();
+        let mut b = KeyStats::new();
         for (i, t) in [0i64, 500, 1000, 3000, 2000].into_iter().enumerate() {
             whole.add(&rec(t), h);
             if i < 2 { a.add(&rec(t), h) } else { b.add(&rec(t), h) }

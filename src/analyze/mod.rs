@@ -1,14 +1,16 @@
 //! The analyzer: access logs in, ranked (rule, key) rows and a summary out.
 //!
 //! One reader thread opens the inputs in order, decompresses them and cuts them into chunks of
-//! whole lines; rayon tallies a window of chunks in parallel while the previous window is
-//! merged, in input order, into the run-wide [`Aggregate`]. Memory is bounded by the window and
-//! the per-rule key tables, not by the log's length. Writing the profile is the caller's job
+//! whole lines; rayon workers tally chunks as they come; a merge thread folds the tallies into
+//! the run-wide [`Aggregate`] strictly in reading order, so the result does not depend on the
+//! number of threads. A fixed number of permits bounds the chunks in flight, so memory is
+//! bounded by them and the per-rule key tables, not by the log's length. Writing the profile is the caller's job
 //! (see [`crate::profile`]).
 
 pub mod aggregate;
 pub mod input;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
 use std::sync::Arc;
@@ -25,8 +27,8 @@ use crate::rules::RuleSet;
 use aggregate::{tally_chunk, Aggregate, ChunkTally, TallyContext, SAMPLES_PER_REASON};
 use input::{Event, Input};
 
-/// Chunks tallied in parallel per step (a fixed number, so results do not depend on threads).
-const WINDOW: usize = 16;
+/// Events (mostly 4 MiB chunks) between reading and merging at any time.
+const IN_FLIGHT: usize = 16;
 
 /// What an analysis does besides the rules.
 #[derive(Debug, Clone)]
@@ -95,8 +97,13 @@ impl Analysis {
 }
 
 /// Analyzes `inputs` with `rules`. Inputs that cannot be read are recorded in the summary and
-/// skipped; the rest are analyzed. `progress` is called after every window of chunks.
-pub fn analyze(inputs: &[Input], rules: &RuleSet, opts: &AnalyzeOptions, progress: &dyn Fn(&Progress)) -> Analysis {
+/// skipped; the rest are analyzed. `progress` is called after every merged chunk.
+pub fn analyze(
+    inputs: &[Input],
+    rules: &RuleSet,
+    opts: &AnalyzeOptions,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Analysis {
     let started = Instant::now();
     let half_life_ms = opts.score.half_life.map(|h| h.as_secs_f64() * 1000.0);
     let ctx = TallyContext {
@@ -105,51 +112,56 @@ pub fn analyze(inputs: &[Input], rules: &RuleSet, opts: &AnalyzeOptions, progres
         since_ms: opts.since_ms,
         until_ms: opts.until_ms,
         half_life_ms,
+        hasher: ahash::RandomState::new(),
     };
     let bytes_total = inputs.iter().map(Input::size).sum::<Option<u64>>();
     let bytes_read = Arc::new(AtomicU64::new(0));
-    let (tx, rx) = sync_channel::<Event>(2 * WINDOW);
+    let (event_tx, event_rx) = sync_channel::<(u64, Event)>(IN_FLIGHT);
+    let (done_tx, done_rx) = channel::<(u64, Tallied)>();
     let (spare_tx, spare_rx) = channel::<Vec<u8>>();
+    // Permits bound the events between the reader and the merge (queued, being tallied, or
+    // waiting for an earlier one to merge), and with them memory, whatever the log's size.
+    let (permit_tx, permit_rx) = sync_channel::<()>(IN_FLIGHT);
+    for _ in 0..IN_FLIGHT {
+        let _ = permit_tx.send(());
+    }
 
     let mut state = MergeState::new(inputs, rules, opts.max_keys_per_rule, half_life_ms);
     std::thread::scope(|scope| {
-        let reader_inputs = inputs.to_vec();
         let (spec, json, counter) = (opts.format.clone(), opts.json_fields.clone(), bytes_read.clone());
-        scope.spawn(move || input::read_all(&reader_inputs, &spec, &json, tx, spare_rx, counter));
-
-        let mut pending: Vec<Tallied> = Vec::new();
-        loop {
-            let mut batch: Vec<Event> = Vec::with_capacity(WINDOW);
-            let mut chunks = 0;
-            while chunks < WINDOW {
-                match rx.recv() {
-                    Ok(e) => {
-                        chunks += usize::from(matches!(e, Event::Chunk(_)));
-                        batch.push(e);
-                    }
-                    Err(_) => break,
+        scope.spawn(move || {
+            let mut seq = 0u64;
+            input::read_all(inputs, &spec, &json, spare_rx, counter, |event| {
+                permit_rx.recv().is_ok() && {
+                    seq += 1;
+                    event_tx.send((seq - 1, event)).is_ok()
                 }
+            })
+        });
+        let state = &mut state;
+        let bytes_read = &bytes_read;
+        scope.spawn(move || {
+            // Merge strictly in reading order, holding early arrivals until their turn.
+            let mut early: BTreeMap<u64, Tallied> = BTreeMap::new();
+            let mut next = 0u64;
+            for (seq, tallied) in done_rx {
+                early.insert(seq, tallied);
+                while let Some(t) = early.remove(&next) {
+                    state.apply(t, &spare_tx);
+                    next += 1;
+                    let _ = permit_tx.send(());
+                }
+                progress(&Progress {
+                    bytes_read: bytes_read.load(Ordering::Relaxed),
+                    bytes_total,
+                    lines: state.agg.lines,
+                    elapsed: started.elapsed(),
+                });
             }
-            if batch.is_empty() && pending.is_empty() {
-                break;
-            }
-            let to_merge = std::mem::take(&mut pending);
-            let (tallied, ()) = rayon::join(
-                || batch.into_par_iter().map(|e| tally_event(e, &ctx)).collect::<Vec<_>>(),
-                || {
-                    for t in to_merge {
-                        state.apply(t, &spare_tx);
-                    }
-                },
-            );
-            pending = tallied;
-            progress(&Progress {
-                bytes_read: bytes_read.load(Ordering::Relaxed),
-                bytes_total,
-                lines: state.agg.lines,
-                elapsed: started.elapsed(),
-            });
-        }
+        });
+        event_rx.into_iter().par_bridge().for_each_with(done_tx, |done, (seq, event)| {
+            let _ = done.send((seq, tally_event(event, &ctx)));
+        });
     });
 
     let elapsed = started.elapsed();
@@ -186,7 +198,7 @@ struct MergeState {
 impl MergeState {
     fn new(inputs: &[Input], rules: &RuleSet, capacity: usize, half_life_ms: Option<f64>) -> Self {
         MergeState {
-            agg: Aggregate::new(rules.rules().len(), capacity, half_life_ms),
+            agg: Aggregate::new(rules.rules().iter().map(|r| r.params()).collect(), capacity, half_life_ms),
             rule_names: rules.rules().iter().map(|r| r.name.clone()).collect(),
             inputs: inputs
                 .iter()
@@ -246,7 +258,8 @@ impl MergeState {
                 count_error_bound: r.error_bound,
                 distinct_clients: r.clients.count().round() as u64,
             });
-            for (key, s) in r.keys.drain() {
+            for entry in r.keys.drain() {
+                let s = entry.stats;
                 let decayed = s.decayed_count(window_end, half_life_ms);
                 let cost = match opts.score.weight {
                     Weight::Requests => 1.0,
@@ -255,7 +268,7 @@ impl MergeState {
                 };
                 rows.push(ProfileRow {
                     rule: name.clone(),
-                    key: key.into_string(),
+                    key: entry.key.into_string(),
                     count: s.count,
                     score: decayed * cost,
                     first_seen_ms: (s.first_ms != i64::MAX).then_some(s.first_ms),
@@ -265,13 +278,13 @@ impl MergeState {
                     max_latency_ms: (s.latency_n > 0).then(|| s.latency_max_us as f64 / 1000.0),
                     cache_hits: s.hits,
                     cache_misses: s.misses,
-                    params: s.params.into_string(),
+                    params: entry.params.into_string(),
                 });
             }
         }
-        rows.sort_by(ProfileRow::hotness_order);
+        rows.par_sort_by(ProfileRow::hotness_order);
 
-        let mut unmatched: Vec<(Box<[u8]>, u64)> = agg.unmatched_paths.drain().collect();
+        let mut unmatched: Vec<(Box<[u8]>, u64)> = agg.unmatched_paths.drain().map(|p| (p.path, p.count)).collect();
         unmatched.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         unmatched.truncate(opts.top_unmatched);
 

@@ -8,7 +8,7 @@
 mod pattern;
 mod template;
 
-pub use pattern::{CaptureKind, MatchPattern, PatternError};
+pub use pattern::{same as same_bytes, CaptureKind, MatchPattern, PatternError};
 pub use template::{KeyTemplate, NonUtf8Value, TemplateError};
 
 use crate::logformat::Record;
