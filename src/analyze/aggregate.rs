@@ -14,7 +14,7 @@ use hashbrown::HashTable;
 use hyperloglogplus::{HyperLogLog, HyperLogLogPF};
 
 use crate::logformat::{CacheStatus, LogFormat, Record};
-use crate::rules::{same_bytes as same, Outcome, RuleSet};
+use crate::rules::{Outcome, RuleSet, same_bytes as same};
 
 /// HyperLogLog precision: 2^14 registers, about 0.8% standard error, 12 KiB.
 const HLL_PRECISION: u8 = 14;
@@ -112,7 +112,9 @@ impl KeyStats {
     fn merge(&mut self, other: &KeyStats, half_life_ms: Option<f64>) {
         if let Some(h) = half_life_ms {
             let newest = self.last_ms.max(other.last_ms);
-            let scale = |d: f64, at: i64| if at == i64::MIN || newest == i64::MIN { d } else { d * ((at - newest) as f64 / h).exp2() };
+            let scale = |d: f64, at: i64| {
+                if at == i64::MIN || newest == i64::MIN { d } else { d * ((at - newest) as f64 / h).exp2() }
+            };
             self.decay = scale(self.decay, self.last_ms) + scale(other.decay, other.last_ms);
         }
         self.count += other.count;
@@ -265,7 +267,12 @@ impl ChunkTally {
             unmatched: 0,
             unmatched_paths: ChunkTable::new(),
             rules: (0..n_rules)
-                .map(|_| RuleTally { requests: 0, status_filtered: 0, keys: ChunkTable::new(), clients: new_hll() })
+                .map(|_| RuleTally {
+                    requests: 0,
+                    status_filtered: 0,
+                    keys: ChunkTable::new(),
+                    clients: new_hll(),
+                })
                 .collect(),
             clients: new_hll(),
             min_ms: i64::MAX,
@@ -614,11 +621,16 @@ impl Aggregate {
                 }
             }
             if agg.keys.len() > 2 * self.capacity {
-                let threshold = prune(&mut agg.keys, self.capacity, |g| g.stats.count, |g, c| {
-                    // Scale the decayed count with the count so scores stay consistent.
-                    g.stats.decay *= c as f64 / g.stats.count as f64;
-                    g.stats.count = c;
-                });
+                let threshold = prune(
+                    &mut agg.keys,
+                    self.capacity,
+                    |g| g.stats.count,
+                    |g, c| {
+                        // Scale the decayed count with the count so scores stay consistent.
+                        g.stats.decay *= c as f64 / g.stats.count as f64;
+                        g.stats.count = c;
+                    },
+                );
                 agg.error_bound += threshold;
                 agg.pruned = true;
             }
@@ -633,7 +645,12 @@ fn merge_hll(into: &mut Hll, from: &Hll) {
 
 /// Misra–Gries prune to at most `keep` entries: subtracts the (keep+1)-th largest count from
 /// every entry and drops those left at zero. Returns the amount subtracted.
-fn prune<T>(table: &mut HashTable<T>, keep: usize, count: impl Fn(&T) -> u64, set_count: impl Fn(&mut T, u64)) -> u64 {
+fn prune<T>(
+    table: &mut HashTable<T>,
+    keep: usize,
+    count: impl Fn(&T) -> u64,
+    set_count: impl Fn(&mut T, u64),
+) -> u64 {
     if table.len() <= keep {
         return 0;
     }
@@ -693,7 +710,8 @@ mod tests {
         for k in [&b"a"[..], b"bb", b"a", b"a"] {
             *t.entry(h.hash_one(k), k, |_| 0) += 1;
         }
-        let mut got: Vec<(Vec<u8>, u64)> = t.entries.iter().map(|e| (t.bytes(e.key).to_vec(), e.value)).collect();
+        let mut got: Vec<(Vec<u8>, u64)> =
+            t.entries.iter().map(|e| (t.bytes(e.key).to_vec(), e.value)).collect();
         got.sort();
         assert_eq!(got, vec![(b"a".to_vec(), 3), (b"bb".to_vec(), 1)]);
     }
@@ -723,7 +741,8 @@ mod tests {
             if i < 2 { a.add(&rec(t), h) } else { b.add(&rec(t), h) }
         }
         a.merge(&b, h);
-        let expect = [0i64, 500, 1000, 3000, 2000].iter().map(|t| ((t - 3000) as f64 / 1000.0).exp2()).sum::<f64>();
+        let expect =
+            [0i64, 500, 1000, 3000, 2000].iter().map(|t| ((t - 3000) as f64 / 1000.0).exp2()).sum::<f64>();
         assert!((whole.decayed_count(3000, h) - expect).abs() < 1e-9);
         assert!((a.decayed_count(3000, h) - expect).abs() < 1e-9);
         assert!((a.decayed_count(4000, h) - expect / 2.0).abs() < 1e-9);

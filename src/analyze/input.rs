@@ -10,11 +10,11 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
 
-use crate::logformat::{detect, FormatSpec, JsonFields, LogFormat, MAX_LINE_BYTES};
+use crate::logformat::{FormatSpec, JsonFields, LogFormat, MAX_LINE_BYTES, detect};
 
 /// Bytes per chunk. Fixed (never derived from the thread count), so results are too.
 pub const CHUNK_BYTES: usize = 4 << 20;
@@ -109,10 +109,8 @@ pub fn expand(args: &[String]) -> Result<Vec<Input>, InputError> {
         } else if path.exists() {
             push(Input::File(path.to_path_buf()), &mut out);
         } else if arg.contains(['*', '?', '[']) {
-            let matches = glob::glob(arg).map_err(|e| InputError::BadGlob {
-                pattern: arg.clone(),
-                message: e.msg.to_string(),
-            })?;
+            let matches = glob::glob(arg)
+                .map_err(|e| InputError::BadGlob { pattern: arg.clone(), message: e.msg.to_string() })?;
             let mut files: Vec<PathBuf> = matches.filter_map(Result::ok).filter(|p| p.is_file()).collect();
             if files.is_empty() {
                 return Err(InputError::NoMatch(arg.clone()));
@@ -134,10 +132,7 @@ pub fn expand(args: &[String]) -> Result<Vec<Input>, InputError> {
 /// `access.log.2.gz` → (`access.log`, 2); `access.log` → (`access.log`, 0).
 fn rotation_key(path: &Path) -> (PathBuf, std::cmp::Reverse<u64>) {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let base = name
-        .strip_suffix(".gz")
-        .or_else(|| name.strip_suffix(".zst"))
-        .unwrap_or(&name);
+    let base = name.strip_suffix(".gz").or_else(|| name.strip_suffix(".zst")).unwrap_or(&name);
     let (stem, n) = match base.rsplit_once('.') {
         Some((stem, num)) if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) => {
             (stem.to_string(), num.parse().unwrap_or(u64::MAX))
@@ -357,12 +352,29 @@ mod tests {
 
     #[test]
     fn rotated_sets_oldest_first() {
-        let mut files: Vec<PathBuf> = ["access.log", "access.log.1", "access.log.10.gz", "access.log.2.gz", "error.log", "access.log.3.zst"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
+        let mut files: Vec<PathBuf> = [
+            "access.log",
+            "access.log.1",
+            "access.log.10.gz",
+            "access.log.2.gz",
+            "error.log",
+            "access.log.3.zst",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
         sort_rotated(&mut files);
         let names: Vec<_> = files.iter().map(|p| p.display().to_string()).collect();
-        assert_eq!(names, ["access.log.10.gz", "access.log.3.zst", "access.log.2.gz", "access.log.1", "access.log", "error.log"]);
+        assert_eq!(
+            names,
+            [
+                "access.log.10.gz",
+                "access.log.3.zst",
+                "access.log.2.gz",
+                "access.log.1",
+                "access.log",
+                "error.log"
+            ]
+        );
     }
 }

@@ -11,9 +11,9 @@ pub mod aggregate;
 pub mod input;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyperloglogplus::HyperLogLog;
@@ -24,7 +24,7 @@ use crate::logformat::time::format_rfc3339;
 use crate::logformat::{FormatSpec, JsonFields};
 use crate::profile::{InputSummary, LineCounts, PathCount, ProfileRow, RuleSummary, Sample, Summary, Window};
 use crate::rules::RuleSet;
-use aggregate::{tally_chunk, Aggregate, ChunkTally, TallyContext, SAMPLES_PER_REASON};
+use aggregate::{Aggregate, ChunkTally, SAMPLES_PER_REASON, TallyContext, tally_chunk};
 use input::{Event, Input};
 
 /// Events (mostly 4 MiB chunks) between reading and merging at any time.
@@ -171,18 +171,20 @@ pub fn analyze(
 /// An event with its chunk tallied.
 enum Tallied {
     Opened { input: usize, format: String, compression: String },
-    Chunk { input: usize, tally: ChunkTally, buffer: Vec<u8> },
+    Chunk { input: usize, tally: Box<ChunkTally>, buffer: Vec<u8> },
     Failed { input: usize, error: String },
 }
 
 fn tally_event(e: Event, ctx: &TallyContext<'_>) -> Tallied {
     match e {
-        Event::Opened { input, format, compression } => Tallied::Opened {
-            input,
-            format,
-            compression: format!("{compression:?}").to_lowercase(),
+        Event::Opened { input, format, compression } => {
+            Tallied::Opened { input, format, compression: format!("{compression:?}").to_lowercase() }
+        }
+        Event::Chunk(c) => Tallied::Chunk {
+            input: c.input,
+            tally: Box::new(tally_chunk(&c.data, &c.format, ctx)),
+            buffer: c.data,
         },
-        Event::Chunk(c) => Tallied::Chunk { input: c.input, tally: tally_chunk(&c.data, &c.format, ctx), buffer: c.data },
         Event::Failed { input, error } => Tallied::Failed { input, error },
     }
 }
@@ -202,7 +204,13 @@ impl MergeState {
             rule_names: rules.rules().iter().map(|r| r.name.clone()).collect(),
             inputs: inputs
                 .iter()
-                .map(|i| InputSummary { name: i.name(), format: None, compression: None, lines: 0, error: None })
+                .map(|i| InputSummary {
+                    name: i.name(),
+                    format: None,
+                    compression: None,
+                    lines: 0,
+                    error: None,
+                })
                 .collect(),
             samples: Vec::new(),
         }
@@ -228,7 +236,7 @@ impl MergeState {
                     }
                 }
                 self.inputs[input].lines += tally.lines;
-                self.agg.merge(tally);
+                self.agg.merge(*tally);
                 let _ = spare.send(buffer); // the reader may be gone; the buffer is then freed
             }
             Tallied::Failed { input, error } => {
@@ -253,7 +261,11 @@ impl MergeState {
                 name: name.clone(),
                 requests: r.requests,
                 status_filtered: r.status_filtered,
-                distinct_keys: if r.pruned { r.key_sketch.count().round() as u64 } else { r.keys.len() as u64 },
+                distinct_keys: if r.pruned {
+                    r.key_sketch.count().round() as u64
+                } else {
+                    r.keys.len() as u64
+                },
                 distinct_keys_estimated: r.pruned,
                 count_error_bound: r.error_bound,
                 distinct_clients: r.clients.count().round() as u64,
@@ -284,7 +296,8 @@ impl MergeState {
         }
         rows.par_sort_by(ProfileRow::hotness_order);
 
-        let mut unmatched: Vec<(Box<[u8]>, u64)> = agg.unmatched_paths.drain().map(|p| (p.path, p.count)).collect();
+        let mut unmatched: Vec<(Box<[u8]>, u64)> =
+            agg.unmatched_paths.drain().map(|p| (p.path, p.count)).collect();
         unmatched.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         unmatched.truncate(opts.top_unmatched);
 

@@ -7,12 +7,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Args;
-use preheat::analyze::{self, input, AnalyzeOptions, Progress};
-use preheat::logformat::time::parse_iso8601;
+use preheat::analyze::{self, AnalyzeOptions, Progress, input};
 use preheat::logformat::FormatSpec;
-use preheat::profile::{store, ProfileRow, Store, Summary};
+use preheat::logformat::time::parse_iso8601;
+use preheat::profile::{ProfileRow, Store, Summary, store};
 
-use super::{load_config, show_bar, Exit, GlobalArgs, UsageError};
+use super::{Exit, GlobalArgs, UsageError, load_config, show_bar};
 
 /// Flags of `preheat analyze`.
 #[derive(Debug, Args)]
@@ -73,15 +73,18 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let mut opts = AnalyzeOptions::from_config(&config);
     if let Some(f) = &args.format {
         opts.format = FormatSpec::parse(f).map_err(|e| {
-            UsageError::new(format!("--format: {e}"), Some("use `combined`, `common`, `json`, `auto` or an nginx `log_format` string"))
+            UsageError::new(
+                format!("--format: {e}"),
+                Some("use `combined`, `common`, `json`, `auto` or an nginx `log_format` string"),
+            )
         })?;
     }
     opts.since_ms = args.since.as_deref().map(|s| parse_time("--since", s)).transpose()?;
     opts.until_ms = args.until.as_deref().map(|s| parse_time("--until", s)).transpose()?;
-    if let (Some(s), Some(u)) = (opts.since_ms, opts.until_ms) {
-        if s >= u {
-            return Err(UsageError::new("--since must be earlier than --until", None).into());
-        }
+    if let (Some(s), Some(u)) = (opts.since_ms, opts.until_ms)
+        && s >= u
+    {
+        return Err(UsageError::new("--since must be earlier than --until", None).into());
     }
     if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new()
@@ -158,8 +161,10 @@ impl ProgressReporter {
         let bar = bar.then(|| {
             let b = indicatif::ProgressBar::new(0);
             b.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta} {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             b
         });
@@ -229,12 +234,23 @@ pub fn render_summary(s: &Summary, rows: &[ProfileRow], top: usize, profile: Opt
         o.push('\n');
     }
     let l = &s.lines;
-    let _ = writeln!(o, "lines     {} read, {} parsed, {} rejected ({})", l.read, l.parsed, l.rejected, pct(l.rejected, l.read));
+    let _ = writeln!(
+        o,
+        "lines     {} read, {} parsed, {} rejected ({})",
+        l.read,
+        l.parsed,
+        l.rejected,
+        pct(l.rejected, l.read)
+    );
     for (reason, n) in &s.rejected_by_reason {
         let _ = writeln!(o, "          rejected {reason}: {n}");
     }
     for sample in &s.samples {
-        let _ = writeln!(o, "          e.g. {}:{} ({}): {}", sample.input, sample.line, sample.reason, sample.excerpt);
+        let _ = writeln!(
+            o,
+            "          e.g. {}:{} ({}): {}",
+            sample.input, sample.line, sample.reason, sample.excerpt
+        );
     }
     let _ = writeln!(
         o,
@@ -252,10 +268,22 @@ pub fn render_summary(s: &Summary, rows: &[ProfileRow], top: usize, profile: Opt
         s.window.end.as_deref().unwrap_or("-"),
         s.distinct_clients
     );
-    let _ = writeln!(o, "\n{:<20} {:>12} {:>12} {:>10} {:>14}", "rule", "requests", "keys", "clients", "count error ≤");
+    let _ = writeln!(
+        o,
+        "\n{:<20} {:>12} {:>12} {:>10} {:>14}",
+        "rule", "requests", "keys", "clients", "count error ≤"
+    );
     for r in &s.rules {
-        let keys = if r.distinct_keys_estimated { format!("~{}", r.distinct_keys) } else { r.distinct_keys.to_string() };
-        let _ = writeln!(o, "{:<20} {:>12} {:>12} {:>10} {:>14}", r.name, r.requests, keys, r.distinct_clients, r.count_error_bound);
+        let keys = if r.distinct_keys_estimated {
+            format!("~{}", r.distinct_keys)
+        } else {
+            r.distinct_keys.to_string()
+        };
+        let _ = writeln!(
+            o,
+            "{:<20} {:>12} {:>12} {:>10} {:>14}",
+            r.name, r.requests, keys, r.distinct_clients, r.count_error_bound
+        );
     }
     if !s.top_unmatched.is_empty() {
         let _ = writeln!(o, "\ntop unmatched paths (add rules for these?):");
@@ -281,7 +309,11 @@ pub fn render_summary(s: &Summary, rows: &[ProfileRow], top: usize, profile: Opt
 /// A table of the hottest rows.
 pub fn render_rows(rows: &[ProfileRow], top: usize) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "{:>5}  {:<14} {:>10} {:>12} {:>10} {:>9}  {}", "rank", "rule", "requests", "score", "mean B", "mean ms", "key");
+    let _ = writeln!(
+        o,
+        "{:>5}  {:<14} {:>10} {:>12} {:>10} {:>9}  key",
+        "rank", "rule", "requests", "score", "mean B", "mean ms"
+    );
     for (i, r) in rows.iter().take(top).enumerate() {
         let opt = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |x| format!("{x:.prec$}"));
         let _ = writeln!(

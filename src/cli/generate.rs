@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use preheat::generate::{generate, GenerateOptions};
-use preheat::logformat::time::parse_iso8601;
+use preheat::generate::{GenerateOptions, generate};
 use preheat::logformat::FormatSpec;
+use preheat::logformat::time::parse_iso8601;
 
-use super::{load_config, Exit, UsageError};
+use super::{Exit, UsageError, load_config};
 
 /// Flags of `preheat generate-log`.
 #[derive(Debug, Args)]
@@ -59,10 +59,13 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<Exit> {
     let config = load_config(args.config.as_ref())?;
-    let format = FormatSpec::parse(&args.format).map_err(|e| UsageError::new(format!("--format: {e}"), None))?;
+    let format =
+        FormatSpec::parse(&args.format).map_err(|e| UsageError::new(format!("--format: {e}"), None))?;
     let start_ms = parse_iso8601(args.start.as_bytes())
         .ok_or_else(|| UsageError::new(format!("--start `{}` is not an RFC 3339 time", args.start), None))?;
-    for (name, share) in [("--unmatched", args.unmatched), ("--errors", args.errors), ("--malformed", args.malformed)] {
+    for (name, share) in
+        [("--unmatched", args.unmatched), ("--errors", args.errors), ("--malformed", args.malformed)]
+    {
         if !(0.0..=1.0).contains(&share) {
             return Err(UsageError::new(format!("{name} must be between 0 and 1"), None).into());
         }
@@ -86,7 +89,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<Exit> {
         Box::new(File::create(&args.output).with_context(|| format!("creating `{name}`"))?)
     };
     let mut out: Box<dyn Write> = if name.ends_with(".gz") {
-        Box::new(flate2::write::GzEncoder::new(BufWriter::with_capacity(1 << 20, sink), flate2::Compression::fast()))
+        Box::new(flate2::write::GzEncoder::new(
+            BufWriter::with_capacity(1 << 20, sink),
+            flate2::Compression::fast(),
+        ))
     } else if name.ends_with(".zst") {
         Box::new(zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 20, sink), 3)?.auto_finish())
     } else {
@@ -96,7 +102,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<Exit> {
     out.flush()?;
     drop(out);
     if let Some(path) = &args.truth {
-        let mut f = BufWriter::new(File::create(path).with_context(|| format!("creating `{}`", path.display()))?);
+        let mut f =
+            BufWriter::new(File::create(path).with_context(|| format!("creating `{}`", path.display()))?);
         truth.write_tsv(&mut f)?;
         f.flush()?;
     }

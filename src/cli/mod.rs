@@ -160,10 +160,14 @@ pub fn report_error(err: &anyhow::Error) {
             return u.hint.clone();
         }
         if let Some(ConfigError::Invalid { .. }) = e.downcast_ref::<ConfigError>() {
-            return Some("fix the lines above; the README's \"Configuration\" section lists every field".into());
+            return Some(
+                "fix the lines above; the README's \"Configuration\" section lists every field".into(),
+            );
         }
         if let Some(preheat::analyze::input::InputError::NotFound(_)) = e.downcast_ref() {
-            return Some("pass files, directories, globs such as `logs/access.log*`, or `-` for stdin".into());
+            return Some(
+                "pass files, directories, globs such as `logs/access.log*`, or `-` for stdin".into(),
+            );
         }
         None
     });

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use preheat::logformat::time::format_rfc3339;
-use preheat::profile::{read_profile, Store};
+use preheat::profile::{Store, read_profile};
 
-use super::analyze::render_rows;
 use super::Exit;
+use super::analyze::render_rows;
 
 /// Profile subcommands.
 #[derive(Debug, Subcommand)]
@@ -63,9 +63,22 @@ pub fn run(cmd: ProfileCommand) -> anyhow::Result<Exit> {
             let s = &meta.summary;
             let mut o = String::new();
             let _ = writeln!(o, "profile   {}", path.display());
-            let _ = writeln!(o, "written   {} by {} (schema {})", meta.created, meta.generator, meta.schema_version);
-            let _ = writeln!(o, "window    {} .. {}", s.window.start.as_deref().unwrap_or("-"), s.window.end.as_deref().unwrap_or("-"));
-            let _ = writeln!(o, "lines     {} read, {} rejected, {} matched", s.lines.read, s.lines.rejected, s.lines.matched);
+            let _ = writeln!(
+                o,
+                "written   {} by {} (schema {})",
+                meta.created, meta.generator, meta.schema_version
+            );
+            let _ = writeln!(
+                o,
+                "window    {} .. {}",
+                s.window.start.as_deref().unwrap_or("-"),
+                s.window.end.as_deref().unwrap_or("-")
+            );
+            let _ = writeln!(
+                o,
+                "lines     {} read, {} rejected, {} matched",
+                s.lines.read, s.lines.rejected, s.lines.matched
+            );
             let _ = writeln!(o, "config    fingerprint {}", s.config_fingerprint);
             let _ = writeln!(
                 o,
@@ -74,7 +87,11 @@ pub fn run(cmd: ProfileCommand) -> anyhow::Result<Exit> {
                 s.score_half_life.as_deref().unwrap_or("none")
             );
             for r in &s.rules {
-                let _ = writeln!(o, "rule      {:<16} {:>10} requests {:>10} keys", r.name, r.requests, r.distinct_keys);
+                let _ = writeln!(
+                    o,
+                    "rule      {:<16} {:>10} requests {:>10} keys",
+                    r.name, r.requests, r.distinct_keys
+                );
             }
             o.push('\n');
             o.push_str(&render_rows(&rows, top));

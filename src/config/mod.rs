@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::logformat::{FormatSpec, JsonFields};
-use crate::rules::{param_names, HostFilter, KeyTemplate, MatchPattern, Rule, RuleSet, StatusFilter};
+use crate::rules::{HostFilter, KeyTemplate, MatchPattern, Rule, RuleSet, StatusFilter, param_names};
 
 /// The configuration used when no file is given and `preheat.toml` does not exist: every GET
 /// path is a key, so a first run shows which URLs are hot.
@@ -183,7 +183,11 @@ pub enum ConfigError {
 }
 
 fn render_problems(origin: &str, problems: &[Problem]) -> String {
-    let mut s = format!("invalid config `{origin}` ({} problem{})", problems.len(), if problems.len() == 1 { "" } else { "s" });
+    let mut s = format!(
+        "invalid config `{origin}` ({} problem{})",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
     for p in problems {
         s.push_str(&format!("\n  {origin}:{}:{}: {}", p.line, p.column, p.message));
     }
@@ -195,8 +199,11 @@ struct Positions<'a>(&'a str);
 
 impl Positions<'_> {
     fn at(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.0.len());
-        let before = &self.0[..self.0.floor_char_boundary(offset)];
+        let mut offset = offset.min(self.0.len());
+        while !self.0.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.0[..offset];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         (line, column)
@@ -244,11 +251,7 @@ impl Config {
             }
         };
         let config = validate(file, origin, text, &mut problems);
-        if problems.list.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems.into_error(origin))
-        }
+        if problems.list.is_empty() { Ok(config) } else { Err(problems.into_error(origin)) }
     }
 }
 
@@ -289,7 +292,10 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
     if let Some(h) = &file.analyze.half_life {
         match humantime::parse_duration(h.get_ref()) {
             Ok(d) if !d.is_zero() => analyze.score.half_life = Some(d),
-            _ => problems.add(h.span().start, format!("analyze.half_life: `{}` is not a duration such as `6h` or `30m`", h.get_ref())),
+            _ => problems.add(
+                h.span().start,
+                format!("analyze.half_life: `{}` is not a duration such as `6h` or `30m`", h.get_ref()),
+            ),
         }
     }
     if let Some(w) = &file.analyze.weight {
@@ -298,7 +304,10 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
             "latency" => Weight::Latency,
             "bytes" => Weight::Bytes,
             other => {
-                problems.add(w.span().start, format!("analyze.weight: `{other}` is not one of `requests`, `latency`, `bytes`"));
+                problems.add(
+                    w.span().start,
+                    format!("analyze.weight: `{other}` is not one of `requests`, `latency`, `bytes`"),
+                );
                 Weight::Requests
             }
         };
@@ -312,7 +321,11 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
     for r in &file.rules {
         let name = r.name.get_ref().as_str();
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            problems.add_in(&r.name, 0, format!("rule name `{name}` must be non-empty letters, digits, `_` or `-`"));
+            problems.add_in(
+                &r.name,
+                0,
+                format!("rule name `{name}` must be non-empty letters, digits, `_` or `-`"),
+            );
         } else if names.contains(&name) {
             problems.add_in(&r.name, 0, format!("rule name `{name}` is used twice"));
         }
@@ -326,10 +339,16 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
         };
         for (i, q) in r.keep_query.iter().enumerate() {
             if q.is_empty() || r.keep_query[..i].contains(q) {
-                problems.add(r.key.span().start, format!("rule `{name}`: keep_query has an empty or repeated name `{q}`"));
+                problems.add(
+                    r.key.span().start,
+                    format!("rule `{name}`: keep_query has an empty or repeated name `{q}`"),
+                );
             }
             if pattern.as_ref().is_some_and(|p| p.captures().contains(q)) {
-                problems.add(r.key.span().start, format!("rule `{name}`: `{q}` is both a capture and a kept query parameter"));
+                problems.add(
+                    r.key.span().start,
+                    format!("rule `{name}`: `{q}` is both a capture and a kept query parameter"),
+                );
             }
         }
         let key = pattern.as_ref().and_then(|p| {
@@ -486,17 +505,24 @@ keep_query = ["lang"]
     fn template_offsets_point_inside_the_string() {
         let p = problems("[[rule]]\nname = \"a\"\nmatch = \"GET /p/{id}\"\nkey = \"p:{sku}\"\n");
         assert_eq!((p[0].line, p[0].column), (4, 10));
-        let e = Config::parse("[[rule]]\nname = \"a\"\nmatch = \"GET /p/{id}\"\nkey = \"p:{sku}\"\n", "t.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("invalid config `t.toml` (1 problem)\n  t.toml:4:10: rule `a`: key: `{sku}`"), "{e}");
+        let e =
+            Config::parse("[[rule]]\nname = \"a\"\nmatch = \"GET /p/{id}\"\nkey = \"p:{sku}\"\n", "t.toml")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.starts_with("invalid config `t.toml` (1 problem)\n  t.toml:4:10: rule `a`: key: `{sku}`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn fingerprint_tracks_rules() {
-        let a = Config::parse("[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\n", "t").expect("valid");
-        let b = Config::parse("# comment\n[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\n", "t").expect("valid");
-        let c = Config::parse("[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k2\"\n", "t").expect("valid");
+        let a =
+            Config::parse("[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\n", "t").expect("valid");
+        let b = Config::parse("# comment\n[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\n", "t")
+            .expect("valid");
+        let c =
+            Config::parse("[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k2\"\n", "t").expect("valid");
         assert_eq!(a.fingerprint, b.fingerprint);
         assert_ne!(a.fingerprint, c.fingerprint);
     }

@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use crate::logformat::time::civil_from_days;
-use crate::logformat::{CompiledFormat, FormatSpec, Record, Var, COMBINED, COMMON};
+use crate::logformat::{COMBINED, COMMON, CompiledFormat, FormatSpec, Record, Var};
 use crate::rules::{CaptureKind, Outcome, Rule, RuleSet};
 
 /// What to generate.
@@ -199,7 +199,13 @@ pub fn generate(rules: &RuleSet, opts: &GenerateOptions, out: &mut dyn Write) ->
         })
         .collect();
     let clients: Vec<String> = (0..2000u32)
-        .map(|i| if i % 10 == 0 { format!("2001:db8::{:x}", i) } else { format!("203.0.{}.{}", i / 250, i % 250 + 1) })
+        .map(|i| {
+            if i % 10 == 0 {
+                format!("2001:db8::{:x}", i)
+            } else {
+                format!("203.0.{}.{}", i / 250, i % 250 + 1)
+            }
+        })
         .collect();
 
     let mut truth = GroundTruth::default();
@@ -231,7 +237,8 @@ pub fn generate(rules: &RuleSet, opts: &GenerateOptions, out: &mut dyn Write) ->
             let values = values_for(plan.rule, id);
             let n_caps = plan.rule.pattern.captures().len();
             let path = plan.rule.pattern.render_path(&values[..n_caps]);
-            let mut query: Vec<String> = plan.rule.keep_query.iter().zip(&values[n_caps..]).map(|(k, v)| format!("{k}={v}")).collect();
+            let mut query: Vec<String> =
+                plan.rule.keep_query.iter().zip(&values[n_caps..]).map(|(k, v)| format!("{k}={v}")).collect();
             if rng.unit() < 0.3 {
                 // A parameter no rule keeps: it must never reach a profile.
                 query.insert(0, format!("session_token=SECRET{:x}", rng.next_u64()));
@@ -303,7 +310,20 @@ pub fn generate(rules: &RuleSet, opts: &GenerateOptions, out: &mut dyn Write) ->
         };
 
         line.clear();
-        let fields = Fields { client, t, method, target: &target, path: &path, query: query.as_deref(), status, bytes, latency_ms, cache, host: &host, agent };
+        let fields = Fields {
+            client,
+            t,
+            method,
+            target: &target,
+            path: &path,
+            query: query.as_deref(),
+            status,
+            bytes,
+            latency_ms,
+            cache,
+            host: &host,
+            agent,
+        };
         match &format {
             Some(f) => f.render(&mut line, |var, out| fields.write_var(var, out)),
             None => fields.write_json(&mut line),
@@ -329,13 +349,20 @@ struct Fields<'a> {
     agent: &'a str,
 }
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] =
+    ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 fn clf_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
-    format!("{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000", MONTHS[mo as usize - 1], sod / 3600, sod % 3600 / 60, sod % 60)
+    format!(
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[mo as usize - 1],
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
 }
 
 impl Fields<'_> {
@@ -343,7 +370,9 @@ impl Fields<'_> {
         let text = match var {
             Var::RemoteAddr => self.client.to_string(),
             Var::TimeLocal => clf_time(self.t),
-            Var::TimeIso8601 => crate::logformat::time::format_rfc3339(self.t - self.t % 1000).replace('Z', "+00:00"),
+            Var::TimeIso8601 => {
+                crate::logformat::time::format_rfc3339(self.t - self.t % 1000).replace('Z', "+00:00")
+            }
             Var::Msec => format!("{}.{:03}", self.t / 1000, self.t % 1000),
             Var::Request => format!("{} {} HTTP/1.1", self.method, self.target),
             Var::RequestMethod => self.method.to_string(),
@@ -353,7 +382,9 @@ impl Fields<'_> {
             Var::Status => self.status.to_string(),
             Var::BodyBytesSent => self.bytes.to_string(),
             Var::BytesSent => (self.bytes + 250).to_string(),
-            Var::RequestTime | Var::UpstreamResponseTime => format!("{}.{:03}", self.latency_ms / 1000, self.latency_ms % 1000),
+            Var::RequestTime | Var::UpstreamResponseTime => {
+                format!("{}.{:03}", self.latency_ms / 1000, self.latency_ms % 1000)
+            }
             Var::UpstreamCacheStatus => self.cache.to_string(),
             Var::Host => self.host.to_string(),
             Var::Other(name) if name == "http_user_agent" => self.agent.to_string(),

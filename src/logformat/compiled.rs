@@ -112,7 +112,9 @@ pub enum FormatStringError {
     #[error("unknown log format `{0}`")]
     UnknownName(String),
     /// Two variables with nothing between them cannot be told apart.
-    #[error("`${0}` and `${1}` follow each other with no text between them, so the parser cannot tell where one ends")]
+    #[error(
+        "`${0}` and `${1}` follow each other with no text between them, so the parser cannot tell where one ends"
+    )]
     AdjacentVariables(String, String),
     /// The string has no variables at all.
     #[error("the format has no `$variables`")]
@@ -144,9 +146,7 @@ impl CompiledFormat {
     /// Compiles a `log_format` string. With `allow_trailing`, text after the last field is
     /// ignored (for built-in formats that deployments often extend).
     pub fn compile(source: &str, allow_trailing: bool) -> Result<Self, FormatStringError> {
-        let (rest, pieces) = many0(piece)
-            .parse(source)
-            .map_err(|_| FormatStringError::BadVariable(0))?;
+        let (rest, pieces) = many0(piece).parse(source).map_err(|_| FormatStringError::BadVariable(0))?;
         if !rest.is_empty() {
             return Err(FormatStringError::BadVariable(source.len() - rest.len()));
         }
@@ -172,8 +172,8 @@ impl CompiledFormat {
         }
         // Decide where each field ends from its neighbours.
         for i in 0..segments.len() {
-            let quoted_before = i > 0
-                && matches!(&segments[i - 1], Segment::Literal(l) if l.ends_with(b"\""));
+            let quoted_before =
+                i > 0 && matches!(&segments[i - 1], Segment::Literal(l) if l.ends_with(b"\""));
             let next_first = match segments.get(i + 1) {
                 Some(Segment::Literal(l)) => l.first().copied(),
                 _ => None,

@@ -168,9 +168,10 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
         let roles = self.fields.roles();
         let mut out = Fields { found: Default::default() };
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            let hit = roles.iter().enumerate().find_map(|(role, cands)| {
-                cands.iter().position(|c| *c == key).map(|prio| (role, prio))
-            });
+            let hit = roles
+                .iter()
+                .enumerate()
+                .find_map(|(role, cands)| cands.iter().position(|c| *c == key).map(|prio| (role, prio)));
             match hit {
                 Some((role, prio)) if out.found[role].as_ref().is_none_or(|(p, _)| prio < *p) => {
                     out.found[role] = Some((prio, map.next_value::<Scalar<'de>>()?));
@@ -191,17 +192,23 @@ fn owned_part(b: &[u8]) -> Cow<'static, [u8]> {
 impl JsonFields {
     fn roles(&self) -> [&Vec<String>; ROLES] {
         [
-            &self.time, &self.request, &self.method, &self.uri, &self.status, &self.bytes,
-            &self.latency, &self.client, &self.cache_status, &self.host,
+            &self.time,
+            &self.request,
+            &self.method,
+            &self.uri,
+            &self.status,
+            &self.bytes,
+            &self.latency,
+            &self.client,
+            &self.cache_status,
+            &self.host,
         ]
     }
 
     /// Parses one JSON object line.
     pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
         let mut de = serde_json::Deserializer::from_slice(line);
-        let fields = de
-            .deserialize_map(ObjectVisitor { fields: self })
-            .map_err(|_| ParseError::BadJson)?;
+        let fields = de.deserialize_map(ObjectVisitor { fields: self }).map_err(|_| ParseError::BadJson)?;
         de.end().map_err(|_| ParseError::BadJson)?;
         let [time, request, method, uri, status, bytes, latency, client, cache, host] =
             fields.found.map(|f| f.map(|(_, v)| v));

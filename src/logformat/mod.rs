@@ -185,9 +185,8 @@ impl LogFormat {
     /// The parser for a spec; `Auto` has none of its own (see [`detect`]).
     pub fn from_spec(spec: &FormatSpec, json: &JsonFields) -> Option<Self> {
         // Built-in formats accept extra trailing fields, which many deployments append.
-        let compiled = |s: &str, trailing| {
-            CompiledFormat::compile(s, trailing).expect("built-in formats compile")
-        };
+        let compiled =
+            |s: &str, trailing| CompiledFormat::compile(s, trailing).expect("built-in formats compile");
         Some(match spec {
             FormatSpec::Auto => return None,
             FormatSpec::Combined => LogFormat::Text(compiled(COMBINED, true)),
@@ -217,10 +216,7 @@ impl LogFormat {
 /// format: combined, then common, then JSON).
 pub fn detect<'a>(sample_lines: impl Iterator<Item = &'a [u8]>, json: &JsonFields) -> FormatSpec {
     let candidates = [FormatSpec::Combined, FormatSpec::Common, FormatSpec::Json];
-    let parsers: Vec<LogFormat> = candidates
-        .iter()
-        .filter_map(|c| LogFormat::from_spec(c, json))
-        .collect();
+    let parsers: Vec<LogFormat> = candidates.iter().filter_map(|c| LogFormat::from_spec(c, json)).collect();
     let mut scores = [0usize; 3];
     for line in sample_lines {
         for (score, parser) in scores.iter_mut().zip(&parsers) {

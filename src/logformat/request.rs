@@ -1,6 +1,6 @@
 //! The request line (`GET /path?query HTTP/1.1`) and request targets.
 
-use nom::bytes::complete::{tag, take_while1, take_while_m_n};
+use nom::bytes::complete::{tag, take_while_m_n, take_while1};
 use nom::combinator::{opt, rest};
 use nom::sequence::preceded;
 use nom::{IResult, Parser};
@@ -15,7 +15,24 @@ pub struct Target<'a> {
 }
 
 fn is_token(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'^' | b'`' | b'|' | b'~')
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'_'
+                | b'.'
+                | b'!'
+                | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'^'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
 }
 
 fn request_line(i: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {

@@ -58,22 +58,19 @@ fn digits(b: &[u8]) -> Option<i64> {
 }
 
 fn month_number(b: &[u8]) -> Option<u32> {
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov",
-        b"dec",
-    ];
-    let lower = [
-        b.first()?.to_ascii_lowercase(),
-        b.get(1)?.to_ascii_lowercase(),
-        b.get(2)?.to_ascii_lowercase(),
-    ];
-    MONTHS
-        .iter()
-        .position(|m| **m == lower)
-        .map(|i| i as u32 + 1)
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"];
+    let lower =
+        [b.first()?.to_ascii_lowercase(), b.get(1)?.to_ascii_lowercase(), b.get(2)?.to_ascii_lowercase()];
+    MONTHS.iter().position(|m| **m == lower).map(|i| i as u32 + 1)
 }
 
-fn to_ms(y: i64, mo: u32, d: u32, h: i64, mi: i64, s: i64, frac_ms: i64, offset_s: i64) -> Option<i64> {
+fn to_ms(
+    (y, mo, d): (i64, u32, u32),
+    (h, mi, s): (i64, i64, i64),
+    frac_ms: i64,
+    offset_s: i64,
+) -> Option<i64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return None;
     }
@@ -119,7 +116,7 @@ pub fn parse_clf(b: &[u8]) -> Option<i64> {
         [b' ', zone @ ..] => offset_seconds(zone)?,
         _ => return None,
     };
-    to_ms(y, mo, d, h, mi, s, 0, offset)
+    to_ms((y, mo, d), (h, mi, s), 0, offset)
 }
 
 /// Parses ISO 8601 / RFC 3339, `2000-10-10T13:55:36+00:00`, with optional fraction and `Z`.
@@ -150,7 +147,7 @@ pub fn parse_iso8601(b: &[u8]) -> Option<i64> {
         rest = &after_dot[n..];
     }
     let offset = if rest.is_empty() { 0 } else { offset_seconds(rest)? };
-    to_ms(y, mo, d, h, mi, s, frac_ms, offset)
+    to_ms((y, mo, d), (h, mi, s), frac_ms, offset)
 }
 
 /// Parses Unix seconds with an optional fraction, as nginx's `$msec` writes them: `1700000000.123`.
@@ -175,9 +172,7 @@ pub fn parse_epoch(b: &[u8]) -> Option<i64> {
 
 /// Parses any of the shapes above; used for JSON logs, whose time field may hold any of them.
 pub fn parse_any(b: &[u8]) -> Option<i64> {
-    parse_iso8601(b)
-        .or_else(|| parse_clf(b))
-        .or_else(|| parse_epoch(b))
+    parse_iso8601(b).or_else(|| parse_clf(b)).or_else(|| parse_epoch(b))
 }
 
 #[cfg(test)]

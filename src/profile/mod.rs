@@ -1,7 +1,7 @@
 //! Profiles: the analyzer's output, one Parquet file per analysis.
 //!
 //! A profile holds one row per (rule, key), hottest first, and the analysis [`Summary`] as
-//! file metadata. [`parquet`](self::parquet) reads and writes the file with plain types any
+//! file metadata. The `parquet` submodule reads and writes the file with plain types any
 //! Parquet reader understands; [`store`] keeps files in a directory with an atomically updated
 //! `latest` pointer.
 
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::parquet::{read_profile, read_summary, write_profile, ProfileMeta};
+pub use self::parquet::{ProfileMeta, read_profile, read_summary, write_profile};
 pub use store::Store;
 
 /// The profile schema version this build writes and reads.

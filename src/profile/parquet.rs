@@ -18,7 +18,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::record::Field;
 use parquet::schema::parser::parse_message_type;
 
-use super::{ProfileError, ProfileRow, Summary, SCHEMA_VERSION};
+use super::{ProfileError, ProfileRow, SCHEMA_VERSION, Summary};
 
 const SCHEMA: &str = "
 message preheat_profile {
@@ -62,7 +62,8 @@ pub fn write_profile<W: std::io::Write + Send>(
     meta: &ProfileMeta,
 ) -> Result<(), parquet::errors::ParquetError> {
     let schema = Arc::new(parse_message_type(SCHEMA)?);
-    let summary = serde_json::to_string(&meta.summary).map_err(|e| parquet::errors::ParquetError::General(e.to_string()))?;
+    let summary = serde_json::to_string(&meta.summary)
+        .map_err(|e| parquet::errors::ParquetError::General(e.to_string()))?;
     let kv = vec![
         KeyValue::new("preheat.schema_version".into(), meta.schema_version.to_string()),
         KeyValue::new("preheat.generator".into(), meta.generator.clone()),
@@ -110,8 +111,16 @@ fn write_column(
     match index {
         0 => col.typed::<ByteArrayType>().write_batch(&strings(rows, |r| &r.rule), None, None)?,
         1 => col.typed::<ByteArrayType>().write_batch(&strings(rows, |r| &r.key), None, None)?,
-        2 => col.typed::<Int64Type>().write_batch(&rows.iter().map(|r| as_i64(r.count)).collect::<Vec<_>>(), None, None)?,
-        3 => col.typed::<DoubleType>().write_batch(&rows.iter().map(|r| r.score).collect::<Vec<_>>(), None, None)?,
+        2 => col.typed::<Int64Type>().write_batch(
+            &rows.iter().map(|r| as_i64(r.count)).collect::<Vec<_>>(),
+            None,
+            None,
+        )?,
+        3 => col.typed::<DoubleType>().write_batch(
+            &rows.iter().map(|r| r.score).collect::<Vec<_>>(),
+            None,
+            None,
+        )?,
         4 | 5 => {
             let (v, d) = optional(rows, |r| if index == 4 { r.first_seen_ms } else { r.last_seen_ms });
             col.typed::<Int64Type>().write_batch(&v, Some(&d), None)?
@@ -124,8 +133,16 @@ fn write_column(
             });
             col.typed::<DoubleType>().write_batch(&v, Some(&d), None)?
         }
-        9 => col.typed::<Int64Type>().write_batch(&rows.iter().map(|r| as_i64(r.cache_hits)).collect::<Vec<_>>(), None, None)?,
-        10 => col.typed::<Int64Type>().write_batch(&rows.iter().map(|r| as_i64(r.cache_misses)).collect::<Vec<_>>(), None, None)?,
+        9 => col.typed::<Int64Type>().write_batch(
+            &rows.iter().map(|r| as_i64(r.cache_hits)).collect::<Vec<_>>(),
+            None,
+            None,
+        )?,
+        10 => col.typed::<Int64Type>().write_batch(
+            &rows.iter().map(|r| as_i64(r.cache_misses)).collect::<Vec<_>>(),
+            None,
+            None,
+        )?,
         11 => col.typed::<ByteArrayType>().write_batch(&strings(rows, |r| &r.params), None, None)?,
         _ => return Err(parquet::errors::ParquetError::General(format!("unexpected column {index}"))),
     };
@@ -133,7 +150,11 @@ fn write_column(
 }
 
 fn open_reader(path: &Path) -> Result<SerializedFileReader<File>, ProfileError> {
-    let file = File::open(path).map_err(|source| ProfileError::Io { action: "cannot open profile", path: path.to_path_buf(), source })?;
+    let file = File::open(path).map_err(|source| ProfileError::Io {
+        action: "cannot open profile",
+        path: path.to_path_buf(),
+        source,
+    })?;
     SerializedFileReader::new(file).map_err(|e| corrupt(path, e))
 }
 
@@ -146,10 +167,14 @@ fn meta_of(path: &Path, reader: &SerializedFileReader<File>) -> Result<ProfileMe
         .parse()
         .map_err(|_| incompatible("its schema version is not a number".into()))?;
     if version > SCHEMA_VERSION {
-        return Err(incompatible(format!("schema version {version} is newer than {SCHEMA_VERSION}; upgrade preheat")));
+        return Err(incompatible(format!(
+            "schema version {version} is newer than {SCHEMA_VERSION}; upgrade preheat"
+        )));
     }
-    let summary = get("preheat.summary").ok_or_else(|| incompatible("it has no `preheat.summary` metadata".into()))?;
-    let summary: Summary = serde_json::from_str(&summary).map_err(|e| incompatible(format!("its summary cannot be read: {e}")))?;
+    let summary =
+        get("preheat.summary").ok_or_else(|| incompatible("it has no `preheat.summary` metadata".into()))?;
+    let summary: Summary = serde_json::from_str(&summary)
+        .map_err(|e| incompatible(format!("its summary cannot be read: {e}")))?;
     Ok(ProfileMeta {
         schema_version: version,
         generator: get("preheat.generator").unwrap_or_default(),
@@ -165,14 +190,20 @@ pub fn read_summary(path: &Path) -> Result<ProfileMeta, ProfileError> {
 }
 
 /// Reads metadata and up to `limit` rows (all when `None`), hottest first.
-pub fn read_profile(path: &Path, limit: Option<usize>) -> Result<(ProfileMeta, Vec<ProfileRow>), ProfileError> {
+pub fn read_profile(
+    path: &Path,
+    limit: Option<usize>,
+) -> Result<(ProfileMeta, Vec<ProfileRow>), ProfileError> {
     let reader = open_reader(path)?;
     let meta = meta_of(path, &reader)?;
     let mut rows = Vec::new();
     let iter = reader.get_row_iter(None).map_err(|e| corrupt(path, e))?;
     for row in iter.take(limit.unwrap_or(usize::MAX)) {
         let row = row.map_err(|e| corrupt(path, e))?;
-        rows.push(row_from_fields(row.get_column_iter().map(|(_, f)| f)).ok_or_else(|| corrupt(path, "a row does not have the profile's columns"))?);
+        rows.push(
+            row_from_fields(row.get_column_iter().map(|(_, f)| f))
+                .ok_or_else(|| corrupt(path, "a row does not have the profile's columns"))?,
+        );
     }
     Ok((meta, rows))
 }

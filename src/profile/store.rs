@@ -9,7 +9,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::{write_profile, ProfileError, ProfileMeta, ProfileRow};
+use super::{ProfileError, ProfileMeta, ProfileRow, write_profile};
 use crate::logformat::time::format_rfc3339;
 
 /// Name of the pointer file.
@@ -53,7 +53,12 @@ impl Store {
     }
 
     /// Writes a new profile and points `latest` at it; returns its path.
-    pub fn write(&self, rows: &[ProfileRow], meta: &ProfileMeta, now_ms: i64) -> Result<PathBuf, ProfileError> {
+    pub fn write(
+        &self,
+        rows: &[ProfileRow],
+        meta: &ProfileMeta,
+        now_ms: i64,
+    ) -> Result<PathBuf, ProfileError> {
         fs::create_dir_all(&self.dir).map_err(io("cannot create profile directory", &self.dir))?;
         let stem = file_stem(now_ms);
         let mut name = format!("{stem}.parquet");
@@ -129,11 +134,7 @@ impl Store {
 
     /// Resolves `latest` or a path.
     pub fn resolve(&self, spec: &str) -> Result<PathBuf, ProfileError> {
-        if spec == LATEST {
-            self.latest()
-        } else {
-            Ok(PathBuf::from(spec))
-        }
+        if spec == LATEST { self.latest() } else { Ok(PathBuf::from(spec)) }
     }
 }
 

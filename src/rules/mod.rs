@@ -8,7 +8,7 @@
 mod pattern;
 mod template;
 
-pub use pattern::{same as same_bytes, CaptureKind, MatchPattern, PatternError};
+pub use pattern::{CaptureKind, MatchPattern, PatternError, same as same_bytes};
 pub use template::{KeyTemplate, NonUtf8Value, TemplateError};
 
 use crate::logformat::Record;
@@ -41,7 +41,11 @@ impl StatusFilter {
                     let n: u16 = s.parse().map_err(|_| format!("`{item}` is not a status"))?;
                     (n, n)
                 }
-                _ => return Err(format!("`{item}` is not a status: write a code such as `200` or a class such as `2xx`")),
+                _ => {
+                    return Err(format!(
+                        "`{item}` is not a status: write a code such as `200` or a class such as `2xx`"
+                    ));
+                }
             };
             ranges.push(range);
         }
@@ -173,10 +177,10 @@ impl RuleSet {
             if !rule.pattern.method_matches(&rec.method) {
                 continue;
             }
-            if let Some(h) = &rule.host {
-                if !rec.host.as_deref().is_some_and(|host| h.accepts(host)) {
-                    continue;
-                }
+            if let Some(h) = &rule.host
+                && !rec.host.as_deref().is_some_and(|host| h.accepts(host))
+            {
+                continue;
             }
             if !rule.pattern.path_matches(&rec.path, values) {
                 continue;

@@ -79,7 +79,10 @@ impl MatchPattern {
             Some(m) => {
                 let list: Vec<Vec<u8>> = m.split('|').map(|x| x.as_bytes().to_vec()).collect();
                 if list.iter().any(|x| x.is_empty() || !x.iter().all(u8::is_ascii_uppercase)) {
-                    return Err(err(trimmed_start, format!("`{m}` is not a method list: write `GET`, `GET|HEAD` or `*`")));
+                    return Err(err(
+                        trimmed_start,
+                        format!("`{m}` is not a method list: write `GET`, `GET|HEAD` or `*`"),
+                    ));
                 }
                 Some(list)
             }
@@ -103,7 +106,13 @@ impl MatchPattern {
             };
             let prefix = &part[..open];
             let (after, (name, kind)) = capture(&part[open..]).map_err(|_| {
-                err(here + open, format!("`{}` is not a capture: write `{{name}}`, `{{name:int}}` or `{{name:path}}`", &part[open..]))
+                err(
+                    here + open,
+                    format!(
+                        "`{}` is not a capture: write `{{name}}`, `{{name:int}}` or `{{name:path}}`",
+                        &part[open..]
+                    ),
+                )
             })?;
             if after.contains('{') {
                 return Err(err(here, format!("segment `{part}` has more than one capture")));
@@ -116,13 +125,19 @@ impl MatchPattern {
                 Some("int") => CaptureKind::Int,
                 Some("path") => CaptureKind::Path,
                 Some(other) => {
-                    return Err(err(here + open, format!("unknown capture type `{other}`: use `int`, `path`, or none")));
+                    return Err(err(
+                        here + open,
+                        format!("unknown capture type `{other}`: use `int`, `path`, or none"),
+                    ));
                 }
             };
             captures.push(name.to_string());
             if kind == CaptureKind::Path {
                 if !prefix.is_empty() || !after.is_empty() || n + 1 != parts.len() {
-                    return Err(err(here + open, format!("`{{{name}:path}}` must be a whole segment at the end of the path")));
+                    return Err(err(
+                        here + open,
+                        format!("`{{{name}:path}}` must be a whole segment at the end of the path"),
+                    ));
                 }
                 segments.push(Seg::Rest);
             } else {
@@ -184,7 +199,10 @@ impl MatchPattern {
                         && same(&part[part.len() - suffix.len()..], suffix))
                     .then(|| &part[prefix.len()..part.len() - suffix.len()]);
                     match inner {
-                        Some(v) if !v.is_empty() && (*kind != CaptureKind::Int || v.iter().all(u8::is_ascii_digit)) => {
+                        Some(v)
+                            if !v.is_empty()
+                                && (*kind != CaptureKind::Int || v.iter().all(u8::is_ascii_digit)) =>
+                        {
                             caps.push(Some(v));
                             true
                         }
@@ -251,9 +269,7 @@ mod tests {
     fn caps<'a>(p: &MatchPattern, path: &'a str) -> Option<Vec<&'a str>> {
         let mut c = Vec::new();
         p.path_matches(path.as_bytes(), &mut c).then(|| {
-            c.into_iter()
-                .map(|v| std::str::from_utf8(v.expect("captured")).expect("utf8"))
-                .collect()
+            c.into_iter().map(|v| std::str::from_utf8(v.expect("captured")).expect("utf8")).collect()
         })
     }
 

@@ -51,16 +51,27 @@ impl KeyTemplate {
                 }
                 '{' => {
                     let Some(close) = src[i..].find('}') else {
-                        return err(i, "`{` is not closed: write `{name}`, or `{{` for a literal brace".into());
+                        return err(
+                            i,
+                            "`{` is not closed: write `{name}`, or `{{` for a literal brace".into(),
+                        );
                     };
                     let name = &src[i + 1..i + close];
                     let Some(idx) = params.iter().position(|p| p == name) else {
                         let known = if params.is_empty() {
                             "the pattern captures nothing".to_string()
                         } else {
-                            format!("known: {}", params.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "))
+                            format!(
+                                "known: {}",
+                                params.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+                            )
                         };
-                        return err(i, format!("`{{{name}}}` is not a capture of the pattern or a kept query parameter ({known})"));
+                        return err(
+                            i,
+                            format!(
+                                "`{{{name}}}` is not a capture of the pattern or a kept query parameter ({known})"
+                            ),
+                        );
                     };
                     if !text.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut text)));

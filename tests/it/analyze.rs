@@ -1,0 +1,344 @@
+//! The analyzer against generated logs whose exact counts are known.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+
+use preheat::analyze::AnalyzeOptions;
+use preheat::logformat::FormatSpec;
+use preheat::profile::{Store, read_profile, store};
+
+use crate::support::*;
+
+#[test]
+fn every_format_yields_the_exact_ground_truth() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let formats = [
+        FormatSpec::Combined,
+        FormatSpec::Common,
+        FormatSpec::Json,
+        FormatSpec::Nginx(
+            r#"$remote_addr - [$time_iso8601] $host "$request_method $request_uri" $status $bytes_sent rt=$request_time cache=$upstream_cache_status ua="$http_user_agent""#
+                .into(),
+        ),
+    ];
+    for (i, format) in formats.into_iter().enumerate() {
+        let path = dir.path().join(format!("access-{i}.log"));
+        let truth = write_log(
+            &path,
+            &config,
+            &in_format(gen_opts(20_000, 300, 11), format.clone()),
+            Compression::Plain,
+        );
+        let mut opts = AnalyzeOptions::from_config(&config);
+        if let FormatSpec::Nginx(_) = format {
+            opts.format = format.clone(); // custom strings are never auto-detected
+        }
+        let a = analyze_with(&[path], &config, opts, 2);
+        assert_eq!(counts(&a), truth_counts(&truth), "format {format}");
+        // With no half-life the score is the count, so the profile's order is the truth's.
+        let order: Vec<_> = a.rows.iter().map(|r| (r.rule.clone(), r.key.clone(), r.count)).collect();
+        assert_eq!(order, truth_counts(&truth), "order in format {format}");
+        let l = &a.summary.lines;
+        assert_eq!(l.read, truth.lines);
+        assert_eq!(l.rejected, truth.malformed, "format {format}: {:?}", a.summary.samples);
+        assert_eq!(l.unmatched, truth.unmatched);
+        assert_eq!(l.status_filtered, truth.status_filtered);
+        assert_eq!(l.matched, truth.counts.values().sum::<u64>());
+        assert_eq!(l.read, l.parsed + l.rejected);
+        assert_eq!(l.parsed, l.out_of_window + l.unmatched + l.status_filtered + l.matched);
+        assert!(a.rows.iter().all(|r| !r.params.contains("SECRET")), "unkept query values leaked");
+    }
+}
+
+#[test]
+fn latency_bytes_and_cache_status_are_aggregated() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let path = dir.path().join("access.log");
+    let format = FormatSpec::Nginx(r#"$remote_addr [$time_local] "$request" $status $body_bytes_sent $request_time $upstream_cache_status"#.into());
+    write_log(&path, &config, &in_format(gen_opts(5_000, 50, 3), format.clone()), Compression::Plain);
+    let mut opts = AnalyzeOptions::from_config(&config);
+    opts.format = format;
+    let a = analyze_with(&[path], &config, opts, 2);
+    let top = &a.rows[0];
+    let lat = top.mean_latency_ms.expect("latency logged");
+    assert!((1.0..=251.0).contains(&lat), "{lat}");
+    assert!(top.max_latency_ms.expect("latency logged") >= lat);
+    assert!(top.mean_bytes.expect("bytes logged") >= 200.0);
+    // The generator simulates a cache: the first request of a key misses, repeats within 5 minutes hit.
+    assert!(top.cache_misses >= 1 && top.cache_hits >= 1, "{top:?}");
+    assert_eq!(top.cache_hits + top.cache_misses, top.count);
+    assert!(top.first_seen_ms < top.last_seen_ms);
+}
+
+#[test]
+fn gzip_and_zstd_are_detected_by_content_not_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let opts = gen_opts(8_000, 200, 5);
+    let plain = dir.path().join("plain.log");
+    let gz = dir.path().join("looks-plain.log");
+    let zst = dir.path().join("also-plain.txt");
+    let truth = write_log(&plain, &config, &opts, Compression::Plain);
+    write_log(&gz, &config, &opts, Compression::Gzip);
+    write_log(&zst, &config, &opts, Compression::Zstd);
+    for (path, name) in [(gz, "gzip"), (zst, "zstd")] {
+        let a = analyze_files(&[path], &config, 2);
+        assert_eq!(counts(&a), truth_counts(&truth));
+        assert_eq!(a.summary.inputs[0].compression.as_deref(), Some(name));
+    }
+}
+
+#[test]
+fn a_rotated_directory_is_read_oldest_first_and_summed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let mut total: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (name, seed, compression) in [
+        ("access.log", 1, Compression::Plain),
+        ("access.log.1", 2, Compression::Plain),
+        ("access.log.2.gz", 3, Compression::Gzip),
+    ] {
+        let truth = write_log(&dir.path().join(name), &config, &gen_opts(3_000, 100, seed), compression);
+        for (k, n) in truth.counts {
+            *total.entry(k).or_insert(0) += n;
+        }
+    }
+    let a = analyze_files(&[dir.path().to_path_buf()], &config, 2);
+    let names: Vec<String> =
+        a.summary.inputs.iter().map(|i| i.name.rsplit('/').next().unwrap_or_default().to_string()).collect();
+    assert_eq!(names, ["access.log.2.gz", "access.log.1", "access.log"]);
+    let got: BTreeMap<(String, String), u64> =
+        a.rows.iter().map(|r| ((r.rule.clone(), r.key.clone()), r.count)).collect();
+    assert_eq!(got, total);
+}
+
+#[test]
+fn results_do_not_depend_on_the_number_of_threads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A half-life (float scores) and a small key table (pruning) are the order-sensitive parts.
+    let config = config_with("[analyze]\nhalf_life = \"2h\"\nmax_keys_per_rule = 400\n");
+    let path = dir.path().join("access.log");
+    write_log(&path, &config, &gen_opts(120_000, 5_000, 9), Compression::Plain);
+    let one = analyze_files(std::slice::from_ref(&path), &config, 1);
+    assert!(one.summary.rules.iter().all(|r| r.count_error_bound > 0), "the test must exercise pruning");
+    for threads in [2, 4] {
+        let many = analyze_files(std::slice::from_ref(&path), &config, threads);
+        assert_eq!(many.rows, one.rows, "{threads} threads");
+        let (mut s1, mut s2) = (one.summary.clone(), many.summary.clone());
+        s1.elapsed_ms = 0;
+        s2.elapsed_ms = 0;
+        assert_eq!(s1, s2);
+    }
+}
+
+#[test]
+fn bounded_tables_keep_hot_keys_within_the_recorded_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let capacity = 60;
+    let config = config_with(&format!("[analyze]\nmax_keys_per_rule = {capacity}\n"));
+    let path = dir.path().join("access.log");
+    let truth = write_log(&path, &config, &gen_opts(150_000, 20_000, 21), Compression::Plain);
+    let a = analyze_files(&[path], &config, 2);
+    let bound: BTreeMap<&str, u64> =
+        a.summary.rules.iter().map(|r| (r.name.as_str(), r.count_error_bound)).collect();
+    for r in &a.summary.rules {
+        assert!(r.distinct_keys_estimated);
+        // Misra–Gries: the error never exceeds requests / (capacity + 1).
+        assert!(r.count_error_bound <= r.requests / (capacity as u64 + 1), "{r:?}");
+        // The HyperLogLog estimate of distinct keys is within a few percent.
+        let exact = truth.counts.keys().filter(|(rule, _)| *rule == r.name).count() as f64;
+        assert!((r.distinct_keys as f64 - exact).abs() / exact < 0.05, "{} vs {exact}", r.distinct_keys);
+    }
+    for row in &a.rows {
+        let t = truth.counts[&(row.rule.clone(), row.key.clone())];
+        assert!(row.count <= t && t <= row.count + bound[row.rule.as_str()], "{row:?} true {t}");
+    }
+    // Every key hotter than the error bound survives.
+    for ((rule, key), &n) in &truth.counts {
+        if n > 2 * bound[rule.as_str()] {
+            assert!(
+                a.rows.iter().any(|r| &r.rule == rule && &r.key == key),
+                "{rule} {key} ({n}) was dropped"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_compressed_file_fails_alone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let good = dir.path().join("a-good.log");
+    let bad = dir.path().join("b-bad.log.gz");
+    let truth = write_log(&good, &config, &gen_opts(2_000, 50, 1), Compression::Plain);
+    write_log(&bad, &config, &gen_opts(50_000, 50, 2), Compression::Gzip);
+    let mut bytes = fs::read(&bad).expect("written");
+    let middle = bytes.len() / 2;
+    bytes[middle..middle + 64].fill(0xAA);
+    fs::write(&bad, bytes).expect("writable");
+    let a = analyze_files(&[good, bad.clone()], &config, 2);
+    assert!(a.had_input_errors());
+    let failed = &a.summary.inputs[1];
+    assert!(failed.error.is_some(), "{failed:?}");
+    assert!(a.summary.inputs[0].error.is_none());
+    // The good file counts in full; what the bad one held before the damage counts too.
+    for ((rule, key), n) in &truth.counts {
+        let got = a.rows.iter().find(|r| &r.rule == rule && &r.key == key).map_or(0, |r| r.count);
+        assert!(got >= *n);
+    }
+}
+
+#[test]
+fn hostile_lines_are_counted_by_reason_never_fatal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let path = dir.path().join("edge.log");
+    let mut f = fs::File::create(&path).expect("temp file");
+    let ok = |path: &str| {
+        format!("203.0.113.7 - - [01/Jan/2026:10:00:00 +0000] \"GET {path} HTTP/1.1\" 200 10 \"-\" \"ua\"")
+    };
+    writeln!(f, "{}\r", ok("/api/products/1")).expect("write"); // CRLF
+    writeln!(f, "2001:db8::7 - - [01/Jan/2026:10:00:01 +0000] \"GET /api/products/1 HTTP/1.1\" 200 10 \"-\" \"a \\\"quoted\\\" agent\"").expect("write");
+    writeln!(f).expect("write"); // empty
+    f.write_all(b"203.0.113.7 - - [01/Jan/2026:10:00:02 +0000] \"GET /pages/\xff\xfe HTTP/1.1\" 200 10 \"-\" \"ua\"\n").expect("write");
+    f.write_all(b"203.0.113.7 - - [01/Jan/2026:10:00:03 +0000] \"GET /api/products/1 HTTP/1.1\" 200 10 \"-\" \"\xc3\x28 bad utf8 agent\"\n").expect("write");
+    let long = format!("{}\n", ok(&format!("/pages/{}", "x".repeat(2 << 20))));
+    f.write_all(long.as_bytes()).expect("write");
+    let very_long = format!("{}\n", ok(&format!("/pages/{}", "y".repeat(9 << 20))));
+    f.write_all(very_long.as_bytes()).expect("write");
+    f.write_all(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\n").expect("write");
+    write!(f, "{}", &ok("/api/products/2")[..40]).expect("write"); // truncated last line, no newline
+    drop(f);
+
+    let a = analyze_files(&[path], &config, 2);
+    let reasons = &a.summary.rejected_by_reason;
+    assert_eq!(a.summary.lines.read, 9);
+    assert_eq!(reasons.get("empty"), Some(&1));
+    assert_eq!(reasons.get("non_utf8_key"), Some(&1));
+    assert_eq!(reasons.get("too_long"), Some(&2));
+    assert_eq!(reasons.get("format_mismatch"), Some(&2), "{reasons:?}");
+    assert_eq!(a.rows.len(), 1);
+    assert_eq!((a.rows[0].key.as_str(), a.rows[0].count), ("product:1", 3));
+    let long_sample = a.summary.samples.iter().find(|s| s.reason == "too_long").expect("sampled");
+    assert_eq!(long_sample.line, 6);
+    assert!(long_sample.excerpt.chars().count() <= 201);
+    // The line after the oversized ones is still found, so line numbers stay right.
+    let junk = a
+        .summary
+        .samples
+        .iter()
+        .filter(|s| s.reason == "format_mismatch")
+        .map(|s| s.line)
+        .collect::<Vec<_>>();
+    assert_eq!(junk, [8, 9]);
+}
+
+#[test]
+fn empty_files_are_fine() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("empty.log");
+    fs::write(&path, b"").expect("writable");
+    let a = analyze_files(&[path], &config_with(""), 2);
+    assert_eq!(a.summary.lines.read, 0);
+    assert!(a.rows.is_empty());
+    assert!(!a.had_input_errors());
+}
+
+#[test]
+fn since_and_until_select_a_time_window() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let path = dir.path().join("day.log");
+    let opts = gen_opts(24_000, 100, 4);
+    write_log(&path, &config, &opts, Compression::Plain);
+    let mut a_opts = AnalyzeOptions::from_config(&config);
+    let hour = 3_600_000;
+    a_opts.since_ms = Some(opts.start_ms + 6 * hour);
+    a_opts.until_ms = Some(opts.start_ms + 12 * hour);
+    let a = analyze_with(&[path], &config, a_opts, 2);
+    let inside = a.summary.lines.parsed - a.summary.lines.out_of_window;
+    // Lines are spread evenly over the day, so a quarter of them fall inside.
+    assert!((5_800..=6_100).contains(&inside), "{inside}");
+    assert_eq!(a.summary.window.start.as_deref(), Some("2026-01-01T06:00:00Z"));
+    assert!(a.summary.window.end.as_deref().is_some_and(|e| e.starts_with("2026-01-01T11:59")));
+    for r in &a.rows {
+        let (first, last) = (r.first_seen_ms.expect("timed"), r.last_seen_ms.expect("timed"));
+        assert!(first >= opts.start_ms + 6 * hour && last < opts.start_ms + 12 * hour);
+    }
+}
+
+#[test]
+fn recency_half_life_ranks_recent_traffic_higher() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("[analyze]\nhalf_life = \"1h\"\n");
+    let path = dir.path().join("two.log");
+    let line = |t: &str, id: u32| {
+        format!(
+            "1.2.3.4 - - [01/Jan/2026:{t} +0000] \"GET /api/products/{id} HTTP/1.1\" 200 10 \"-\" \"ua\"\n"
+        )
+    };
+    let mut text = String::new();
+    for _ in 0..10 {
+        text.push_str(&line("00:00:00", 1)); // ten requests, ten hours before the end
+    }
+    for _ in 0..3 {
+        text.push_str(&line("10:00:00", 2)); // three requests at the end
+    }
+    fs::write(&path, text).expect("writable");
+    let a = analyze_files(&[path], &config, 1);
+    assert_eq!(a.rows[0].key, "product:2");
+    assert!((a.rows[0].score - 3.0).abs() < 1e-9);
+    assert!((a.rows[1].score - 10.0 / 1024.0).abs() < 1e-9, "{}", a.rows[1].score);
+}
+
+#[test]
+fn profiles_round_trip_through_the_store() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("[analyze]\nhalf_life = \"3h\"\n");
+    let path = dir.path().join("access.log");
+    write_log(&path, &config, &gen_opts(10_000, 300, 8), Compression::Plain);
+    let a = analyze_files(&[path], &config, 2);
+    let store = Store::new(dir.path().join("profiles"));
+    let meta = store::meta_now(a.summary.clone(), 1_767_225_600_000);
+    let written = store.write(&a.rows, &meta, 1_767_225_600_000).expect("written");
+    assert_eq!(written.file_name().and_then(|n| n.to_str()), Some("20260101T000000Z.parquet"));
+    let again = store.write(&a.rows, &meta, 1_767_225_600_000).expect("written");
+    assert_ne!(written, again, "a second profile in the same second gets its own name");
+    assert_eq!(store.latest().expect("latest"), again);
+    let (read_meta, rows) = read_profile(&store.latest().expect("latest"), None).expect("readable");
+    assert_eq!(rows, a.rows);
+    assert_eq!(read_meta.summary, a.summary);
+    assert_eq!(read_meta.schema_version, preheat::profile::SCHEMA_VERSION);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&again).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let leftovers: Vec<_> = fs::read_dir(store.dir())
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind");
+}
+
+#[test]
+fn broken_profiles_get_clear_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::new(dir.path());
+    let err = store.latest().expect_err("empty store").to_string();
+    assert!(err.contains("no profile in") && err.contains("preheat analyze"), "{err}");
+
+    let garbage = dir.path().join("20260101T000000Z.parquet");
+    fs::write(&garbage, b"PAR1 not really").expect("writable");
+    let err = read_profile(&garbage, None).expect_err("corrupt").to_string();
+    assert!(err.contains("20260101T000000Z.parquet") && err.contains("not a readable profile"), "{err}");
+
+    fs::write(dir.path().join("latest"), "gone.parquet\n").expect("writable");
+    // A dangling pointer falls back to the newest file rather than failing.
+    assert_eq!(store.latest().expect("fallback"), garbage);
+}

@@ -1,0 +1,6 @@
+//! Integration tests: real files, real compression, the real binary.
+
+mod analyze;
+mod cli;
+mod properties;
+mod support;

@@ -1,0 +1,100 @@
+//! Helpers that make the tests read like sentences.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use preheat::analyze::{Analysis, AnalyzeOptions, analyze, input};
+use preheat::config::Config;
+use preheat::generate::{GenerateOptions, GroundTruth, generate};
+use preheat::logformat::FormatSpec;
+
+/// Rules used across tests: ids, slugs with a kept query parameter, a path capture.
+pub const RULES: &str = r#"
+[[rule]]
+name = "product"
+match = "GET /api/products/{id:int}"
+key = "product:{id}"
+
+[[rule]]
+name = "category"
+match = "GET /api/categories/{slug}/products"
+key = "category:{slug}:page:{page}"
+keep_query = ["page"]
+
+[[rule]]
+name = "page"
+match = "GET|HEAD /pages/{path:path}"
+key = "page:/{path}"
+"#;
+
+/// The test rules, with extra config text (e.g. an `[analyze]` table) before them.
+pub fn config_with(prefix: &str) -> Config {
+    Config::parse(&format!("{prefix}\n{RULES}"), "test.toml").expect("test config is valid")
+}
+
+/// How a generated file is stored.
+#[derive(Clone, Copy, Debug)]
+pub enum Compression {
+    Plain,
+    Gzip,
+    Zstd,
+}
+
+/// Generates a log into `path` and returns its ground truth.
+pub fn write_log(
+    path: &Path,
+    config: &Config,
+    opts: &GenerateOptions,
+    compression: Compression,
+) -> GroundTruth {
+    let mut raw = Vec::new();
+    let truth = generate(&config.rules, opts, &mut raw).expect("generation succeeds");
+    let bytes = match compression {
+        Compression::Plain => raw,
+        Compression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(&raw).expect("in memory");
+            enc.finish().expect("in memory")
+        }
+        Compression::Zstd => zstd::encode_all(raw.as_slice(), 3).expect("in memory"),
+    };
+    File::create(path).and_then(|mut f| f.write_all(&bytes)).expect("temp file is writable");
+    truth
+}
+
+/// Generation options with a given size and seed.
+pub fn gen_opts(lines: u64, keys: u32, seed: u64) -> GenerateOptions {
+    GenerateOptions { lines, keys_per_rule: keys, seed, malformed_share: 0.01, ..GenerateOptions::default() }
+}
+
+/// Analyzes files with `threads` worker threads.
+pub fn analyze_files(files: &[PathBuf], config: &Config, threads: usize) -> Analysis {
+    analyze_with(files, config, AnalyzeOptions::from_config(config), threads)
+}
+
+/// Analyzes files with explicit options.
+pub fn analyze_with(files: &[PathBuf], config: &Config, opts: AnalyzeOptions, threads: usize) -> Analysis {
+    let args: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    let inputs = input::expand(&args).expect("inputs exist");
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+    pool.install(|| analyze(&inputs, &config.rules, &opts, &|_| {}))
+}
+
+/// (rule, key, count) of every row, hottest first by count then rule then key.
+pub fn counts(a: &Analysis) -> Vec<(String, String, u64)> {
+    let mut v: Vec<_> = a.rows.iter().map(|r| (r.rule.clone(), r.key.clone(), r.count)).collect();
+    v.sort_by(|x, y| y.2.cmp(&x.2).then_with(|| x.0.cmp(&y.0)).then_with(|| x.1.cmp(&y.1)));
+    v
+}
+
+/// The ground truth in the same shape.
+pub fn truth_counts(t: &GroundTruth) -> Vec<(String, String, u64)> {
+    t.ranked().into_iter().map(|(r, k, n)| (r.to_string(), k.to_string(), n)).collect()
+}
+
+/// Options for one format.
+pub fn in_format(mut opts: GenerateOptions, format: FormatSpec) -> GenerateOptions {
+    opts.format = format;
+    opts
+}
