@@ -27,9 +27,6 @@ use crate::rules::RuleSet;
 use aggregate::{Aggregate, ChunkTally, SAMPLES_PER_REASON, TallyContext, tally_chunk};
 use input::{Event, Input};
 
-/// Events (mostly 4 MiB chunks) between reading and merging at any time.
-const IN_FLIGHT: usize = 16;
-
 /// What an analysis does besides the rules.
 #[derive(Debug, Clone)]
 pub struct AnalyzeOptions {
@@ -116,13 +113,15 @@ pub fn analyze(
     };
     let bytes_total = inputs.iter().map(Input::size).sum::<Option<u64>>();
     let bytes_read = Arc::new(AtomicU64::new(0));
-    let (event_tx, event_rx) = sync_channel::<(u64, Event)>(IN_FLIGHT);
     let (done_tx, done_rx) = channel::<(u64, Tallied)>();
     let (spare_tx, spare_rx) = channel::<Vec<u8>>();
     // Permits bound the events between the reader and the merge (queued, being tallied, or
     // waiting for an earlier one to merge), and with them memory, whatever the log's size.
-    let (permit_tx, permit_rx) = sync_channel::<()>(IN_FLIGHT);
-    for _ in 0..IN_FLIGHT {
+    // Enough to keep every worker busy; the count never changes the result.
+    let in_flight = 2 * rayon::current_num_threads() + 2;
+    let (event_tx, event_rx) = sync_channel::<(u64, Event)>(in_flight);
+    let (permit_tx, permit_rx) = sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
         let _ = permit_tx.send(());
     }
 

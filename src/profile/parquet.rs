@@ -12,11 +12,12 @@ use std::sync::Arc;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::record::Field;
 use parquet::schema::parser::parse_message_type;
+use parquet::schema::types::ColumnPath;
 
 use super::{ProfileError, ProfileRow, SCHEMA_VERSION, Summary};
 
@@ -70,9 +71,16 @@ pub fn write_profile<W: std::io::Write + Send>(
         KeyValue::new("preheat.created".into(), meta.created.clone()),
         KeyValue::new("preheat.summary".into(), summary),
     ];
+    // `key` and `params` are unique per row: a dictionary or min/max statistics over them
+    // cost more to build (measured: most of the write time) than they could ever save.
+    let unique = |name: &str| ColumnPath::from(name);
     let props = Arc::new(
         WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+            .set_column_dictionary_enabled(unique("key"), false)
+            .set_column_dictionary_enabled(unique("params"), false)
+            .set_column_statistics_enabled(unique("key"), EnabledStatistics::None)
+            .set_column_statistics_enabled(unique("params"), EnabledStatistics::None)
             .set_key_value_metadata(Some(kv))
             .set_created_by(meta.generator.clone())
             .build(),

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Whole-CLI benchmark: preheat analyze against the tools people would otherwise use, on the
+# same files in the same run. Prints a Markdown table (quoted in the README).
+#
+#   bash benches/run.sh            # 2M-line log, plus a 10M-line log for peak memory
+#   LINES=500000 BIG=0 bash benches/run.sh   # quicker
+set -euo pipefail
+
+LINES=${LINES:-2000000}
+BIG=${BIG:-10000000}
+RUNS=${RUNS:-3}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+command -v /usr/bin/time >/dev/null || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
+cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+preheat="$root/target/release/preheat"
+config="$root/data/preheat.toml"
+
+gen() { "$preheat" -q generate-log --config "$config" --lines "$1" --keys 100000 --seed 7 -o "$2"; }
+
+# Best wall time of $RUNS runs, in seconds.
+best() {
+  local best=""
+  for _ in $(seq "$RUNS"); do
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$@" >/dev/null 2>&1
+    t1=$(date +%s.%N)
+    best=$(awk -v a="$t0" -v b="$t1" -v cur="$best" 'BEGIN { d = b - a; if (cur == "" || d < cur) print d; else print cur }')
+  done
+  echo "$best"
+}
+
+# Peak resident memory in MiB.
+rss() { /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1 | awk '{ printf "%.0f", $1 / 1024 }'; }
+
+log="$work/access.log"
+gen "$LINES" "$log"
+gzip -c "$log" > "$log.gz"
+cat "$log" "$log.gz" > /dev/null # warm the page cache
+mb=$(du -m "$log" | cut -f1)
+
+analyze() { "$preheat" -q analyze --config "$config" --profiles "$work/profiles" --top 0 "$@"; }
+awk_count() { LC_ALL=C awk '{c[$7]++} END {for (k in c) print c[k], k}' "$1"; }
+
+t_wc=$(best wc -l "$log")
+t_awk=$(best awk_count "$log")
+t_pre=$(best analyze "$log")
+t_zcat=$(best sh -c "zcat '$log.gz' > /dev/null")
+t_pregz=$(best analyze "$log.gz")
+m_pre=$(rss "$preheat" -q analyze --config "$config" --profiles "$work/profiles" --top 0 "$log")
+
+row() { awk -v n="$1" -v t="$2" -v mb="$mb" -v base="$3" 'BEGIN { printf "| %s | %.2f s | %.0f MB/s | %.1fx |\n", n, t, mb / t, base / t }'; }
+echo
+echo "$LINES lines, $mb MB, combined format, $(nproc) cores ($(date -u +%Y-%m-%d))"
+echo
+echo "| command | wall time (best of $RUNS) | throughput | vs awk |"
+echo "| --- | --- | --- | --- |"
+row 'wc -l (read-speed limit)' "$t_wc" "$t_awk"
+row "awk '{c[\$7]++} ...'" "$t_awk" "$t_awk"
+row 'preheat analyze' "$t_pre" "$t_awk"
+echo
+echo "| gzip copy | wall time | vs zcat |"
+echo "| --- | --- | --- |"
+awk -v t="$t_zcat" 'BEGIN { printf "| zcat > /dev/null | %.2f s | 1.0x |\n", t }'
+awk -v t="$t_pregz" -v z="$t_zcat" 'BEGIN { printf "| preheat analyze | %.2f s | %.2fx the time |\n", t, t / z }'
+echo
+# Memory follows distinct keys (bounded by max_keys_per_rule), not lines: the same key space
+# at 2M and 10M lines, then 10M lines with the key table capped.
+keys() { "$preheat" -q analyze --json --top 0 --config "$1" --dry-run "$log" | python3 -c 'import json,sys; print(sum(r["distinct_keys"] for r in json.load(sys.stdin)["summary"]["rules"]))'; }
+capped="$work/capped.toml"
+sed 's/^max_keys_per_rule = .*/max_keys_per_rule = 20000/' "$config" > "$capped"
+echo "| log | distinct keys | peak RSS of preheat analyze |"
+echo "| --- | --- | --- |"
+echo "| $LINES lines | $(keys "$config") | $m_pre MiB |"
+if [ "$BIG" != 0 ]; then
+  rm -f "$log.gz"
+  gen "$BIG" "$log"
+  m_big=$(rss "$preheat" -q analyze --config "$config" --profiles "$work/profiles" --top 0 "$log")
+  m_cap=$(rss "$preheat" -q analyze --config "$capped" --profiles "$work/profiles" --top 0 "$log")
+  echo "| $BIG lines | $(keys "$config") | $m_big MiB |"
+  echo "| $BIG lines, \`max_keys_per_rule = 20000\` | $(keys "$capped") (estimated) | $m_cap MiB |"
+fi
