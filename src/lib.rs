@@ -12,6 +12,36 @@
 //!   and benchmarks.
 //!
 //! The `preheat` binary (`src/cli/`) is a thin layer over these modules.
+//!
+//! # Example
+//!
+//! From a log line to a cache key, as the analyzer does for every line:
+//!
+//! ```
+//! use preheat::config::Config;
+//! use preheat::logformat::{FormatSpec, JsonFields, LogFormat};
+//! use preheat::rules::Outcome;
+//!
+//! let config = Config::parse(
+//!     r#"
+//!     [[rule]]
+//!     name = "product"
+//!     match = "GET /api/products/{id:int}"
+//!     key = "product:{id}"
+//!     "#,
+//!     "example",
+//! )?;
+//! let format = LogFormat::from_spec(&FormatSpec::Combined, &JsonFields::default()).unwrap();
+//! let line = br#"203.0.113.9 - - [24/Nov/2026:06:15:00 +0000] "GET /api/products/42?token=x HTTP/1.1" 200 512 "-" "curl/8""#;
+//! let record = format.parse_line(line)?;
+//!
+//! let mut values = Vec::new();
+//! let Outcome::Matched(rule) = config.rules.classify(&record, &mut values) else { panic!("no match") };
+//! let mut key = String::new();
+//! config.rules.rules()[rule].key.render(&values, &mut key).unwrap();
+//! assert_eq!(key, "product:42");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod analyze;
 pub mod config;

@@ -116,9 +116,11 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         let store = Store::new(&args.profiles);
         let now = now_ms();
         let meta = store::meta_now(analysis.summary.clone(), now);
+        let started = std::time::Instant::now();
         let path = store
             .write(&analysis.rows, &meta, now)
             .with_context(|| format!("writing the profile to `{}`", args.profiles.display()))?;
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "profile written");
         Some(path)
     };
 

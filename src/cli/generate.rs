@@ -88,19 +88,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<Exit> {
     } else {
         Box::new(File::create(&args.output).with_context(|| format!("creating `{name}`"))?)
     };
-    let mut out: Box<dyn Write> = if name.ends_with(".gz") {
-        Box::new(flate2::write::GzEncoder::new(
-            BufWriter::with_capacity(1 << 20, sink),
-            flate2::Compression::fast(),
-        ))
-    } else if name.ends_with(".zst") {
-        Box::new(zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 20, sink), 3)?.auto_finish())
-    } else {
-        Box::new(BufWriter::with_capacity(1 << 20, sink))
-    };
+    let mut out = Output::new(&name, BufWriter::with_capacity(1 << 20, sink))?;
     let truth = generate(&config.rules, &opts, &mut out).with_context(|| format!("writing `{name}`"))?;
-    out.flush()?;
-    drop(out);
+    out.finish().with_context(|| format!("writing `{name}`"))?;
     if let Some(path) = &args.truth {
         let mut f =
             BufWriter::new(File::create(path).with_context(|| format!("creating `{}`", path.display()))?);
@@ -116,4 +106,51 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<Exit> {
         "log written"
     );
     Ok(Exit::Ok)
+}
+
+/// The output stream, compressed as its name says.
+enum Output<W: Write> {
+    Plain(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Output<W> {
+    fn new(name: &str, inner: W) -> std::io::Result<Self> {
+        Ok(if name.ends_with(".gz") {
+            Output::Gzip(flate2::write::GzEncoder::new(inner, flate2::Compression::fast()))
+        } else if name.ends_with(".zst") {
+            Output::Zstd(zstd::stream::write::Encoder::new(inner, 3)?)
+        } else {
+            Output::Plain(inner)
+        })
+    }
+
+    /// Writes the compressed stream's trailer and flushes: errors surface here, not in a drop.
+    fn finish(self) -> std::io::Result<()> {
+        let mut inner = match self {
+            Output::Plain(w) => w,
+            Output::Gzip(g) => g.finish()?,
+            Output::Zstd(z) => z.finish()?,
+        };
+        inner.flush()
+    }
+}
+
+impl<W: Write> Write for Output<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Output::Plain(w) => w.write(buf),
+            Output::Gzip(g) => g.write(buf),
+            Output::Zstd(z) => z.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Output::Plain(w) => w.flush(),
+            Output::Gzip(g) => g.flush(),
+            Output::Zstd(z) => z.flush(),
+        }
+    }
 }
