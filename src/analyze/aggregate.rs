@@ -7,7 +7,6 @@
 //! pruned Misra–Gries style (subtract the (k+1)-th largest count from all, drop what falls to
 //! zero), which keeps memory flat and every count within a recorded error bound.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use hashbrown::HashTable;
@@ -667,11 +666,6 @@ fn prune<T>(
         }
     });
     threshold
-}
-
-/// A path for reports.
-pub fn lossy(b: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(b)
 }
 
 #[cfg(test)]

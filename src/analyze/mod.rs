@@ -331,7 +331,7 @@ impl MergeState {
             rules,
             top_unmatched: unmatched
                 .into_iter()
-                .map(|(p, n)| PathCount { path: aggregate::lossy(&p).into_owned(), requests: n })
+                .map(|(p, n)| PathCount { path: String::from_utf8_lossy(&p).into_owned(), requests: n })
                 .collect(),
             distinct_clients: agg.clients.count().round() as u64,
             config_fingerprint: opts.config_fingerprint.clone(),

@@ -100,7 +100,6 @@ enum Segment {
 /// A compiled `log_format` string.
 #[derive(Debug, Clone)]
 pub struct CompiledFormat {
-    source: String,
     segments: Vec<Segment>,
     allow_trailing: bool,
 }
@@ -186,12 +185,7 @@ impl CompiledFormat {
                 };
             }
         }
-        Ok(CompiledFormat { source: source.to_string(), segments, allow_trailing })
-    }
-
-    /// The string this format was compiled from.
-    pub fn source(&self) -> &str {
-        &self.source
+        Ok(CompiledFormat { segments, allow_trailing })
     }
 
     /// The variables of the format, in order.

@@ -126,7 +126,7 @@ pub enum LogFormat {
     /// A compiled `log_format` string; `combined` and `common` are predefined ones.
     Text(CompiledFormat),
     /// One JSON object per line.
-    Json(JsonFields),
+    Json(Box<JsonFields>),
 }
 
 /// The format named in flags or config, before it is compiled.
@@ -191,7 +191,7 @@ impl LogFormat {
             FormatSpec::Auto => return None,
             FormatSpec::Combined => LogFormat::Text(compiled(COMBINED, true)),
             FormatSpec::Common => LogFormat::Text(compiled(COMMON, true)),
-            FormatSpec::Json => LogFormat::Json(json.clone()),
+            FormatSpec::Json => LogFormat::Json(Box::new(json.clone())),
             FormatSpec::Nginx(s) => CompiledFormat::compile(s, false).ok().map(LogFormat::Text)?,
         })
     }

@@ -208,17 +208,6 @@ pub fn query_value<'a>(query: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     })
 }
 
-/// The parameters of a request as a JSON object (`{"id":"42"}`), absent ones left out.
-pub fn params_json(names: &[String], values: &[Option<&[u8]>]) -> String {
-    let mut map = serde_json::Map::new();
-    for (name, value) in names.iter().zip(values) {
-        if let Some(v) = value {
-            map.insert(name.clone(), serde_json::Value::String(String::from_utf8_lossy(v).into_owned()));
-        }
-    }
-    serde_json::Value::Object(map).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,7 +243,7 @@ mod tests {
         let mut key = String::new();
         set.rules()[0].key.render(&v, &mut key).expect("utf8");
         assert_eq!(key, "search:shoes:2");
-        assert!(!params_json(&set.rules()[0].params(), &v).contains("secret"));
+        assert_eq!(v, [Some(&b"shoes"[..]), Some(&b"2"[..])], "only kept parameters are read");
 
         let r = req("GET", "/p/7", None, 304);
         assert_eq!(set.classify(&r, &mut v), Outcome::Matched(1));
