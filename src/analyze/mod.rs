@@ -11,9 +11,9 @@ pub mod aggregate;
 pub mod input;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyperloglogplus::HyperLogLog;
@@ -24,7 +24,7 @@ use crate::logformat::time::format_rfc3339;
 use crate::logformat::{FormatSpec, JsonFields};
 use crate::profile::{InputSummary, LineCounts, PathCount, ProfileRow, RuleSummary, Sample, Summary, Window};
 use crate::rules::RuleSet;
-use aggregate::{Aggregate, ChunkTally, SAMPLES_PER_REASON, TallyContext, tally_chunk};
+use aggregate::{Aggregate, ChunkTally, SAMPLES_PER_REASON, TallyContext, tally_chunk_into};
 use input::{Event, Input};
 
 /// What an analysis does besides the rules.
@@ -125,6 +125,8 @@ pub fn analyze(
         let _ = permit_tx.send(());
     }
 
+    // Merged tallies come back here for the next chunk (at most `in_flight` of them exist).
+    let tally_pool: Mutex<Vec<ChunkTally>> = Mutex::new(Vec::new());
     let mut state = MergeState::new(inputs, rules, opts.max_keys_per_rule, half_life_ms);
     std::thread::scope(|scope| {
         let (spec, json, counter) = (opts.format.clone(), opts.json_fields.clone(), bytes_read.clone());
@@ -139,6 +141,7 @@ pub fn analyze(
         });
         let state = &mut state;
         let bytes_read = &bytes_read;
+        let pool = &tally_pool;
         scope.spawn(move || {
             // Merge strictly in reading order, holding early arrivals until their turn.
             let mut early: BTreeMap<u64, Tallied> = BTreeMap::new();
@@ -146,7 +149,7 @@ pub fn analyze(
             for (seq, tallied) in done_rx {
                 early.insert(seq, tallied);
                 while let Some(t) = early.remove(&next) {
-                    state.apply(t, &spare_tx);
+                    state.apply(t, &spare_tx, pool);
                     next += 1;
                     let _ = permit_tx.send(());
                 }
@@ -159,7 +162,7 @@ pub fn analyze(
             }
         });
         event_rx.into_iter().par_bridge().for_each_with(done_tx, |done, (seq, event)| {
-            let _ = done.send((seq, tally_event(event, &ctx)));
+            let _ = done.send((seq, tally_event(event, &ctx, &tally_pool)));
         });
     });
 
@@ -174,16 +177,17 @@ enum Tallied {
     Failed { input: usize, error: String },
 }
 
-fn tally_event(e: Event, ctx: &TallyContext<'_>) -> Tallied {
+fn tally_event(e: Event, ctx: &TallyContext<'_>, pool: &Mutex<Vec<ChunkTally>>) -> Tallied {
     match e {
         Event::Opened { input, format, compression } => {
             Tallied::Opened { input, format, compression: format!("{compression:?}").to_lowercase() }
         }
-        Event::Chunk(c) => Tallied::Chunk {
-            input: c.input,
-            tally: Box::new(tally_chunk(&c.data, &c.format, ctx)),
-            buffer: c.data,
-        },
+        Event::Chunk(c) => {
+            let reused = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut tally = Box::new(reused.unwrap_or_else(|| ChunkTally::new(ctx.rules.rules().len())));
+            tally_chunk_into(&mut tally, &c.data, &c.format, ctx);
+            Tallied::Chunk { input: c.input, tally, buffer: c.data }
+        }
         Event::Failed { input, error } => Tallied::Failed { input, error },
     }
 }
@@ -215,13 +219,13 @@ impl MergeState {
         }
     }
 
-    fn apply(&mut self, t: Tallied, spare: &std::sync::mpsc::Sender<Vec<u8>>) {
+    fn apply(&mut self, t: Tallied, spare: &std::sync::mpsc::Sender<Vec<u8>>, pool: &Mutex<Vec<ChunkTally>>) {
         match t {
             Tallied::Opened { input, format, compression } => {
                 self.inputs[input].format = Some(format);
                 self.inputs[input].compression = Some(compression);
             }
-            Tallied::Chunk { input, tally, buffer } => {
+            Tallied::Chunk { input, mut tally, buffer } => {
                 let first_line = self.inputs[input].lines + 1;
                 for s in &tally.samples {
                     let kept = self.samples.iter().filter(|k| k.reason == s.reason).count();
@@ -235,8 +239,10 @@ impl MergeState {
                     }
                 }
                 self.inputs[input].lines += tally.lines;
-                self.agg.merge(*tally);
+                self.agg.merge(&tally);
                 let _ = spare.send(buffer); // the reader may be gone; the buffer is then freed
+                tally.clear();
+                pool.lock().unwrap_or_else(|e| e.into_inner()).push(*tally);
             }
             Tallied::Failed { input, error } => {
                 tracing::error!(input = %self.inputs[input].name, %error, "cannot read log; skipping the rest of it");
