@@ -8,6 +8,8 @@
 //! - [`config`]: `preheat.toml` → validated [`config::Config`].
 //! - [`analyze`]: logs → ranked (rule, key) rows and a summary, in parallel, in bounded memory.
 //! - [`profile`]: those rows as Parquet, in a store with a `latest` pointer.
+//! - [`plan`]: the hottest profiled keys that fit the warm budgets, and their predicted
+//!   coverage.
 //! - [`generate`]: synthetic Zipf-distributed logs with exact ground truth, for demos, tests
 //!   and benchmarks.
 //!
@@ -47,5 +49,6 @@ pub mod analyze;
 pub mod config;
 pub mod generate;
 pub mod logformat;
+pub mod plan;
 pub mod profile;
 pub mod rules;

@@ -2,6 +2,7 @@
 
 mod analyze;
 mod generate;
+mod plan;
 mod profile;
 
 use std::io::IsTerminal;
@@ -68,6 +69,9 @@ pub enum LogFormatArg {
 enum Command {
     /// Turn access logs into a hotness profile (Parquet) in the profile store.
     Analyze(analyze::AnalyzeArgs),
+    /// Show what a warm would write: the hottest profiled keys within the budgets, and the
+    /// share of requests they cover.
+    Plan(plan::PlanArgs),
     /// Inspect profiles.
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
@@ -101,6 +105,7 @@ pub fn show_bar(g: &GlobalArgs) -> bool {
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Analyze(a) => analyze::run(a, &cli.global),
+        Command::Plan(p) => plan::run(p),
         Command::Profile(p) => profile::run(p),
         Command::GenerateLog(g) => generate::run(g),
     }

@@ -84,6 +84,42 @@ impl Default for AnalyzeConfig {
     }
 }
 
+/// Budgets of a warm plan (`[warm]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct WarmBudgets {
+    /// At most this many keys in total.
+    pub max_keys: u64,
+    /// At most this many bytes of values in total, estimated from the profile's mean response
+    /// sizes; `None` for no byte budget.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for WarmBudgets {
+    fn default() -> Self {
+        WarmBudgets { max_keys: 100_000, max_bytes: None }
+    }
+}
+
+/// A size such as `512MiB`, `2GB` or `1048576` in bytes.
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        _ => return None,
+    };
+    let bytes = number * scale as f64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -97,6 +133,10 @@ pub struct Config {
     pub analyze: AnalyzeConfig,
     /// The rules.
     pub rules: RuleSet,
+    /// Per-rule key quotas of the warm plan, by rule index (`None`: no quota).
+    pub quotas: Vec<Option<u64>>,
+    /// Budgets of the warm plan.
+    pub warm: WarmBudgets,
     /// Hash of everything that shapes a profile (rules, format), to tell profiles of different
     /// rule sets apart.
     pub fingerprint: String,
@@ -110,8 +150,17 @@ pub struct ConfigFile {
     log: LogFile,
     #[serde(default)]
     analyze: AnalyzeFile,
+    #[serde(default)]
+    warm: WarmFile,
     #[serde(default, rename = "rule")]
     rules: Vec<RuleFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WarmFile {
+    max_keys: Option<Spanned<u64>>,
+    max_bytes: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,6 +190,7 @@ struct RuleFile {
     status: Option<Spanned<Vec<StatusItem>>>,
     #[serde(default)]
     keep_query: Vec<String>,
+    quota: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,10 +363,28 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
         };
     }
 
+    let mut warm = WarmBudgets::default();
+    if let Some(n) = &file.warm.max_keys {
+        if *n.get_ref() == 0 {
+            problems.add(n.span().start, "warm.max_keys must be at least 1");
+        }
+        warm.max_keys = *n.get_ref();
+    }
+    if let Some(b) = &file.warm.max_bytes {
+        match parse_bytes(b.get_ref()) {
+            Some(n) if n > 0 => warm.max_bytes = Some(n),
+            _ => problems.add(
+                b.span().start,
+                format!("warm.max_bytes: `{}` is not a size such as `512MiB` or `2GB`", b.get_ref()),
+            ),
+        }
+    }
+
     if file.rules.is_empty() {
         problems.add(text.len(), "no rules: add a `[[rule]]` table with `name`, `match` and `key`");
     }
     let mut rules = Vec::new();
+    let mut quotas = Vec::new();
     let mut names: Vec<&str> = Vec::new();
     for r in &file.rules {
         let name = r.name.get_ref().as_str();
@@ -377,7 +445,16 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
                     .ok()
             }
         };
+        if let Some(q) = &r.quota
+            && *q.get_ref() == 0
+        {
+            problems.add(
+                q.span().start,
+                format!("rule `{name}`: quota must be at least 1; remove the rule to warm none of its keys"),
+            );
+        }
         if let (Some(pattern), Some(key), Some(status)) = (pattern, key, status) {
+            quotas.push(r.quota.as_ref().map(|q| *q.get_ref()));
             rules.push(Rule {
                 name: name.to_string(),
                 pattern,
@@ -396,6 +473,8 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
         json_fields: file.log.json.unwrap_or_default(),
         analyze,
         rules: RuleSet::new(rules),
+        quotas,
+        warm,
         fingerprint,
     }
 }
@@ -513,6 +592,30 @@ keep_query = ["lang"]
             e.starts_with("invalid config `t.toml` (1 problem)\n  t.toml:4:10: rule `a`: key: `{sku}`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn warm_budgets() {
+        let c = Config::parse("[warm]\nmax_keys = 5\nmax_bytes = \"2MiB\"\n[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\nquota = 3\n", "t")
+            .expect("valid");
+        assert_eq!(c.warm, WarmBudgets { max_keys: 5, max_bytes: Some(2 << 20) });
+        assert_eq!(c.quotas, vec![Some(3)]);
+        let p = problems(
+            "[warm]\nmax_keys = 0\nmax_bytes = \"lots\"\n[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\nquota = 0\n",
+        );
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert_eq!((p[1].line, p[1].column), (3, 13));
+        assert!(p[1].message.contains("`lots` is not a size"));
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
+        assert_eq!(parse_bytes("2GB"), Some(2_000_000_000));
+        assert_eq!(parse_bytes("1.5 KiB"), Some(1536));
+        assert_eq!(parse_bytes("100"), Some(100));
+        assert_eq!(parse_bytes("12 parsecs"), None);
+        assert_eq!(parse_bytes("-1"), None);
     }
 
     #[test]

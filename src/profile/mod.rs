@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::parquet::{ProfileMeta, read_profile, read_summary, write_profile};
+pub use self::parquet::{ProfileMeta, ProfileRows, open_profile, read_profile, read_summary, write_profile};
 pub use store::Store;
 
 /// The profile schema version this build writes and reads.

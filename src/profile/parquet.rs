@@ -6,7 +6,7 @@
 //! `preheat.schema_version`, `preheat.generator` and `preheat.created`.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parquet::basic::{Compression, ZstdLevel};
@@ -16,6 +16,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::record::Field;
+use parquet::record::reader::RowIter;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::ColumnPath;
 
@@ -197,22 +198,43 @@ pub fn read_summary(path: &Path) -> Result<ProfileMeta, ProfileError> {
     meta_of(path, &reader)
 }
 
+/// A profile's rows, hottest first, decoded one row group at a time: a warm plan reads only
+/// as far as its budgets reach, never the whole file.
+pub struct ProfileRows {
+    path: PathBuf,
+    rows: RowIter<'static>,
+}
+
+impl Iterator for ProfileRows {
+    type Item = Result<ProfileRow, ProfileError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let row = match self.rows.next()? {
+            Ok(row) => row,
+            Err(e) => return Some(Err(corrupt(&self.path, e))),
+        };
+        Some(
+            row_from_fields(row.get_column_iter().map(|(_, f)| f))
+                .ok_or_else(|| corrupt(&self.path, "a row does not have the profile's columns")),
+        )
+    }
+}
+
+/// Opens a profile: its metadata now, its rows as a stream.
+pub fn open_profile(path: &Path) -> Result<(ProfileMeta, ProfileRows), ProfileError> {
+    let reader = open_reader(path)?;
+    let meta = meta_of(path, &reader)?;
+    let rows = RowIter::from_file_into(Box::new(reader));
+    Ok((meta, ProfileRows { path: path.to_path_buf(), rows }))
+}
+
 /// Reads metadata and up to `limit` rows (all when `None`), hottest first.
 pub fn read_profile(
     path: &Path,
     limit: Option<usize>,
 ) -> Result<(ProfileMeta, Vec<ProfileRow>), ProfileError> {
-    let reader = open_reader(path)?;
-    let meta = meta_of(path, &reader)?;
-    let mut rows = Vec::new();
-    let iter = reader.get_row_iter(None).map_err(|e| corrupt(path, e))?;
-    for row in iter.take(limit.unwrap_or(usize::MAX)) {
-        let row = row.map_err(|e| corrupt(path, e))?;
-        rows.push(
-            row_from_fields(row.get_column_iter().map(|(_, f)| f))
-                .ok_or_else(|| corrupt(path, "a row does not have the profile's columns"))?,
-        );
-    }
+    let (meta, rows) = open_profile(path)?;
+    let rows = rows.take(limit.unwrap_or(usize::MAX)).collect::<Result<Vec<_>, _>>()?;
     Ok((meta, rows))
 }
 

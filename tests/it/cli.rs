@@ -221,3 +221,34 @@ print(len(rows))
     assert!(py.status.success(), "{}", text(&py.stderr));
     assert!(text(&py.stdout).trim().parse::<u64>().is_ok_and(|n| n > 100));
 }
+
+#[test]
+fn plan_shows_the_warm_set_within_budgets() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::write(dir.path().join("preheat.toml"), format!("[warm]\nmax_keys = 25\n{RULES}")).expect("writable");
+    let demo = repo("data/preheat.toml");
+    let out = preheat(dir.path(), &["analyze", "--config", &demo, &repo("data/access.log.gz")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Planned with the test rules, which share three of the demo's four.
+    let out = preheat(dir.path(), &["plan", "--json", "--top", "100"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON plan");
+    assert_eq!(v["keys"].as_array().map(Vec::len), Some(25));
+    assert_eq!(v["limit"], "max_keys");
+    let coverage = v["predicted_coverage"].as_f64().expect("a number");
+    assert!(coverage > 0.0 && coverage < 1.0, "{coverage}");
+    assert!(
+        v["rows_of_unknown_rules"].as_u64().is_some_and(|n| n > 0),
+        "user_profile rows are not in these rules"
+    );
+    assert!(stderr_has(&out, "the profile was made with other rules"));
+
+    let out = preheat(dir.path(), &["plan", "--top", "3"]);
+    assert_eq!(out.status.code(), Some(0));
+    let table = text(&out.stdout);
+    assert!(table.contains("coverage  ") && table.contains("stopped at warm.max_keys"), "{table}");
+
+    let out = preheat(dir.path(), &["plan", "--profile", "nope.parquet"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_has(&out, "cannot open profile `nope.parquet`"));
+}

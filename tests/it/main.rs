@@ -2,5 +2,6 @@
 
 mod analyze;
 mod cli;
+mod plan;
 mod properties;
 mod support;

@@ -1,0 +1,295 @@
+//! The warm plan: which profiled keys to warm, within budgets.
+//!
+//! Rows arrive hottest first (the profile's order). A row joins the plan unless its rule is
+//! not configured or has reached its quota; the plan ends at the first row that would exceed
+//! the key or byte budget, so it is always the hottest allowed prefix of the profile and the
+//! profile is read only that far. The plan also predicts its effect: the share of profiled
+//! requests whose key it warms.
+
+use serde::Serialize;
+
+use crate::config::{Config, WarmBudgets};
+use crate::profile::{ProfileError, ProfileRow, Summary};
+
+/// Value size assumed for a key whose profile row has no response size (the log had no
+/// bytes field).
+pub const DEFAULT_VALUE_BYTES: u64 = 1024;
+
+/// One key to warm.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedKey {
+    /// Index of the rule in the config.
+    pub rule: usize,
+    /// The cache key.
+    pub key: String,
+    /// Captured parameters (JSON object), the input of the key's source.
+    pub params: String,
+    /// Hotness score from the profile.
+    pub score: f64,
+    /// Requests in the profile's window.
+    pub requests: u64,
+    /// Estimated value size in bytes.
+    pub est_bytes: u64,
+}
+
+/// One rule's share of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RulePlan {
+    /// Rule name.
+    pub name: String,
+    /// Keys planned.
+    pub keys: u64,
+    /// Estimated bytes planned.
+    pub est_bytes: u64,
+    /// Profiled requests to the planned keys.
+    pub requests_covered: u64,
+    /// Profiled requests to all of the rule's keys.
+    pub requests_profiled: u64,
+    /// The rule's quota, if any.
+    pub quota: Option<u64>,
+    /// Rows passed over because the quota was full.
+    pub over_quota: u64,
+}
+
+/// Why the plan ends where it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanLimit {
+    /// Every profiled key of the configured rules fits.
+    ProfileExhausted,
+    /// `warm.max_keys` was reached.
+    MaxKeys,
+    /// The next key would exceed `warm.max_bytes`.
+    MaxBytes,
+    /// Every rule reached its quota.
+    Quotas,
+}
+
+/// A warm plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// Keys to warm, hottest first.
+    pub keys: Vec<PlannedKey>,
+    /// Per configured rule, in config order.
+    pub rules: Vec<RulePlan>,
+    /// Budgets applied.
+    pub budgets: WarmBudgets,
+    /// Why the plan ends.
+    pub limit: PlanLimit,
+    /// Estimated bytes of all planned values.
+    pub est_bytes: u64,
+    /// Profiled requests to planned keys.
+    pub requests_covered: u64,
+    /// Profiled requests to any key (the profile's matched requests).
+    pub requests_profiled: u64,
+    /// `requests_covered / requests_profiled`: the share of requests the warm set would have
+    /// served in the profile's window (a lower bound when a rule's counts were pruned).
+    pub predicted_coverage: f64,
+    /// Profile rows of rules the config does not define (a config that changed since).
+    pub rows_of_unknown_rules: u64,
+}
+
+impl Plan {
+    /// Builds a plan from profile rows in hotness order.
+    pub fn build(
+        rows: impl IntoIterator<Item = Result<ProfileRow, ProfileError>>,
+        summary: &Summary,
+        config: &Config,
+    ) -> Result<Plan, ProfileError> {
+        let budgets = config.warm;
+        let mut rules: Vec<RulePlan> = config
+            .rules
+            .rules()
+            .iter()
+            .zip(&config.quotas)
+            .map(|(rule, quota)| RulePlan {
+                name: rule.name.clone(),
+                keys: 0,
+                est_bytes: 0,
+                requests_covered: 0,
+                requests_profiled: summary
+                    .rules
+                    .iter()
+                    .find(|s| s.name == rule.name)
+                    .map_or(0, |s| s.requests),
+                quota: *quota,
+                over_quota: 0,
+            })
+            .collect();
+        let mut plan = Plan {
+            keys: Vec::new(),
+            rules: Vec::new(),
+            budgets,
+            limit: PlanLimit::ProfileExhausted,
+            est_bytes: 0,
+            requests_covered: 0,
+            requests_profiled: summary.lines.matched,
+            predicted_coverage: 0.0,
+            rows_of_unknown_rules: 0,
+        };
+        let all_have_quotas = rules.iter().all(|r| r.quota.is_some());
+        for row in rows {
+            let row = row?;
+            let Some(r) = rules.iter().position(|p| p.name == row.rule) else {
+                plan.rows_of_unknown_rules += 1;
+                continue;
+            };
+            if rules[r].quota.is_some_and(|q| rules[r].keys >= q) {
+                rules[r].over_quota += 1;
+                if all_have_quotas && rules.iter().all(|p| p.quota.is_some_and(|q| p.keys >= q)) {
+                    plan.limit = PlanLimit::Quotas;
+                    break;
+                }
+                continue;
+            }
+            if plan.keys.len() as u64 >= budgets.max_keys {
+                plan.limit = PlanLimit::MaxKeys;
+                break;
+            }
+            let est_bytes = row.mean_bytes.map_or(DEFAULT_VALUE_BYTES, |b| b.round().max(0.0) as u64);
+            if budgets.max_bytes.is_some_and(|max| plan.est_bytes + est_bytes > max) {
+                plan.limit = PlanLimit::MaxBytes;
+                break;
+            }
+            let rp = &mut rules[r];
+            rp.keys += 1;
+            rp.est_bytes += est_bytes;
+            rp.requests_covered += row.count;
+            plan.est_bytes += est_bytes;
+            plan.requests_covered += row.count;
+            plan.keys.push(PlannedKey {
+                rule: r,
+                key: row.key,
+                params: row.params,
+                score: row.score,
+                requests: row.count,
+                est_bytes,
+            });
+        }
+        plan.predicted_coverage = if plan.requests_profiled == 0 {
+            0.0
+        } else {
+            plan.requests_covered as f64 / plan.requests_profiled as f64
+        };
+        plan.rules = rules;
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{LineCounts, RuleSummary, Window};
+
+    /// Rules `a` and `b`, with `warm` as the `[warm]` table's body and an optional quota on `a`.
+    fn config(warm: &str, quota_a: Option<u64>) -> Config {
+        let quota = quota_a.map_or(String::new(), |q| format!("quota = {q}"));
+        let text = format!(
+            "[warm]\n{warm}\n[[rule]]\nname = \"a\"\nmatch = \"GET /a/{{id}}\"\nkey = \"a:{{id}}\"\n{quota}\n\
+             [[rule]]\nname = \"b\"\nmatch = \"GET /b/{{id}}\"\nkey = \"b:{{id}}\"\n"
+        );
+        Config::parse(&text, "t").expect("valid")
+    }
+
+    fn row(rule: &str, n: u64, bytes: Option<f64>) -> Result<ProfileRow, ProfileError> {
+        Ok(ProfileRow {
+            rule: rule.into(),
+            key: format!("{rule}:{n}"),
+            count: n,
+            score: n as f64,
+            first_seen_ms: None,
+            last_seen_ms: None,
+            mean_bytes: bytes,
+            mean_latency_ms: None,
+            max_latency_ms: None,
+            cache_hits: 0,
+            cache_misses: 0,
+            params: "{}".into(),
+        })
+    }
+
+    fn summary(matched: u64, per_rule: &[(&str, u64)]) -> Summary {
+        Summary {
+            inputs: vec![],
+            window: Window { start: None, end: None },
+            lines: LineCounts {
+                read: matched,
+                parsed: matched,
+                rejected: 0,
+                out_of_window: 0,
+                unmatched: 0,
+                status_filtered: 0,
+                matched,
+            },
+            rejected_by_reason: Default::default(),
+            samples: vec![],
+            rules: per_rule
+                .iter()
+                .map(|(name, requests)| RuleSummary {
+                    name: name.to_string(),
+                    requests: *requests,
+                    status_filtered: 0,
+                    distinct_keys: 0,
+                    distinct_keys_estimated: false,
+                    count_error_bound: 0,
+                    distinct_clients: 0,
+                })
+                .collect(),
+            top_unmatched: vec![],
+            distinct_clients: 0,
+            config_fingerprint: String::new(),
+            score_half_life: None,
+            score_weight: "requests".into(),
+            since: None,
+            until: None,
+            bytes_read: 0,
+            elapsed_ms: 0,
+        }
+    }
+
+    fn rows() -> Vec<Result<ProfileRow, ProfileError>> {
+        vec![
+            row("a", 50, Some(100.0)),
+            row("b", 30, None),
+            row("a", 10, Some(100.0)),
+            row("x", 5, None),
+            row("a", 4, Some(100.0)),
+        ]
+    }
+
+    #[test]
+    fn everything_fits() {
+        let p = Plan::build(rows(), &summary(100, &[("a", 70), ("b", 30)]), &config("", None)).expect("plan");
+        assert_eq!(p.limit, PlanLimit::ProfileExhausted);
+        assert_eq!(p.keys.len(), 4);
+        assert_eq!(p.rows_of_unknown_rules, 1);
+        assert_eq!(p.requests_covered, 94);
+        assert!((p.predicted_coverage - 0.94).abs() < 1e-12);
+        assert_eq!(p.est_bytes, 300 + DEFAULT_VALUE_BYTES);
+        assert_eq!((p.rules[0].keys, p.rules[0].requests_covered, p.rules[0].requests_profiled), (3, 64, 70));
+    }
+
+    #[test]
+    fn key_budget_takes_the_hottest() {
+        let p = Plan::build(rows(), &summary(100, &[]), &config("max_keys = 2", None)).expect("plan");
+        assert_eq!(p.limit, PlanLimit::MaxKeys);
+        let keys: Vec<&str> = p.keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["a:50", "b:30"]);
+    }
+
+    #[test]
+    fn byte_budget_stops_at_the_first_row_that_does_not_fit() {
+        let p = Plan::build(rows(), &summary(100, &[]), &config("max_bytes = \"1100\"", None)).expect("plan");
+        assert_eq!(p.limit, PlanLimit::MaxBytes);
+        assert_eq!(p.keys.len(), 1, "b:30 (1024 bytes assumed) does not fit beside a:50");
+        assert!(p.est_bytes <= 1100);
+    }
+
+    #[test]
+    fn quotas_pass_over_a_full_rule() {
+        let p = Plan::build(rows(), &summary(100, &[]), &config("", Some(2))).expect("plan");
+        let keys: Vec<&str> = p.keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["a:50", "b:30", "a:10"]);
+        assert_eq!(p.rules[0].over_quota, 1);
+    }
+}
