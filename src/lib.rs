@@ -46,9 +46,12 @@
 //! ```
 
 pub mod analyze;
+pub mod backend;
 pub mod config;
 pub mod generate;
 pub mod logformat;
 pub mod plan;
 pub mod profile;
 pub mod rules;
+pub mod source;
+pub mod warm;

@@ -96,7 +96,7 @@ impl Plan {
         summary: &Summary,
         config: &Config,
     ) -> Result<Plan, ProfileError> {
-        let budgets = config.warm;
+        let budgets = config.warm.budgets;
         let mut rules: Vec<RulePlan> = config
             .rules
             .rules()

@@ -1,9 +1,11 @@
 //! Flags, logging set-up, dispatch and exit codes. Commands live one per file.
 
 mod analyze;
+mod demo;
 mod generate;
 mod plan;
 mod profile;
+mod warm;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -23,6 +25,8 @@ pub enum Exit {
     Usage = 2,
     /// The analysis finished and wrote a profile, but some inputs could not be read in full.
     Partial = 3,
+    /// `warm --strict`: some keys failed, were invalid or were not started.
+    Strict = 4,
 }
 
 impl From<Exit> for std::process::ExitCode {
@@ -69,9 +73,14 @@ pub enum LogFormatArg {
 enum Command {
     /// Turn access logs into a hotness profile (Parquet) in the profile store.
     Analyze(analyze::AnalyzeArgs),
+    /// Run the whole pipeline on the sample data, with no server: analyze, plan, warm an
+    /// in-memory cache from a SQLite database built from `data/shop.sql`.
+    Demo(demo::DemoArgs),
     /// Show what a warm would write: the hottest profiled keys within the budgets, and the
     /// share of requests they cover.
     Plan(plan::PlanArgs),
+    /// Warm the cache from the latest profile: plan, load values, write them, report.
+    Warm(warm::WarmArgs),
     /// Inspect profiles.
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
@@ -105,7 +114,9 @@ pub fn show_bar(g: &GlobalArgs) -> bool {
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Analyze(a) => analyze::run(a, &cli.global),
+        Command::Demo(d) => demo::run(d),
         Command::Plan(p) => plan::run(p),
+        Command::Warm(w) => warm::run(w),
         Command::Profile(p) => profile::run(p),
         Command::GenerateLog(g) => generate::run(g),
     }

@@ -12,8 +12,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::backend::WriteMode;
 use crate::logformat::{FormatSpec, JsonFields};
 use crate::rules::{HostFilter, KeyTemplate, MatchPattern, Rule, RuleSet, StatusFilter, param_names};
+use crate::source::{Encoding, SqlQuery};
 
 /// The configuration used when no file is given and `preheat.toml` does not exist: every GET
 /// path is a key, so a first run shows which URLs are hot.
@@ -100,6 +102,73 @@ impl Default for WarmBudgets {
     }
 }
 
+/// How and when `preheat warm` runs (`[warm]` and `[backend]`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WarmSettings {
+    /// `false` makes `preheat warm` log that it was skipped and exit 0.
+    pub enabled: bool,
+    /// Hard end of the run; at most 5 minutes.
+    pub deadline: Duration,
+    /// What to do with keys that already exist (a rule may override it).
+    pub on_existing: WriteMode,
+    /// Keys per source query and per backend write.
+    pub batch_size: usize,
+    /// Batches in flight at once (bounds concurrent queries on each source).
+    pub concurrency: usize,
+    /// Plan budgets.
+    pub budgets: WarmBudgets,
+    /// Backend URL as configured (`memory://`).
+    pub backend_url: String,
+}
+
+/// The hard ceiling of `warm.deadline`.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(300);
+
+impl Default for WarmSettings {
+    fn default() -> Self {
+        WarmSettings {
+            enabled: true,
+            deadline: MAX_DEADLINE,
+            on_existing: WriteMode::IfAbsent,
+            batch_size: 500,
+            concurrency: 4,
+            budgets: WarmBudgets::default(),
+            backend_url: "memory://".into(),
+        }
+    }
+}
+
+/// A value source (`[sources.NAME]`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SourceSettings {
+    /// The name rules refer to.
+    pub name: String,
+    /// Connection URL as configured: a URL, `env:NAME` or `file:PATH`. Never logged as is.
+    #[serde(skip)]
+    pub url: String,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// Per-query timeout.
+    pub timeout: Duration,
+}
+
+/// How a rule's values are loaded and written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleLoad {
+    /// Index into [`Config::sources`].
+    pub source: usize,
+    /// The batched query.
+    pub query: SqlQuery,
+    /// Which rule parameter is the batch key (index into the rule's parameters).
+    pub param: usize,
+    /// Time to live of warmed keys; `None` when the rule says `ttl = "none"`.
+    pub ttl: Option<Duration>,
+    /// Random spread of the TTL, as a fraction (0.1 = ±10%).
+    pub ttl_jitter: f64,
+    /// Overrides `warm.on_existing` for this rule.
+    pub on_existing: Option<WriteMode>,
+}
+
 /// A size such as `512MiB`, `2GB` or `1048576` in bytes.
 pub fn parse_bytes(text: &str) -> Option<u64> {
     let t = text.trim();
@@ -135,8 +204,12 @@ pub struct Config {
     pub rules: RuleSet,
     /// Per-rule key quotas of the warm plan, by rule index (`None`: no quota).
     pub quotas: Vec<Option<u64>>,
-    /// Budgets of the warm plan.
-    pub warm: WarmBudgets,
+    /// How each rule's values are loaded, by rule index (`None`: the rule has no source).
+    pub loads: Vec<Option<RuleLoad>>,
+    /// Value sources.
+    pub sources: Vec<SourceSettings>,
+    /// Warm settings and budgets.
+    pub warm: WarmSettings,
     /// Hash of everything that shapes a profile (rules, format), to tell profiles of different
     /// rule sets apart.
     pub fingerprint: String,
@@ -152,6 +225,9 @@ pub struct ConfigFile {
     analyze: AnalyzeFile,
     #[serde(default)]
     warm: WarmFile,
+    backend: Option<BackendFile>,
+    #[serde(default)]
+    sources: std::collections::BTreeMap<String, SourceFile>,
     #[serde(default, rename = "rule")]
     rules: Vec<RuleFile>,
 }
@@ -159,8 +235,27 @@ pub struct ConfigFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WarmFile {
+    enabled: Option<bool>,
+    deadline: Option<Spanned<String>>,
+    on_existing: Option<Spanned<String>>,
+    batch_size: Option<Spanned<u64>>,
+    concurrency: Option<Spanned<u64>>,
     max_keys: Option<Spanned<u64>>,
     max_bytes: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendFile {
+    url: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFile {
+    url: Spanned<String>,
+    max_connections: Option<Spanned<u64>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +286,13 @@ struct RuleFile {
     #[serde(default)]
     keep_query: Vec<String>,
     quota: Option<Spanned<u64>>,
+    source: Option<Spanned<String>>,
+    sql: Option<Spanned<String>>,
+    ttl: Option<Spanned<String>>,
+    ttl_jitter: Option<Spanned<f64>>,
+    param: Option<Spanned<String>>,
+    encoding: Option<Spanned<String>>,
+    on_existing: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -363,16 +465,66 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
         };
     }
 
-    let mut warm = WarmBudgets::default();
-    if let Some(n) = &file.warm.max_keys {
+    let mut warm = WarmSettings::default();
+    let w = &file.warm;
+    if let Some(enabled) = w.enabled {
+        warm.enabled = enabled;
+    }
+    if let Some(d) = &w.deadline {
+        match humantime::parse_duration(d.get_ref()) {
+            Ok(v) if v > MAX_DEADLINE => problems.add(
+                d.span().start,
+                format!("warm.deadline: `{}` is longer than the 5m a warm may take", d.get_ref()),
+            ),
+            Ok(v) if v.is_zero() => problems.add(d.span().start, "warm.deadline must be longer than zero"),
+            Ok(v) => warm.deadline = v,
+            Err(_) => problems.add(
+                d.span().start,
+                format!("warm.deadline: `{}` is not a duration such as `4m`", d.get_ref()),
+            ),
+        }
+    }
+    if let Some(m) = &w.on_existing {
+        match parse_on_existing(m.get_ref()) {
+            Some(mode) => warm.on_existing = mode,
+            None => problems.add(m.span().start, ON_EXISTING_HELP),
+        }
+    }
+    for (field, value, target) in [
+        ("batch_size", &w.batch_size, &mut warm.batch_size),
+        ("concurrency", &w.concurrency, &mut warm.concurrency),
+    ] {
+        if let Some(n) = value {
+            match usize::try_from(*n.get_ref()) {
+                Ok(v) if v > 0 => *target = v,
+                _ => problems.add(n.span().start, format!("warm.{field} must be at least 1")),
+            }
+        }
+    }
+    if let Some(b) = &file.backend {
+        let url = b.url.get_ref();
+        if url.starts_with("memory:") {
+            warm.backend_url = url.clone();
+        } else {
+            problems.add_in(
+                &b.url,
+                0,
+                format!(
+                    "backend.url: `{}` is not supported by this version; use `memory://` (Redis is next)",
+                    crate::source::redact_url(url)
+                ),
+            );
+        }
+    }
+    if let Some(n) = &w.max_keys {
         if *n.get_ref() == 0 {
             problems.add(n.span().start, "warm.max_keys must be at least 1");
         }
-        warm.max_keys = *n.get_ref();
+        warm.budgets.max_keys = *n.get_ref();
     }
-    if let Some(b) = &file.warm.max_bytes {
+    if let Some(b) = &w.max_bytes {
         match parse_bytes(b.get_ref()) {
-            Some(n) if n > 0 => warm.max_bytes = Some(n),
+            Some(n) if n > 0 => warm.budgets.max_bytes = Some(n),
             _ => problems.add(
                 b.span().start,
                 format!("warm.max_bytes: `{}` is not a size such as `512MiB` or `2GB`", b.get_ref()),
@@ -380,11 +532,46 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
         }
     }
 
+    let mut sources = Vec::new();
+    for (name, src) in &file.sources {
+        let mut settings = SourceSettings {
+            name: name.clone(),
+            url: src.url.get_ref().clone(),
+            max_connections: 4,
+            timeout: Duration::from_secs(5),
+        };
+        let url = src.url.get_ref();
+        let known = ["sqlite:", "postgres:", "postgresql:", "env:", "file:"];
+        if !known.iter().any(|k| url.starts_with(k)) {
+            problems.add_in(&src.url, 0, format!("sources.{name}.url: `{}` is not a `postgres://` or `sqlite://` URL, nor `env:NAME` or `file:PATH`", crate::source::redact_url(url)));
+        }
+        if let Some(n) = &src.max_connections {
+            match u32::try_from(*n.get_ref()) {
+                Ok(v) if v > 0 => settings.max_connections = v,
+                _ => problems.add(
+                    n.span().start,
+                    format!("sources.{name}.max_connections must be between 1 and 2^32"),
+                ),
+            }
+        }
+        if let Some(t) = &src.timeout {
+            match humantime::parse_duration(t.get_ref()) {
+                Ok(v) if !v.is_zero() => settings.timeout = v,
+                _ => problems.add(
+                    t.span().start,
+                    format!("sources.{name}.timeout: `{}` is not a duration such as `5s`", t.get_ref()),
+                ),
+            }
+        }
+        sources.push(settings);
+    }
+
     if file.rules.is_empty() {
         problems.add(text.len(), "no rules: add a `[[rule]]` table with `name`, `match` and `key`");
     }
     let mut rules = Vec::new();
     let mut quotas = Vec::new();
+    let mut loads = Vec::new();
     let mut names: Vec<&str> = Vec::new();
     for r in &file.rules {
         let name = r.name.get_ref().as_str();
@@ -453,8 +640,10 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
                 format!("rule `{name}`: quota must be at least 1; remove the rule to warm none of its keys"),
             );
         }
+        let load = pattern.as_ref().and_then(|p| rule_load(r, name, p, &sources, problems));
         if let (Some(pattern), Some(key), Some(status)) = (pattern, key, status) {
             quotas.push(r.quota.as_ref().map(|q| *q.get_ref()));
+            loads.push(load);
             rules.push(Rule {
                 name: name.to_string(),
                 pattern,
@@ -474,8 +663,164 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
         analyze,
         rules: RuleSet::new(rules),
         quotas,
+        loads,
+        sources,
         warm,
         fingerprint,
+    }
+}
+
+const ON_EXISTING_HELP: &str = "on_existing must be `skip` (leave existing keys and their TTL), `overwrite` (replace the value, keep the remaining TTL) or `overwrite_and_reset_ttl`";
+
+fn parse_on_existing(s: &str) -> Option<WriteMode> {
+    match s {
+        "skip" => Some(WriteMode::IfAbsent),
+        "overwrite" => Some(WriteMode::OverwriteKeepTtl),
+        "overwrite_and_reset_ttl" => Some(WriteMode::Overwrite),
+        _ => None,
+    }
+}
+
+/// A rule's loading settings; problems are reported, `None` when it has no source or a bad one.
+fn rule_load(
+    r: &RuleFile,
+    name: &str,
+    pattern: &MatchPattern,
+    sources: &[SourceSettings],
+    problems: &mut Problems,
+) -> Option<RuleLoad> {
+    let Some(source) = &r.source else {
+        for (field, present) in [
+            ("sql", r.sql.is_some()),
+            ("ttl", r.ttl.is_some()),
+            ("param", r.param.is_some()),
+            ("encoding", r.encoding.is_some()),
+        ] {
+            if present {
+                problems
+                    .add(r.name.span().start, format!("rule `{name}`: `{field}` is set but `source` is not"));
+            }
+        }
+        return None;
+    };
+    let mut ok = true;
+    let index = sources.iter().position(|s| &s.name == source.get_ref());
+    if index.is_none() {
+        let known: Vec<String> = sources.iter().map(|s| format!("`{}`", s.name)).collect();
+        problems.add_in(
+            source,
+            0,
+            format!(
+                "rule `{name}`: source `{}` is not defined (add `[sources.{}]`; defined: {})",
+                source.get_ref(),
+                source.get_ref(),
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            ),
+        );
+        ok = false;
+    }
+    let params = param_names(pattern, &r.keep_query);
+    let param = match &r.param {
+        Some(p) => params.iter().position(|n| n == p.get_ref()).or_else(|| {
+            problems.add_in(
+                p,
+                0,
+                format!("rule `{name}`: param `{}` is not a capture or kept query parameter", p.get_ref()),
+            );
+            None
+        }),
+        None if params.len() == 1 => Some(0),
+        None => {
+            problems.add(
+                source.span().start,
+                format!(
+                    "rule `{name}`: set `param` to the capture the query looks up (one of: {})",
+                    params.join(", ")
+                ),
+            );
+            None
+        }
+    };
+    let ttl = match &r.ttl {
+        None => {
+            problems.add(
+                source.span().start,
+                format!("rule `{name}`: set `ttl` (such as `10m`, or `none` for keys that never expire)"),
+            );
+            None
+        }
+        Some(t) if t.get_ref() == "none" => Some(None),
+        Some(t) => match humantime::parse_duration(t.get_ref()) {
+            Ok(d) if !d.is_zero() => Some(Some(d)),
+            _ => {
+                problems.add_in(
+                    t,
+                    0,
+                    format!(
+                        "rule `{name}`: ttl `{}` is not a duration such as `10m`, or `none`",
+                        t.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let jitter = match &r.ttl_jitter {
+        Some(j) if !(0.0..1.0).contains(j.get_ref()) => {
+            problems.add(
+                j.span().start,
+                format!("rule `{name}`: ttl_jitter must be at least 0 and below 1 (0.1 = ±10%)"),
+            );
+            0.1
+        }
+        Some(j) => *j.get_ref(),
+        None => 0.1,
+    };
+    let encoding = match r.encoding.as_ref().map(|e| e.get_ref().as_str()) {
+        None | Some("bytes") => Some(Encoding::Bytes),
+        Some("text") => Some(Encoding::Text),
+        Some("json") => Some(Encoding::Json),
+        Some(other) => {
+            problems.add(
+                r.encoding.as_ref().map_or(0, |e| e.span().start),
+                format!("rule `{name}`: encoding `{other}` is not `bytes`, `text` or `json`"),
+            );
+            None
+        }
+    };
+    let on_existing = match &r.on_existing {
+        Some(m) => match parse_on_existing(m.get_ref()) {
+            Some(mode) => Some(mode),
+            None => {
+                problems.add(m.span().start, format!("rule `{name}`: {ON_EXISTING_HELP}"));
+                ok = false;
+                None
+            }
+        },
+        None => None,
+    };
+    let int_keys =
+        param.is_some_and(|p| pattern.capture_kinds().get(p) == Some(&crate::rules::CaptureKind::Int));
+    let query = match (&r.sql, encoding) {
+        (None, _) => {
+            problems.add(
+                source.span().start,
+                format!(
+                    "rule `{name}`: set `sql`, a query such as `SELECT id, body FROM t WHERE id IN ($1)`"
+                ),
+            );
+            None
+        }
+        (Some(sql), Some(encoding)) => SqlQuery::parse(sql.get_ref(), int_keys, encoding)
+            .map_err(|e| problems.add_in(sql, 0, format!("rule `{name}`: sql: {e}")))
+            .ok(),
+        (Some(_), None) => None,
+    };
+    match (ok, index, query, param, ttl) {
+        (true, Some(source), Some(query), Some(param), Some(ttl)) => {
+            Some(RuleLoad { source, query, param, ttl, ttl_jitter: jitter, on_existing })
+        }
+        _ => None,
     }
 }
 
@@ -598,7 +943,7 @@ keep_query = ["lang"]
     fn warm_budgets() {
         let c = Config::parse("[warm]\nmax_keys = 5\nmax_bytes = \"2MiB\"\n[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\nquota = 3\n", "t")
             .expect("valid");
-        assert_eq!(c.warm, WarmBudgets { max_keys: 5, max_bytes: Some(2 << 20) });
+        assert_eq!(c.warm.budgets, WarmBudgets { max_keys: 5, max_bytes: Some(2 << 20) });
         assert_eq!(c.quotas, vec![Some(3)]);
         let p = problems(
             "[warm]\nmax_keys = 0\nmax_bytes = \"lots\"\n[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\nquota = 0\n",
@@ -606,6 +951,73 @@ keep_query = ["lang"]
         assert_eq!(p.len(), 3, "{p:?}");
         assert_eq!((p[1].line, p[1].column), (3, 13));
         assert!(p[1].message.contains("`lots` is not a size"));
+    }
+
+    const SHOP: &str = r#"
+[warm]
+deadline = "4m"
+on_existing = "overwrite"
+batch_size = 100
+
+[backend]
+url = "memory://"
+
+[sources.shop]
+url = "env:DATABASE_URL"
+timeout = "2s"
+
+[[rule]]
+name = "product"
+match = "GET /api/products/{id:int}"
+key = "product:{id}"
+source = "shop"
+sql = "SELECT id, body FROM products WHERE id IN ($1)"
+ttl = "10m"
+
+[[rule]]
+name = "page"
+match = "GET /pages/{path:path}"
+key = "page:{path}"
+source = "shop"
+sql = "SELECT path, html FROM pages WHERE path = ANY($1)"
+ttl = "none"
+ttl_jitter = 0.2
+encoding = "text"
+on_existing = "skip"
+"#;
+
+    #[test]
+    fn warm_sources_and_loads() {
+        let c = Config::parse(SHOP, "shop.toml").expect("valid");
+        assert_eq!(c.warm.deadline, Duration::from_secs(240));
+        assert_eq!(c.warm.on_existing, WriteMode::OverwriteKeepTtl);
+        assert_eq!(c.warm.batch_size, 100);
+        assert_eq!(c.sources.len(), 1);
+        assert_eq!(c.sources[0].timeout, Duration::from_secs(2));
+        let product = c.loads[0].as_ref().expect("has a source");
+        assert_eq!((product.source, product.param, product.ttl), (0, 0, Some(Duration::from_secs(600))));
+        let page = c.loads[1].as_ref().expect("has a source");
+        assert_eq!((page.ttl, page.ttl_jitter, page.on_existing), (None, 0.2, Some(WriteMode::IfAbsent)));
+    }
+
+    #[test]
+    fn warm_problems_name_the_fix() {
+        let bad = SHOP
+            .replace("deadline = \"4m\"", "deadline = \"10m\"")
+            .replace("source = \"shop\"\nsql = \"SELECT id", "source = \"shopp\"\nsql = \"SELECT id")
+            .replace("ttl = \"10m\"", "")
+            .replace("WHERE path = ANY($1)", "WHERE path = $1")
+            .replace("url = \"memory://\"", "url = \"redis://:pw@cache:6379\"");
+        let p = problems(&bad);
+        let text: Vec<&str> = p.iter().map(|p| p.message.as_str()).collect();
+        assert!(text.iter().any(|m| m.contains("longer than the 5m")), "{text:?}");
+        assert!(
+            text.iter().any(|m| m.contains("source `shopp` is not defined") && m.contains("`shop`")),
+            "{text:?}"
+        );
+        assert!(text.iter().any(|m| m.contains("set `ttl`")), "{text:?}");
+        assert!(text.iter().any(|m| m.contains("IN ($1)")), "{text:?}");
+        assert!(text.iter().any(|m| m.contains("redis://:***@cache:6379") && !m.contains("pw")), "{text:?}");
     }
 
     #[test]

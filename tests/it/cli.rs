@@ -57,7 +57,7 @@ fn a_bad_config_lists_every_problem_with_its_place() {
     let dir = tempfile::tempdir().expect("temp dir");
     fs::write(
         dir.path().join("bad.toml"),
-        "[[rule]]\nname = \"product\"\nmatch = \"GET /p/{id:uuid}\"\nkey = \"product:{id}\"\n\n[[rule]]\nname = \"page\"\nmatch = \"GET /x/{slug}\"\nkey = \"page:{sulg}\"\nttl = \"5m\"\n",
+        "[[rule]]\nname = \"product\"\nmatch = \"GET /p/{id:uuid}\"\nkey = \"product:{id}\"\n\n[[rule]]\nname = \"page\"\nmatch = \"GET /x/{slug}\"\nkey = \"page:{sulg}\"\ntll = \"5m\"\n",
     )
     .expect("writable");
     fs::write(dir.path().join("a.log"), "").expect("writable");
@@ -66,7 +66,7 @@ fn a_bad_config_lists_every_problem_with_its_place() {
     let err = text(&out.stderr);
     // toml reports the unknown field first; our own checks run once the file deserializes.
     assert!(err.contains("error: invalid config `bad.toml`"), "{err}");
-    assert!(err.contains("bad.toml:10:1: unknown field `ttl`"), "{err}");
+    assert!(err.contains("bad.toml:10:1: unknown field `tll`"), "{err}");
     assert!(err.contains("hint:"), "{err}");
 
     fs::write(
@@ -251,4 +251,86 @@ fn plan_shows_the_warm_set_within_budgets() {
     let out = preheat(dir.path(), &["plan", "--profile", "nope.parquet"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr_has(&out, "cannot open profile `nope.parquet`"));
+}
+
+#[test]
+fn warm_can_be_skipped_by_config_or_environment() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::write(dir.path().join("preheat.toml"), format!("[warm]\nenabled = false\n{RULES}"))
+        .expect("writable");
+    let out = preheat(dir.path(), &["warm", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(v["status"], "skipped");
+    assert!(stderr_has(&out, "warm.enabled = false"));
+
+    fs::write(dir.path().join("preheat.toml"), RULES).expect("writable");
+    let out = Command::new(env!("CARGO_BIN_EXE_preheat"))
+        .args(["warm", "--strict"])
+        .current_dir(dir.path())
+        .env("PREHEAT_SKIP", "1")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("skipped"));
+}
+
+#[test]
+fn a_missing_profile_fails_the_warm_only_when_strict() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::write(dir.path().join("preheat.toml"), RULES).expect("writable");
+    let out = preheat(dir.path(), &["warm"]);
+    assert_eq!(out.status.code(), Some(0), "a missing profile must not fail a deploy");
+    assert!(stderr_has(&out, "warm not run") && stderr_has(&out, "no profile in"));
+    let out = preheat(dir.path(), &["warm", "--strict"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_has(&out, "no profile in `profiles`"));
+}
+
+#[test]
+fn the_demo_warms_from_its_database_and_reports() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    fs::create_dir(&data).expect("writable");
+    for f in ["preheat.toml", "access.log.gz", "shop.sql"] {
+        fs::copy(repo(&format!("data/{f}")), data.join(f)).expect("copy");
+    }
+    let out = preheat(dir.path(), &["demo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("== 3. warm"), "{stdout}");
+    assert!(stdout.contains("Completed"), "{stdout}");
+    assert!(stdout.contains("not in source"), "{stdout}");
+    assert!(data.join("shop.db").is_file());
+
+    // The same warm through `preheat warm`, with a JSON report file and --strict: rows missing
+    // from the database are not failures.
+    let out =
+        preheat(dir.path(), &["warm", "--config", "data/preheat.toml", "--strict", "--report", "run.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("run.json")).expect("report written"))
+            .expect("JSON");
+    assert_eq!(report["status"], "completed");
+    assert!(report["written"].as_u64().is_some_and(|n| n > 1000), "{report}");
+    assert!(report["missing_in_source"].as_u64().is_some_and(|n| n > 0));
+    assert_eq!(report["failed"], serde_json::json!({}));
+}
+
+#[test]
+fn warm_strict_exits_4_when_keys_fail() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    fs::create_dir(&data).expect("writable");
+    for f in ["preheat.toml", "access.log.gz"] {
+        fs::copy(repo(&format!("data/{f}")), data.join(f)).expect("copy");
+    }
+    // No shop.db: every source query fails.
+    let out = preheat(dir.path(), &["analyze", "--config", "data/preheat.toml", "data/access.log.gz"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = preheat(dir.path(), &["warm", "--config", "data/preheat.toml"]);
+    assert_eq!(out.status.code(), Some(0), "degraded but not strict: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("failed"));
+    let out = preheat(dir.path(), &["warm", "--config", "data/preheat.toml", "--strict"]);
+    assert_eq!(out.status.code(), Some(4));
 }

@@ -4,4 +4,6 @@ mod analyze;
 mod cli;
 mod plan;
 mod properties;
+mod servers;
 mod support;
+mod warm;

@@ -1,0 +1,115 @@
+//! The in-process backend: a moka cache with a per-entry TTL and a size bound in bytes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+
+use super::{Backend, BackendError, Entry, WriteMode, Written};
+
+/// A stored value and the expiry rule of its last write.
+#[derive(Debug, Clone)]
+struct Stored {
+    value: Arc<[u8]>,
+    ttl: Option<Duration>,
+    keep_ttl: bool,
+    /// When it expires (moka keeps its own timer; this copy answers `remaining_ttl`).
+    expires_at: Option<Instant>,
+}
+
+impl Stored {
+    fn new(value: Arc<[u8]>, ttl: Option<Duration>) -> Self {
+        Stored { value, ttl, keep_ttl: false, expires_at: ttl.map(|t| Instant::now() + t) }
+    }
+}
+
+/// Per-entry expiry: a new entry lives for its TTL; a replaced one keeps its remaining time
+/// when the write asked for that.
+struct PerEntryTtl;
+
+impl Expiry<String, Stored> for PerEntryTtl {
+    fn expire_after_create(&self, _: &String, value: &Stored, _: Instant) -> Option<Duration> {
+        value.ttl
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        value: &Stored,
+        _: Instant,
+        remaining: Option<Duration>,
+    ) -> Option<Duration> {
+        if value.keep_ttl { remaining } else { value.ttl }
+    }
+}
+
+/// An in-process cache (moka) that a service can warm at start-up and then serve from.
+#[derive(Clone)]
+pub struct MemoryBackend {
+    cache: Cache<String, Stored>,
+}
+
+impl MemoryBackend {
+    /// A cache holding at most `max_bytes` of keys and values (least recently used go first).
+    pub fn new(max_bytes: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|k: &String, v: &Stored| u32::try_from(k.len() + v.value.len()).unwrap_or(u32::MAX))
+            .expire_after(PerEntryTtl)
+            .build();
+        MemoryBackend { cache }
+    }
+
+    /// The value under `key`, if present and not expired.
+    pub async fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.cache.get(key).await.map(|s| s.value)
+    }
+
+    /// Stores a value as the application would (for tests and for services sharing the cache).
+    pub async fn insert(&self, key: &str, value: &[u8], ttl: Option<Duration>) {
+        self.cache.insert(key.to_string(), Stored::new(value.into(), ttl)).await;
+    }
+
+    /// Time left before `key` expires (`None`: absent or no expiry).
+    pub async fn remaining_ttl(&self, key: &str) -> Option<Duration> {
+        let stored = self.cache.get(key).await?;
+        stored.expires_at.map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Entries and weighted size (bytes) after pending maintenance has run.
+    pub async fn stats(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks().await;
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn describe(&self) -> String {
+        "memory://".to_string()
+    }
+
+    async fn write_batch(&self, entries: Vec<Entry>, mode: WriteMode) -> Result<Vec<Written>, BackendError> {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let mut stored = Stored::new(e.value.into(), e.ttl);
+            let written = match mode {
+                WriteMode::IfAbsent => {
+                    let entry = self.cache.entry(e.key).or_insert_with(async { stored }).await;
+                    if entry.is_fresh() { Written::Created } else { Written::Existed }
+                }
+                WriteMode::OverwriteKeepTtl | WriteMode::Overwrite => {
+                    let existing = self.cache.get(&e.key).await;
+                    if let (Some(old), WriteMode::OverwriteKeepTtl) = (&existing, mode) {
+                        stored.keep_ttl = true;
+                        stored.expires_at = old.expires_at;
+                    }
+                    self.cache.insert(e.key, stored).await;
+                    if existing.is_some() { Written::Replaced } else { Written::Created }
+                }
+            };
+            out.push(written);
+        }
+        Ok(out)
+    }
+}

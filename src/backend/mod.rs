@@ -1,0 +1,73 @@
+//! Backends: where warmed values are written.
+//!
+//! One trait, [`Backend`], whose writes are "if absent" unless told to overwrite, so data that
+//! is already cached, and its TTL, stay untouched by default. Errors say whether retrying can
+//! help; the warm loop never looks at their text. Implementations: [`MemoryBackend`]
+//! (in-process, for services that warm their own cache, demos and tests).
+
+mod memory;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use memory::MemoryBackend;
+
+/// One value to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The cache key (already validated).
+    pub key: String,
+    /// The value.
+    pub value: Vec<u8>,
+    /// Time to live; `None` for no expiry.
+    pub ttl: Option<Duration>,
+}
+
+/// How to treat a key that already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Leave it, value and TTL alike (Redis `SET NX PX`).
+    IfAbsent,
+    /// Replace the value, keeping the key's remaining TTL (Redis `SET XX KEEPTTL`); absent
+    /// keys are created with the entry's TTL.
+    OverwriteKeepTtl,
+    /// Replace the value and its TTL.
+    Overwrite,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The key did not exist and now holds the value.
+    Created,
+    /// The key existed and was left alone.
+    Existed,
+    /// The key existed and its value was replaced.
+    Replaced,
+}
+
+/// A write that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{backend}: {message}")]
+pub struct BackendError {
+    /// The backend, as its (redacted) URL.
+    pub backend: String,
+    /// What went wrong.
+    pub message: String,
+    /// Whether the same write may succeed if retried (connection trouble, timeouts).
+    pub retryable: bool,
+}
+
+/// A cache that warmed values are written to.
+pub trait Backend: Send + Sync {
+    /// The backend's URL with any password removed, for logs and reports.
+    fn describe(&self) -> String;
+
+    /// Writes a batch; on success, one outcome per entry, in order.
+    fn write_batch(
+        &self,
+        entries: Vec<Entry>,
+        mode: WriteMode,
+    ) -> impl Future<Output = Result<Vec<Written>, BackendError>> + Send;
+}

@@ -1,0 +1,207 @@
+//! `preheat warm`: plan, load, write, report. Never fails a deploy unless `--strict`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use preheat::backend::MemoryBackend;
+use preheat::config::Config;
+use preheat::plan::Plan;
+use preheat::profile::{Store, open_profile};
+use preheat::warm::{self, RunReport, RunStatus};
+
+use super::{Exit, load_config};
+
+/// Flags of `preheat warm`.
+#[derive(Debug, Args)]
+pub struct WarmArgs {
+    /// Config file [default: ./preheat.toml if present, else built-in rules].
+    #[arg(long, short, env = "PREHEAT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// `latest`, or a profile file.
+    #[arg(long, default_value = "latest")]
+    pub profile: String,
+    /// Profile store directory (for `latest`).
+    #[arg(long, default_value = "profiles", env = "PREHEAT_PROFILES")]
+    pub profiles: PathBuf,
+    /// Write the run report as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Print the run report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit non-zero (4) when any key failed, was invalid or was not started, or the profile
+    /// is missing; without it a degraded warm still exits 0.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Whether `PREHEAT_SKIP` asks to skip (set and not `0`/`false`/empty).
+fn skip_requested() -> bool {
+    std::env::var("PREHEAT_SKIP").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
+}
+
+pub fn run(args: WarmArgs) -> anyhow::Result<Exit> {
+    let config = load_config(args.config.as_ref())?;
+    if skip_requested() || !config.warm.enabled {
+        let why = if config.warm.enabled { "PREHEAT_SKIP is set" } else { "warm.enabled = false" };
+        tracing::info!(reason = why, "warm skipped");
+        let report = RunReport::skipped(config.warm.backend_url.clone());
+        emit(&report, &args)?;
+        return Ok(Exit::Ok);
+    }
+    let path = match Store::new(&args.profiles).resolve(&args.profile) {
+        Ok(p) => p,
+        Err(e) => return degraded(e.into(), &args),
+    };
+    let (meta, rows) = match open_profile(&path) {
+        Ok(x) => x,
+        Err(e) => return degraded(e.into(), &args),
+    };
+    if meta.summary.config_fingerprint != config.fingerprint {
+        tracing::warn!(profile = %path.display(), "the profile was made with other rules; keys of rules it lacks are not warmed");
+    }
+    let plan = match Plan::build(rows, &meta.summary, &config) {
+        Ok(p) => p,
+        Err(e) => return degraded(e.into(), &args),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(warm_memory(&plan, &config));
+    finish(report, &args)
+}
+
+/// Warms an in-process cache (the only backend of this version) and reports it.
+pub async fn warm_memory(plan: &Plan, config: &Config) -> RunReport {
+    let sources = warm::open_sources(config);
+    for s in sources.iter().filter_map(|s| s.as_ref().err()) {
+        tracing::error!(error = %s, "source unavailable; its rules will not be warmed");
+    }
+    let backend = Arc::new(MemoryBackend::new(u64::MAX));
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let report = warm::run(plan, config, &sources, backend.clone(), stop).await;
+    let (entries, bytes) = backend.stats().await;
+    tracing::debug!(entries, bytes, "in-memory cache after the warm");
+    report
+}
+
+/// A warm that could not start (no profile, unreadable profile): logged, reported, and only
+/// fatal with `--strict`.
+fn degraded(err: anyhow::Error, args: &WarmArgs) -> anyhow::Result<Exit> {
+    if args.strict {
+        return Err(err);
+    }
+    tracing::error!(error = %format!("{err:#}"), "warm not run; the deploy goes on (use --strict to fail it)");
+    Ok(Exit::Ok)
+}
+
+fn finish(report: RunReport, args: &WarmArgs) -> anyhow::Result<Exit> {
+    let level_ok = report.is_clean();
+    let status = format!("{:?}", report.status).to_lowercase();
+    if level_ok {
+        tracing::info!(
+            status,
+            written = report.written,
+            skipped_existing = report.skipped_existing,
+            duration_ms = report.duration_ms,
+            "warm finished"
+        );
+    } else {
+        tracing::warn!(
+            status,
+            written = report.written,
+            failed = report.failures(),
+            not_started = report.not_started,
+            duration_ms = report.duration_ms,
+            "warm finished degraded"
+        );
+    }
+    emit(&report, args)?;
+    Ok(if args.strict && !level_ok { Exit::Strict } else { Exit::Ok })
+}
+
+fn emit(report: &RunReport, args: &WarmArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.report {
+        write_report(report, path)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", render(report));
+    }
+    Ok(())
+}
+
+fn write_report(report: &RunReport, path: &Path) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text + "\n")
+        .with_context(|| format!("writing the run report to `{}`", path.display()))
+}
+
+/// The terminal table.
+pub fn render(r: &RunReport) -> String {
+    let mut o = String::new();
+    if r.status == RunStatus::Skipped {
+        let _ = writeln!(o, "warm      skipped");
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "warm      {:?} in {:.2} s ({:.0} keys/s) into {}",
+        r.status,
+        r.duration_ms as f64 / 1000.0,
+        r.keys_per_sec,
+        r.backend
+    );
+    let _ = writeln!(
+        o,
+        "keys      {} planned: {} written, {} overwritten, {} already cached, {} not in source",
+        r.planned, r.written, r.overwritten, r.skipped_existing, r.missing_in_source
+    );
+    let failed: u64 = r.failed.values().sum();
+    if failed + r.invalid_keys + r.not_started + r.no_source > 0 {
+        let reasons: Vec<String> = r.failed.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            o,
+            "problems  {failed} failed ({}), {} invalid, {} not started, {} without a source",
+            if reasons.is_empty() { "-".to_string() } else { reasons.join(", ") },
+            r.invalid_keys,
+            r.not_started,
+            r.no_source
+        );
+    }
+    for e in &r.errors {
+        let _ = writeln!(o, "          e.g. {e}");
+    }
+    let _ = writeln!(
+        o,
+        "bytes     {:.1} MiB written; plan predicted {:.1}% of requests covered",
+        r.bytes_written as f64 / (1 << 20) as f64,
+        100.0 * r.predicted_coverage
+    );
+    let _ = writeln!(
+        o,
+        "\n{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "rule", "planned", "written", "cached", "missing", "invalid", "failed"
+    );
+    for rr in &r.rules {
+        let _ = writeln!(
+            o,
+            "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            rr.name,
+            rr.planned,
+            rr.written + rr.overwritten,
+            rr.skipped_existing,
+            rr.missing_in_source,
+            rr.invalid,
+            rr.failed
+        );
+    }
+    o
+}

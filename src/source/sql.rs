@@ -1,0 +1,324 @@
+//! SQL sources (sqlx): one query per batch of keys, on PostgreSQL or SQLite.
+//!
+//! A rule's query names its batch as `$1`, written either `IN ($1)` (expanded to one
+//! placeholder per key on every database) or `= ANY($1)` (bound as one array on PostgreSQL,
+//! rewritten to `IN (...)` on SQLite). The first result column is matched against the key
+//! parameter; the value is the second column (bytes or text) or the whole row as JSON.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{AssertSqlSafe, Column, Row, ValueRef};
+
+use super::{SourceError, redact_url, scrub};
+
+/// How a row becomes a cached value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// The second column's bytes (a text column's UTF-8).
+    Bytes,
+    /// The second column as text.
+    Text,
+    /// The whole row as a JSON object keyed by column name.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Batch {
+    /// `IN ($1)`: the span is `($1)`.
+    InList,
+    /// `= ANY($1)`: the span runs from `=` to the closing parenthesis.
+    AnyArray,
+}
+
+/// A rule's query, checked when the config loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlQuery {
+    sql: String,
+    batch: Batch,
+    span: (usize, usize),
+    int_keys: bool,
+    encoding: Encoding,
+}
+
+impl SqlQuery {
+    /// Checks a query. `int_keys` binds keys as integers (for `{id:int}` captures), else as
+    /// text.
+    pub fn parse(sql: &str, int_keys: bool, encoding: Encoding) -> Result<Self, String> {
+        let lower = sql.to_ascii_lowercase();
+        if lower.matches("$1").count() != 1 || lower.contains("$2") {
+            return Err("the query must use `$1` exactly once, for the batch of keys: \
+                        `... WHERE id IN ($1)` or `... WHERE id = ANY($1)`"
+                .into());
+        }
+        let at = lower.find("$1").unwrap_or(0);
+        let before = lower[..at].trim_end();
+        let close = lower[at..].find(')').map(|i| at + i + 1);
+        let (batch, span) = if let (Some(open), Some(close)) = (before.strip_suffix('('), close) {
+            let open_at = open.len();
+            let head = open.trim_end();
+            if head.ends_with(" in") || head.ends_with(")in") || head == "in" {
+                (Batch::InList, (open_at, close))
+            } else if let Some(eq) =
+                head.strip_suffix("any").map(str::trim_end).and_then(|h| h.strip_suffix('='))
+            {
+                (Batch::AnyArray, (eq.len(), close))
+            } else {
+                return Err("`$1` must appear as `IN ($1)` or `= ANY($1)`".into());
+            }
+        } else {
+            return Err("`$1` must appear as `IN ($1)` or `= ANY($1)`".into());
+        };
+        if lower[span.0..span.1].contains(',') {
+            return Err("`$1` stands for the whole batch: write `IN ($1)`, not a list".into());
+        }
+        Ok(SqlQuery { sql: sql.to_string(), batch, span, int_keys, encoding })
+    }
+
+    fn expand(&self, n: usize, postgres: bool) -> String {
+        if postgres && self.batch == Batch::AnyArray {
+            return self.sql.clone();
+        }
+        let list: Vec<String> =
+            (1..=n).map(|i| if postgres { format!("${i}") } else { "?".to_string() }).collect();
+        let replacement = match self.batch {
+            Batch::InList => format!("({})", list.join(", ")),
+            Batch::AnyArray => format!("IN ({})", list.join(", ")),
+        };
+        format!("{}{}{}", &self.sql[..self.span.0], replacement, &self.sql[self.span.1..])
+    }
+}
+
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A SQL database to load values from.
+pub struct SqlSource {
+    name: String,
+    url: String,
+    redacted: String,
+    pool: Pool,
+    timeout: Duration,
+}
+
+impl SqlSource {
+    /// Sets up a connection pool without connecting: a database that is down now costs the
+    /// rules that use it when they run, not the start of the warm.
+    pub fn new(name: &str, url: &str, max_connections: u32, timeout: Duration) -> Result<Self, SourceError> {
+        let err = |message: String| SourceError { source_name: name.to_string(), message, retryable: false };
+        let redacted = redact_url(url);
+        let pool = if url.starts_with("sqlite:") {
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(timeout)
+                .connect_lazy(url)
+                .map_err(|e| err(format!("bad SQLite URL `{redacted}`: {}", scrub(&e.to_string(), url))))?;
+            Pool::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(timeout)
+                .connect_lazy(url)
+                .map_err(|e| {
+                    err(format!("bad PostgreSQL URL `{redacted}`: {}", scrub(&e.to_string(), url)))
+                })?;
+            Pool::Postgres(pool)
+        } else {
+            return Err(err(format!("`{redacted}` is not a `postgres://` or `sqlite://` URL")));
+        };
+        Ok(SqlSource { name: name.to_string(), url: url.to_string(), redacted, pool, timeout })
+    }
+
+    /// The URL, password removed.
+    pub fn describe(&self) -> &str {
+        &self.redacted
+    }
+
+    fn error(&self, e: &sqlx::Error) -> SourceError {
+        let retryable = matches!(
+            e,
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_)
+        );
+        SourceError { source_name: self.name.clone(), message: scrub(&e.to_string(), &self.url), retryable }
+    }
+
+    fn timed_out(&self) -> SourceError {
+        SourceError {
+            source_name: self.name.clone(),
+            message: format!("query took longer than {:?}", self.timeout),
+            retryable: true,
+        }
+    }
+
+    /// Loads the values of a batch of keys: `(key parameter, value)` for every row found.
+    /// Keys the database does not have are simply absent from the result.
+    pub async fn fetch(
+        &self,
+        query: &SqlQuery,
+        keys: &[String],
+    ) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ints: Vec<i64> =
+            if query.int_keys { keys.iter().filter_map(|k| k.parse().ok()).collect() } else { Vec::new() };
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut q = sqlx::query(AssertSqlSafe(query.expand(keys.len(), false)));
+                for (i, k) in keys.iter().enumerate() {
+                    q = if query.int_keys { q.bind(ints.get(i).copied()) } else { q.bind(k.clone()) };
+                }
+                let rows = tokio::time::timeout(self.timeout, q.fetch_all(pool))
+                    .await
+                    .map_err(|_| self.timed_out())?
+                    .map_err(|e| self.error(&e))?;
+                Ok(rows.iter().filter_map(|r| decode(r, query.encoding)).collect())
+            }
+            Pool::Postgres(pool) => {
+                let mut q = sqlx::query(AssertSqlSafe(query.expand(keys.len(), true)));
+                if query.batch == Batch::AnyArray {
+                    q = if query.int_keys { q.bind(ints) } else { q.bind(keys.to_vec()) };
+                } else {
+                    for (i, k) in keys.iter().enumerate() {
+                        q = if query.int_keys { q.bind(ints.get(i).copied()) } else { q.bind(k.clone()) };
+                    }
+                }
+                let rows = tokio::time::timeout(self.timeout, q.fetch_all(pool))
+                    .await
+                    .map_err(|_| self.timed_out())?
+                    .map_err(|e| self.error(&e))?;
+                Ok(rows.iter().filter_map(|r| decode(r, query.encoding)).collect())
+            }
+        }
+    }
+}
+
+/// Runs a SQL script (several statements) against a database: used to build the demo's
+/// SQLite database from `data/shop.sql`.
+pub async fn run_script(url: &str, script: &str) -> Result<(), String> {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .map_err(|e| format!("cannot open `{}`: {}", redact_url(url), scrub(&e.to_string(), url)))?;
+    sqlx::raw_sql(AssertSqlSafe(script.to_string()))
+        .execute(&pool)
+        .await
+        .map_err(|e| format!("the script failed: {e}"))?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Reads one cell as JSON, trying the types SQL values usually have.
+trait Cell {
+    fn json(&self, i: usize) -> serde_json::Value;
+    fn bytes(&self, i: usize) -> Option<Vec<u8>>;
+    fn names(&self) -> Vec<String>;
+}
+
+macro_rules! cell_impl {
+    ($row:ty) => {
+        impl Cell for $row {
+            fn json(&self, i: usize) -> serde_json::Value {
+                use serde_json::Value;
+                if self.try_get_raw(i).map_or(true, |v| v.is_null()) {
+                    return Value::Null;
+                }
+                if let Ok(v) = self.try_get::<i64, _>(i) {
+                    return Value::from(v);
+                }
+                if let Ok(v) = self.try_get::<i32, _>(i) {
+                    return Value::from(v);
+                }
+                if let Ok(v) = self.try_get::<f64, _>(i) {
+                    return Value::from(v);
+                }
+                if let Ok(v) = self.try_get::<bool, _>(i) {
+                    return Value::from(v);
+                }
+                if let Ok(v) = self.try_get::<String, _>(i) {
+                    return Value::from(v);
+                }
+                self.try_get::<Vec<u8>, _>(i)
+                    .map_or(Value::Null, |b| Value::from(String::from_utf8_lossy(&b).into_owned()))
+            }
+
+            fn bytes(&self, i: usize) -> Option<Vec<u8>> {
+                if let Ok(b) = self.try_get::<Vec<u8>, _>(i) {
+                    return Some(b);
+                }
+                match self.json(i) {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(s) => Some(s.into_bytes()),
+                    other => Some(other.to_string().into_bytes()),
+                }
+            }
+
+            fn names(&self) -> Vec<String> {
+                self.columns().iter().map(|c| c.name().to_string()).collect()
+            }
+        }
+    };
+}
+
+cell_impl!(SqliteRow);
+cell_impl!(PgRow);
+
+/// `(key parameter, value)` of a row; `None` when its key or value is NULL.
+fn decode(row: &impl Cell, encoding: Encoding) -> Option<(String, Vec<u8>)> {
+    let key = match row.json(0) {
+        serde_json::Value::Null => return None,
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let value = match encoding {
+        Encoding::Bytes | Encoding::Text => row.bytes(1)?,
+        Encoding::Json => {
+            let object: serde_json::Map<String, serde_json::Value> =
+                row.names().into_iter().enumerate().map(|(i, n)| (n, row.json(i))).collect();
+            serde_json::Value::Object(object).to_string().into_bytes()
+        }
+    };
+    Some((key, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_placeholders_expand_per_database() {
+        let q = SqlQuery::parse("SELECT id, body FROM p WHERE id IN ($1) AND live", true, Encoding::Bytes)
+            .expect("valid");
+        assert_eq!(q.expand(3, false), "SELECT id, body FROM p WHERE id IN (?, ?, ?) AND live");
+        assert_eq!(q.expand(2, true), "SELECT id, body FROM p WHERE id IN ($1, $2) AND live");
+        let q = SqlQuery::parse("select id, body from p where id = ANY($1)", false, Encoding::Text)
+            .expect("valid");
+        assert_eq!(q.expand(2, true), "select id, body from p where id = ANY($1)");
+        assert_eq!(q.expand(2, false), "select id, body from p where id IN (?, ?)");
+        let q =
+            SqlQuery::parse("SELECT id, body FROM p WHERE id in($1)", true, Encoding::Bytes).expect("valid");
+        assert_eq!(q.expand(1, false), "SELECT id, body FROM p WHERE id in(?)");
+    }
+
+    #[test]
+    fn malformed_batches_are_refused() {
+        for bad in [
+            "SELECT id, body FROM p WHERE id = $1",
+            "SELECT id, body FROM p WHERE id IN ($1, $2)",
+            "SELECT id, body FROM p WHERE id IN (?)",
+            "SELECT id, body FROM p WHERE id IN ($1) OR id IN ($1)",
+        ] {
+            assert!(SqlQuery::parse(bad, true, Encoding::Bytes).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The run report: what a warm did, for people (a table) and machines (JSON).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// How a warm ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every planned key was tried.
+    Completed,
+    /// The deadline stopped it; keys not started are counted as `not_started`.
+    Deadline,
+    /// A stop signal (Ctrl-C) ended it.
+    Interrupted,
+    /// Disabled by configuration or `PREHEAT_SKIP`.
+    Skipped,
+}
+
+/// One rule's share of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RuleReport {
+    /// Rule name.
+    pub name: String,
+    /// Keys in the plan.
+    pub planned: u64,
+    /// Keys created.
+    pub written: u64,
+    /// Existing keys whose value was replaced (`on_existing = "overwrite"`).
+    pub overwritten: u64,
+    /// Existing keys left alone.
+    pub skipped_existing: u64,
+    /// Keys the source had no row for.
+    pub missing_in_source: u64,
+    /// Keys refused by validation (never written).
+    pub invalid: u64,
+    /// Keys that failed (source or backend errors, cancelled at the deadline).
+    pub failed: u64,
+}
+
+/// What a warm did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunReport {
+    /// How it ended.
+    pub status: RunStatus,
+    /// The backend (password removed).
+    pub backend: String,
+    /// Keys in the plan.
+    pub planned: u64,
+    /// Keys created.
+    pub written: u64,
+    /// Existing keys whose value was replaced.
+    pub overwritten: u64,
+    /// Existing keys left alone (value and TTL untouched).
+    pub skipped_existing: u64,
+    /// Keys the source had no row for.
+    pub missing_in_source: u64,
+    /// Keys refused by validation.
+    pub invalid_keys: u64,
+    /// Keys of rules without a source.
+    pub no_source: u64,
+    /// Keys that failed, by reason (`source_error`, `source_timeout`, `source_down`,
+    /// `backend_error`, `cancelled`).
+    pub failed: BTreeMap<String, u64>,
+    /// Keys never started because the run stopped.
+    pub not_started: u64,
+    /// Value bytes written.
+    pub bytes_written: u64,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// Keys tried per second.
+    pub keys_per_sec: f64,
+    /// The plan's predicted share of requests covered.
+    pub predicted_coverage: f64,
+    /// Per rule, in config order.
+    pub rules: Vec<RuleReport>,
+    /// A few invalid keys, with the reason.
+    pub invalid_samples: Vec<String>,
+    /// The first distinct error messages (passwords removed).
+    pub errors: Vec<String>,
+}
+
+impl RunReport {
+    /// An empty report.
+    pub fn new(backend: String, planned: u64, predicted_coverage: f64, rules: Vec<RuleReport>) -> Self {
+        RunReport {
+            status: RunStatus::Completed,
+            backend,
+            planned,
+            written: 0,
+            overwritten: 0,
+            skipped_existing: 0,
+            missing_in_source: 0,
+            invalid_keys: 0,
+            no_source: 0,
+            failed: BTreeMap::new(),
+            not_started: 0,
+            bytes_written: 0,
+            duration_ms: 0,
+            keys_per_sec: 0.0,
+            predicted_coverage,
+            rules,
+            invalid_samples: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The report of a skipped run.
+    pub fn skipped(backend: String) -> Self {
+        let mut r = RunReport::new(backend, 0, 0.0, Vec::new());
+        r.status = RunStatus::Skipped;
+        r
+    }
+
+    /// Keys that did not reach the cache for a reason worth failing a `--strict` run over.
+    pub fn failures(&self) -> u64 {
+        self.failed.values().sum::<u64>() + self.invalid_keys + self.not_started
+    }
+
+    /// Whether the run degraded in any way (for the final status line).
+    pub fn is_clean(&self) -> bool {
+        self.status == RunStatus::Completed && self.failures() == 0
+    }
+}

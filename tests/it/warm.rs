@@ -1,0 +1,386 @@
+//! The warmer against real SQLite databases and the in-memory backend.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use preheat::analyze::Analysis;
+use preheat::backend::{Backend, Entry, MemoryBackend, WriteMode, Written};
+use preheat::config::Config;
+use preheat::plan::Plan;
+use preheat::source::run_script;
+use preheat::warm::{self, RunReport, RunStatus};
+
+use crate::support::*;
+
+const SCHEMA: &str = "
+CREATE TABLE products (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
+INSERT INTO products SELECT i, 'product body ' || i FROM n WHERE i % 10 != 0;
+CREATE TABLE pages (path TEXT PRIMARY KEY, html TEXT NOT NULL);
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
+INSERT INTO pages SELECT 'section' || (i % 10) || '/page-' || i || '.html', '<p>' || i || '</p>' FROM n;
+";
+
+struct Shop {
+    _dir: tempfile::TempDir,
+    config: Config,
+    analysis: Analysis,
+}
+
+/// A database, a config whose `product` and `page` rules load from it, and a profile.
+fn shop(warm: &str, product_source: &str) -> Shop {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("shop.db");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(run_script(&format!("sqlite://{}?mode=rwc", db.display()), SCHEMA)).expect("schema");
+    let text = format!(
+        r#"
+[warm]
+{warm}
+[sources.shop]
+url = "sqlite://{db}"
+[sources.other]
+url = "{product_source}"
+
+[[rule]]
+name = "product"
+match = "GET /api/products/{{id:int}}"
+key = "product:{{id}}"
+source = "other"
+sql = "SELECT id, body FROM products WHERE id IN ($1)"
+ttl = "10m"
+
+[[rule]]
+name = "category"
+match = "GET /api/categories/{{slug}}/products"
+key = "category:{{slug}}:page:{{page}}"
+keep_query = ["page"]
+
+[[rule]]
+name = "page"
+match = "GET|HEAD /pages/{{path:path}}"
+key = "page:/{{path}}"
+source = "shop"
+sql = "SELECT path, html FROM pages WHERE path = ANY($1)"
+ttl = "1h"
+encoding = "text"
+"#,
+        db = db.display(),
+        product_source = product_source.replace("{db}", &db.display().to_string())
+    );
+    let config = Config::parse(&text, "shop.toml").expect("valid config");
+    let log = dir.path().join("access.log");
+    write_log(&log, &config, &gen_opts(6_000, 400, 13), Compression::Plain);
+    let analysis = analyze_files(&[log], &config, 2);
+    Shop { _dir: dir, config, analysis }
+}
+
+fn plan_of(s: &Shop) -> Plan {
+    Plan::build(s.analysis.rows.iter().cloned().map(Ok), &s.analysis.summary, &s.config).expect("plan")
+}
+
+fn warm_with(s: &Shop, plan: &Plan, backend: Arc<MemoryBackend>, stop_after: Option<Duration>) -> RunReport {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let sources = warm::open_sources(&s.config);
+        let stop = async move {
+            match stop_after {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        warm::run(plan, &s.config, &sources, backend, stop).await
+    })
+}
+
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Runtime::new().expect("runtime").block_on(f)
+}
+
+#[test]
+fn values_come_from_the_database_and_missing_rows_are_counted() {
+    let s = shop("batch_size = 50", "sqlite://{db}");
+    let plan = plan_of(&s);
+    let backend = Arc::new(MemoryBackend::new(u64::MAX));
+    let r = warm_with(&s, &plan, backend.clone(), None);
+    assert_eq!(r.status, RunStatus::Completed);
+    let product_keys: Vec<&str> = plan.keys.iter().filter(|k| k.rule == 0).map(|k| k.key.as_str()).collect();
+    let missing = product_keys
+        .iter()
+        .filter(|k| k.trim_start_matches("product:").parse::<u32>().is_ok_and(|id| id % 10 == 0))
+        .count() as u64;
+    assert!(missing > 0, "the test must cover rows the database lacks");
+    assert_eq!(r.missing_in_source, missing);
+    assert_eq!(r.no_source, plan.keys.iter().filter(|k| k.rule == 1).count() as u64);
+    assert_eq!(r.written + r.missing_in_source + r.no_source, plan.keys.len() as u64);
+    for k in &product_keys {
+        let id = k.trim_start_matches("product:");
+        let got = block(backend.get(k));
+        if id.parse::<u32>().is_ok_and(|i| i % 10 == 0) {
+            assert!(got.is_none(), "{k} has no row and must not be cached");
+        } else {
+            assert_eq!(got.as_deref(), Some(format!("product body {id}").as_bytes()), "{k}");
+        }
+    }
+    let page = plan.keys.iter().find(|k| k.rule == 2).expect("pages planned");
+    let n = page.key.rsplit('-').next().and_then(|t| t.strip_suffix(".html")).expect("page number");
+    assert_eq!(block(backend.get(&page.key)).as_deref(), Some(format!("<p>{n}</p>").as_bytes()));
+    // TTL 10m with the default ±10% jitter.
+    let ttl = block(backend.remaining_ttl(product_keys[0])).expect("has a TTL");
+    assert!(ttl > Duration::from_secs(530) && ttl <= Duration::from_secs(660), "{ttl:?}");
+}
+
+#[test]
+fn existing_keys_keep_their_value_and_ttl_and_a_second_run_writes_nothing() {
+    let s = shop("", "sqlite://{db}");
+    let plan = plan_of(&s);
+    let backend = Arc::new(MemoryBackend::new(u64::MAX));
+    let present: Vec<String> =
+        plan.keys.iter().filter(|k| k.rule == 2).take(5).map(|k| k.key.clone()).collect();
+    for k in &present {
+        block(backend.insert(k, b"set by the app", Some(Duration::from_secs(30))));
+    }
+    let first = warm_with(&s, &plan, backend.clone(), None);
+    assert_eq!(first.skipped_existing, 5);
+    for k in &present {
+        assert_eq!(block(backend.get(k)).as_deref(), Some(&b"set by the app"[..]));
+        let ttl = block(backend.remaining_ttl(k)).expect("kept its TTL");
+        assert!(ttl <= Duration::from_secs(30), "TTL was extended: {ttl:?}");
+    }
+    let second = warm_with(&s, &plan, backend.clone(), None);
+    assert_eq!(second.written, 0, "a second run must write nothing new");
+    assert_eq!(second.skipped_existing, first.written + first.skipped_existing);
+}
+
+#[test]
+fn overwrite_replaces_values_but_keeps_the_remaining_ttl() {
+    let s = shop("on_existing = \"overwrite\"", "sqlite://{db}");
+    let plan = plan_of(&s);
+    let backend = Arc::new(MemoryBackend::new(u64::MAX));
+    let key = plan.keys.iter().find(|k| k.rule == 2).expect("a page").key.clone();
+    block(backend.insert(&key, b"stale", Some(Duration::from_secs(30))));
+    let r = warm_with(&s, &plan, backend.clone(), None);
+    assert_eq!(r.overwritten, 1);
+    assert!(block(backend.get(&key)).is_some_and(|v| v.starts_with(b"<p>")));
+    let ttl = block(backend.remaining_ttl(&key)).expect("kept a TTL");
+    assert!(ttl <= Duration::from_secs(30), "overwrite must keep the remaining TTL, got {ttl:?}");
+}
+
+#[test]
+fn invalid_keys_never_reach_the_cache() {
+    let s = shop("", "sqlite://{db}");
+    let mut rows = s.analysis.rows.clone();
+    let victim = rows.iter_mut().find(|r| r.rule == "page").expect("a page row");
+    victim.key = "page:/bad key\twith space".into();
+    let plan = Plan::build(rows.into_iter().map(Ok), &s.analysis.summary, &s.config).expect("plan");
+    let backend = Arc::new(MemoryBackend::new(u64::MAX));
+    let r = warm_with(&s, &plan, backend.clone(), None);
+    assert_eq!(r.invalid_keys, 1);
+    assert!(r.invalid_samples[0].contains("white space"), "{:?}", r.invalid_samples);
+    assert!(block(backend.get("page:/bad key\twith space")).is_none());
+}
+
+#[test]
+fn an_unreachable_database_costs_only_its_rules() {
+    let s = shop("", "sqlite:///nonexistent-dir/shop.db");
+    let plan = plan_of(&s);
+    let backend = Arc::new(MemoryBackend::new(u64::MAX));
+    let started = Instant::now();
+    let r = warm_with(&s, &plan, backend.clone(), None);
+    assert_eq!(r.status, RunStatus::Completed);
+    let products = plan.keys.iter().filter(|k| k.rule == 0).count() as u64;
+    assert_eq!(r.rules[0].failed, products);
+    assert!(r.failed.contains_key("source_error") || r.failed.contains_key("source_down"), "{:?}", r.failed);
+    assert_eq!(r.rules[2].written, plan.keys.iter().filter(|k| k.rule == 2).count() as u64);
+    assert!(!r.errors.is_empty());
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn a_hanging_query_cannot_hold_the_deadline() {
+    // The product query computes a billion-row recursion: it would run for minutes.
+    let s = shop("deadline = \"1s\"\nbatch_size = 20\nconcurrency = 2", "sqlite://{db}");
+    let mut config = s.config.clone();
+    let slow = "SELECT id, body FROM products WHERE id IN ($1) AND (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) SELECT count(*) FROM c) > 0";
+    let load = config.loads[0].as_mut().expect("product has a source");
+    load.query =
+        preheat::source::SqlQuery::parse(slow, true, preheat::source::Encoding::Bytes).expect("valid");
+    let shop = Shop { config, ..s };
+    let plan = plan_of(&shop);
+    let started = Instant::now();
+    let r = warm_with(&shop, &plan, Arc::new(MemoryBackend::new(u64::MAX)), None);
+    let took = started.elapsed();
+    assert_eq!(r.status, RunStatus::Deadline);
+    assert!(took < Duration::from_secs(1) + warm::GRACE + Duration::from_secs(2), "took {took:?}");
+    assert!(r.failed.get("cancelled").is_some_and(|n| *n > 0) || r.not_started > 0, "{r:?}");
+}
+
+#[test]
+fn a_stop_signal_ends_the_run() {
+    let s = shop("batch_size = 1\nconcurrency = 1", "sqlite://{db}");
+    let plan = plan_of(&s);
+    let r = warm_with(&s, &plan, Arc::new(MemoryBackend::new(u64::MAX)), Some(Duration::from_millis(1)));
+    assert_eq!(r.status, RunStatus::Interrupted);
+    assert!(r.not_started > 0);
+    assert_eq!(
+        r.written + r.missing_in_source + r.no_source + r.not_started + r.failed.values().sum::<u64>(),
+        plan.keys.len() as u64
+    );
+}
+
+#[test]
+fn the_memory_backend_honours_every_write_mode() {
+    let b = MemoryBackend::new(u64::MAX);
+    let e = |v: &[u8], ttl| Entry { key: "k".into(), value: v.to_vec(), ttl: Some(Duration::from_secs(ttl)) };
+    block(async {
+        assert_eq!(
+            b.write_batch(vec![e(b"a", 100)], WriteMode::IfAbsent).await.expect("ok"),
+            [Written::Created]
+        );
+        assert_eq!(
+            b.write_batch(vec![e(b"b", 900)], WriteMode::IfAbsent).await.expect("ok"),
+            [Written::Existed]
+        );
+        assert_eq!(b.get("k").await.as_deref(), Some(&b"a"[..]));
+        assert_eq!(
+            b.write_batch(vec![e(b"c", 900)], WriteMode::OverwriteKeepTtl).await.expect("ok"),
+            [Written::Replaced]
+        );
+        assert_eq!(b.get("k").await.as_deref(), Some(&b"c"[..]));
+        assert!(b.remaining_ttl("k").await.expect("ttl") <= Duration::from_secs(100));
+        assert_eq!(
+            b.write_batch(vec![e(b"d", 900)], WriteMode::Overwrite).await.expect("ok"),
+            [Written::Replaced]
+        );
+        assert!(b.remaining_ttl("k").await.expect("ttl") > Duration::from_secs(800));
+        let short = Entry { key: "gone".into(), value: b"x".to_vec(), ttl: Some(Duration::from_millis(50)) };
+        b.write_batch(vec![short], WriteMode::IfAbsent).await.expect("ok");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(b.get("gone").await.is_none(), "expired entries are gone");
+    });
+}
+
+/// The test rules with `product` (integer ids, `= ANY`), `page` (text, `IN`) and `category`
+/// (a JSON row) loading from PostgreSQL at `url`.
+fn pg_config(url: &str) -> Config {
+    let text = format!(
+        r#"
+[warm]
+batch_size = 64
+[sources.pg]
+url = "{url}"
+timeout = "3s"
+
+[[rule]]
+name = "product"
+match = "GET /api/products/{{id:int}}"
+key = "product:{{id}}"
+source = "pg"
+sql = "SELECT id, body FROM products WHERE id = ANY($1)"
+ttl = "10m"
+
+[[rule]]
+name = "category"
+match = "GET /api/categories/{{slug}}/products"
+key = "category:{{slug}}:page:{{page}}"
+keep_query = ["page"]
+source = "pg"
+param = "slug"
+sql = "SELECT slug, products, featured FROM categories WHERE slug = ANY($1)"
+encoding = "json"
+ttl = "5m"
+
+[[rule]]
+name = "page"
+match = "GET|HEAD /pages/{{path:path}}"
+key = "page:/{{path}}"
+source = "pg"
+sql = "SELECT path, html FROM pages WHERE path IN ($1)"
+encoding = "text"
+ttl = "none"
+"#
+    );
+    Config::parse(&text, "pg.toml").expect("valid config")
+}
+
+fn pg_analysis(config: &Config) -> Analysis {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("access.log");
+    write_log(&log, config, &gen_opts(6_000, 300, 29), Compression::Plain);
+    analyze_files(&[log], config, 2)
+}
+
+#[test]
+fn postgres_values_by_array_and_list_batches() {
+    let pg = crate::servers::Postgres::start();
+    pg.psql(
+        "CREATE TABLE products (id bigint PRIMARY KEY, body text NOT NULL);
+         INSERT INTO products SELECT i, 'pg product ' || i FROM generate_series(1, 300) i WHERE i % 7 <> 0;
+         CREATE TABLE categories (slug text PRIMARY KEY, products int NOT NULL, featured boolean NOT NULL);
+         INSERT INTO categories SELECT 'item-' || i || '-0', i * 3, i % 2 = 0 FROM generate_series(1, 300) i;
+         CREATE TABLE pages (path text PRIMARY KEY, html text NOT NULL);
+         INSERT INTO pages SELECT 'section' || (i % 10) || '/page-' || i || '.html', '<i>' || i || '</i>' FROM generate_series(1, 300) i;",
+    );
+    let config = pg_config(&pg.url());
+    let analysis = pg_analysis(&config);
+    let plan = Plan::build(analysis.rows.iter().cloned().map(Ok), &analysis.summary, &config).expect("plan");
+    let backend = Arc::new(MemoryBackend::new(u64::MAX));
+    let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
+    let r = warm_with(&shop, &plan, backend.clone(), None);
+    assert_eq!(r.status, RunStatus::Completed);
+    assert!(r.failed.is_empty(), "{:?} {:?}", r.failed, r.errors);
+    let missing = plan
+        .keys
+        .iter()
+        .filter(|k| k.rule == 0 && k.key[8..].parse::<u32>().is_ok_and(|i| i % 7 == 0))
+        .count();
+    assert_eq!(r.missing_in_source, missing as u64);
+    assert_eq!(r.written + r.missing_in_source, plan.keys.len() as u64);
+
+    let product = plan
+        .keys
+        .iter()
+        .find(|k| k.rule == 0 && !k.key[8..].parse::<u32>().is_ok_and(|i| i % 7 == 0))
+        .expect("a product");
+    assert_eq!(
+        block(backend.get(&product.key)).as_deref(),
+        Some(format!("pg product {}", &product.key[8..]).as_bytes())
+    );
+    let category = plan.keys.iter().find(|k| k.rule == 1).expect("a category");
+    let json: serde_json::Value =
+        serde_json::from_slice(&block(backend.get(&category.key)).expect("cached")).expect("a JSON row");
+    let n: i64 = json["slug"]
+        .as_str()
+        .and_then(|s| s.split('-').nth(1))
+        .and_then(|n| n.parse().ok())
+        .expect("slug item-N-0");
+    assert_eq!(json["products"], n * 3);
+    assert_eq!(json["featured"], n % 2 == 0);
+    let page = plan.keys.iter().find(|k| k.rule == 2).expect("a page");
+    assert!(block(backend.get(&page.key)).is_some_and(|v| v.starts_with(b"<i>")));
+    assert_eq!(block(backend.remaining_ttl(&page.key)), None, "ttl = none means no expiry");
+}
+
+#[test]
+fn a_postgres_that_is_down_costs_its_rules_and_never_shows_the_password() {
+    let pg = crate::servers::Postgres::start();
+    pg.stop();
+    let url = format!("postgres://app:hunter2-secret@127.0.0.1:{}/postgres", pg.port);
+    let config = pg_config(&url);
+    let analysis = pg_analysis(&config);
+    let plan = Plan::build(analysis.rows.iter().cloned().map(Ok), &analysis.summary, &config).expect("plan");
+    let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
+    let started = Instant::now();
+    let r = warm_with(&shop, &plan, Arc::new(MemoryBackend::new(u64::MAX)), None);
+    assert_eq!(r.status, RunStatus::Completed);
+    assert_eq!(r.written, 0);
+    assert_eq!(r.failed.values().sum::<u64>(), plan.keys.len() as u64, "{:?}", r.failed);
+    assert!(
+        r.failed.contains_key("source_down"),
+        "the circuit opens after repeated failures: {:?}",
+        r.failed
+    );
+    let json = serde_json::to_string(&r).expect("serializes");
+    assert!(!json.contains("hunter2"), "the password leaked into the report: {json}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+}
