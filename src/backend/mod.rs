@@ -2,14 +2,17 @@
 //!
 //! One trait, [`Backend`], whose writes are "if absent" unless told to overwrite, so data that
 //! is already cached, and its TTL, stay untouched by default. Errors say whether retrying can
-//! help; the warm loop never looks at their text. Implementations: [`MemoryBackend`]
-//! (in-process, for services that warm their own cache, demos and tests).
+//! help; the warm loop never looks at their text. Implementations: [`RedisBackend`] (a Redis
+//! server) and [`MemoryBackend`] (in-process, for services that warm their own cache, demos
+//! and tests); one conformance suite runs against both.
 
 mod memory;
+mod redis;
 
 use std::future::Future;
 use std::time::Duration;
 
+pub use self::redis::RedisBackend;
 pub use memory::MemoryBackend;
 
 /// One value to write.

@@ -52,7 +52,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     );
 
     println!("\n== 3. warm an in-memory cache from {}\n", args.data.join("shop.db").display());
-    let report = runtime.block_on(super::warm::warm_memory(&plan, &config));
+    let report = runtime.block_on(super::warm::warm_into(&plan, &config))?;
     print!("{}", super::warm::render(&report));
     Ok(Exit::Ok)
 }

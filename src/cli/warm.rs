@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use preheat::backend::MemoryBackend;
+use preheat::backend::{MemoryBackend, RedisBackend};
 use preheat::config::Config;
 use preheat::plan::Plan;
 use preheat::profile::{Store, open_profile};
+use preheat::source::{redact_url, resolve_secret};
 use preheat::warm::{self, RunReport, RunStatus};
 
 use super::{Exit, load_config};
@@ -26,6 +27,9 @@ pub struct WarmArgs {
     /// Profile store directory (for `latest`).
     #[arg(long, default_value = "profiles", env = "PREHEAT_PROFILES")]
     pub profiles: PathBuf,
+    /// Backend URL (`redis://host:port/db`, `memory://`, `env:NAME`); overrides `[backend] url`.
+    #[arg(long, env = "PREHEAT_BACKEND")]
+    pub backend: Option<String>,
     /// Write the run report as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -44,7 +48,10 @@ fn skip_requested() -> bool {
 }
 
 pub fn run(args: WarmArgs) -> anyhow::Result<Exit> {
-    let config = load_config(args.config.as_ref())?;
+    let mut config = load_config(args.config.as_ref())?;
+    if let Some(url) = &args.backend {
+        config.warm.backend_url = url.clone();
+    }
     if skip_requested() || !config.warm.enabled {
         let why = if config.warm.enabled { "PREHEAT_SKIP is set" } else { "warm.enabled = false" };
         tracing::info!(reason = why, "warm skipped");
@@ -71,24 +78,35 @@ pub fn run(args: WarmArgs) -> anyhow::Result<Exit> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let report = runtime.block_on(warm_memory(&plan, &config));
-    finish(report, &args)
+    match runtime.block_on(warm_into(&plan, &config)) {
+        Ok(report) => finish(report, &args),
+        Err(e) => degraded(e, &args),
+    }
 }
 
-/// Warms an in-process cache (the only backend of this version) and reports it.
-pub async fn warm_memory(plan: &Plan, config: &Config) -> RunReport {
+/// Warms the configured backend and reports it; `Err` only when the backend URL itself is
+/// unusable (nothing was attempted).
+pub async fn warm_into(plan: &Plan, config: &Config) -> anyhow::Result<RunReport> {
+    let url = resolve_secret(&config.warm.backend_url).map_err(|e| anyhow::anyhow!("backend.url: {e}"))?;
     let sources = warm::open_sources(config);
     for s in sources.iter().filter_map(|s| s.as_ref().err()) {
         tracing::error!(error = %s, "source unavailable; its rules will not be warmed");
     }
-    let backend = Arc::new(MemoryBackend::new(u64::MAX));
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let report = warm::run(plan, config, &sources, backend.clone(), stop).await;
-    let (entries, bytes) = backend.stats().await;
-    tracing::debug!(entries, bytes, "in-memory cache after the warm");
-    report
+    if url.starts_with("memory:") {
+        let backend = Arc::new(MemoryBackend::new(u64::MAX));
+        let report = warm::run(plan, config, &sources, backend.clone(), stop).await;
+        let (entries, bytes) = backend.stats().await;
+        tracing::debug!(entries, bytes, "in-memory cache after the warm");
+        Ok(report)
+    } else if url.starts_with("redis://") {
+        let backend = Arc::new(RedisBackend::new(&url)?);
+        Ok(warm::run(plan, config, &sources, backend, stop).await)
+    } else {
+        anyhow::bail!("backend `{}` is not `redis://` or `memory://`", redact_url(&url))
+    }
 }
 
 /// A warm that could not start (no profile, unreadable profile): logged, reported, and only

@@ -117,7 +117,7 @@ pub struct WarmSettings {
     pub concurrency: usize,
     /// Plan budgets.
     pub budgets: WarmBudgets,
-    /// Backend URL as configured (`memory://`).
+    /// Backend URL as configured: `redis://...`, `memory://`, or `env:`/`file:` holding one.
     pub backend_url: String,
 }
 
@@ -1007,7 +1007,7 @@ on_existing = "skip"
             .replace("source = \"shop\"\nsql = \"SELECT id", "source = \"shopp\"\nsql = \"SELECT id")
             .replace("ttl = \"10m\"", "")
             .replace("WHERE path = ANY($1)", "WHERE path = $1")
-            .replace("url = \"memory://\"", "url = \"redis://:pw@cache:6379\"");
+            .replace("url = \"memory://\"", "url = \"rediss://:pw@cache:6379\"");
         let p = problems(&bad);
         let text: Vec<&str> = p.iter().map(|p| p.message.as_str()).collect();
         assert!(text.iter().any(|m| m.contains("longer than the 5m")), "{text:?}");
@@ -1017,7 +1017,7 @@ on_existing = "skip"
         );
         assert!(text.iter().any(|m| m.contains("set `ttl`")), "{text:?}");
         assert!(text.iter().any(|m| m.contains("IN ($1)")), "{text:?}");
-        assert!(text.iter().any(|m| m.contains("redis://:***@cache:6379") && !m.contains("pw")), "{text:?}");
+        assert!(text.iter().any(|m| m.contains("rediss://:***@cache:6379") && !m.contains("pw")), "{text:?}");
     }
 
     #[test]

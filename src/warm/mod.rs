@@ -5,7 +5,8 @@
 //! written. Batches (one per rule and `batch_size` keys, in plan order, so the hottest go
 //! first) run `concurrency` at a time. A source error is retried with exponential backoff and
 //! jitter when retrying can help; after repeated failures a source's circuit opens and its
-//! remaining batches fail fast, so a database that is down costs only the rules that use it.
+//! remaining batches fail fast, so a database that is down costs only the rules that use it;
+//! the backend has the same breaker, so a cache that died ends the run in seconds.
 //! At the deadline (or on the stop signal) no new batch starts and batches in flight get a
 //! short grace before they are cancelled. The caller passes the stop signal, so tests can use
 //! a short timer.
@@ -117,14 +118,24 @@ fn clock_seed() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
 }
 
+/// The backend with its circuit breaker: after repeated failed writes the remaining batches
+/// fail at once instead of each waiting out reconnect timeouts.
+struct Target<B> {
+    backend: Arc<B>,
+    consecutive_failures: AtomicU32,
+}
+
 async fn run_batch<B: Backend>(
     batch: Batch,
     load: RuleLoad,
     source: Arc<OpenSource>,
-    backend: Arc<B>,
+    target: Arc<Target<B>>,
     mode: WriteMode,
 ) -> Outcome {
     let n = batch.keys.len() as u64;
+    if target.consecutive_failures.load(Ordering::Relaxed) >= BREAKER_THRESHOLD {
+        return Outcome { failed: Some(("backend_down", n, String::new())), ..Outcome::default() };
+    }
     if source.consecutive_failures.load(Ordering::Relaxed) >= BREAKER_THRESHOLD {
         return Outcome { failed: Some(("source_down", n, String::new())), ..Outcome::default() };
     }
@@ -168,7 +179,7 @@ async fn run_batch<B: Backend>(
     let sizes: Vec<u64> = entries.iter().map(|e| e.value.len() as u64).collect();
     let mut attempt = 1;
     let written = loop {
-        match backend.write_batch(entries.clone(), mode).await {
+        match target.backend.write_batch(entries.clone(), mode).await {
             Err(BackendError { retryable: true, .. }) if attempt < ATTEMPTS => {
                 tokio::time::sleep(backoff(attempt, &mut seed)).await;
                 attempt += 1;
@@ -178,6 +189,7 @@ async fn run_batch<B: Backend>(
     };
     match written {
         Ok(results) => {
+            target.consecutive_failures.store(0, Ordering::Relaxed);
             for (w, size) in results.iter().zip(sizes) {
                 match w {
                     Written::Created => {
@@ -192,7 +204,10 @@ async fn run_batch<B: Backend>(
                 }
             }
         }
-        Err(e) => outcome.failed = Some(("backend_error", sizes.len() as u64, e.to_string())),
+        Err(e) => {
+            target.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+            outcome.failed = Some(("backend_error", sizes.len() as u64, e.to_string()));
+        }
     }
     outcome
 }
@@ -271,6 +286,7 @@ pub async fn run<B: Backend + 'static>(
         "warming"
     );
     let permits = Arc::new(Semaphore::new(config.warm.concurrency));
+    let target = Arc::new(Target { backend, consecutive_failures: AtomicU32::new(0) });
     let mut tasks: JoinSet<(usize, u64, Outcome)> = JoinSet::new();
     let mut in_flight: HashMap<tokio::task::Id, (usize, u64)> = HashMap::new();
     tokio::pin!(stop);
@@ -318,11 +334,11 @@ pub async fn run<B: Backend + 'static>(
                     done_keys += n;
                 }
                 Ok(source) => {
-                    let (source, backend, permits) = (source.clone(), backend.clone(), permits.clone());
+                    let (source, target, permits) = (source.clone(), target.clone(), permits.clone());
                     let mode = load.on_existing.unwrap_or(config.warm.on_existing);
                     let handle = tasks.spawn(async move {
                         let _permit = permits.acquire_owned().await;
-                        (rule, n, run_batch(batch, load, source, backend, mode).await)
+                        (rule, n, run_batch(batch, load, source, target, mode).await)
                     });
                     in_flight.insert(handle.id(), (rule, n));
                 }

@@ -61,7 +61,7 @@ pub struct RunReport {
     /// Keys of rules without a source.
     pub no_source: u64,
     /// Keys that failed, by reason (`source_error`, `source_timeout`, `source_down`,
-    /// `backend_error`, `cancelled`).
+    /// `backend_error`, `backend_down`, `cancelled`).
     pub failed: BTreeMap<String, u64>,
     /// Keys never started because the run stopped.
     pub not_started: u64,

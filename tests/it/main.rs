@@ -1,6 +1,7 @@
 //! Integration tests: real files, real compression, the real binary.
 
 mod analyze;
+mod backends;
 mod cli;
 mod plan;
 mod properties;

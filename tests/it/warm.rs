@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use preheat::analyze::Analysis;
-use preheat::backend::{Backend, Entry, MemoryBackend, WriteMode, Written};
+use preheat::backend::{Backend, MemoryBackend, RedisBackend};
 use preheat::config::Config;
 use preheat::plan::Plan;
 use preheat::source::run_script;
@@ -79,7 +79,12 @@ fn plan_of(s: &Shop) -> Plan {
     Plan::build(s.analysis.rows.iter().cloned().map(Ok), &s.analysis.summary, &s.config).expect("plan")
 }
 
-fn warm_with(s: &Shop, plan: &Plan, backend: Arc<MemoryBackend>, stop_after: Option<Duration>) -> RunReport {
+fn warm_with<B: Backend + 'static>(
+    s: &Shop,
+    plan: &Plan,
+    backend: Arc<B>,
+    stop_after: Option<Duration>,
+) -> RunReport {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let sources = warm::open_sources(&s.config);
@@ -228,38 +233,6 @@ fn a_stop_signal_ends_the_run() {
     );
 }
 
-#[test]
-fn the_memory_backend_honours_every_write_mode() {
-    let b = MemoryBackend::new(u64::MAX);
-    let e = |v: &[u8], ttl| Entry { key: "k".into(), value: v.to_vec(), ttl: Some(Duration::from_secs(ttl)) };
-    block(async {
-        assert_eq!(
-            b.write_batch(vec![e(b"a", 100)], WriteMode::IfAbsent).await.expect("ok"),
-            [Written::Created]
-        );
-        assert_eq!(
-            b.write_batch(vec![e(b"b", 900)], WriteMode::IfAbsent).await.expect("ok"),
-            [Written::Existed]
-        );
-        assert_eq!(b.get("k").await.as_deref(), Some(&b"a"[..]));
-        assert_eq!(
-            b.write_batch(vec![e(b"c", 900)], WriteMode::OverwriteKeepTtl).await.expect("ok"),
-            [Written::Replaced]
-        );
-        assert_eq!(b.get("k").await.as_deref(), Some(&b"c"[..]));
-        assert!(b.remaining_ttl("k").await.expect("ttl") <= Duration::from_secs(100));
-        assert_eq!(
-            b.write_batch(vec![e(b"d", 900)], WriteMode::Overwrite).await.expect("ok"),
-            [Written::Replaced]
-        );
-        assert!(b.remaining_ttl("k").await.expect("ttl") > Duration::from_secs(800));
-        let short = Entry { key: "gone".into(), value: b"x".to_vec(), ttl: Some(Duration::from_millis(50)) };
-        b.write_batch(vec![short], WriteMode::IfAbsent).await.expect("ok");
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        assert!(b.get("gone").await.is_none(), "expired entries are gone");
-    });
-}
-
 /// The test rules with `product` (integer ids, `= ANY`), `page` (text, `IN`) and `category`
 /// (a JSON row) loading from PostgreSQL at `url`.
 fn pg_config(url: &str) -> Config {
@@ -382,5 +355,75 @@ fn a_postgres_that_is_down_costs_its_rules_and_never_shows_the_password() {
     );
     let json = serde_json::to_string(&r).expect("serializes");
     assert!(!json.contains("hunter2"), "the password leaked into the report: {json}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn warming_redis_writes_values_with_ttls_and_leaves_existing_keys_alone() {
+    let server = crate::servers::Redis::start();
+    let mut c = server.client().get_connection().expect("connects");
+    let s = shop("batch_size = 40", "sqlite://{db}");
+    let plan = plan_of(&s);
+    let existing = plan.keys.iter().find(|k| k.rule == 2).expect("a page").key.clone();
+    let _: () =
+        redis::cmd("SET").arg(&existing).arg("app value").arg("EX").arg(30).query(&mut c).expect("SET");
+    let mut bad_rows = s.analysis.rows.clone();
+    bad_rows.iter_mut().find(|r| r.rule == "page" && r.key != existing).expect("another page").key =
+        "page:/with space".into();
+    let plan = Plan::build(bad_rows.into_iter().map(Ok), &s.analysis.summary, &s.config).expect("plan");
+
+    let backend = Arc::new(RedisBackend::new(&server.url()).expect("valid URL"));
+    let r = warm_with(&s, &plan, backend.clone(), None);
+    assert_eq!(r.status, RunStatus::Completed, "{:?}", r.errors);
+    assert_eq!((r.skipped_existing, r.invalid_keys), (1, 1));
+    let size: u64 = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
+    assert_eq!(size, r.written + 1, "only warmed keys and the app's key exist");
+    let exists: bool = redis::cmd("EXISTS").arg("page:/with space").query(&mut c).expect("EXISTS");
+    assert!(!exists, "an invalid key reached Redis");
+    let kept: String = redis::cmd("GET").arg(&existing).query(&mut c).expect("GET");
+    assert_eq!(kept, "app value");
+    let ttl: i64 = redis::cmd("PTTL").arg(&existing).query(&mut c).expect("PTTL");
+    assert!((1..=30_000).contains(&ttl), "the app's TTL was changed: {ttl}");
+    let product = plan
+        .keys
+        .iter()
+        .find(|k| k.rule == 0 && !k.key[8..].parse::<u32>().is_ok_and(|i| i % 10 == 0))
+        .expect("a product");
+    let value: String = redis::cmd("GET").arg(&product.key).query(&mut c).expect("GET");
+    assert_eq!(value, format!("product body {}", &product.key[8..]));
+    let ttl: i64 = redis::cmd("PTTL").arg(&product.key).query(&mut c).expect("PTTL");
+    assert!((530_000..=660_000).contains(&ttl), "10m ± 10%: {ttl}");
+
+    let again = warm_with(&s, &plan, backend, None);
+    assert_eq!(again.written, 0, "a second run writes nothing new");
+    let size_after: u64 = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
+    assert_eq!(size_after, size);
+}
+
+#[test]
+fn redis_killed_mid_warm_ends_the_run_with_failures_counted() {
+    let mut server = crate::servers::Redis::start();
+    // Each product query takes a few milliseconds, so the warm is still going when Redis dies.
+    let s = shop("batch_size = 2\nconcurrency = 1", "sqlite://{db}");
+    let mut config = s.config.clone();
+    let slow = "SELECT id, body FROM products WHERE id IN ($1) AND (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) SELECT count(*) FROM c) > 0";
+    config.loads[0].as_mut().expect("product has a source").query =
+        preheat::source::SqlQuery::parse(slow, true, preheat::source::Encoding::Bytes).expect("valid");
+    let shop = Shop { config, ..s };
+    let plan = plan_of(&shop);
+    let backend = Arc::new(RedisBackend::new(&server.url()).expect("valid URL"));
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(400));
+        server.kill();
+    });
+    let started = Instant::now();
+    let r = warm_with(&shop, &plan, backend, None);
+    killer.join().expect("killed");
+    assert_eq!(r.status, RunStatus::Completed);
+    assert!(r.written > 0, "some keys were written before the kill: {r:?}");
+    assert!(r.failed.get("backend_error").is_some_and(|n| *n > 0), "{:?}", r.failed);
+    assert!(r.failed.get("backend_down").is_some_and(|n| *n > 0), "the breaker must open: {:?}", r.failed);
+    let accounted = r.written + r.missing_in_source + r.no_source + r.failed.values().sum::<u64>();
+    assert_eq!(accounted, plan.keys.len() as u64);
     assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
 }

@@ -1,0 +1,122 @@
+//! The Redis backend (standalone server): pipelined `SET` batches over one multiplexed,
+//! reconnecting connection.
+//!
+//! If-absent writes are `SET key value NX PX ttl`, so an existing key keeps its value and TTL.
+//! Overwrites first try `SET ... XX KEEPTTL` (or `XX PX ttl` when the TTL is to be reset) and
+//! create the keys that turned out absent with `SET ... NX PX ttl`. Nothing is ever deleted.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, RetryMethod, Value};
+use tokio::sync::OnceCell;
+
+use super::{Backend, BackendError, Entry, WriteMode, Written};
+use crate::source::{redact_url, scrub};
+
+/// A Redis server.
+pub struct RedisBackend {
+    url: String,
+    redacted: String,
+    client: redis::Client,
+    connection: OnceCell<ConnectionManager>,
+}
+
+impl RedisBackend {
+    /// A backend for `redis://[user:password@]host:port[/db]`; connects on first use, so a
+    /// Redis that is down now costs the writes, not the start.
+    pub fn new(url: &str) -> Result<Self, BackendError> {
+        let redacted = redact_url(url);
+        let client = redis::Client::open(url).map_err(|e| BackendError {
+            backend: redacted.clone(),
+            message: format!("not a Redis URL: {}", scrub(&e.to_string(), url)),
+            retryable: false,
+        })?;
+        Ok(RedisBackend { url: url.to_string(), redacted, client, connection: OnceCell::new() })
+    }
+
+    fn error(&self, e: &RedisError) -> BackendError {
+        let retryable = e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || matches!(
+                e.retry_method(),
+                RetryMethod::Reconnect | RetryMethod::WaitAndRetry | RetryMethod::RetryImmediately
+            );
+        BackendError { backend: self.redacted.clone(), message: scrub(&e.to_string(), &self.url), retryable }
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, BackendError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        self.connection
+            .get_or_try_init(|| async { self.client.get_connection_manager_with_config(config).await })
+            .await
+            .cloned()
+            .map_err(|e| self.error(&e))
+    }
+
+    /// Runs one `SET` per entry with the given flags; `true` where Redis answered `OK`.
+    async fn set_each(
+        &self,
+        entries: &[&Entry],
+        exists: &str,
+        keep_ttl: bool,
+    ) -> Result<Vec<bool>, BackendError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for e in entries {
+            let cmd = pipe.cmd("SET").arg(&e.key).arg(&e.value).arg(exists);
+            match (keep_ttl, e.ttl) {
+                (true, _) => {
+                    cmd.arg("KEEPTTL");
+                }
+                (false, Some(ttl)) => {
+                    cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+                }
+                (false, None) => {}
+            }
+        }
+        let mut conn = self.connection().await?;
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|e| self.error(&e))?;
+        Ok(replies
+            .into_iter()
+            .map(|v| matches!(v, Value::Okay) || matches!(&v, Value::SimpleString(s) if s == "OK"))
+            .collect())
+    }
+}
+
+impl Backend for RedisBackend {
+    fn describe(&self) -> String {
+        self.redacted.clone()
+    }
+
+    async fn write_batch(&self, entries: Vec<Entry>, mode: WriteMode) -> Result<Vec<Written>, BackendError> {
+        let all: Vec<&Entry> = entries.iter().collect();
+        if mode == WriteMode::IfAbsent {
+            let created = self.set_each(&all, "NX", false).await?;
+            return Ok(created
+                .into_iter()
+                .map(|c| if c { Written::Created } else { Written::Existed })
+                .collect());
+        }
+        let replaced = self.set_each(&all, "XX", mode == WriteMode::OverwriteKeepTtl).await?;
+        let absent: Vec<&Entry> = all.iter().zip(&replaced).filter(|(_, r)| !**r).map(|(e, _)| *e).collect();
+        let mut created = self.set_each(&absent, "NX", false).await?.into_iter();
+        Ok(replaced
+            .into_iter()
+            .map(|r| match r {
+                true => Written::Replaced,
+                // Created now, or by someone else between the two pipelines: left alone.
+                false if created.next() == Some(true) => Written::Created,
+                false => Written::Existed,
+            })
+            .collect())
+    }
+}

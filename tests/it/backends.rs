@@ -1,0 +1,135 @@
+//! One conformance suite, run against every backend: the safety rules of writing.
+
+use std::time::Duration;
+
+use preheat::backend::{Backend, Entry, MemoryBackend, RedisBackend, WriteMode, Written};
+
+/// How a test reads and prepares a backend's contents, the way an application would.
+trait Inspect {
+    async fn value(&self, key: &str) -> Option<Vec<u8>>;
+    async fn ttl(&self, key: &str) -> Option<Duration>;
+    async fn app_sets(&self, key: &str, value: &[u8], ttl: Option<Duration>);
+}
+
+impl Inspect for MemoryBackend {
+    async fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.get(key).await.map(|v| v.to_vec())
+    }
+    async fn ttl(&self, key: &str) -> Option<Duration> {
+        self.remaining_ttl(key).await
+    }
+    async fn app_sets(&self, key: &str, value: &[u8], ttl: Option<Duration>) {
+        self.insert(key, value, ttl).await;
+    }
+}
+
+struct RedisInspector(redis::Client);
+
+impl Inspect for RedisInspector {
+    async fn value(&self, key: &str) -> Option<Vec<u8>> {
+        let mut c = self.0.get_multiplexed_async_connection().await.expect("connects");
+        redis::cmd("GET").arg(key).query_async(&mut c).await.expect("GET")
+    }
+    async fn ttl(&self, key: &str) -> Option<Duration> {
+        let mut c = self.0.get_multiplexed_async_connection().await.expect("connects");
+        let ms: i64 = redis::cmd("PTTL").arg(key).query_async(&mut c).await.expect("PTTL");
+        (ms >= 0).then(|| Duration::from_millis(ms as u64))
+    }
+    async fn app_sets(&self, key: &str, value: &[u8], ttl: Option<Duration>) {
+        let mut c = self.0.get_multiplexed_async_connection().await.expect("connects");
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        if let Some(t) = ttl {
+            cmd.arg("PX").arg(t.as_millis() as u64);
+        }
+        let _: () = cmd.query_async(&mut c).await.expect("SET");
+    }
+}
+
+fn entry(key: &str, value: &[u8], ttl_secs: Option<u64>) -> Entry {
+    Entry { key: key.into(), value: value.to_vec(), ttl: ttl_secs.map(Duration::from_secs) }
+}
+
+async fn conformance(b: &impl Backend, look: &impl Inspect) {
+    // If absent: creates, and never touches what exists.
+    look.app_sets("app", b"from the app", Some(Duration::from_secs(30))).await;
+    let out = b
+        .write_batch(
+            vec![entry("fresh", b"warm", Some(600)), entry("app", b"warm", Some(600))],
+            WriteMode::IfAbsent,
+        )
+        .await
+        .expect("writes");
+    assert_eq!(out, [Written::Created, Written::Existed]);
+    assert_eq!(look.value("fresh").await.as_deref(), Some(&b"warm"[..]));
+    assert_eq!(look.value("app").await.as_deref(), Some(&b"from the app"[..]));
+    assert!(look.ttl("app").await.expect("TTL kept") <= Duration::from_secs(30));
+    let ttl = look.ttl("fresh").await.expect("has the entry's TTL");
+    assert!(ttl > Duration::from_secs(590) && ttl <= Duration::from_secs(600), "{ttl:?}");
+
+    // Overwrite keeping the remaining TTL; absent keys are created with theirs.
+    let out = b
+        .write_batch(
+            vec![entry("app", b"new", Some(600)), entry("other", b"x", Some(60))],
+            WriteMode::OverwriteKeepTtl,
+        )
+        .await
+        .expect("writes");
+    assert_eq!(out, [Written::Replaced, Written::Created]);
+    assert_eq!(look.value("app").await.as_deref(), Some(&b"new"[..]));
+    assert!(look.ttl("app").await.expect("TTL kept") <= Duration::from_secs(30), "KEEPTTL");
+    assert!(look.ttl("other").await.expect("TTL set") > Duration::from_secs(50));
+
+    // Overwrite resetting the TTL.
+    let out =
+        b.write_batch(vec![entry("app", b"newer", Some(900))], WriteMode::Overwrite).await.expect("writes");
+    assert_eq!(out, [Written::Replaced]);
+    assert!(look.ttl("app").await.expect("TTL reset") > Duration::from_secs(800));
+
+    // No TTL means no expiry; binary values survive.
+    let out = b
+        .write_batch(vec![entry("forever", &[0, 255, 10, 13], None)], WriteMode::IfAbsent)
+        .await
+        .expect("writes");
+    assert_eq!(out, [Written::Created]);
+    assert_eq!(look.ttl("forever").await, None);
+    assert_eq!(look.value("forever").await.as_deref(), Some(&[0u8, 255, 10, 13][..]));
+
+    // Short TTLs expire.
+    b.write_batch(
+        vec![Entry { key: "brief".into(), value: b"x".to_vec(), ttl: Some(Duration::from_millis(80)) }],
+        WriteMode::IfAbsent,
+    )
+    .await
+    .expect("writes");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(look.value("brief").await, None);
+
+    // An empty batch is fine.
+    assert!(b.write_batch(vec![], WriteMode::IfAbsent).await.expect("nothing to do").is_empty());
+}
+
+#[tokio::test]
+async fn memory_backend_conformance() {
+    let b = MemoryBackend::new(u64::MAX);
+    conformance(&b, &b).await;
+}
+
+#[tokio::test]
+async fn redis_backend_conformance() {
+    let server = crate::servers::Redis::start();
+    let b = RedisBackend::new(&server.url()).expect("valid URL");
+    conformance(&b, &RedisInspector(server.client())).await;
+}
+
+#[tokio::test]
+async fn redis_errors_are_retryable_and_never_show_the_password() {
+    let port = crate::servers::free_port();
+    let b = RedisBackend::new(&format!("redis://:hunter2-secret@127.0.0.1:{port}/0")).expect("valid URL");
+    assert_eq!(b.describe(), format!("redis://:***@127.0.0.1:{port}/0"));
+    let err =
+        b.write_batch(vec![entry("k", b"v", None)], WriteMode::IfAbsent).await.expect_err("nothing listens");
+    assert!(err.retryable, "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert!(RedisBackend::new("redis://:x@").is_err() || RedisBackend::new("not a url").is_err());
+}
