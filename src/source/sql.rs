@@ -169,36 +169,46 @@ impl SqlSource {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let ints: Vec<i64> =
-            if query.int_keys { keys.iter().filter_map(|k| k.parse().ok()).collect() } else { Vec::new() };
+        // One entry per key, aligned with `keys`: an id that does not fit an i64 binds as NULL
+        // and so simply finds no row.
+        let ints: Vec<Option<i64>> = keys.iter().map(|k| k.parse().ok()).collect();
+        macro_rules! bind_each {
+            ($q:expr) => {{
+                let mut q = $q;
+                for (k, id) in keys.iter().zip(&ints) {
+                    q = if query.int_keys { q.bind(*id) } else { q.bind(k.clone()) };
+                }
+                q
+            }};
+        }
         match &self.pool {
             Pool::Sqlite(pool) => {
-                let mut q = sqlx::query(AssertSqlSafe(query.expand(keys.len(), false)));
-                for (i, k) in keys.iter().enumerate() {
-                    q = if query.int_keys { q.bind(ints.get(i).copied()) } else { q.bind(k.clone()) };
-                }
-                let rows = tokio::time::timeout(self.timeout, q.fetch_all(pool))
-                    .await
-                    .map_err(|_| self.timed_out())?
-                    .map_err(|e| self.error(&e))?;
+                let q = bind_each!(sqlx::query(AssertSqlSafe(query.expand(keys.len(), false))));
+                let rows = self.timed(q.fetch_all(pool)).await?;
                 Ok(rows.iter().filter_map(|r| decode(r, query.encoding)).collect())
             }
             Pool::Postgres(pool) => {
-                let mut q = sqlx::query(AssertSqlSafe(query.expand(keys.len(), true)));
-                if query.batch == Batch::AnyArray {
-                    q = if query.int_keys { q.bind(ints) } else { q.bind(keys.to_vec()) };
-                } else {
-                    for (i, k) in keys.iter().enumerate() {
-                        q = if query.int_keys { q.bind(ints.get(i).copied()) } else { q.bind(k.clone()) };
-                    }
-                }
-                let rows = tokio::time::timeout(self.timeout, q.fetch_all(pool))
-                    .await
-                    .map_err(|_| self.timed_out())?
-                    .map_err(|e| self.error(&e))?;
+                let q = sqlx::query(AssertSqlSafe(query.expand(keys.len(), true)));
+                let q = match (query.batch, query.int_keys) {
+                    (Batch::AnyArray, true) => q.bind(ints.iter().flatten().copied().collect::<Vec<i64>>()),
+                    (Batch::AnyArray, false) => q.bind(keys.to_vec()),
+                    (Batch::InList, _) => bind_each!(q),
+                };
+                let rows = self.timed(q.fetch_all(pool)).await?;
                 Ok(rows.iter().filter_map(|r| decode(r, query.encoding)).collect())
             }
         }
+    }
+
+    /// A query with the source's timeout, its errors classified.
+    async fn timed<T>(
+        &self,
+        query: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, SourceError> {
+        tokio::time::timeout(self.timeout, query)
+            .await
+            .map_err(|_| self.timed_out())?
+            .map_err(|e| self.error(&e))
     }
 }
 

@@ -427,3 +427,26 @@ fn redis_killed_mid_warm_ends_the_run_with_failures_counted() {
     assert_eq!(accounted, plan.keys.len() as u64);
     assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
 }
+
+#[test]
+fn an_id_too_large_for_an_integer_finds_no_row_and_breaks_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    block(run_script(&url, SCHEMA)).expect("schema");
+    let query = preheat::source::SqlQuery::parse(
+        "SELECT id, body FROM products WHERE id IN ($1)",
+        true,
+        preheat::source::Encoding::Text,
+    )
+    .expect("valid");
+    let keys: Vec<String> = ["1", "99999999999999999999", "2", "3"].iter().map(|s| s.to_string()).collect();
+    let mut rows = block(async {
+        let source = preheat::source::SqlSource::new("t", &url, 1, Duration::from_secs(5)).expect("valid");
+        source.fetch(&query, &keys).await
+    })
+    .expect("fetched");
+    rows.sort();
+    let want: Vec<(String, Vec<u8>)> =
+        (1..=3).map(|i| (i.to_string(), format!("product body {i}").into_bytes())).collect();
+    assert_eq!(rows, want);
+}
