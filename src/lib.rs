@@ -50,6 +50,7 @@ pub mod backend;
 pub mod config;
 pub mod generate;
 pub mod logformat;
+pub mod memory;
 pub mod plan;
 pub mod profile;
 pub mod rules;

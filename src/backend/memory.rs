@@ -1,6 +1,7 @@
 //! The in-process backend: a moka cache with a per-entry TTL and a size bound in bytes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -48,6 +49,9 @@ impl Expiry<String, Stored> for PerEntryTtl {
 #[derive(Clone)]
 pub struct MemoryBackend {
     cache: Cache<String, Stored>,
+    /// Run locks: key to (token, expiry). Kept apart from the cache so they never count as
+    /// cached entries nor get evicted.
+    locks: Arc<Mutex<HashMap<String, (String, Instant)>>>,
 }
 
 impl MemoryBackend {
@@ -58,7 +62,7 @@ impl MemoryBackend {
             .weigher(|k: &String, v: &Stored| u32::try_from(k.len() + v.value.len()).unwrap_or(u32::MAX))
             .expire_after(PerEntryTtl)
             .build();
-        MemoryBackend { cache }
+        MemoryBackend { cache, locks: Arc::default() }
     }
 
     /// The value under `key`, if present and not expired.
@@ -89,13 +93,13 @@ impl Backend for MemoryBackend {
         "memory://".to_string()
     }
 
-    async fn write_batch(&self, entries: Vec<Entry>, mode: WriteMode) -> Result<Vec<Written>, BackendError> {
+    async fn write_batch(&self, entries: &[Entry], mode: WriteMode) -> Result<Vec<Written>, BackendError> {
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            let mut stored = Stored::new(e.value.into(), e.ttl);
+            let mut stored = Stored::new(e.value.as_slice().into(), e.ttl);
             let written = match mode {
                 WriteMode::IfAbsent => {
-                    let entry = self.cache.entry(e.key).or_insert_with(async { stored }).await;
+                    let entry = self.cache.entry(e.key.clone()).or_insert_with(async { stored }).await;
                     if entry.is_fresh() { Written::Created } else { Written::Existed }
                 }
                 WriteMode::OverwriteKeepTtl | WriteMode::Overwrite => {
@@ -104,12 +108,32 @@ impl Backend for MemoryBackend {
                         stored.keep_ttl = true;
                         stored.expires_at = old.expires_at;
                     }
-                    self.cache.insert(e.key, stored).await;
+                    self.cache.insert(e.key.clone(), stored).await;
                     if existing.is_some() { Written::Replaced } else { Written::Created }
                 }
             };
             out.push(written);
         }
         Ok(out)
+    }
+
+    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {
+        let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        match locks.get(key) {
+            Some((_, expires)) if *expires > now => Ok(false),
+            _ => {
+                locks.insert(key.to_string(), (token.to_string(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn unlock(&self, key: &str, token: &str) -> Result<(), BackendError> {
+        let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if locks.get(key).is_some_and(|(held, _)| held == token) {
+            locks.remove(key);
+        }
+        Ok(())
     }
 }

@@ -70,7 +70,20 @@ pub trait Backend: Send + Sync {
     /// Writes a batch; on success, one outcome per entry, in order.
     fn write_batch(
         &self,
-        entries: Vec<Entry>,
+        entries: &[Entry],
         mode: WriteMode,
     ) -> impl Future<Output = Result<Vec<Written>, BackendError>> + Send;
+
+    /// Takes the run lock `key` for `ttl` if nobody holds it (Redis `SET key token NX PX`);
+    /// `false` when another run holds it. The TTL frees the lock of a run that died.
+    fn try_lock(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    /// Releases the lock `key` if it still holds `token` (it may have expired and been taken
+    /// by another run, whose lock stays).
+    fn unlock(&self, key: &str, token: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
 }

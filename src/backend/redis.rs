@@ -3,7 +3,8 @@
 //!
 //! If-absent writes are `SET key value NX PX ttl`, so an existing key keeps its value and TTL.
 //! Overwrites first try `SET ... XX KEEPTTL` (or `XX PX ttl` when the TTL is to be reset) and
-//! create the keys that turned out absent with `SET ... NX PX ttl`. Nothing is ever deleted.
+//! create the keys that turned out absent with `SET ... NX PX ttl`. Nothing is ever deleted
+//! but the run's own lock key, and that only while it still holds the run's token.
 
 use std::time::Duration;
 
@@ -97,7 +98,7 @@ impl Backend for RedisBackend {
         self.redacted.clone()
     }
 
-    async fn write_batch(&self, entries: Vec<Entry>, mode: WriteMode) -> Result<Vec<Written>, BackendError> {
+    async fn write_batch(&self, entries: &[Entry], mode: WriteMode) -> Result<Vec<Written>, BackendError> {
         let all: Vec<&Entry> = entries.iter().collect();
         if mode == WriteMode::IfAbsent {
             let created = self.set_each(&all, "NX", false).await?;
@@ -118,5 +119,32 @@ impl Backend for RedisBackend {
                 false => Written::Existed,
             })
             .collect())
+    }
+
+    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {
+        let mut conn = self.connection().await?;
+        let reply: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(&e))?;
+        Ok(reply.is_some())
+    }
+
+    async fn unlock(&self, key: &str, token: &str) -> Result<(), BackendError> {
+        let mut conn = self.connection().await?;
+        let _: i64 = redis::cmd("EVAL")
+            .arg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+            .arg(1)
+            .arg(key)
+            .arg(token)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(&e))?;
+        Ok(())
     }
 }

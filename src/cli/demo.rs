@@ -12,7 +12,7 @@ use preheat::config::Config;
 use preheat::plan::Plan;
 use preheat::profile::{Store, open_profile, store};
 
-use super::Exit;
+use super::{Exit, GlobalArgs, show_bar};
 
 /// Flags of `preheat demo`.
 #[derive(Debug, Args)]
@@ -25,7 +25,7 @@ pub struct DemoArgs {
     profiles: PathBuf,
 }
 
-pub fn run(args: DemoArgs) -> anyhow::Result<Exit> {
+pub fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let config = Config::load(&args.data.join("preheat.toml"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -52,7 +52,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     );
 
     println!("\n== 3. warm an in-memory cache from {}\n", args.data.join("shop.db").display());
-    let report = runtime.block_on(super::warm::warm_into(&plan, &config))?;
+    let report = runtime.block_on(super::warm::warm_into(&plan, &config, show_bar(global)))?;
     print!("{}", super::warm::render(&report));
     Ok(Exit::Ok)
 }

@@ -114,9 +114,9 @@ pub fn show_bar(g: &GlobalArgs) -> bool {
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Analyze(a) => analyze::run(a, &cli.global),
-        Command::Demo(d) => demo::run(d),
+        Command::Demo(d) => demo::run(d, &cli.global),
         Command::Plan(p) => plan::run(p),
-        Command::Warm(w) => warm::run(w),
+        Command::Warm(w) => warm::run(w, &cli.global),
         Command::Profile(p) => profile::run(p),
         Command::GenerateLog(g) => generate::run(g),
     }

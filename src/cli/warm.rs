@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -11,9 +12,9 @@ use preheat::config::Config;
 use preheat::plan::Plan;
 use preheat::profile::{Store, open_profile};
 use preheat::source::{redact_url, resolve_secret};
-use preheat::warm::{self, RunReport, RunStatus};
+use preheat::warm::{self, Progress, RunReport, RunStatus};
 
-use super::{Exit, load_config};
+use super::{Exit, GlobalArgs, load_config, show_bar};
 
 /// Flags of `preheat warm`.
 #[derive(Debug, Args)]
@@ -47,7 +48,7 @@ fn skip_requested() -> bool {
     std::env::var("PREHEAT_SKIP").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
 }
 
-pub fn run(args: WarmArgs) -> anyhow::Result<Exit> {
+pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let mut config = load_config(args.config.as_ref())?;
     if let Some(url) = &args.backend {
         config.warm.backend_url = url.clone();
@@ -78,15 +79,16 @@ pub fn run(args: WarmArgs) -> anyhow::Result<Exit> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    match runtime.block_on(warm_into(&plan, &config)) {
+    match runtime.block_on(warm_into(&plan, &config, show_bar(global))) {
         Ok(report) => finish(report, &args),
         Err(e) => degraded(e, &args),
     }
 }
 
-/// Warms the configured backend and reports it; `Err` only when the backend URL itself is
-/// unusable (nothing was attempted).
-pub async fn warm_into(plan: &Plan, config: &Config) -> anyhow::Result<RunReport> {
+/// Warms the configured backend and reports it, with a progress bar when `bar`, else a log
+/// line every few seconds; `Err` only when the backend URL itself is unusable (nothing was
+/// attempted).
+pub async fn warm_into(plan: &Plan, config: &Config, bar: bool) -> anyhow::Result<RunReport> {
     let url = resolve_secret(&config.warm.backend_url).map_err(|e| anyhow::anyhow!("backend.url: {e}"))?;
     let sources = warm::open_sources(config);
     for s in sources.iter().filter_map(|s| s.as_ref().err()) {
@@ -95,17 +97,76 @@ pub async fn warm_into(plan: &Plan, config: &Config) -> anyhow::Result<RunReport
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    if url.starts_with("memory:") {
-        let backend = Arc::new(MemoryBackend::new(u64::MAX));
-        let report = warm::run(plan, config, &sources, backend.clone(), stop).await;
+    let progress = WarmProgress::new(bar, plan.keys.len() as u64);
+    let report = if url.starts_with("memory:") {
+        // The cache lives in this process, so it gets the run's memory budget.
+        let capacity =
+            preheat::memory::available().map_or(u64::MAX, |a| config.warm.max_memory.bytes(a.bytes));
+        let backend = Arc::new(MemoryBackend::new(capacity));
+        let report = warm::run(plan, config, &sources, backend.clone(), stop, &|p| progress.update(p)).await;
         let (entries, bytes) = backend.stats().await;
         tracing::debug!(entries, bytes, "in-memory cache after the warm");
-        Ok(report)
-    } else if url.starts_with("redis://") {
+        report
+    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
         let backend = Arc::new(RedisBackend::new(&url)?);
-        Ok(warm::run(plan, config, &sources, backend, stop).await)
+        warm::run(plan, config, &sources, backend, stop, &|p| progress.update(p)).await
     } else {
-        anyhow::bail!("backend `{}` is not `redis://` or `memory://`", redact_url(&url))
+        anyhow::bail!("backend `{}` is not `redis://`, `rediss://` or `memory://`", redact_url(&url))
+    };
+    progress.finish();
+    Ok(report)
+}
+
+/// Warm progress as a bar on a terminal, else a log line every few seconds.
+struct WarmProgress {
+    bar: Option<indicatif::ProgressBar>,
+    last_log: Mutex<Duration>,
+}
+
+impl WarmProgress {
+    fn new(bar: bool, planned: u64) -> Self {
+        let bar = bar.then(|| {
+            let b = indicatif::ProgressBar::new(planned);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {pos}/{len} keys {per_sec} {wide_bar} {eta} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        WarmProgress { bar, last_log: Mutex::new(Duration::ZERO) }
+    }
+
+    fn update(&self, p: &Progress) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(p.done);
+            bar.set_message(format!("{} written, {} failed", p.written, p.failed));
+            return;
+        }
+        let mut last = self.last_log.lock().unwrap_or_else(|e| e.into_inner());
+        if p.elapsed >= *last + Duration::from_secs(5) {
+            *last = p.elapsed;
+            let rate = p.done as f64 / p.elapsed.as_secs_f64().max(1e-3);
+            let eta = p.planned.saturating_sub(p.done) as f64 / rate.max(1e-3);
+            tracing::info!(
+                done = p.done,
+                planned = p.planned,
+                written = p.written,
+                failed = p.failed,
+                "warm progress: {}/{} keys, {rate:.0} keys/s, ETA {eta:.0} s, {} failed",
+                p.done,
+                p.planned,
+                p.failed
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 
@@ -169,10 +230,14 @@ pub fn render(r: &RunReport) -> String {
         let _ = writeln!(o, "warm      skipped");
         return o;
     }
+    let status = match r.status {
+        RunStatus::Completed => "completed".to_string(),
+        RunStatus::Locked => "locked: another run holds the lock and does the work".to_string(),
+        other => format!("stopped: {}", format!("{other:?}").to_lowercase()),
+    };
     let _ = writeln!(
         o,
-        "warm      {:?} in {:.2} s ({:.0} keys/s) into {}",
-        r.status,
+        "warm      {status} in {:.2} s ({:.0} keys/s) into {}",
         r.duration_ms as f64 / 1000.0,
         r.keys_per_sec,
         r.backend
@@ -203,6 +268,10 @@ pub fn render(r: &RunReport) -> String {
         r.bytes_written as f64 / (1 << 20) as f64,
         100.0 * r.predicted_coverage
     );
+    if let Some(peak) = r.peak_memory {
+        let budget = r.memory_budget.map_or("no budget".to_string(), |b| format!("budget {} MiB", b >> 20));
+        let _ = writeln!(o, "memory    peak {} MiB ({budget})", peak >> 20);
+    }
     let _ = writeln!(
         o,
         "\n{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",

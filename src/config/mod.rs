@@ -119,6 +119,46 @@ pub struct WarmSettings {
     pub budgets: WarmBudgets,
     /// Backend URL as configured: `redis://...`, `memory://`, or `env:`/`file:` holding one.
     pub backend_url: String,
+    /// Memory the run may use.
+    pub max_memory: MemoryLimit,
+    /// What a run does when another holds the lock.
+    pub lock: LockPolicy,
+    /// The key of the lock that keeps two runs from warming the same cache at once.
+    pub lock_key: String,
+}
+
+/// The warm's memory budget (`warm.max_memory`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryLimit {
+    /// A share of the available memory, at most [`MAX_MEMORY_SHARE`].
+    Share(f64),
+    /// Bytes; at run time never more than [`MAX_MEMORY_SHARE`] of the available memory.
+    Bytes(u64),
+}
+
+/// The largest share of the available memory a warm may use.
+pub const MAX_MEMORY_SHARE: f64 = 0.5;
+
+impl MemoryLimit {
+    /// The budget in bytes, given the available memory.
+    pub fn bytes(self, available: u64) -> u64 {
+        let ceiling = (available as f64 * MAX_MEMORY_SHARE) as u64;
+        match self {
+            MemoryLimit::Share(s) => (available as f64 * s) as u64,
+            MemoryLimit::Bytes(b) => b.min(ceiling),
+        }
+    }
+}
+
+/// What `preheat warm` does when another run holds the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockPolicy {
+    /// End at once, reporting `locked` (exit 0): the other run is doing the work.
+    Skip,
+    /// Wait for the other run to finish, within this run's deadline, then warm.
+    Wait,
 }
 
 /// The hard ceiling of `warm.deadline`.
@@ -134,6 +174,9 @@ impl Default for WarmSettings {
             concurrency: 4,
             budgets: WarmBudgets::default(),
             backend_url: "memory://".into(),
+            max_memory: MemoryLimit::Share(MAX_MEMORY_SHARE),
+            lock: LockPolicy::Skip,
+            lock_key: "preheat:lock".into(),
         }
     }
 }
@@ -150,6 +193,8 @@ pub struct SourceSettings {
     pub max_connections: u32,
     /// Per-query timeout.
     pub timeout: Duration,
+    /// At most this many queries per second (`None`: no cap).
+    pub qps: Option<u32>,
 }
 
 /// How a rule's values are loaded and written.
@@ -187,6 +232,21 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
     };
     let bytes = number * scale as f64;
     (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// `30%` (a share of the available memory, at most 50%) or a size such as `2GiB`.
+fn parse_memory_limit(text: &str) -> Result<MemoryLimit, String> {
+    if let Some(percent) = text.trim().strip_suffix('%') {
+        return match percent.trim().parse::<f64>() {
+            Ok(p) if p > 0.0 && p <= MAX_MEMORY_SHARE * 100.0 => Ok(MemoryLimit::Share(p / 100.0)),
+            Ok(_) => Err("must be more than 0% and at most 50% of the available memory".into()),
+            Err(_) => Err("is not a share such as `30%`".into()),
+        };
+    }
+    match parse_bytes(text) {
+        Some(b) if b > 0 => Ok(MemoryLimit::Bytes(b)),
+        _ => Err("is not a share such as `30%` or a size such as `2GiB`".into()),
+    }
 }
 
 /// A validated configuration.
@@ -242,6 +302,9 @@ struct WarmFile {
     concurrency: Option<Spanned<u64>>,
     max_keys: Option<Spanned<u64>>,
     max_bytes: Option<Spanned<String>>,
+    max_memory: Option<Spanned<String>>,
+    lock: Option<Spanned<String>>,
+    lock_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +319,7 @@ struct SourceFile {
     url: Spanned<String>,
     max_connections: Option<Spanned<u64>>,
     timeout: Option<Spanned<String>>,
+    qps: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -503,17 +567,36 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
     }
     if let Some(b) = &file.backend {
         let url = b.url.get_ref();
-        if url.starts_with("memory:") {
+        if ["memory:", "redis:", "rediss:", "env:", "file:"].iter().any(|k| url.starts_with(k)) {
             warm.backend_url = url.clone();
         } else {
             problems.add_in(
                 &b.url,
                 0,
                 format!(
-                    "backend.url: `{}` is not supported by this version; use `memory://` (Redis is next)",
+                    "backend.url: `{}` is not a `redis://`, `rediss://` or `memory://` URL, nor `env:NAME` or `file:PATH`",
                     crate::source::redact_url(url)
                 ),
             );
+        }
+    }
+    if let Some(m) = &w.max_memory {
+        match parse_memory_limit(m.get_ref()) {
+            Ok(limit) => warm.max_memory = limit,
+            Err(why) => problems.add(m.span().start, format!("warm.max_memory: `{}` {why}", m.get_ref())),
+        }
+    }
+    if let Some(l) = &w.lock {
+        match l.get_ref().as_str() {
+            "skip" => warm.lock = LockPolicy::Skip,
+            "wait" => warm.lock = LockPolicy::Wait,
+            other => problems.add(l.span().start, format!("warm.lock: `{other}` is not `skip` or `wait`")),
+        }
+    }
+    if let Some(k) = &w.lock_key {
+        match crate::warm::validate_key(k.get_ref()) {
+            Ok(()) => warm.lock_key = k.get_ref().clone(),
+            Err(why) => problems.add(k.span().start, format!("warm.lock_key is not a valid key: {why}")),
         }
     }
     if let Some(n) = &w.max_keys {
@@ -539,6 +622,7 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
             url: src.url.get_ref().clone(),
             max_connections: 4,
             timeout: Duration::from_secs(5),
+            qps: None,
         };
         let url = src.url.get_ref();
         let known = ["sqlite:", "postgres:", "postgresql:", "env:", "file:"];
@@ -561,6 +645,12 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
                     t.span().start,
                     format!("sources.{name}.timeout: `{}` is not a duration such as `5s`", t.get_ref()),
                 ),
+            }
+        }
+        if let Some(q) = &src.qps {
+            match u32::try_from(*q.get_ref()) {
+                Ok(v) if v > 0 => settings.qps = Some(v),
+                _ => problems.add(q.span().start, format!("sources.{name}.qps must be between 1 and 2^32")),
             }
         }
         sources.push(settings);
@@ -1007,7 +1097,8 @@ on_existing = "skip"
             .replace("source = \"shop\"\nsql = \"SELECT id", "source = \"shopp\"\nsql = \"SELECT id")
             .replace("ttl = \"10m\"", "")
             .replace("WHERE path = ANY($1)", "WHERE path = $1")
-            .replace("url = \"memory://\"", "url = \"rediss://:pw@cache:6379\"");
+            .replace("url = \"memory://\"", "url = \"memcache://:pw@cache:11211\"")
+            .replace("batch_size = 100", "batch_size = 100\nmax_memory = \"80%\"\nlock = \"maybe\"");
         let p = problems(&bad);
         let text: Vec<&str> = p.iter().map(|p| p.message.as_str()).collect();
         assert!(text.iter().any(|m| m.contains("longer than the 5m")), "{text:?}");
@@ -1017,7 +1108,24 @@ on_existing = "skip"
         );
         assert!(text.iter().any(|m| m.contains("set `ttl`")), "{text:?}");
         assert!(text.iter().any(|m| m.contains("IN ($1)")), "{text:?}");
-        assert!(text.iter().any(|m| m.contains("rediss://:***@cache:6379") && !m.contains("pw")), "{text:?}");
+        assert!(
+            text.iter().any(|m| m.contains("memcache://:***@cache:11211") && !m.contains("pw")),
+            "{text:?}"
+        );
+        assert!(text.iter().any(|m| m.contains("at most 50%")), "{text:?}");
+        assert!(text.iter().any(|m| m.contains("`maybe` is not `skip` or `wait`")), "{text:?}");
+    }
+
+    #[test]
+    fn memory_limits() {
+        assert_eq!(parse_memory_limit("30%"), Ok(MemoryLimit::Share(0.3)));
+        assert_eq!(parse_memory_limit("512MiB"), Ok(MemoryLimit::Bytes(512 << 20)));
+        assert!(parse_memory_limit("51%").is_err());
+        assert!(parse_memory_limit("0%").is_err());
+        assert!(parse_memory_limit("lots").is_err());
+        assert_eq!(MemoryLimit::Share(0.3).bytes(1000), 300);
+        assert_eq!(MemoryLimit::Bytes(900).bytes(1000), 500, "never more than half");
+        assert_eq!(MemoryLimit::Bytes(100).bytes(1000), 100);
     }
 
     #[test]

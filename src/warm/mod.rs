@@ -1,31 +1,35 @@
 //! The warm run: a plan's keys are loaded from their sources in batches and written to the
-//! backend, inside a hard deadline.
+//! backend, inside hard time and memory budgets.
 //!
-//! Keys are validated before anything is fetched; invalid ones are counted and sampled, never
-//! written. Batches (one per rule and `batch_size` keys, in plan order, so the hottest go
-//! first) run `concurrency` at a time. A source error is retried with exponential backoff and
-//! jitter when retrying can help; after repeated failures a source's circuit opens and its
-//! remaining batches fail fast, so a database that is down costs only the rules that use it;
-//! the backend has the same breaker, so a cache that died ends the run in seconds.
-//! At the deadline (or on the stop signal) no new batch starts and batches in flight get a
-//! short grace before they are cancelled. The caller passes the stop signal, so tests can use
-//! a short timer.
+//! A run first takes the backend's run lock, so two deploys do not warm the same cache at
+//! once (the second skips or waits, as configured). Keys are validated before anything is
+//! fetched; invalid ones are counted and sampled, never written. Batches (one per rule and
+//! `batch_size` keys, in plan order, so the hottest go first) run `concurrency` at a time,
+//! within a cap on the estimated bytes in flight. A source error is retried with exponential
+//! backoff and jitter when retrying can help; each source and the backend have a circuit
+//! breaker ([`breaker`]) that holds their batches back while they recover and fails them once
+//! they count as down, so a database that is down costs only the rules that use it.
+//! At the deadline, on the stop signal, or when the process's resident memory reaches the
+//! budget, no new batch starts and batches in flight get a short grace before they are
+//! cancelled. The caller passes the stop signal, so tests can use a short timer.
 
+mod breaker;
+mod pacer;
 mod report;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use self::breaker::{Breaker, Gate};
+use self::pacer::Pacer;
 pub use report::{RuleReport, RunReport, RunStatus};
 
-use crate::backend::{Backend, BackendError, Entry, WriteMode, Written};
-use crate::config::{Config, RuleLoad};
+use crate::backend::{Backend, Entry, WriteMode, Written};
+use crate::config::{Config, LockPolicy, RuleLoad};
 use crate::plan::Plan;
 use crate::source::{SourceError, SqlSource, resolve_secret};
 
@@ -33,8 +37,6 @@ use crate::source::{SourceError, SqlSource, resolve_secret};
 pub const MAX_KEY_BYTES: usize = 1024;
 /// How long batches in flight may finish after the deadline before they are cancelled.
 pub const GRACE: Duration = Duration::from_secs(2);
-/// Consecutive failed batches after which a source's circuit opens.
-const BREAKER_THRESHOLD: u32 = 5;
 /// Attempts per query or write when the error is retryable.
 const ATTEMPTS: u32 = 3;
 /// Invalid keys kept as samples.
@@ -57,10 +59,11 @@ pub fn validate_key(key: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A source with its circuit breaker.
+/// A source with its circuit breaker and its queries-per-second cap.
 pub struct OpenSource {
     sql: SqlSource,
-    consecutive_failures: AtomicU32,
+    breaker: Breaker,
+    pacer: Option<Pacer>,
 }
 
 /// Opens every configured source (lazily: nothing connects yet). A source whose URL cannot be
@@ -76,9 +79,24 @@ pub fn open_sources(config: &Config) -> Vec<Result<Arc<OpenSource>, SourceError>
                 retryable: false,
             })?;
             let sql = SqlSource::new(&s.name, &url, s.max_connections, s.timeout)?;
-            Ok(Arc::new(OpenSource { sql, consecutive_failures: AtomicU32::new(0) }))
+            Ok(Arc::new(OpenSource { sql, breaker: Breaker::default(), pacer: s.qps.map(Pacer::new) }))
         })
         .collect()
+}
+
+/// Where a run stands, for progress bars and log lines.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Keys handled (written, present, missing or failed).
+    pub done: u64,
+    /// Keys to handle.
+    pub planned: u64,
+    /// Keys written or overwritten so far.
+    pub written: u64,
+    /// Keys failed so far.
+    pub failed: u64,
+    /// Time since the run started.
+    pub elapsed: Duration,
 }
 
 /// A batch of keys of one rule.
@@ -86,6 +104,8 @@ struct Batch {
     rule: usize,
     /// (key, lookup value)
     keys: Vec<(String, String)>,
+    /// The plan's estimate of the values' size.
+    est_bytes: u64,
 }
 
 /// What a finished batch did.
@@ -97,6 +117,12 @@ struct Outcome {
     missing: u64,
     bytes: u64,
     failed: Option<(&'static str, u64, String)>,
+}
+
+impl Outcome {
+    fn failed(reason: &'static str, keys: u64, message: String) -> Self {
+        Outcome { failed: Some((reason, keys, message)), ..Outcome::default() }
+    }
 }
 
 /// A small generator for TTL jitter (no need for a cryptographic one).
@@ -118,11 +144,10 @@ fn clock_seed() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
 }
 
-/// The backend with its circuit breaker: after repeated failed writes the remaining batches
-/// fail at once instead of each waiting out reconnect timeouts.
+/// The backend with its circuit breaker.
 struct Target<B> {
     backend: Arc<B>,
-    consecutive_failures: AtomicU32,
+    breaker: Breaker,
 }
 
 async fn run_batch<B: Backend>(
@@ -132,34 +157,32 @@ async fn run_batch<B: Backend>(
     target: Arc<Target<B>>,
     mode: WriteMode,
 ) -> Outcome {
-    let n = batch.keys.len() as u64;
-    if target.consecutive_failures.load(Ordering::Relaxed) >= BREAKER_THRESHOLD {
-        return Outcome { failed: Some(("backend_down", n, String::new())), ..Outcome::default() };
-    }
-    if source.consecutive_failures.load(Ordering::Relaxed) >= BREAKER_THRESHOLD {
-        return Outcome { failed: Some(("source_down", n, String::new())), ..Outcome::default() };
-    }
     let lookups: Vec<String> = batch.keys.iter().map(|(_, v)| v.clone()).collect();
     let mut seed = clock_seed();
     let mut attempt = 1;
-    let fetched = loop {
+    let rows = loop {
+        if let Some(pacer) = &source.pacer {
+            pacer.wait().await;
+        }
         match source.sql.fetch(&load.query, &lookups).await {
-            Err(e) if e.retryable && attempt < ATTEMPTS => {
-                tokio::time::sleep(backoff(attempt, &mut seed)).await;
-                attempt += 1;
+            Ok(rows) => {
+                source.breaker.success();
+                break rows;
             }
-            result => break result,
-        }
-    };
-    let rows = match fetched {
-        Ok(rows) => {
-            source.consecutive_failures.store(0, Ordering::Relaxed);
-            rows
-        }
-        Err(e) => {
-            source.consecutive_failures.fetch_add(1, Ordering::Relaxed);
-            let reason = if e.message.contains("longer than") { "source_timeout" } else { "source_error" };
-            return Outcome { failed: Some((reason, n, e.to_string())), ..Outcome::default() };
+            Err(e) => {
+                let now = tokio::time::Instant::now();
+                source.breaker.failure(now);
+                // Once the circuit is open, retrying would only add load to a struggling
+                // database; the breaker decides when to try again.
+                if e.retryable && attempt < ATTEMPTS && !source.breaker.is_open(now) {
+                    tokio::time::sleep(backoff(attempt, &mut seed)).await;
+                    attempt += 1;
+                    continue;
+                }
+                let reason =
+                    if e.message.contains("longer than") { "source_timeout" } else { "source_error" };
+                return Outcome::failed(reason, batch.keys.len() as u64, e.to_string());
+            }
         }
     };
     let values: HashMap<String, Vec<u8>> = rows.into_iter().collect();
@@ -176,51 +199,177 @@ async fn run_batch<B: Backend>(
             None => outcome.missing += 1,
         }
     }
-    let sizes: Vec<u64> = entries.iter().map(|e| e.value.len() as u64).collect();
+    drop(values);
     let mut attempt = 1;
-    let written = loop {
-        match target.backend.write_batch(entries.clone(), mode).await {
-            Err(BackendError { retryable: true, .. }) if attempt < ATTEMPTS => {
-                tokio::time::sleep(backoff(attempt, &mut seed)).await;
-                attempt += 1;
-            }
-            result => break result,
-        }
-    };
-    match written {
-        Ok(results) => {
-            target.consecutive_failures.store(0, Ordering::Relaxed);
-            for (w, size) in results.iter().zip(sizes) {
-                match w {
-                    Written::Created => {
-                        outcome.written += 1;
-                        outcome.bytes += size;
+    loop {
+        match target.backend.write_batch(&entries, mode).await {
+            Ok(results) => {
+                target.breaker.success();
+                for (w, entry) in results.iter().zip(&entries) {
+                    let size = entry.value.len() as u64;
+                    match w {
+                        Written::Created => {
+                            outcome.written += 1;
+                            outcome.bytes += size;
+                        }
+                        Written::Replaced => {
+                            outcome.overwritten += 1;
+                            outcome.bytes += size;
+                        }
+                        Written::Existed => outcome.existed += 1,
                     }
-                    Written::Replaced => {
-                        outcome.overwritten += 1;
-                        outcome.bytes += size;
-                    }
-                    Written::Existed => outcome.existed += 1,
                 }
+                break;
             }
-        }
-        Err(e) => {
-            target.consecutive_failures.fetch_add(1, Ordering::Relaxed);
-            outcome.failed = Some(("backend_error", sizes.len() as u64, e.to_string()));
+            Err(e) => {
+                let now = tokio::time::Instant::now();
+                target.breaker.failure(now);
+                if e.retryable && attempt < ATTEMPTS && !target.breaker.is_open(now) {
+                    tokio::time::sleep(backoff(attempt, &mut seed)).await;
+                    attempt += 1;
+                    continue;
+                }
+                outcome.failed = Some(("backend_error", entries.len() as u64, e.to_string()));
+                break;
+            }
         }
     }
     outcome
 }
 
-/// Warms `backend` with `plan`. Ends at `config.warm.deadline` or when `stop` completes,
-/// whichever is first; never panics on bad data and never fails as a whole: every problem is
-/// counted in the report.
+/// How taking the run lock went.
+enum Locking {
+    /// This run holds it, under this token.
+    Held(String),
+    /// Another run holds it (and we did not or could not wait).
+    Busy,
+    /// The backend could not be asked; the run goes on without the lock (its writes are still
+    /// "if absent", so a concurrent run cannot make them wrong, only redundant).
+    Unavailable,
+    /// The deadline or the stop signal came while waiting.
+    Stopped(RunStatus),
+}
+
+async fn take_lock<B: Backend>(
+    backend: &B,
+    config: &Config,
+    deadline: tokio::time::Instant,
+    stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Locking {
+    let token = format!("{}-{}", std::process::id(), clock_seed());
+    // Outlives this run's deadline and grace, so a run that dies cannot hold it for long.
+    let ttl = config.warm.deadline + GRACE + Duration::from_secs(5);
+    let key = &config.warm.lock_key;
+    let mut waiting = false;
+    loop {
+        match backend.try_lock(key, &token, ttl).await {
+            Ok(true) => return Locking::Held(token),
+            Ok(false) if config.warm.lock == LockPolicy::Skip => return Locking::Busy,
+            Ok(false) => {
+                if !waiting {
+                    tracing::info!(lock = %key, "another run is warming this cache; waiting for it to finish");
+                    waiting = true;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(lock = %key, error = %e, "cannot take the run lock; warming without it");
+                return Locking::Unavailable;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::time::sleep_until(deadline) => return Locking::Stopped(RunStatus::Deadline),
+            _ = stop.as_mut() => return Locking::Stopped(RunStatus::Interrupted),
+        }
+    }
+}
+
+/// Reads the process's resident memory at most every few milliseconds.
+struct MemoryWatch {
+    budget: Option<u64>,
+    checked: Option<Instant>,
+    over: bool,
+}
+
+impl MemoryWatch {
+    fn over_budget(&mut self) -> bool {
+        let Some(budget) = self.budget else { return false };
+        if !self.over && self.checked.is_none_or(|t| t.elapsed() >= Duration::from_millis(20)) {
+            self.checked = Some(Instant::now());
+            self.over = crate::memory::resident().is_some_and(|rss| rss > budget);
+        }
+        self.over
+    }
+}
+
+/// The next batch to act on.
+enum Pick {
+    /// Start the batch at this index.
+    Start(usize),
+    /// Fail the batch at this index: its source (or the backend) is down.
+    Fail(usize, &'static str, String),
+    /// Nothing may start before this instant.
+    WaitUntil(tokio::time::Instant),
+    /// Nothing may start until a batch in flight finishes.
+    Nothing,
+}
+
+/// Finds the first batch, hottest first, that may start now, skipping those whose source is
+/// cooling down; `bytes_room` caps the estimated bytes of the batch (`None`: no cap).
+fn pick<B>(
+    batches: &VecDeque<Batch>,
+    config: &Config,
+    sources: &[Result<Arc<OpenSource>, SourceError>],
+    target: &Target<B>,
+    bytes_room: Option<u64>,
+) -> Pick {
+    let now = tokio::time::Instant::now();
+    let mut earliest: Option<tokio::time::Instant> = None;
+    // Gates hand out the probe after a cool-down, so they are asked only for a batch that
+    // will start if they pass.
+    let Some(first) = batches.front() else { return Pick::Nothing };
+    if bytes_room.is_some_and(|room| first.est_bytes > room) {
+        return Pick::Nothing;
+    }
+    for (i, batch) in batches.iter().enumerate() {
+        let Some(load) = &config.loads[batch.rule] else { continue };
+        let source = match &sources[load.source] {
+            Ok(source) => source,
+            Err(e) => return Pick::Fail(i, "source_error", e.to_string()),
+        };
+        if bytes_room.is_some_and(|room| batch.est_bytes > room) {
+            continue;
+        }
+        match source.breaker.gate(now) {
+            Gate::Pass => {}
+            Gate::Down => return Pick::Fail(i, "source_down", String::new()),
+            Gate::Wait(until) => {
+                earliest = Some(earliest.map_or(until, |e| e.min(until)));
+                continue;
+            }
+            Gate::Probing => continue,
+        }
+        return match target.breaker.gate(now) {
+            Gate::Pass => Pick::Start(i),
+            Gate::Down => Pick::Fail(i, "backend_down", String::new()),
+            Gate::Wait(until) => Pick::WaitUntil(until),
+            Gate::Probing => Pick::Nothing,
+        };
+    }
+    earliest.map_or(Pick::Nothing, Pick::WaitUntil)
+}
+
+/// Warms `backend` with `plan`. Ends at `config.warm.deadline`, when `stop` completes, or at
+/// the memory budget, whichever is first; never panics on bad data and never fails as a
+/// whole: every problem is counted in the report. `progress` is called after every batch and
+/// every few seconds.
 pub async fn run<B: Backend + 'static>(
     plan: &Plan,
     config: &Config,
     sources: &[Result<Arc<OpenSource>, SourceError>],
     backend: Arc<B>,
     stop: impl Future<Output = ()>,
+    progress: &(dyn Fn(&Progress) + Sync),
 ) -> RunReport {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + config.warm.deadline;
@@ -231,11 +380,63 @@ pub async fn run<B: Backend + 'static>(
         plan.predicted_coverage,
         rule_defs.iter().map(|r| RuleReport { name: r.name.clone(), ..RuleReport::default() }).collect(),
     );
+    let batches = make_batches(plan, config, &mut report);
+    let available = crate::memory::available();
+    report.memory_budget = available.map(|a| config.warm.max_memory.bytes(a.bytes));
+    if available.is_none() {
+        tracing::warn!("this platform does not report available memory; the memory budget is not enforced");
+    }
 
-    // Validate and batch, hottest first.
-    let mut pending: Vec<Vec<(String, String)>> = vec![Vec::new(); rule_defs.len()];
-    let mut batches: std::collections::VecDeque<Batch> = Default::default();
+    tokio::pin!(stop);
+    let lock = if batches.is_empty() {
+        Locking::Unavailable
+    } else {
+        take_lock(&*backend, config, deadline, &mut stop).await
+    };
+    match lock {
+        Locking::Busy => {
+            tracing::info!(lock = %config.warm.lock_key, "another run is warming this cache; skipping (warm.lock = \"skip\")");
+            report.status = RunStatus::Locked;
+        }
+        Locking::Stopped(status) => {
+            report.status = status;
+            report.not_started = batches.iter().map(|b| b.keys.len() as u64).sum();
+        }
+        Locking::Held(_) | Locking::Unavailable => {
+            tracing::info!(
+                planned = plan.keys.len(),
+                batches = batches.len(),
+                backend = %report.backend,
+                deadline = %humantime::format_duration(config.warm.deadline),
+                memory_budget_mib = report.memory_budget.map(|b| b >> 20),
+                "warming"
+            );
+            let target = Target { backend: backend.clone(), breaker: Breaker::default() };
+            let hooks = Hooks { deadline, progress, started };
+            drive(batches, config, sources, Arc::new(target), &mut report, stop, hooks).await;
+        }
+    }
+    if let Locking::Held(token) = &lock
+        && let Err(e) = backend.unlock(&config.warm.lock_key, token).await
+    {
+        tracing::warn!(lock = %config.warm.lock_key, error = %e, "cannot release the run lock; it expires by itself");
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    let tried = report.written + report.overwritten + report.skipped_existing + report.missing_in_source;
+    report.keys_per_sec = tried as f64 / started.elapsed().as_secs_f64().max(1e-3);
+    report.peak_memory = crate::memory::peak_resident();
+    report
+}
+
+/// Validates the plan's keys and groups them into batches, hottest first; invalid keys and
+/// keys of rules without a source are counted in `report`.
+fn make_batches(plan: &Plan, config: &Config, report: &mut RunReport) -> VecDeque<Batch> {
+    let rule_defs = config.rules.rules();
+    let mut pending: Vec<Batch> =
+        (0..rule_defs.len()).map(|rule| Batch { rule, keys: Vec::new(), est_bytes: 0 }).collect();
+    let mut batches = VecDeque::new();
     let param_names: Vec<Vec<String>> = rule_defs.iter().map(|r| r.params()).collect();
+    let mut invalid_samples = Vec::new();
     for k in &plan.keys {
         let rr = &mut report.rules[k.rule];
         rr.planned += 1;
@@ -254,140 +455,176 @@ pub async fn run<B: Backend + 'static>(
         if let Some(why) = problem {
             rr.invalid += 1;
             report.invalid_keys += 1;
-            if report.invalid_samples.len() < SAMPLES {
-                report
-                    .invalid_samples
-                    .push(format!("{:?}: {why}", k.key.chars().take(80).collect::<String>()));
+            if invalid_samples.len() < SAMPLES {
+                invalid_samples.push(format!("{:?}: {why}", k.key.chars().take(80).collect::<String>()));
             }
             continue;
         }
-        pending[k.rule].push((k.key.clone(), lookup.unwrap_or_default()));
-        if pending[k.rule].len() >= config.warm.batch_size {
-            batches.push_back(Batch { rule: k.rule, keys: std::mem::take(&mut pending[k.rule]) });
+        let batch = &mut pending[k.rule];
+        batch.keys.push((k.key.clone(), lookup.unwrap_or_default()));
+        batch.est_bytes += k.est_bytes;
+        if batch.keys.len() >= config.warm.batch_size {
+            let full = std::mem::replace(batch, Batch { rule: k.rule, keys: Vec::new(), est_bytes: 0 });
+            batches.push_back(full);
         }
     }
-    for (rule, keys) in pending.into_iter().enumerate() {
-        if !keys.is_empty() {
-            batches.push_back(Batch { rule, keys });
-        }
-    }
-    let invalid_samples = std::mem::take(&mut report.invalid_samples);
+    batches.extend(pending.into_iter().filter(|b| !b.keys.is_empty()));
     if !invalid_samples.is_empty() {
         tracing::warn!(count = report.invalid_keys, samples = ?invalid_samples, "invalid keys are not written");
     }
     report.invalid_samples = invalid_samples;
+    batches
+}
 
-    let total_batches = batches.len();
-    tracing::info!(
-        planned = plan.keys.len(),
-        batches = total_batches,
-        backend = %report.backend,
-        deadline = %humantime::format_duration(config.warm.deadline),
-        "warming"
-    );
-    let permits = Arc::new(Semaphore::new(config.warm.concurrency));
-    let target = Arc::new(Target { backend, consecutive_failures: AtomicU32::new(0) });
-    let mut tasks: JoinSet<(usize, u64, Outcome)> = JoinSet::new();
-    let mut in_flight: HashMap<tokio::task::Id, (usize, u64)> = HashMap::new();
-    tokio::pin!(stop);
+/// What the scheduler reports to, and when it must stop.
+struct Hooks<'a> {
+    deadline: tokio::time::Instant,
+    progress: &'a (dyn Fn(&Progress) + Sync),
+    started: Instant,
+}
+
+/// Runs the batches: at most `concurrency` in flight, within the bytes-in-flight cap, the
+/// breakers, the deadline, the stop signal and the memory budget.
+async fn drive<B: Backend + 'static>(
+    mut batches: VecDeque<Batch>,
+    config: &Config,
+    sources: &[Result<Arc<OpenSource>, SourceError>],
+    target: Arc<Target<B>>,
+    report: &mut RunReport,
+    mut stop: std::pin::Pin<&mut impl Future<Output = ()>>,
+    hooks: Hooks<'_>,
+) {
+    let planned: u64 = batches.iter().map(|b| b.keys.len() as u64).sum();
+    // Values are held two or three times over while a batch is decoded and written.
+    let bytes_cap = report.memory_budget.map(|b| b / 8);
+    let mut memory = MemoryWatch { budget: report.memory_budget, checked: None, over: false };
+    let mut tasks: JoinSet<(usize, u64, u64, Outcome)> = JoinSet::new();
+    let mut in_flight: HashMap<tokio::task::Id, (usize, u64, u64)> = HashMap::new();
+    let mut bytes_in_flight = 0u64;
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
     ticker.tick().await;
-    let mut done_keys = 0u64;
-
-    let record = |report: &mut RunReport, rule: usize, n: u64, o: Outcome| {
-        let rr = &mut report.rules[rule];
-        rr.written += o.written;
-        rr.overwritten += o.overwritten;
-        rr.skipped_existing += o.existed;
-        rr.missing_in_source += o.missing;
-        report.written += o.written;
-        report.overwritten += o.overwritten;
-        report.skipped_existing += o.existed;
-        report.missing_in_source += o.missing;
-        report.bytes_written += o.bytes;
-        if let Some((reason, failed, message)) = o.failed {
-            rr.failed += failed;
-            *report.failed.entry(reason.to_string()).or_insert(0) += failed;
-            if !message.is_empty() && report.errors.len() < SAMPLES && !report.errors.contains(&message) {
-                tracing::warn!(rule = %rr.name, keys = failed, error = %message, "batch failed");
-                report.errors.push(message);
-            }
-        }
-        let _ = n;
-    };
-
+    let mut done = 0u64;
+    let mut wake: Option<tokio::time::Instant> = None;
     let mut stopped: Option<RunStatus> = None;
+    // Batches in flight when the run stops get a grace period, then are cancelled.
+    let mut cancel_at: Option<tokio::time::Instant> = None;
+
     loop {
         if stopped.is_none() && !batches.is_empty() && tasks.len() < config.warm.concurrency {
-            let batch = batches.pop_front().expect("not empty");
-            let n = batch.keys.len() as u64;
-            let rule = batch.rule;
-            let load = config.loads[rule].clone().expect("batched rules have a load");
-            match &sources[load.source] {
-                Err(e) => {
-                    record(
-                        &mut report,
-                        rule,
-                        n,
-                        Outcome { failed: Some(("source_error", n, e.to_string())), ..Outcome::default() },
-                    );
-                    done_keys += n;
-                }
-                Ok(source) => {
-                    let (source, target, permits) = (source.clone(), target.clone(), permits.clone());
-                    let mode = load.on_existing.unwrap_or(config.warm.on_existing);
-                    let handle = tasks.spawn(async move {
-                        let _permit = permits.acquire_owned().await;
-                        (rule, n, run_batch(batch, load, source, target, mode).await)
-                    });
-                    in_flight.insert(handle.id(), (rule, n));
-                }
+            if memory.over_budget() {
+                tracing::warn!(
+                    budget_mib = report.memory_budget.map(|b| b >> 20),
+                    "memory budget reached; no new batches start"
+                );
+                stopped = Some(RunStatus::Memory);
+                cancel_at = Some(tokio::time::Instant::now() + GRACE);
+                continue;
             }
-            continue;
+            let room = match (bytes_cap, tasks.is_empty()) {
+                // A batch larger than the cap still goes alone, or nothing would ever start.
+                (Some(cap), false) => Some(cap.saturating_sub(bytes_in_flight)),
+                _ => None,
+            };
+            match pick(&batches, config, sources, &target, room) {
+                Pick::Start(i) => {
+                    let batch = batches.remove(i).expect("picked index exists");
+                    let (rule, n, est) = (batch.rule, batch.keys.len() as u64, batch.est_bytes);
+                    let load = config.loads[rule].clone().expect("batched rules have a load");
+                    let source = sources[load.source].as_ref().expect("picked sources are open").clone();
+                    let mode = load.on_existing.unwrap_or(config.warm.on_existing);
+                    let target = target.clone();
+                    let handle = tasks.spawn(async move {
+                        (rule, n, est, run_batch(batch, load, source, target, mode).await)
+                    });
+                    in_flight.insert(handle.id(), (rule, n, est));
+                    bytes_in_flight += est;
+                    wake = None;
+                    continue;
+                }
+                Pick::Fail(i, reason, message) => {
+                    let batch = batches.remove(i).expect("picked index exists");
+                    let n = batch.keys.len() as u64;
+                    record(report, batch.rule, Outcome::failed(reason, n, message));
+                    done += n;
+                    continue;
+                }
+                Pick::WaitUntil(at) => wake = Some(at),
+                Pick::Nothing => wake = None,
+            }
         }
         if tasks.is_empty() && (batches.is_empty() || stopped.is_some()) {
             break;
         }
         tokio::select! {
-            joined = tasks.join_next_with_id() => match joined {
-                Some(Ok((id, (rule, n, outcome)))) => {
-                    in_flight.remove(&id);
-                    record(&mut report, rule, n, outcome);
-                    done_keys += n;
-                }
-                Some(Err(e)) => {
-                    if let Some((rule, n)) = in_flight.remove(&e.id()) {
-                        let reason = if e.is_cancelled() { "cancelled" } else { "panicked" };
-                        record(&mut report, rule, n, Outcome { failed: Some((reason, n, String::new())), ..Outcome::default() });
+            joined = tasks.join_next_with_id() => {
+                let (rule, n, est, outcome) = match joined {
+                    Some(Ok((id, (rule, n, est, outcome)))) => {
+                        in_flight.remove(&id);
+                        (rule, n, est, outcome)
                     }
-                }
-                None => {}
-            },
-            _ = tokio::time::sleep_until(deadline), if stopped.is_none() => stopped = Some(RunStatus::Deadline),
-            _ = &mut stop, if stopped.is_none() => stopped = Some(RunStatus::Interrupted),
-            _ = tokio::time::sleep_until(deadline + GRACE), if stopped.is_some() => tasks.abort_all(),
-            _ = ticker.tick() => {
-                let secs = started.elapsed().as_secs_f64();
-                let rate = done_keys as f64 / secs.max(1e-3);
-                let left = plan.keys.len() as u64 - done_keys.min(plan.keys.len() as u64);
-                tracing::info!(
-                    "warm progress: {done_keys}/{} keys, {rate:.0} keys/s, ETA {:.0}s, {} failed",
-                    plan.keys.len(),
-                    left as f64 / rate.max(1e-3),
-                    report.failed.values().sum::<u64>()
-                );
+                    Some(Err(e)) => {
+                        let Some((rule, n, est)) = in_flight.remove(&e.id()) else { continue };
+                        let reason = if e.is_cancelled() { "cancelled" } else { "panicked" };
+                        (rule, n, est, Outcome::failed(reason, n, String::new()))
+                    }
+                    None => continue,
+                };
+                bytes_in_flight -= est;
+                record(report, rule, outcome);
+                done += n;
+                (hooks.progress)(&progress_of(report, done, planned, hooks.started));
             }
-        }
-        if stopped.is_some() && !batches.is_empty() {
-            let left: u64 = batches.drain(..).map(|b| b.keys.len() as u64).sum();
-            report.not_started += left;
+            _ = tokio::time::sleep_until(wake.unwrap_or(hooks.deadline)), if wake.is_some() && stopped.is_none() => wake = None,
+            _ = tokio::time::sleep_until(hooks.deadline), if stopped.is_none() => {
+                stopped = Some(RunStatus::Deadline);
+                cancel_at = Some(hooks.deadline + GRACE);
+            }
+            _ = stop.as_mut(), if stopped.is_none() => {
+                stopped = Some(RunStatus::Interrupted);
+                cancel_at = Some(tokio::time::Instant::now() + GRACE);
+            }
+            _ = tokio::time::sleep_until(cancel_at.unwrap_or(hooks.deadline)), if cancel_at.is_some() => {
+                tasks.abort_all();
+                cancel_at = None;
+            }
+            _ = ticker.tick() => (hooks.progress)(&progress_of(report, done, planned, hooks.started)),
         }
     }
+    // Left over only when the run stopped early.
+    report.not_started += batches.iter().map(|b| b.keys.len() as u64).sum::<u64>();
     report.status = stopped.unwrap_or(RunStatus::Completed);
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    let tried = report.written + report.overwritten + report.skipped_existing + report.missing_in_source;
-    report.keys_per_sec = tried as f64 / started.elapsed().as_secs_f64().max(1e-3);
-    report
+}
+
+fn progress_of(report: &RunReport, done: u64, planned: u64, started: Instant) -> Progress {
+    Progress {
+        done,
+        planned,
+        written: report.written + report.overwritten,
+        failed: report.failed.values().sum(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Adds a batch's outcome to the report.
+fn record(report: &mut RunReport, rule: usize, o: Outcome) {
+    let rr = &mut report.rules[rule];
+    rr.written += o.written;
+    rr.overwritten += o.overwritten;
+    rr.skipped_existing += o.existed;
+    rr.missing_in_source += o.missing;
+    report.written += o.written;
+    report.overwritten += o.overwritten;
+    report.skipped_existing += o.existed;
+    report.missing_in_source += o.missing;
+    report.bytes_written += o.bytes;
+    if let Some((reason, failed, message)) = o.failed {
+        rr.failed += failed;
+        *report.failed.entry(reason.to_string()).or_insert(0) += failed;
+        if !message.is_empty() && report.errors.len() < SAMPLES && !report.errors.contains(&message) {
+            tracing::warn!(rule = %rr.name, keys = failed, error = %message, "batch failed");
+            report.errors.push(message);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,10 @@ pub enum RunStatus {
     Deadline,
     /// A stop signal (Ctrl-C) ended it.
     Interrupted,
+    /// The process reached its memory budget; keys not started are counted as `not_started`.
+    Memory,
+    /// Another run held the lock (`warm.lock = "skip"`), so this one warmed nothing.
+    Locked,
     /// Disabled by configuration or `PREHEAT_SKIP`.
     Skipped,
 }
@@ -71,6 +75,10 @@ pub struct RunReport {
     pub duration_ms: u64,
     /// Keys tried per second.
     pub keys_per_sec: f64,
+    /// The memory budget in bytes (`None` where the platform does not report memory).
+    pub memory_budget: Option<u64>,
+    /// Peak resident memory of the process in bytes.
+    pub peak_memory: Option<u64>,
     /// The plan's predicted share of requests covered.
     pub predicted_coverage: f64,
     /// Per rule, in config order.
@@ -99,6 +107,8 @@ impl RunReport {
             bytes_written: 0,
             duration_ms: 0,
             keys_per_sec: 0.0,
+            memory_budget: None,
+            peak_memory: None,
             predicted_coverage,
             rules,
             invalid_samples: Vec::new(),
@@ -118,8 +128,10 @@ impl RunReport {
         self.failed.values().sum::<u64>() + self.invalid_keys + self.not_started
     }
 
-    /// Whether the run degraded in any way (for the final status line).
+    /// Whether the run went as planned: it completed (or was skipped, or left the work to the
+    /// run holding the lock) and nothing failed.
     pub fn is_clean(&self) -> bool {
-        self.status == RunStatus::Completed && self.failures() == 0
+        matches!(self.status, RunStatus::Completed | RunStatus::Skipped | RunStatus::Locked)
+            && self.failures() == 0
     }
 }

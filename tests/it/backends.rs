@@ -55,7 +55,7 @@ async fn conformance(b: &impl Backend, look: &impl Inspect) {
     look.app_sets("app", b"from the app", Some(Duration::from_secs(30))).await;
     let out = b
         .write_batch(
-            vec![entry("fresh", b"warm", Some(600)), entry("app", b"warm", Some(600))],
+            &[entry("fresh", b"warm", Some(600)), entry("app", b"warm", Some(600))],
             WriteMode::IfAbsent,
         )
         .await
@@ -70,7 +70,7 @@ async fn conformance(b: &impl Backend, look: &impl Inspect) {
     // Overwrite keeping the remaining TTL; absent keys are created with theirs.
     let out = b
         .write_batch(
-            vec![entry("app", b"new", Some(600)), entry("other", b"x", Some(60))],
+            &[entry("app", b"new", Some(600)), entry("other", b"x", Some(60))],
             WriteMode::OverwriteKeepTtl,
         )
         .await
@@ -82,13 +82,13 @@ async fn conformance(b: &impl Backend, look: &impl Inspect) {
 
     // Overwrite resetting the TTL.
     let out =
-        b.write_batch(vec![entry("app", b"newer", Some(900))], WriteMode::Overwrite).await.expect("writes");
+        b.write_batch(&[entry("app", b"newer", Some(900))], WriteMode::Overwrite).await.expect("writes");
     assert_eq!(out, [Written::Replaced]);
     assert!(look.ttl("app").await.expect("TTL reset") > Duration::from_secs(800));
 
     // No TTL means no expiry; binary values survive.
     let out = b
-        .write_batch(vec![entry("forever", &[0, 255, 10, 13], None)], WriteMode::IfAbsent)
+        .write_batch(&[entry("forever", &[0, 255, 10, 13], None)], WriteMode::IfAbsent)
         .await
         .expect("writes");
     assert_eq!(out, [Written::Created]);
@@ -97,7 +97,7 @@ async fn conformance(b: &impl Backend, look: &impl Inspect) {
 
     // Short TTLs expire.
     b.write_batch(
-        vec![Entry { key: "brief".into(), value: b"x".to_vec(), ttl: Some(Duration::from_millis(80)) }],
+        &[Entry { key: "brief".into(), value: b"x".to_vec(), ttl: Some(Duration::from_millis(80)) }],
         WriteMode::IfAbsent,
     )
     .await
@@ -106,7 +106,23 @@ async fn conformance(b: &impl Backend, look: &impl Inspect) {
     assert_eq!(look.value("brief").await, None);
 
     // An empty batch is fine.
-    assert!(b.write_batch(vec![], WriteMode::IfAbsent).await.expect("nothing to do").is_empty());
+    assert!(b.write_batch(&[], WriteMode::IfAbsent).await.expect("nothing to do").is_empty());
+
+    // The run lock: one holder at a time, released only by its holder, freed by its TTL.
+    let minute = Duration::from_secs(60);
+    assert!(b.try_lock("lock", "run-a", minute).await.expect("locks"));
+    assert!(!b.try_lock("lock", "run-b", minute).await.expect("asks"), "held by run-a");
+    b.unlock("lock", "run-b").await.expect("unlocks");
+    assert!(!b.try_lock("lock", "run-b", minute).await.expect("asks"), "run-b cannot release run-a's lock");
+    b.unlock("lock", "run-a").await.expect("unlocks");
+    assert!(b.try_lock("lock", "run-b", Duration::from_millis(80)).await.expect("locks"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(b.try_lock("lock", "run-c", minute).await.expect("locks"), "an expired lock is free");
+    assert_eq!(
+        look.value("lock").await.is_some(),
+        b.describe().starts_with("redis"),
+        "memory locks are no entries"
+    );
 }
 
 #[tokio::test]
@@ -128,7 +144,7 @@ async fn redis_errors_are_retryable_and_never_show_the_password() {
     let b = RedisBackend::new(&format!("redis://:hunter2-secret@127.0.0.1:{port}/0")).expect("valid URL");
     assert_eq!(b.describe(), format!("redis://:***@127.0.0.1:{port}/0"));
     let err =
-        b.write_batch(vec![entry("k", b"v", None)], WriteMode::IfAbsent).await.expect_err("nothing listens");
+        b.write_batch(&[entry("k", b"v", None)], WriteMode::IfAbsent).await.expect_err("nothing listens");
     assert!(err.retryable, "{err}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
     assert!(RedisBackend::new("redis://:x@").is_err() || RedisBackend::new("not a url").is_err());

@@ -299,7 +299,7 @@ fn the_demo_warms_from_its_database_and_reports() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("== 3. warm"), "{stdout}");
-    assert!(stdout.contains("Completed"), "{stdout}");
+    assert!(stdout.contains("completed"), "{stdout}");
     assert!(stdout.contains("not in source"), "{stdout}");
     assert!(data.join("shop.db").is_file());
 

@@ -94,7 +94,7 @@ fn warm_with<B: Backend + 'static>(
                 None => std::future::pending::<()>().await,
             }
         };
-        warm::run(plan, &s.config, &sources, backend, stop).await
+        warm::run(plan, &s.config, &sources, backend, stop, &|_| {}).await
     })
 }
 
@@ -449,4 +449,126 @@ fn an_id_too_large_for_an_integer_finds_no_row_and_breaks_nothing() {
     let want: Vec<(String, Vec<u8>)> =
         (1..=3).map(|i| (i.to_string(), format!("product body {i}").into_bytes())).collect();
     assert_eq!(rows, want);
+}
+
+#[test]
+fn a_tiny_memory_budget_stops_the_run_before_it_starts_anything() {
+    let s = shop("max_memory = \"1MiB\"", "sqlite://{db}");
+    let plan = plan_of(&s);
+    let backend = Arc::new(MemoryBackend::new(u64::MAX));
+    let r = warm_with(&s, &plan, backend.clone(), None);
+    assert_eq!(r.status, RunStatus::Memory, "{r:?}");
+    assert_eq!(r.memory_budget, Some(1 << 20));
+    assert!(r.peak_memory.is_some_and(|p| p > 1 << 20), "the process alone is larger than 1 MiB");
+    assert_eq!(r.written, 0);
+    assert_eq!(r.not_started + r.no_source, plan.keys.len() as u64);
+    assert_eq!(block(backend.stats()).0, 0, "nothing was written");
+}
+
+#[test]
+fn a_source_qps_cap_spaces_its_queries() {
+    // Some 300 pages in batches of 30 make about 10 queries; at 10 a second they take at
+    // least 0.9 s.
+    let s = shop("batch_size = 30", "sqlite://{db}");
+    let mut config = s.config.clone();
+    config.sources.iter_mut().for_each(|src| src.qps = Some(10));
+    config.loads[0] = None;
+    let shop = Shop { config, ..s };
+    let plan = plan_of(&shop);
+    let pages = plan.keys.iter().filter(|k| k.rule == 2).count() as u64;
+    let queries = pages.div_ceil(30);
+    assert!(queries >= 5, "the plan must need several queries, has {pages} pages");
+    let started = Instant::now();
+    let r = warm_with(&shop, &plan, Arc::new(MemoryBackend::new(u64::MAX)), None);
+    assert_eq!(r.written, pages);
+    let floor = Duration::from_millis(100) * (queries as u32 - 1);
+    assert!(started.elapsed() >= floor, "{queries} queries in {:?}", started.elapsed());
+}
+
+/// Runs a warm of `shop` into `url` on a thread of its own.
+fn warm_in_thread(config: Config, analysis: Analysis, url: String) -> std::thread::JoinHandle<RunReport> {
+    std::thread::spawn(move || {
+        let s = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
+        let plan = plan_of(&s);
+        warm_with(&s, &plan, Arc::new(RedisBackend::new(&url).expect("valid URL")), None)
+    })
+}
+
+#[test]
+fn a_second_concurrent_run_skips_or_waits_for_the_lock() {
+    let server = crate::servers::Redis::start();
+    let mut c = server.client().get_connection().expect("connects");
+    // The first run is slowed by a QPS cap so the others meet its lock.
+    let s = shop("batch_size = 10", "sqlite://{db}");
+    let mut slow = s.config.clone();
+    slow.sources.iter_mut().for_each(|src| src.qps = Some(8));
+    let first = warm_in_thread(slow, s.analysis.clone(), server.url());
+    let started = Instant::now();
+    loop {
+        let held: bool = redis::cmd("EXISTS").arg("preheat:lock").query(&mut c).expect("EXISTS");
+        if held {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the first run never took the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let skipper = warm_in_thread(s.config.clone(), s.analysis.clone(), server.url()).join().expect("runs");
+    assert_eq!(skipper.status, RunStatus::Locked);
+    assert_eq!(skipper.written, 0);
+    assert!(skipper.is_clean(), "a locked run is not a failure");
+
+    let mut patient = s.config.clone();
+    patient.warm.lock = preheat::config::LockPolicy::Wait;
+    let waiter = warm_in_thread(patient, s.analysis.clone(), server.url());
+    let first = first.join().expect("runs");
+    let waiter = waiter.join().expect("runs");
+    assert_eq!(first.status, RunStatus::Completed, "{:?}", first.errors);
+    assert!(first.written > 0);
+    assert_eq!(waiter.status, RunStatus::Completed);
+    assert_eq!(waiter.written, 0, "the waiting run found everything warm");
+    assert_eq!(waiter.skipped_existing, first.written);
+    let held: bool = redis::cmd("EXISTS").arg("preheat:lock").query(&mut c).expect("EXISTS");
+    assert!(!held, "the lock is released when a run ends");
+}
+
+#[test]
+fn a_postgres_restarted_mid_warm_costs_a_pause_not_the_rest_of_the_run() {
+    let pg = crate::servers::Postgres::start();
+    pg.psql(
+        "CREATE TABLE products (id bigint PRIMARY KEY, body text NOT NULL);
+         INSERT INTO products SELECT i, 'pg product ' || i FROM generate_series(1, 300) i;
+         CREATE TABLE categories (slug text PRIMARY KEY, products int NOT NULL, featured boolean NOT NULL);
+         CREATE TABLE pages (path text PRIMARY KEY, html text NOT NULL);
+         INSERT INTO pages SELECT 'section' || (i % 10) || '/page-' || i || '.html', '<i>' || i || '</i>' FROM generate_series(1, 300) i;",
+    );
+    let mut config = pg_config(&pg.url());
+    // About 6 s of queries, so the outage (0.8 s to 3.3 s) lands in the middle; queries
+    // retried across it, or held back by the breaker, succeed after the restart.
+    config.warm.batch_size = 5;
+    config.sources[0].qps = Some(25);
+    let analysis = pg_analysis(&config);
+    let plan = Plan::build(analysis.rows.iter().cloned().map(Ok), &analysis.summary, &config).expect("plan");
+    let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
+    let backend = Arc::new(MemoryBackend::new(u64::MAX));
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        pg.stop();
+        std::thread::sleep(Duration::from_millis(2500));
+        pg.resume();
+        pg
+    });
+    let r = warm_with(&shop, &plan, backend.clone(), None);
+    let _pg = restarter.join().expect("restarted");
+    assert!(r.duration_ms > 3300, "the run must span the outage, took {} ms", r.duration_ms);
+    assert_eq!(r.status, RunStatus::Completed, "{r:?}");
+    let failed: u64 = r.failed.values().sum();
+    assert!(!r.failed.contains_key("source_down"), "a short restart must not count as down: {:?}", r.failed);
+    assert_eq!(r.written + r.missing_in_source + failed, plan.keys.len() as u64);
+    // The coldest keys come last, after the restart: they were warmed.
+    let coldest = plan.keys.iter().rev().find(|k| k.rule != 1).expect("a product or page");
+    assert!(
+        block(backend.get(&coldest.key)).is_some(),
+        "{} was not warmed after the restart: {r:?}",
+        coldest.key
+    );
 }
