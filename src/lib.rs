@@ -10,10 +10,14 @@
 //! - [`profile`]: those rows as Parquet, in a store with a `latest` pointer.
 //! - [`plan`]: the hottest profiled keys that fit the warm budgets, and their predicted
 //!   coverage.
+//! - [`warm`]: a plan's values loaded from [`source`]s in batches and written to a
+//!   [`backend`] (Redis, or an in-process cache), inside the deadline and the [`memory`]
+//!   budget, with the run report.
 //! - [`generate`]: synthetic Zipf-distributed logs with exact ground truth, for demos, tests
 //!   and benchmarks.
 //!
-//! The `preheat` binary (`src/cli/`) is a thin layer over these modules.
+//! The `preheat` binary (`src/cli/`) is a thin layer over these modules;
+//! `examples/warm_in_process.rs` shows a service warming its own cache at start-up.
 //!
 //! # Example
 //!

@@ -194,7 +194,9 @@ pub enum ProfileError {
         source: std::io::Error,
     },
     /// The file is not a readable Parquet file.
-    #[error("`{path}` is not a readable profile: {message}")]
+    #[error(
+        "`{path}` is not a readable profile: {message} (write a new one with `preheat analyze`, or pass another with `--profile`)"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,

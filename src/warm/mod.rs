@@ -7,7 +7,7 @@
 //! `batch_size` keys, in plan order, so the hottest go first) run `concurrency` at a time,
 //! within a cap on the estimated bytes in flight. A source error is retried with exponential
 //! backoff and jitter when retrying can help; each source and the backend have a circuit
-//! breaker ([`breaker`]) that holds their batches back while they recover and fails them once
+//! breaker that holds their batches back while they recover and fails them once
 //! they count as down, so a database that is down costs only the rules that use it.
 //! At the deadline, on the stop signal, or when the process's resident memory reaches the
 //! budget, no new batch starts and batches in flight get a short grace before they are

@@ -315,6 +315,48 @@ fn the_demo_warms_from_its_database_and_reports() {
     assert!(report["written"].as_u64().is_some_and(|n| n > 1000), "{report}");
     assert!(report["missing_in_source"].as_u64().is_some_and(|n| n > 0));
     assert_eq!(report["failed"], serde_json::json!({}));
+    assert!(report["peak_memory"].as_u64().is_some_and(|p| p > 0), "{report}");
+    assert!(report["memory_budget"].as_u64().is_some_and(|b| b > 0), "{report}");
+
+    // Into a Redis of its own, with JSON log lines: a start line, a final status, all JSON.
+    let redis = crate::servers::Redis::start();
+    let out = preheat(
+        dir.path(),
+        &[
+            "--log-format",
+            "json",
+            "warm",
+            "--config",
+            "data/preheat.toml",
+            "--backend",
+            &redis.url(),
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["fields"]["message"].as_str()).collect();
+    assert!(messages.contains(&"warming") && messages.contains(&"warm finished"), "{messages:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert!(report["written"].as_u64().is_some_and(|n| n > 1000), "{report}");
+    let mut c = redis.client().get_connection().expect("connects");
+    let size: u64 = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
+    assert_eq!(Some(size), report["written"].as_u64(), "the lock was released; only values remain");
+}
+
+#[test]
+fn a_corrupt_profile_is_named_and_fails_the_warm_only_when_strict() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::write(dir.path().join("broken.parquet"), b"PAR1 this is not a profile").expect("writable");
+    let out = preheat(dir.path(), &["warm", "--profile", "broken.parquet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stderr_has(&out, "broken.parquet") && stderr_has(&out, "warm not run"), "{}", text(&out.stderr));
+    let out = preheat(dir.path(), &["warm", "--profile", "broken.parquet", "--strict"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_has(&out, "broken.parquet"), "{}", text(&out.stderr));
 }
 
 #[test]
