@@ -5,10 +5,11 @@
 //! rewritten to `IN (...)` on SQLite). The first result column is matched against the key
 //! parameter; the value is the second column (bytes or text) or the whole row as JSON.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Column, Row, ValueRef};
 
 use super::{SourceError, redact_url, scrub};
@@ -96,6 +97,9 @@ enum Pool {
     Postgres(PgPool),
 }
 
+/// Rows SQLite's worker thread may queue before the reader takes them.
+const ROW_BUFFER: usize = 1024;
+
 /// A SQL database to load values from.
 pub struct SqlSource {
     name: String,
@@ -112,11 +116,15 @@ impl SqlSource {
         let err = |message: String| SourceError { source_name: name.to_string(), message, retryable: false };
         let redacted = redact_url(url);
         let pool = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| err(format!("bad SQLite URL `{redacted}`: {}", scrub(&e.to_string(), url))))?
+                // SQLite runs on a worker thread that hands rows over one by one; a buffer as
+                // deep as a batch saves thread wake-ups (a fifth off a one-at-a-time warm).
+                .row_buffer_size(ROW_BUFFER);
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(timeout)
-                .connect_lazy(url)
-                .map_err(|e| err(format!("bad SQLite URL `{redacted}`: {}", scrub(&e.to_string(), url))))?;
+                .connect_lazy_with(options);
             Pool::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = PgPoolOptions::new()

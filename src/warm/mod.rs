@@ -185,21 +185,43 @@ async fn run_batch<B: Backend>(
             }
         }
     };
-    let values: HashMap<String, Vec<u8>> = rows.into_iter().collect();
-    let mut outcome = Outcome::default();
-    let mut entries = Vec::with_capacity(batch.keys.len());
-    for (key, lookup) in batch.keys {
-        match values.get(&lookup) {
-            Some(v) => {
-                let ttl = load.ttl.map(|t| {
-                    t.mul_f64(jitter_factor(load.ttl_jitter, &mut seed)).max(Duration::from_millis(1))
-                });
-                entries.push(Entry { key, value: v.clone(), ttl });
-            }
-            None => outcome.missing += 1,
+    let n = batch.keys.len();
+    // Rows are matched to keys by lookup value; several keys may share one (a category's
+    // pages), so each lookup's keys are chained, and values are moved, not copied, into the
+    // last key of a chain.
+    let mut first_of: HashMap<&str, usize> = HashMap::with_capacity(n);
+    let mut next_same = vec![usize::MAX; n];
+    for (i, (_, lookup)) in batch.keys.iter().enumerate().rev() {
+        if let Some(later) = first_of.insert(lookup.as_str(), i) {
+            next_same[i] = later;
         }
     }
-    drop(values);
+    let mut values: Vec<Option<Vec<u8>>> = vec![None; n];
+    for (lookup, value) in rows {
+        let Some(&first) = first_of.get(lookup.as_str()) else { continue };
+        if values[first].is_some() {
+            continue; // a second row for the same lookup: the first wins
+        }
+        let mut i = next_same[first];
+        while i != usize::MAX {
+            values[i] = Some(value.clone());
+            i = next_same[i];
+        }
+        values[first] = Some(value);
+    }
+    drop(first_of);
+    let mut outcome = Outcome::default();
+    let mut entries = Vec::with_capacity(n);
+    for ((key, _), value) in batch.keys.into_iter().zip(values) {
+        let Some(value) = value else {
+            outcome.missing += 1;
+            continue;
+        };
+        let ttl = load
+            .ttl
+            .map(|t| t.mul_f64(jitter_factor(load.ttl_jitter, &mut seed)).max(Duration::from_millis(1)));
+        entries.push(Entry { key, value, ttl });
+    }
     let mut attempt = 1;
     loop {
         match target.backend.write_batch(&entries, mode).await {

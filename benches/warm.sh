@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Warm benchmarks, against servers of their own (throwaway Redis and PostgreSQL, random ports,
+# temp dirs). Prints Markdown (quoted in the README).
+#
+#   1. Redis: `preheat warm` of KEYS keys with VALUE-byte values (SQLite source, default
+#      batch size and concurrency) against `redis-benchmark -t set -P 64 -d VALUE` on the same
+#      server in the same run.
+#   2. PostgreSQL: warming PG_ROWS rows into the same Redis batched (batch_size = 500) against
+#      one query and one write per key (batch_size = 1), with peak memory.
+#
+#   bash benches/warm.sh
+#   KEYS=200000 PG_ROWS=50000 bash benches/warm.sh   # quicker
+set -euo pipefail
+
+KEYS=${KEYS:-1000000}
+VALUE=${VALUE:-1024}
+PG_ROWS=${PG_ROWS:-200000}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+chmod 755 "$work"
+redis_pid=""
+pg_data=""
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+cleanup() {
+  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null || true
+  [ -n "$pg_data" ] && runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+for tool in redis-server redis-benchmark sqlite3 /usr/bin/time; do
+  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
+done
+cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+preheat="$root/target/release/preheat"
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Runs a command under GNU time; prints its peak RSS in MiB on fd 3.
+peak() { /usr/bin/time -f "%M" -o "$work/time" "$@"; awk '{ printf "%.0f", $1 / 1024 }' "$work/time" >&3; }
+
+# One log line per key, so every key is in the profile.
+log_of() {
+  awk -v n="$1" -v size="$VALUE" 'BEGIN { for (i = 1; i <= n; i++)
+    printf "10.0.0.1 - - [01/Jan/2026:00:00:00 +0000] \"GET /api/products/%d HTTP/1.1\" 200 %d \"-\" \"bench\"\n", i, size }'
+}
+
+config_of() { # source URL, keys, batch size
+  cat <<EOF
+[analyze]
+max_keys_per_rule = 5000000
+[warm]
+max_keys = $2
+batch_size = $3
+[sources.db]
+url = "$1"
+[[rule]]
+name = "product"
+match = "GET /api/products/{id:int}"
+key = "product:{id}"
+source = "db"
+sql = "SELECT id, body FROM products WHERE id IN (\$1)"
+encoding = "text"
+ttl = "1h"
+EOF
+}
+
+echo "Warm benchmarks, $(nproc) cores ($(date -u +%Y-%m-%d))"
+
+# --- 1. Redis -------------------------------------------------------------------------------
+port=$(free_port)
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >/dev/null &
+redis_pid=$!
+until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
+
+rps=$(redis-benchmark -p "$port" -t set -P 64 -d "$VALUE" -n "$KEYS" -r "$KEYS" --csv -q \
+  | awk -F'"' '/^"SET"/ { print $4 }')
+redis-cli -p "$port" flushall >/dev/null # our own instance
+
+sqlite3 "$work/values.db" "CREATE TABLE products (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $KEYS)
+  INSERT INTO products SELECT i, hex(randomblob($VALUE / 2)) FROM n;"
+sync # the database's pages reach the disk now, not during the measurement
+config_of "sqlite://$work/values.db" "$KEYS" 500 > "$work/sqlite.toml"
+log_of "$KEYS" > "$work/redis.log"
+"$preheat" -q analyze --config "$work/sqlite.toml" --profiles "$work/p1" --top 0 "$work/redis.log" >/dev/null
+cat "$work/values.db" > /dev/null # warm the page cache
+
+t0=$(date +%s.%N)
+peak "$preheat" -q warm --config "$work/sqlite.toml" --profiles "$work/p1" \
+  --backend "redis://127.0.0.1:$port" --json > "$work/redis.json" 3> "$work/redis.rss"
+t1=$(date +%s.%N)
+keys=$(redis-cli -p "$port" dbsize)
+read -r written run_ms kps < <(python3 -c 'import json,sys; r = json.load(open(sys.argv[1])); print(r["written"], r["duration_ms"], round(r["keys_per_sec"]))' "$work/redis.json")
+
+echo
+echo "### Redis: $KEYS keys of $VALUE bytes, from SQLite"
+echo
+echo "| | keys/s | time | peak RSS |"
+echo "| --- | --- | --- | --- |"
+awk -v r="$rps" -v n="$KEYS" 'BEGIN { printf "| redis-benchmark -t set -P 64 -d '"$VALUE"' | %.0f | %.2f s | |\n", r, n / r }'
+awk -v k="$kps" -v ms="$run_ms" -v rss="$(cat "$work/redis.rss")" \
+  'BEGIN { printf "| preheat warm (the run: load, validate, fetch, write) | %.0f | %.2f s | %s MiB |\n", k, ms / 1000, rss }'
+awk -v n="$written" -v a="$t0" -v b="$t1" \
+  'BEGIN { printf "| preheat warm (whole command, with reading the profile and planning) | %.0f | %.2f s | |\n", n / (b - a), b - a }'
+echo
+awk -v k="$kps" -v r="$rps" -v keys="$keys" -v w="$written" \
+  'BEGIN { printf "The warm run reaches **%.0f%%** of redis-benchmark; %d keys written, %d in Redis.\n", 100 * k / r, w, keys }'
+
+# --- 2. PostgreSQL ----------------------------------------------------------------------------
+if [ -z "$pg_bin" ] || ! id postgres >/dev/null 2>&1; then
+  echo; echo "(PostgreSQL part skipped: no server binaries or no postgres user)"; exit 0
+fi
+pg_data="$work/pg"
+mkdir "$pg_data" && chown postgres "$pg_data"
+pg_port=$(free_port)
+runuser -u postgres -- "$pg_bin/initdb" -A trust -U postgres --no-sync -D "$pg_data" >/dev/null
+runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_data" -l "$pg_data/server.log" -w \
+  -o "-p $pg_port -k $pg_data -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+pg_url="postgres://postgres@127.0.0.1:$pg_port/postgres"
+psql -q "$pg_url" -c "CREATE TABLE products (id bigint PRIMARY KEY, body text NOT NULL);
+  INSERT INTO products SELECT i, repeat(md5(i::text), $VALUE / 32) FROM generate_series(1, $PG_ROWS) i;"
+psql -q "$pg_url" -c "VACUUM ANALYZE products;"
+log_of "$PG_ROWS" > "$work/pg.log.txt"
+config_of "$pg_url" "$PG_ROWS" 500 > "$work/pg-batched.toml"
+config_of "$pg_url" "$PG_ROWS" 1 > "$work/pg-single.toml"
+"$preheat" -q analyze --config "$work/pg-batched.toml" --profiles "$work/p2" --top 0 "$work/pg.log.txt" >/dev/null
+
+pg_run() { # config; prints "written ms budget"
+  redis-cli -p "$port" flushall >/dev/null
+  peak "$preheat" -q warm --config "$1" --profiles "$work/p2" --backend "redis://127.0.0.1:$port" --json > "$work/pg.json" 3> "$work/pg.rss"
+  python3 -c 'import json,sys; r = json.load(open(sys.argv[1])); print(r["written"], r["duration_ms"], round(r["memory_budget"] / 2**20))' "$work/pg.json"
+}
+read -r b_written b_ms budget < <(pg_run "$work/pg-batched.toml")
+b_rss=$(cat "$work/pg.rss")
+read -r s_written s_ms _ < <(pg_run "$work/pg-single.toml")
+s_rss=$(cat "$work/pg.rss")
+
+echo
+echo "### PostgreSQL: $PG_ROWS rows of $VALUE bytes into Redis"
+echo
+echo "| | keys written | time | keys/s | peak RSS |"
+echo "| --- | --- | --- | --- | --- |"
+awk -v n="$b_written" -v ms="$b_ms" -v rss="$b_rss" 'BEGIN { printf "| batched (500 keys per query) | %d | %.2f s | %.0f | %s MiB |\n", n, ms / 1000, n * 1000 / ms, rss }'
+awk -v n="$s_written" -v ms="$s_ms" -v rss="$s_rss" 'BEGIN { printf "| one query and one write per key | %d | %.2f s | %.0f | %s MiB |\n", n, ms / 1000, n * 1000 / ms, rss }'
+echo
+awk -v bn="$b_written" -v b="$b_ms" -v sn="$s_written" -v s="$s_ms" -v budget="$budget" \
+  'BEGIN { printf "Batching is **%.0fx** faster (keys/s); the memory budget was %d MiB (50%% of available memory).\n", (bn / b) / (sn / s), budget }'
