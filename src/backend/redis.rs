@@ -1,5 +1,5 @@
 //! The Redis backend (standalone server): pipelined `SET` batches over one multiplexed,
-//! reconnecting connection.
+//! reconnecting connection, plain or TLS (`rediss://`), with ACL users and passwords.
 //!
 //! If-absent writes are `SET key value NX PX ttl`, so an existing key keeps its value and TTL.
 //! Overwrites first try `SET ... XX KEEPTTL` (or `XX PX ttl` when the TTL is to be reset) and
@@ -24,19 +24,41 @@ pub struct RedisBackend {
 }
 
 impl RedisBackend {
-    /// A backend for `redis://[user:password@]host:port[/db]`; connects on first use, so a
-    /// Redis that is down now costs the writes, not the start.
+    /// A backend for `redis://[user:password@]host:port[/db]`, or `rediss://...` for TLS
+    /// with the system's trusted roots; connects on first use, so a Redis that is down now
+    /// costs the writes, not the start.
     pub fn new(url: &str) -> Result<Self, BackendError> {
+        Self::build(url, redis::Client::open(url))
+    }
+
+    /// A `rediss://` backend whose server certificate is checked against the CA
+    /// certificates in `ca_pem` (PEM) instead of the system's roots.
+    pub fn with_root_ca(url: &str, ca_pem: &[u8]) -> Result<Self, BackendError> {
+        let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(ca_pem.to_vec()) };
+        Self::build(url, redis::Client::build_with_tls(url, certificates))
+    }
+
+    fn build(url: &str, client: Result<redis::Client, RedisError>) -> Result<Self, BackendError> {
         let redacted = redact_url(url);
-        let client = redis::Client::open(url).map_err(|e| BackendError {
+        let client = client.map_err(|e| BackendError {
             backend: redacted.clone(),
-            message: format!("not a Redis URL: {}", scrub(&e.to_string(), url)),
+            message: format!("not a usable Redis URL: {}", scrub(&e.to_string(), url)),
             retryable: false,
         })?;
         Ok(RedisBackend { url: url.to_string(), redacted, client, connection: OnceCell::new() })
     }
 
     fn error(&self, e: &RedisError) -> BackendError {
+        let mut message = scrub(&e.to_string(), &self.url);
+        // Retrying cannot fix credentials or an untrusted certificate: say how to fix them.
+        if e.kind() == redis::ErrorKind::AuthenticationFailed || message.contains("WRONGPASS") {
+            message.push_str(" (check the user name and password in the backend URL)");
+            return BackendError { backend: self.redacted.clone(), message, retryable: false };
+        }
+        if message.contains("invalid peer certificate") {
+            message.push_str(" (trust the CA that signed the server's certificate with [backend] ca_file)");
+            return BackendError { backend: self.redacted.clone(), message, retryable: false };
+        }
         let retryable = e.is_io_error()
             || e.is_timeout()
             || e.is_connection_dropped()
@@ -45,7 +67,7 @@ impl RedisBackend {
                 e.retry_method(),
                 RetryMethod::Reconnect | RetryMethod::WaitAndRetry | RetryMethod::RetryImmediately
             );
-        BackendError { backend: self.redacted.clone(), message: scrub(&e.to_string(), &self.url), retryable }
+        BackendError { backend: self.redacted.clone(), message, retryable }
     }
 
     async fn connection(&self) -> Result<ConnectionManager, BackendError> {

@@ -108,7 +108,15 @@ pub async fn warm_into(plan: &Plan, config: &Config, bar: bool) -> anyhow::Resul
         tracing::debug!(entries, bytes, "in-memory cache after the warm");
         report
     } else if url.starts_with("redis://") || url.starts_with("rediss://") {
-        let backend = Arc::new(RedisBackend::new(&url)?);
+        let backend = match &config.warm.backend_ca_file {
+            Some(path) if url.starts_with("rediss://") => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("backend.ca_file: reading `{}`", path.display()))?;
+                RedisBackend::with_root_ca(&url, &pem)?
+            }
+            _ => RedisBackend::new(&url)?,
+        };
+        let backend = Arc::new(backend);
         warm::run(plan, config, &sources, backend, stop, &|p| progress.update(p)).await
     } else {
         anyhow::bail!("backend `{}` is not `redis://`, `rediss://` or `memory://`", redact_url(&url))

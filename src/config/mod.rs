@@ -119,6 +119,9 @@ pub struct WarmSettings {
     pub budgets: WarmBudgets,
     /// Backend URL as configured: `redis://...`, `memory://`, or `env:`/`file:` holding one.
     pub backend_url: String,
+    /// CA certificates (PEM file) that a `rediss://` backend's certificate must chain to,
+    /// instead of the system's roots.
+    pub backend_ca_file: Option<std::path::PathBuf>,
     /// Memory the run may use.
     pub max_memory: MemoryLimit,
     /// What a run does when another holds the lock.
@@ -174,6 +177,7 @@ impl Default for WarmSettings {
             concurrency: 4,
             budgets: WarmBudgets::default(),
             backend_url: "memory://".into(),
+            backend_ca_file: None,
             max_memory: MemoryLimit::Share(MAX_MEMORY_SHARE),
             lock: LockPolicy::Skip,
             lock_key: "preheat:lock".into(),
@@ -311,6 +315,7 @@ struct WarmFile {
 #[serde(deny_unknown_fields)]
 struct BackendFile {
     url: Spanned<String>,
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -577,6 +582,17 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
                     "backend.url: `{}` is not a `redis://`, `rediss://` or `memory://` URL, nor `env:NAME` or `file:PATH`",
                     crate::source::redact_url(url)
                 ),
+            );
+        }
+    }
+    if let Some(ca) = file.backend.as_ref().and_then(|b| b.ca_file.as_ref()) {
+        let path = std::path::PathBuf::from(ca.get_ref());
+        if path.is_file() {
+            warm.backend_ca_file = Some(path);
+        } else {
+            problems.add(
+                ca.span().start,
+                format!("backend.ca_file: `{}` is not a readable file (a PEM CA certificate)", ca.get_ref()),
             );
         }
     }

@@ -268,6 +268,9 @@ enum Locking {
     /// The backend could not be asked; the run goes on without the lock (its writes are still
     /// "if absent", so a concurrent run cannot make them wrong, only redundant).
     Unavailable,
+    /// The backend refused us for good (credentials, certificate): nothing could be written, so
+    /// nothing is fetched either.
+    Refused(crate::backend::BackendError),
     /// The deadline or the stop signal came while waiting.
     Stopped(RunStatus),
 }
@@ -293,6 +296,7 @@ async fn take_lock<B: Backend>(
                     waiting = true;
                 }
             }
+            Err(e) if !e.retryable => return Locking::Refused(e),
             Err(e) => {
                 tracing::warn!(lock = %key, error = %e, "cannot take the run lock; warming without it");
                 return Locking::Unavailable;
@@ -419,6 +423,13 @@ pub async fn run<B: Backend + 'static>(
         Locking::Busy => {
             tracing::info!(lock = %config.warm.lock_key, "another run is warming this cache; skipping (warm.lock = \"skip\")");
             report.status = RunStatus::Locked;
+        }
+        Locking::Refused(ref e) => {
+            tracing::error!(error = %e, "the backend refused the connection; nothing is warmed");
+            for batch in batches {
+                let n = batch.keys.len() as u64;
+                record(&mut report, batch.rule, Outcome::failed("backend_error", n, e.to_string()));
+            }
         }
         Locking::Stopped(status) => {
             report.status = status;

@@ -376,3 +376,56 @@ fn warm_strict_exits_4_when_keys_fail() {
     let out = preheat(dir.path(), &["warm", "--config", "data/preheat.toml", "--strict"]);
     assert_eq!(out.status.code(), Some(4));
 }
+
+#[test]
+fn warm_over_tls_as_an_acl_user_never_shows_the_password() {
+    let redis = crate::servers::Redis::start_tls();
+    let mut admin = redis.client().get_connection().expect("connects over TLS");
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "warmer", "on", ">s3cret-pass", "~*", "+@all"])
+        .query(&mut admin)
+        .expect("ACL SETUSER");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    fs::create_dir(&data).expect("writable");
+    for f in ["preheat.toml", "access.log.gz", "shop.sql"] {
+        fs::copy(repo(&format!("data/{f}")), data.join(f)).expect("copy");
+    }
+    let out = preheat(dir.path(), &["demo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let demo_config = fs::read_to_string(data.join("preheat.toml")).expect("readable");
+    let with_backend = |password: &str, ca: bool| {
+        let mut backend = format!("url = \"rediss://warmer:{password}@127.0.0.1:{}/0\"", redis.port);
+        if ca {
+            backend.push_str(&format!("\nca_file = \"{}\"", redis.ca_file().display()));
+        }
+        demo_config.replace("url = \"memory://\"", &backend)
+    };
+
+    fs::write(dir.path().join("tls.toml"), with_backend("s3cret-pass", true)).expect("writable");
+    let out = preheat(dir.path(), &["warm", "--config", "tls.toml", "--json", "--strict"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert!(report["written"].as_u64().is_some_and(|n| n > 1000), "{report}");
+    assert_eq!(report["backend"], format!("rediss://warmer:***@127.0.0.1:{}/0", redis.port));
+    let size: u64 = redis::cmd("DBSIZE").query(&mut admin).expect("DBSIZE");
+    assert_eq!(Some(size), report["written"].as_u64());
+
+    // A wrong password, and a server certificate no trusted CA signed: the warm degrades,
+    // says why, exits 0, and the password appears nowhere.
+    for (name, config) in
+        [("wrong", with_backend("not-the-pass", true)), ("no-ca", with_backend("s3cret-pass", false))]
+    {
+        fs::write(dir.path().join("bad.toml"), config).expect("writable");
+        let out = preheat(dir.path(), &["warm", "--config", "bad.toml", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            !all.contains("not-the-pass") && !all.contains("s3cret-pass"),
+            "{name}: password shown: {all}"
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+        assert_eq!(report["written"], 0, "{name}: {report}");
+        assert!(report["failed"].as_object().is_some_and(|f| !f.is_empty()), "{name}: {report}");
+    }
+}

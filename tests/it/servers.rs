@@ -1,6 +1,7 @@
 //! Throwaway servers for tests: each test starts its own on a free port in a temp dir, so
 //! tests run in parallel and may stop or kill their server. Nothing shared is touched.
 
+use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -132,18 +133,79 @@ pub struct Redis {
     child: std::process::Child,
     /// The port it listens on (127.0.0.1).
     pub port: u16,
+    /// With TLS: the directory holding `ca.crt` and the server's certificate and key.
+    tls: Option<tempfile::TempDir>,
+}
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Redis {
     /// Starts a server on a free port and waits until it answers.
     pub fn start() -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
-        let redis = Redis { child, port };
+        Self::launch(None)
+    }
+
+    /// Starts a server that speaks only TLS, with a certificate for 127.0.0.1 signed by a CA
+    /// of its own ([`Redis::ca_file`]).
+    pub fn start_tls() -> Redis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=preheat test CA"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+        openssl(dir.path(), &ca);
+        let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+        csr.extend(ec);
+        csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        openssl(dir.path(), &csr);
+        fs::write(dir.path().join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("writable");
+        openssl(
+            dir.path(),
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "1",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-extfile",
+                "san.ext",
+                "-out",
+                "server.crt",
+            ],
+        );
+        Self::launch(Some(dir))
+    }
+
+    fn launch(tls: Option<tempfile::TempDir>) -> Redis {
+        let port = free_port().to_string();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        match &tls {
+            None => cmd.args(["--port", &port]),
+            Some(dir) => cmd
+                .args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"])
+                .current_dir(dir.path())
+                .args([
+                    "--tls-cert-file",
+                    "server.crt",
+                    "--tls-key-file",
+                    "server.key",
+                    "--tls-ca-cert-file",
+                    "ca.crt",
+                ]),
+        };
+        let child = cmd.stdout(std::process::Stdio::null()).spawn().expect("redis-server runs");
+        let redis = Redis { child, port: port.parse().expect("a port"), tls };
         let started = Instant::now();
         while redis.client().get_connection().is_err() {
             assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
@@ -152,14 +214,27 @@ impl Redis {
         redis
     }
 
-    /// `redis://127.0.0.1:PORT/0`.
+    /// `redis://127.0.0.1:PORT/0`, or `rediss://` with TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
-    /// A client for assertions.
+    /// The CA certificate of a TLS server.
+    pub fn ca_file(&self) -> PathBuf {
+        self.tls.as_ref().expect("a TLS server").path().join("ca.crt")
+    }
+
+    /// A client for assertions (as the default user).
     pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).expect("valid URL")
+        match &self.tls {
+            None => redis::Client::open(self.url()).expect("valid URL"),
+            Some(_) => {
+                let ca = fs::read(self.ca_file()).expect("CA readable");
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(ca) };
+                redis::Client::build_with_tls(self.url(), certificates).expect("valid URL")
+            }
+        }
     }
 
     /// Kills the server (SIGKILL): connections drop mid-flight.
