@@ -74,6 +74,11 @@ until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
 rps=$(redis-benchmark -p "$port" -t set -P 64 -d "$VALUE" -n "$KEYS" -r "$KEYS" --csv -q \
   | awk -F'"' '/^"SET"/ { print $4 }')
 redis-cli -p "$port" flushall >/dev/null # our own instance
+# The command preheat sends: only-if-absent, with a TTL.
+value=$(head -c "$VALUE" /dev/zero | tr '\0' v)
+rps_nx=$(redis-benchmark -p "$port" -P 64 -n "$KEYS" -r "$KEYS" --csv -q \
+  set "product:__rand_int__" "$value" nx px 3600000 | awk -F'"' 'NR == 2 { print $4 }')
+redis-cli -p "$port" flushall >/dev/null
 
 sqlite3 "$work/values.db" "CREATE TABLE products (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
   WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $KEYS)
@@ -97,13 +102,14 @@ echo
 echo "| | keys/s | time | peak RSS |"
 echo "| --- | --- | --- | --- |"
 awk -v r="$rps" -v n="$KEYS" 'BEGIN { printf "| redis-benchmark -t set -P 64 -d '"$VALUE"' | %.0f | %.2f s | |\n", r, n / r }'
+awk -v r="$rps_nx" -v n="$KEYS" 'BEGIN { printf "| redis-benchmark -P 64, SET key value NX PX ttl | %.0f | %.2f s | |\n", r, n / r }'
 awk -v k="$kps" -v ms="$run_ms" -v rss="$(cat "$work/redis.rss")" \
   'BEGIN { printf "| preheat warm (the run: load, validate, fetch, write) | %.0f | %.2f s | %s MiB |\n", k, ms / 1000, rss }'
 awk -v n="$written" -v a="$t0" -v b="$t1" \
   'BEGIN { printf "| preheat warm (whole command, with reading the profile and planning) | %.0f | %.2f s | |\n", n / (b - a), b - a }'
 echo
-awk -v k="$kps" -v r="$rps" -v keys="$keys" -v w="$written" \
-  'BEGIN { printf "The warm run reaches **%.0f%%** of redis-benchmark; %d keys written, %d in Redis.\n", 100 * k / r, w, keys }'
+awk -v k="$kps" -v r="$rps" -v r2="$rps_nx" -v keys="$keys" -v w="$written" \
+  'BEGIN { printf "The warm run reaches **%.0f%%** of redis-benchmark (%.0f%% of its `SET NX PX` run); %d keys written, %d in Redis.\n", 100 * k / r, 100 * k / r2, w, keys }'
 
 # --- 2. PostgreSQL ----------------------------------------------------------------------------
 if [ -z "$pg_bin" ] || ! id postgres >/dev/null 2>&1; then

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::{AssertSqlSafe, Column, Row, ValueRef};
+use sqlx::{AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
 
 use super::{SourceError, redact_url, scrub};
 
@@ -236,7 +236,45 @@ pub async fn run_script(url: &str, script: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads one cell as JSON, trying the types SQL values usually have.
+/// What a column holds, from its type name on either database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Integer,
+    Float,
+    Bool,
+    Bytes,
+    /// Anything else: decoded by trying the usual types in turn.
+    Other,
+}
+
+impl Kind {
+    fn of(type_name: &str) -> Kind {
+        const NAMES: [(&str, Kind); 17] = [
+            ("TEXT", Kind::Text),
+            ("VARCHAR", Kind::Text),
+            ("BPCHAR", Kind::Text),
+            ("CHAR", Kind::Text),
+            ("NAME", Kind::Text),
+            ("INTEGER", Kind::Integer),
+            ("INT8", Kind::Integer),
+            ("INT4", Kind::Integer),
+            ("INT2", Kind::Integer),
+            ("BIGINT", Kind::Integer),
+            ("INT", Kind::Integer),
+            ("REAL", Kind::Float),
+            ("FLOAT4", Kind::Float),
+            ("FLOAT8", Kind::Float),
+            ("BOOL", Kind::Bool),
+            ("BLOB", Kind::Bytes),
+            ("BYTEA", Kind::Bytes),
+        ];
+        NAMES.iter().find(|(name, _)| name.eq_ignore_ascii_case(type_name)).map_or(Kind::Other, |(_, k)| *k)
+    }
+}
+
+/// Reads one cell as JSON or bytes: decoded by the column's type where it is a common one
+/// (a failed decode builds an error, too slow to do per row), else by trying the usual types.
 trait Cell {
     fn json(&self, i: usize) -> serde_json::Value;
     fn bytes(&self, i: usize) -> Option<Vec<u8>>;
@@ -248,8 +286,19 @@ macro_rules! cell_impl {
         impl Cell for $row {
             fn json(&self, i: usize) -> serde_json::Value {
                 use serde_json::Value;
-                if self.try_get_raw(i).map_or(true, |v| v.is_null()) {
+                let Ok(raw) = self.try_get_raw(i) else { return Value::Null };
+                if raw.is_null() {
                     return Value::Null;
+                }
+                let decoded = match Kind::of(raw.type_info().name()) {
+                    Kind::Text => self.try_get::<String, _>(i).ok().map(Value::from),
+                    Kind::Integer => self.try_get::<i64, _>(i).ok().map(Value::from),
+                    Kind::Float => self.try_get::<f64, _>(i).ok().map(Value::from),
+                    Kind::Bool => self.try_get::<bool, _>(i).ok().map(Value::from),
+                    Kind::Bytes | Kind::Other => None,
+                };
+                if let Some(v) = decoded {
+                    return v;
                 }
                 if let Ok(v) = self.try_get::<i64, _>(i) {
                     return Value::from(v);
@@ -271,6 +320,12 @@ macro_rules! cell_impl {
             }
 
             fn bytes(&self, i: usize) -> Option<Vec<u8>> {
+                let kind = self.try_get_raw(i).ok().map(|raw| Kind::of(raw.type_info().name()));
+                if kind == Some(Kind::Text)
+                    && let Ok(text) = self.try_get::<String, _>(i)
+                {
+                    return Some(text.into_bytes());
+                }
                 if let Ok(b) = self.try_get::<Vec<u8>, _>(i) {
                     return Some(b);
                 }
