@@ -12,7 +12,7 @@
 //!   coverage.
 //! - [`warm`]: a plan's values loaded from [`source`]s in batches and written to a
 //!   [`backend`] (Redis, or an in-process cache), inside the deadline and the [`memory`]
-//!   budget, with the run report.
+//!   budget, with the run report; [`metrics`] turns the report into Prometheus metrics.
 //! - [`generate`]: synthetic Zipf-distributed logs with exact ground truth, for demos, tests
 //!   and benchmarks.
 //!
@@ -55,6 +55,7 @@ pub mod config;
 pub mod generate;
 pub mod logformat;
 pub mod memory;
+pub mod metrics;
 pub mod plan;
 pub mod profile;
 pub mod rules;

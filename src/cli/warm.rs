@@ -37,6 +37,10 @@ pub struct WarmArgs {
     /// Print the run report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Write the run's Prometheus metrics to this file (for node_exporter's textfile
+    /// collector), replacing it atomically.
+    #[arg(long, env = "PREHEAT_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Exit non-zero (4) when any key failed, was invalid or was not started, or the profile
     /// is missing; without it a degraded warm still exits 0.
     #[arg(long)]
@@ -62,18 +66,18 @@ pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     }
     let path = match Store::new(&args.profiles).resolve(&args.profile) {
         Ok(p) => p,
-        Err(e) => return degraded(e.into(), &args),
+        Err(e) => return degraded(e.into(), &config, &args),
     };
     let (meta, rows) = match open_profile(&path) {
         Ok(x) => x,
-        Err(e) => return degraded(e.into(), &args),
+        Err(e) => return degraded(e.into(), &config, &args),
     };
     if meta.summary.config_fingerprint != config.fingerprint {
         tracing::warn!(profile = %path.display(), "the profile was made with other rules; keys of rules it lacks are not warmed");
     }
     let plan = match Plan::build(rows, &meta.summary, &config) {
         Ok(p) => p,
-        Err(e) => return degraded(e.into(), &args),
+        Err(e) => return degraded(e.into(), &config, &args),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -81,7 +85,7 @@ pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         .context("starting the async runtime")?;
     match runtime.block_on(warm_into(&plan, &config, show_bar(global))) {
         Ok(report) => finish(report, &args),
-        Err(e) => degraded(e, &args),
+        Err(e) => degraded(e, &config, &args),
     }
 }
 
@@ -178,13 +182,17 @@ impl WarmProgress {
     }
 }
 
-/// A warm that could not start (no profile, unreadable profile): logged, reported, and only
-/// fatal with `--strict`.
-fn degraded(err: anyhow::Error, args: &WarmArgs) -> anyhow::Result<Exit> {
+/// A warm that could not start (no profile, unreadable profile, unusable backend URL):
+/// logged, reported (status `failed`), and only fatal with `--strict`.
+fn degraded(err: anyhow::Error, config: &Config, args: &WarmArgs) -> anyhow::Result<Exit> {
+    let why = format!("{err:#}");
+    let report = RunReport::failed_to_start(redact_url(&config.warm.backend_url), why.clone());
     if args.strict {
+        emit(&report, args)?;
         return Err(err);
     }
-    tracing::error!(error = %format!("{err:#}"), "warm not run; the deploy goes on (use --strict to fail it)");
+    tracing::error!(error = %why, "warm not run; the deploy goes on (use --strict to fail it)");
+    emit(&report, args)?;
     Ok(Exit::Ok)
 }
 
@@ -217,6 +225,15 @@ fn emit(report: &RunReport, args: &WarmArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.report {
         write_report(report, path)?;
     }
+    if let Some(path) = &args.metrics_file
+        && let Err(e) = preheat::metrics::write_textfile(report, path)
+    {
+        let e = anyhow::Error::new(e).context(format!("writing the metrics to `{}`", path.display()));
+        if args.strict {
+            return Err(e);
+        }
+        tracing::error!(error = %format!("{e:#}"), "metrics not written");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(report)?);
     } else {
@@ -236,6 +253,10 @@ pub fn render(r: &RunReport) -> String {
     let mut o = String::new();
     if r.status == RunStatus::Skipped {
         let _ = writeln!(o, "warm      skipped");
+        return o;
+    }
+    if r.status == RunStatus::Failed {
+        let _ = writeln!(o, "warm      failed to start: {}", r.errors.join("; "));
         return o;
     }
     let status = match r.status {

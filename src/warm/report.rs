@@ -20,6 +20,8 @@ pub enum RunStatus {
     Locked,
     /// Disabled by configuration or `PREHEAT_SKIP`.
     Skipped,
+    /// It could not start (no or unreadable profile, unusable backend URL); `errors` says why.
+    Failed,
 }
 
 /// One rule's share of a run.
@@ -120,6 +122,14 @@ impl RunReport {
     pub fn skipped(backend: String) -> Self {
         let mut r = RunReport::new(backend, 0, 0.0, Vec::new());
         r.status = RunStatus::Skipped;
+        r
+    }
+
+    /// The report of a run that could not start.
+    pub fn failed_to_start(backend: String, why: String) -> Self {
+        let mut r = RunReport::new(backend, 0, 0.0, Vec::new());
+        r.status = RunStatus::Failed;
+        r.errors.push(why);
         r
     }
 

@@ -275,13 +275,43 @@ fn warm_can_be_skipped_by_config_or_environment() {
     assert!(text(&out.stdout).contains("skipped"));
 }
 
+/// Checks Prometheus text with `promtool check metrics` (Debian's `prometheus` package).
+fn promtool_accepts(metrics: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (apt-get install prometheus)");
+    child.stdin.take().expect("stdin").write_all(metrics.as_bytes()).expect("written");
+    let out = child.wait_with_output().expect("promtool ran");
+    assert!(out.status.success(), "promtool: {}{}\n{metrics}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool lint: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn a_missing_profile_fails_the_warm_only_when_strict() {
     let dir = tempfile::tempdir().expect("temp dir");
     fs::write(dir.path().join("preheat.toml"), RULES).expect("writable");
-    let out = preheat(dir.path(), &["warm"]);
+    let out = preheat(dir.path(), &["warm", "--report", "run.json", "--metrics-file", "warm.prom"]);
     assert_eq!(out.status.code(), Some(0), "a missing profile must not fail a deploy");
     assert!(stderr_has(&out, "warm not run") && stderr_has(&out, "no profile in"));
+    // The report and the metrics say so, for the pipeline and for alerts.
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("run.json")).expect("report written"))
+            .expect("JSON");
+    assert_eq!(report["status"], "failed");
+    assert!(report["errors"][0].as_str().is_some_and(|e| e.contains("no profile in")), "{report}");
+    let metrics = fs::read_to_string(dir.path().join("warm.prom")).expect("metrics written");
+    promtool_accepts(&metrics);
+    assert!(metrics.lines().any(|l| l == "preheat_warm_status{status=\"failed\"} 1"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "preheat_warm_success 0"), "{metrics}");
     let out = preheat(dir.path(), &["warm", "--strict"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr_has(&out, "no profile in `profiles`"));
@@ -305,9 +335,24 @@ fn the_demo_warms_from_its_database_and_reports() {
 
     // The same warm through `preheat warm`, with a JSON report file and --strict: rows missing
     // from the database are not failures.
-    let out =
-        preheat(dir.path(), &["warm", "--config", "data/preheat.toml", "--strict", "--report", "run.json"]);
+    let out = preheat(
+        dir.path(),
+        &[
+            "warm",
+            "--config",
+            "data/preheat.toml",
+            "--strict",
+            "--report",
+            "run.json",
+            "--metrics-file",
+            "warm.prom",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let metrics = fs::read_to_string(dir.path().join("warm.prom")).expect("metrics written");
+    promtool_accepts(&metrics);
+    assert!(metrics.lines().any(|l| l == "preheat_warm_status{status=\"completed\"} 1"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "preheat_warm_success 1"), "{metrics}");
     let report: serde_json::Value =
         serde_json::from_slice(&fs::read(dir.path().join("run.json")).expect("report written"))
             .expect("JSON");
