@@ -13,6 +13,7 @@
 //! - [`warm`]: a plan's values loaded from [`source`]s in batches and written to a
 //!   [`backend`] (Redis, or an in-process cache), inside the deadline and the [`memory`]
 //!   budget, with the run report; [`metrics`] turns the report into Prometheus metrics.
+//! - [`capacity`]: from a profile, how many keys and how much memory buy which coverage.
 //! - [`generate`]: synthetic Zipf-distributed logs with exact ground truth, for demos, tests
 //!   and benchmarks.
 //!
@@ -51,6 +52,7 @@
 
 pub mod analyze;
 pub mod backend;
+pub mod capacity;
 pub mod config;
 pub mod generate;
 pub mod logformat;

@@ -5,6 +5,7 @@ mod demo;
 mod generate;
 mod plan;
 mod profile;
+mod report;
 mod warm;
 
 use std::io::IsTerminal;
@@ -81,6 +82,9 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Warm the cache from the latest profile: plan, load values, write them, report.
     Warm(warm::WarmArgs),
+    /// Size the cache: how many keys and how much memory buy 80/90/95/99% of requests, per
+    /// rule and overall, from the latest profile.
+    Report(report::ReportArgs),
     /// Inspect profiles.
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
@@ -117,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Demo(d) => demo::run(d, &cli.global),
         Command::Plan(p) => plan::run(p),
         Command::Warm(w) => warm::run(w, &cli.global),
+        Command::Report(r) => report::run(r),
         Command::Profile(p) => profile::run(p),
         Command::GenerateLog(g) => generate::run(g),
     }

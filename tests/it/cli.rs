@@ -474,3 +474,29 @@ fn warm_over_tls_as_an_acl_user_never_shows_the_password() {
         assert!(report["failed"].as_object().is_some_and(|f| !f.is_empty()), "{name}: {report}");
     }
 }
+
+#[test]
+fn report_sizes_the_cache_from_the_latest_profile() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = preheat(dir.path(), &["report"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_has(&out, "no profile in `profiles`"), "{}", text(&out.stderr));
+
+    let out = preheat(
+        dir.path(),
+        &["analyze", "--config", &repo("data/preheat.toml"), &repo("data/access.log.gz")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = preheat(dir.path(), &["report"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("fewest keys") && table.contains("80.0%") && table.contains("product"), "{table}");
+
+    let out = preheat(dir.path(), &["report", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let recs = report["overall"]["recommendations"].as_array().expect("recommendations");
+    assert_eq!(recs.len(), 4);
+    let keys: Vec<u64> = recs.iter().map(|r| r["keys"].as_u64().expect("reachable")).collect();
+    assert!(keys.windows(2).all(|w| w[0] <= w[1]), "{keys:?}");
+    assert_eq!(report["rules"].as_array().map(Vec::len), Some(4), "{report}");
+}

@@ -2,6 +2,7 @@
 
 mod analyze;
 mod backends;
+mod capacity;
 mod cli;
 mod plan;
 mod properties;

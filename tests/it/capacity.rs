@@ -1,0 +1,50 @@
+//! The capacity report against generated logs whose exact counts are known.
+
+use preheat::capacity::{CapacityReport, TARGETS};
+
+use crate::support::*;
+
+#[test]
+fn coverage_curves_and_sizes_follow_the_true_counts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let log = dir.path().join("access.log");
+    let truth = write_log(&log, &config, &gen_opts(30_000, 2_000, 11), Compression::Plain);
+    let a = analyze_files(&[log], &config, 2);
+    let report = CapacityReport::build(a.rows.iter().cloned().map(Ok), &a.summary).expect("report");
+
+    // The true share served by the N most requested keys, from the generator's counts.
+    let mut counts: Vec<u64> = truth_counts(&truth).into_iter().map(|(_, _, c)| c).collect();
+    counts.sort_unstable_by(|x, y| y.cmp(x));
+    let matched = a.summary.lines.matched as f64;
+    let served = |n: usize| counts[..n].iter().sum::<u64>() as f64 / matched;
+    let all = &report.overall;
+    assert_eq!(all.keys, counts.len() as u64);
+    assert!(all.by_keys.len() > 3);
+    for p in &all.by_keys {
+        assert!((p.coverage - served(p.keys as usize)).abs() < 1e-12, "{p:?} vs {}", served(p.keys as usize));
+    }
+    for rec in &all.recommendations {
+        let n = rec.keys.expect("every target is reachable: every request has a key") as usize;
+        assert!(served(n) >= rec.target && served(n - 1) < rec.target, "{rec:?}");
+        let least = rec.least_memory.expect("reachable");
+        assert!(least <= rec.memory_for_keys.expect("reachable"), "{rec:?}");
+    }
+    let keys: Vec<u64> = all.recommendations.iter().filter_map(|r| r.keys).collect();
+    assert_eq!(keys.len(), TARGETS.len());
+    assert!(keys.windows(2).all(|w| w[0] <= w[1]), "higher targets need more keys: {keys:?}");
+
+    // Per rule: the rule's own keys against the rule's own requests.
+    for scope in &report.rules {
+        let mut mine: Vec<u64> = truth_counts(&truth)
+            .into_iter()
+            .filter(|(r, _, _)| *r == scope.name)
+            .map(|(_, _, c)| c)
+            .collect();
+        mine.sort_unstable_by(|x, y| y.cmp(x));
+        let requests = a.summary.rules.iter().find(|r| r.name == scope.name).expect("a rule").requests;
+        let ten = mine[..10].iter().sum::<u64>() as f64 / requests as f64;
+        let point = scope.by_keys.iter().find(|p| p.keys == 10).expect("a point at 10 keys");
+        assert!((point.coverage - ten).abs() < 1e-12, "{}: {point:?} vs {ten}", scope.name);
+    }
+}
