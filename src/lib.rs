@@ -13,7 +13,8 @@
 //! - [`warm`]: a plan's values loaded from [`source`]s in batches and written to a
 //!   [`backend`] (Redis, or an in-process cache), inside the deadline and the [`memory`]
 //!   budget, with the run report; [`metrics`] turns the report into Prometheus metrics.
-//! - [`capacity`]: from a profile, how many keys and how much memory buy which coverage.
+//! - [`capacity`]: from a profile, how many keys and how much memory buy which coverage;
+//!   [`mrc`]: from a request trace, the hit ratio of an LRU cache of each size.
 //! - [`generate`]: synthetic Zipf-distributed logs with exact ground truth, for demos, tests
 //!   and benchmarks.
 //!
@@ -58,6 +59,7 @@ pub mod generate;
 pub mod logformat;
 pub mod memory;
 pub mod metrics;
+pub mod mrc;
 pub mod plan;
 pub mod profile;
 pub mod rules;

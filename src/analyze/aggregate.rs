@@ -401,7 +401,7 @@ pub fn tally_chunk_into(t: &mut ChunkTally, data: &[u8], format: &LogFormat, ctx
 /// Reuses a vector's allocation for borrows of a different lifetime (the values of one line
 /// borrow that line; the buffer outlives them all). Collecting an emptied vector in place
 /// keeps its capacity.
-fn recycle<'a>(mut v: Vec<Option<&[u8]>>) -> Vec<Option<&'a [u8]>> {
+pub(crate) fn recycle<'a>(mut v: Vec<Option<&[u8]>>) -> Vec<Option<&'a [u8]>> {
     v.clear();
     v.into_iter().map(|_| None).collect()
 }

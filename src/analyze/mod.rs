@@ -9,6 +9,7 @@
 
 pub mod aggregate;
 pub mod input;
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,15 +3,31 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::Args;
+use preheat::analyze::input;
+use preheat::analyze::trace::key_trace;
 use preheat::capacity::{CapacityReport, PER_KEY_OVERHEAD, Scope};
+use preheat::mrc::{self, MissRatioCurve};
 use preheat::profile::{Store, open_profile};
 
-use super::Exit;
+use super::{Exit, load_config};
+
+/// Traces up to this many requests get the exact miss-ratio curve; longer ones are sampled.
+const EXACT_LIMIT: usize = 4_000_000;
+/// Sampled requests aimed at when sampling (the sampled curve's error shrinks with more).
+const SAMPLED_REQUESTS: f64 = 400_000.0;
 
 /// Flags of `preheat report`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
+    /// Logs to replay for the LRU miss-ratio curve (files, globs, directories, `-`).
+    #[arg(value_name = "LOG")]
+    logs: Vec<String>,
+    /// Config file whose rules turn log lines into keys [default: ./preheat.toml if present,
+    /// else built-in rules].
+    #[arg(long, short, env = "PREHEAT_CONFIG")]
+    config: Option<PathBuf>,
     /// `latest`, or a profile file.
     #[arg(long, default_value = "latest")]
     profile: String,
@@ -24,17 +40,92 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
-    let path = Store::new(&args.profiles).resolve(&args.profile)?;
-    let (meta, rows) = open_profile(&path)?;
-    let report = CapacityReport::build(rows, &meta.summary)?;
+    let capacity = match Store::new(&args.profiles).resolve(&args.profile) {
+        Ok(path) => {
+            let (meta, rows) = open_profile(&path)?;
+            Some((CapacityReport::build(rows, &meta.summary)?, path))
+        }
+        // With logs to replay, the miss-ratio curve is worth showing on its own.
+        Err(e) if !args.logs.is_empty() => {
+            tracing::warn!(error = %e, "no profile: only the miss-ratio curve of the logs is reported");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let curve = if args.logs.is_empty() { None } else { Some(replay(&args)?) };
     if args.json {
-        let mut v = serde_json::to_value(&report)?;
-        v["profile"] = serde_json::json!(path);
+        let mut v = serde_json::json!({});
+        if let Some((report, path)) = &capacity {
+            v = serde_json::to_value(report)?;
+            v["profile"] = serde_json::json!(path);
+        }
+        if let Some(curve) = &curve {
+            v["miss_ratio_curve"] = serde_json::to_value(curve)?;
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        print!("{}", render(&report, &path));
+        return Ok(Exit::Ok);
+    }
+    if let Some((report, path)) = &capacity {
+        print!("{}", render(report, path));
+    }
+    if let Some(curve) = &curve {
+        print!("{}", render_curve(curve, capacity.as_ref().map(|(r, _)| r)));
     }
     Ok(Exit::Ok)
+}
+
+/// The LRU miss-ratio curve of the logs: exact, or sampled (SHARDS) when they are long.
+fn replay(args: &ReportArgs) -> anyhow::Result<MissRatioCurve> {
+    let config = load_config(args.config.as_ref())?;
+    let inputs = input::expand(&args.logs).context("reading the logs to replay")?;
+    let trace = key_trace(&inputs, &config);
+    for (name, error) in &trace.failed_inputs {
+        tracing::warn!(input = %name, error = %error, "input not read in full; the curve uses what was read");
+    }
+    if trace.keys.is_empty() {
+        anyhow::bail!(
+            "no request in {} lines matched a rule ({} rejected): check --config and the log format",
+            trace.lines,
+            trace.rejected
+        );
+    }
+    Ok(if trace.keys.len() <= EXACT_LIMIT {
+        mrc::exact(&trace.keys)
+    } else {
+        mrc::sampled(&trace.keys, SAMPLED_REQUESTS / trace.keys.len() as f64)
+    })
+}
+
+fn render_curve(c: &MissRatioCurve, capacity: Option<&CapacityReport>) -> String {
+    let mut o = String::new();
+    let how = c.sampling_rate.map_or("exact".to_string(), |r| format!("sampled at {:.2}%", 100.0 * r));
+    let _ = writeln!(
+        o,
+        "
+LRU hit ratio by cache size ({} requests, {} keys, {how}):",
+        c.requests, c.distinct_keys
+    );
+    let points: Vec<String> = c
+        .points
+        .iter()
+        .filter(|p| is_power_of_ten(p.keys) || p.keys == c.distinct_keys)
+        .map(|p| format!("{} {} {}", p.keys, if p.keys == 1 { "key" } else { "keys" }, pct(p.hit_ratio)))
+        .collect();
+    let _ = writeln!(o, "{}", points.join(" · "));
+    if let Some(report) = capacity {
+        let _ = writeln!(o, "at the recommended sizes, an LRU cache replaying these logs (from cold) hits:");
+        for rec in &report.overall.recommendations {
+            if let Some(keys) = rec.keys {
+                let _ = writeln!(
+                    o,
+                    "  {keys} keys (for {} coverage): {}",
+                    pct(rec.target),
+                    pct(c.hit_ratio_at(keys))
+                );
+            }
+        }
+    }
+    o
 }
 
 fn mib(bytes: u64) -> String {

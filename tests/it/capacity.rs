@@ -48,3 +48,30 @@ fn coverage_curves_and_sizes_follow_the_true_counts() {
         assert!((point.coverage - ten).abs() < 1e-12, "{}: {point:?} vs {ten}", scope.name);
     }
 }
+
+#[test]
+fn the_lru_curve_of_a_log_counts_every_request_and_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let log = dir.path().join("access.log.gz");
+    let truth = write_log(&log, &config, &gen_opts(20_000, 1_000, 5), Compression::Gzip);
+    let inputs = preheat::analyze::input::expand(&[log.display().to_string()]).expect("exists");
+    let trace = preheat::analyze::trace::key_trace(&inputs, &config);
+    let counts = truth_counts(&truth);
+    let requests: u64 = counts.iter().map(|(_, _, c)| c).sum();
+    assert_eq!(trace.keys.len() as u64, requests, "one entry per matched request");
+
+    let curve = preheat::mrc::exact(&trace.keys);
+    assert_eq!(curve.distinct_keys, counts.len() as u64);
+    assert!(curve.points.windows(2).all(|w| w[0].hit_ratio <= w[1].hit_ratio), "{:?}", curve.points);
+    // With room for every key, only each key's first request misses.
+    let all = curve.points.last().expect("points");
+    assert_eq!(all.keys, counts.len() as u64);
+    let cold_only = 1.0 - counts.len() as f64 / requests as f64;
+    assert!((all.hit_ratio - cold_only).abs() < 1e-12, "{} vs {cold_only}", all.hit_ratio);
+    // The sampled curve of the same trace stays close.
+    let sampled = preheat::mrc::sampled(&trace.keys, 0.5);
+    for p in &curve.points[curve.points.len() / 2..] {
+        assert!((sampled.hit_ratio_at(p.keys) - p.hit_ratio).abs() < 0.05, "{p:?}");
+    }
+}

@@ -499,4 +499,21 @@ fn report_sizes_the_cache_from_the_latest_profile() {
     let keys: Vec<u64> = recs.iter().map(|r| r["keys"].as_u64().expect("reachable")).collect();
     assert!(keys.windows(2).all(|w| w[0] <= w[1]), "{keys:?}");
     assert_eq!(report["rules"].as_array().map(Vec::len), Some(4), "{report}");
+
+    // With the log replayed: the LRU curve, and its hit ratios at the recommended sizes.
+    let log = repo("data/access.log.gz");
+    let out = preheat(dir.path(), &["report", "--config", &repo("data/preheat.toml"), &log]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("LRU hit ratio by cache size"), "{}", text(&out.stdout));
+    let out = preheat(dir.path(), &["report", "--json", "--config", &repo("data/preheat.toml"), &log]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let curve = &report["miss_ratio_curve"];
+    assert!(curve["sampling_rate"].is_null(), "a small log gets the exact curve: {curve}");
+    assert_eq!(curve["distinct_keys"], report["overall"]["keys"], "the profile and the replay agree");
+
+    // A log no rule matches says what to check.
+    fs::write(dir.path().join("other.log"), "not a log line\n").expect("writable");
+    let out = preheat(dir.path(), &["report", "--config", &repo("data/preheat.toml"), "other.log"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_has(&out, "no request in 1 lines matched a rule"), "{}", text(&out.stderr));
 }
