@@ -15,6 +15,7 @@
 //!   budget, with the run report; [`metrics`] turns the report into Prometheus metrics.
 //! - [`capacity`]: from a profile, how many keys and how much memory buy which coverage;
 //!   [`mrc`]: from a request trace, the hit ratio of an LRU cache of each size.
+//! - [`verify`]: the traffic after a deploy against the warm's plan: did it pay off?
 //! - [`generate`]: synthetic Zipf-distributed logs with exact ground truth, for demos, tests
 //!   and benchmarks.
 //!
@@ -64,4 +65,5 @@ pub mod plan;
 pub mod profile;
 pub mod rules;
 pub mod source;
+pub mod verify;
 pub mod warm;

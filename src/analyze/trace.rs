@@ -1,5 +1,6 @@
-//! Logs as a request trace: the key of every request, in log order, for the miss-ratio curve
-//! (which needs the order of requests, not only their counts).
+//! Logs as a sequence of requests, in log order: for the miss-ratio curve (which needs the
+//! order of requests, not only their counts) and for verifying a warm against the traffic
+//! that followed it.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -8,13 +9,25 @@ use std::sync::mpsc::channel;
 use super::aggregate::recycle;
 use super::input::{Event, Input, read_all};
 use crate::config::Config;
+use crate::logformat::CacheStatus;
 use crate::rules::Outcome;
 
-/// The requests of some logs that matched a rule, in order.
+/// One request a rule matched.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Index of the rule in the config.
+    pub rule: usize,
+    /// The cache key.
+    pub key: &'a str,
+    /// When, in Unix milliseconds, if logged.
+    pub time_ms: Option<i64>,
+    /// What the cache said, if logged.
+    pub cache: Option<CacheStatus>,
+}
+
+/// What reading the logs met besides matched requests.
 #[derive(Debug, Clone, Default)]
-pub struct KeyTrace {
-    /// One 64-bit hash of (rule, key) per matched request, in log order.
-    pub keys: Vec<u64>,
+pub struct ReadStats {
     /// Lines read.
     pub lines: u64,
     /// Lines that could not be parsed, or whose key is not UTF-8.
@@ -25,43 +38,37 @@ pub struct KeyTrace {
     pub failed_inputs: Vec<(String, String)>,
 }
 
-/// Reads `inputs` in order (plain, gzip or zstd) into a key trace, with `config`'s format and
-/// rules. Memory is 8 bytes per matched request.
-pub fn key_trace(inputs: &[Input], config: &Config) -> KeyTrace {
-    // Fixed seeds: the same key hashes alike in every run, so sampled curves are repeatable.
-    let hasher = ahash::RandomState::with_seeds(0x7072_6568, 0x6561_7420, 0x7472_6163, 0x6520_6b65);
-    let mut trace = KeyTrace::default();
+/// Reads `inputs` in order (plain, gzip or zstd) with `config`'s format and rules, and hands
+/// every matched request to `visit`.
+pub fn for_each_request(inputs: &[Input], config: &Config, mut visit: impl FnMut(&Request<'_>)) -> ReadStats {
+    let mut stats = ReadStats::default();
     let (spare_tx, spare_rx) = channel::<Vec<u8>>();
     let mut spare_values: Vec<Option<&[u8]>> = Vec::new();
     let mut key = String::with_capacity(64);
-    let mut hashed = Vec::with_capacity(64);
     read_all(inputs, &config.format, &config.json_fields, spare_rx, Arc::new(AtomicU64::new(0)), |event| {
         match event {
             Event::Opened { .. } => {}
-            Event::Failed { input, error } => trace.failed_inputs.push((inputs[input].name(), error)),
+            Event::Failed { input, error } => stats.failed_inputs.push((inputs[input].name(), error)),
             Event::Chunk(chunk) => {
                 for line in chunk.data.split(|&b| b == b'\n') {
                     if line.is_empty() {
                         continue;
                     }
-                    trace.lines += 1;
+                    stats.lines += 1;
                     let Ok(rec) = chunk.format.parse_line(line) else {
-                        trace.rejected += 1;
+                        stats.rejected += 1;
                         continue;
                     };
                     let mut values = recycle(std::mem::take(&mut spare_values));
                     match config.rules.classify(&rec, &mut values) {
                         Outcome::Matched(rule) => {
                             if config.rules.rules()[rule].key.render(&values, &mut key).is_err() {
-                                trace.rejected += 1;
+                                stats.rejected += 1;
                             } else {
-                                hashed.clear();
-                                hashed.extend_from_slice(&(rule as u32).to_le_bytes());
-                                hashed.extend_from_slice(key.as_bytes());
-                                trace.keys.push(hasher.hash_one(&hashed));
+                                visit(&Request { rule, key: &key, time_ms: rec.time_ms, cache: rec.cache });
                             }
                         }
-                        Outcome::StatusFiltered(_) | Outcome::Unmatched => trace.not_cached += 1,
+                        Outcome::StatusFiltered(_) | Outcome::Unmatched => stats.not_cached += 1,
                     }
                     spare_values = recycle(values);
                 }
@@ -70,5 +77,29 @@ pub fn key_trace(inputs: &[Input], config: &Config) -> KeyTrace {
         }
         true
     });
-    trace
+    stats
+}
+
+/// The requests of some logs that matched a rule, in order.
+#[derive(Debug, Clone, Default)]
+pub struct KeyTrace {
+    /// One 64-bit hash of (rule, key) per matched request, in log order.
+    pub keys: Vec<u64>,
+    /// What else reading met.
+    pub stats: ReadStats,
+}
+
+/// Reads `inputs` into a key trace. Memory is 8 bytes per matched request.
+pub fn key_trace(inputs: &[Input], config: &Config) -> KeyTrace {
+    // Fixed seeds: the same key hashes alike in every run, so sampled curves are repeatable.
+    let hasher = ahash::RandomState::with_seeds(0x7072_6568, 0x6561_7420, 0x7472_6163, 0x6520_6b65);
+    let mut keys = Vec::new();
+    let mut hashed = Vec::with_capacity(64);
+    let stats = for_each_request(inputs, config, |r| {
+        hashed.clear();
+        hashed.extend_from_slice(&(r.rule as u32).to_le_bytes());
+        hashed.extend_from_slice(r.key.as_bytes());
+        keys.push(hasher.hash_one(&hashed));
+    });
+    KeyTrace { keys, stats }
 }

@@ -6,6 +6,7 @@ mod generate;
 mod plan;
 mod profile;
 mod report;
+mod verify;
 mod warm;
 
 use std::io::IsTerminal;
@@ -85,6 +86,9 @@ enum Command {
     /// Size the cache: how many keys and how much memory buy 80/90/95/99% of requests, per
     /// rule and overall, from the latest profile.
     Report(report::ReportArgs),
+    /// Check a warm against the traffic after the deploy: coverage against the prediction,
+    /// hit ratios per minute against the profile's, warmed keys never read, and a verdict.
+    Verify(verify::VerifyArgs),
     /// Inspect profiles.
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
@@ -122,6 +126,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Plan(p) => plan::run(p),
         Command::Warm(w) => warm::run(w, &cli.global),
         Command::Report(r) => report::run(r),
+        Command::Verify(v) => verify::run(v),
         Command::Profile(p) => profile::run(p),
         Command::GenerateLog(g) => generate::run(g),
     }

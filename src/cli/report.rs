@@ -79,14 +79,14 @@ fn replay(args: &ReportArgs) -> anyhow::Result<MissRatioCurve> {
     let config = load_config(args.config.as_ref())?;
     let inputs = input::expand(&args.logs).context("reading the logs to replay")?;
     let trace = key_trace(&inputs, &config);
-    for (name, error) in &trace.failed_inputs {
+    for (name, error) in &trace.stats.failed_inputs {
         tracing::warn!(input = %name, error = %error, "input not read in full; the curve uses what was read");
     }
     if trace.keys.is_empty() {
         anyhow::bail!(
             "no request in {} lines matched a rule ({} rejected): check --config and the log format",
-            trace.lines,
-            trace.rejected
+            trace.stats.lines,
+            trace.stats.rejected
         );
     }
     Ok(if trace.keys.len() <= EXACT_LIMIT {

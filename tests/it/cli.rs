@@ -517,3 +517,40 @@ fn report_sizes_the_cache_from_the_latest_profile() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr_has(&out, "no request in 1 lines matched a rule"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn verify_reports_a_verdict_or_says_what_is_missing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = repo("data/preheat.toml");
+    let out = preheat(dir.path(), &["verify", "--config", &config, "after.log"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_has(&out, "no profile in `profiles`"), "{}", text(&out.stderr));
+
+    let out = preheat(dir.path(), &["analyze", "--config", &config, &repo("data/access.log.gz")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let args = [
+        "generate-log",
+        "--config",
+        &config,
+        "--format",
+        "json",
+        "--seed",
+        "9",
+        "--lines",
+        "3000",
+        "-o",
+        "after.log",
+    ];
+    let out = preheat(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = preheat(dir.path(), &["verify", "--config", &config, "after.log"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("* the warm set covered") && table.contains("minute"), "{table}");
+    let out = preheat(dir.path(), &["verify", "--json", "--config", &config, "after.log"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        v["requests"].as_u64(),
+        Some(v["rules"].as_array().expect("rules").iter().map(|r| r["requests"].as_u64().expect("n")).sum())
+    );
+}

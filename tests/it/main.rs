@@ -8,4 +8,5 @@ mod plan;
 mod properties;
 mod servers;
 mod support;
+mod verify;
 mod warm;

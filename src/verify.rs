@@ -1,0 +1,247 @@
+//! Did the warm pay off? The traffic after a deploy, read from its access logs, against the
+//! warm's plan and the hit ratio the profile recorded before.
+//!
+//! The warmed set is the plan rebuilt from the same profile and config (the plan is a pure
+//! function of both). For every request after the deploy: was its key warmed, and did the
+//! cache in front of the application hit (`$upstream_cache_status` or a JSON cache field)?
+//! Per minute, for warmed keys, for the rest and overall; then a verdict a person can act on.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::analyze::input::Input;
+use crate::analyze::trace::{ReadStats, for_each_request};
+use crate::config::Config;
+use crate::logformat::CacheStatus;
+use crate::plan::Plan;
+
+/// Hits and misses of some requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Hits {
+    /// Requests the cache served.
+    pub hits: u64,
+    /// Requests it passed to the application.
+    pub misses: u64,
+}
+
+impl Hits {
+    fn add(&mut self, cache: Option<CacheStatus>) {
+        match cache {
+            Some(CacheStatus::Hit) => self.hits += 1,
+            Some(CacheStatus::Miss) => self.misses += 1,
+            Some(CacheStatus::Other) | None => {}
+        }
+    }
+
+    /// Hits over hits and misses; `None` when the log said neither.
+    pub fn ratio(&self) -> Option<f64> {
+        let n = self.hits + self.misses;
+        (n > 0).then(|| self.hits as f64 / n as f64)
+    }
+}
+
+/// One minute after the first request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Minute {
+    /// Minutes since the first request (0-based).
+    pub minute: u64,
+    /// Requests that matched a rule.
+    pub requests: u64,
+    /// Requests for warmed keys.
+    pub warmed: Hits,
+    /// Requests for other keys.
+    pub other: Hits,
+}
+
+/// One rule's share.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RuleCheck {
+    /// Rule name.
+    pub name: String,
+    /// Keys the plan warmed.
+    pub warmed_keys: u64,
+    /// Of those, keys requested at least once.
+    pub warmed_keys_read: u64,
+    /// Requests after the deploy.
+    pub requests: u64,
+    /// Of those, requests for warmed keys.
+    pub requests_to_warmed: u64,
+    /// The plan's predicted coverage of the rule's requests.
+    pub predicted_coverage: f64,
+}
+
+/// What the traffic after a warm showed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Verification {
+    /// Requests that matched a rule.
+    pub requests: u64,
+    /// Of those, requests for warmed keys.
+    pub requests_to_warmed: u64,
+    /// `requests_to_warmed / requests`.
+    pub observed_coverage: f64,
+    /// The plan's prediction of it.
+    pub predicted_coverage: f64,
+    /// The hit ratio recorded in the profile (the traffic before the deploy).
+    pub hit_ratio_before: Option<f64>,
+    /// Hits for warmed keys after the deploy.
+    pub warmed: Hits,
+    /// Hits for other keys after the deploy.
+    pub other: Hits,
+    /// Keys the plan warmed.
+    pub warmed_keys: u64,
+    /// Of those, keys requested at least once.
+    pub warmed_keys_read: u64,
+    /// Minute by minute, from the first request.
+    pub minutes: Vec<Minute>,
+    /// Per rule, in config order.
+    pub rules: Vec<RuleCheck>,
+    /// What to make of it, in sentences.
+    pub verdict: Vec<String>,
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
+}
+
+/// Reads the logs of the traffic after a warm and checks it against `plan`.
+pub fn verify(
+    plan: &Plan,
+    hit_ratio_before: Option<f64>,
+    inputs: &[Input],
+    config: &Config,
+) -> (Verification, ReadStats) {
+    let rule_defs = config.rules.rules();
+    // Per rule: warmed key -> requests after the deploy.
+    let mut warmed: Vec<HashMap<String, u64>> = vec![HashMap::new(); rule_defs.len()];
+    for k in &plan.keys {
+        warmed[k.rule].insert(k.key.clone(), 0);
+    }
+    let mut v = Verification {
+        predicted_coverage: plan.predicted_coverage,
+        hit_ratio_before,
+        warmed_keys: plan.keys.len() as u64,
+        rules: rule_defs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RuleCheck {
+                name: r.name.clone(),
+                warmed_keys: warmed[i].len() as u64,
+                predicted_coverage: plan
+                    .rules
+                    .iter()
+                    .find(|p| p.name == r.name)
+                    .map_or(0.0, |p| share(p.requests_covered, p.requests_profiled)),
+                ..RuleCheck::default()
+            })
+            .collect(),
+        ..Verification::default()
+    };
+    let mut first_ms: Option<i64> = None;
+    let stats = for_each_request(inputs, config, |r| {
+        v.requests += 1;
+        v.rules[r.rule].requests += 1;
+        let is_warmed = match warmed[r.rule].get_mut(r.key) {
+            Some(n) => {
+                *n += 1;
+                true
+            }
+            None => false,
+        };
+        if is_warmed {
+            v.requests_to_warmed += 1;
+            v.rules[r.rule].requests_to_warmed += 1;
+            v.warmed.add(r.cache);
+        } else {
+            v.other.add(r.cache);
+        }
+        if let Some(t) = r.time_ms {
+            let t0 = *first_ms.get_or_insert(t);
+            let minute = (t.saturating_sub(t0) / 60_000).max(0) as usize;
+            // A log far out of order (or spanning days) is cut at a day of minutes.
+            if minute < 24 * 60 {
+                if v.minutes.len() <= minute {
+                    v.minutes.resize_with(minute + 1, Minute::default);
+                }
+                let m = &mut v.minutes[minute];
+                m.requests += 1;
+                if is_warmed { m.warmed.add(r.cache) } else { m.other.add(r.cache) }
+            }
+        }
+    });
+    for (i, m) in v.minutes.iter_mut().enumerate() {
+        m.minute = i as u64;
+    }
+    for (i, keys) in warmed.iter().enumerate() {
+        v.rules[i].warmed_keys_read = keys.values().filter(|&&n| n > 0).count() as u64;
+    }
+    v.warmed_keys_read = v.rules.iter().map(|r| r.warmed_keys_read).sum();
+    v.observed_coverage = share(v.requests_to_warmed, v.requests);
+    v.verdict = verdict(&v);
+    (v, stats)
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.0}%", 100.0 * x)
+}
+
+/// Sentences a person can act on.
+fn verdict(v: &Verification) -> Vec<String> {
+    let mut out = Vec::new();
+    if v.requests == 0 {
+        out.push("no request in the logs matched a rule: check --config and the log format".into());
+        return out;
+    }
+    out.push(format!(
+        "the warm set covered {} of requests, predicted {}",
+        pct(v.observed_coverage),
+        pct(v.predicted_coverage)
+    ));
+    if v.observed_coverage + 0.10 < v.predicted_coverage {
+        out.push(
+            "coverage fell more than 10 points short of the prediction: the profile may be stale; \
+             analyze more recent logs"
+                .into(),
+        );
+    }
+    let all = Hits { hits: v.warmed.hits + v.other.hits, misses: v.warmed.misses + v.other.misses };
+    match (all.ratio(), v.hit_ratio_before) {
+        (Some(after), Some(before)) => {
+            let mut line = format!("hit ratio after the deploy {}, before it {}", pct(after), pct(before));
+            if let (Some(w), Some(o)) = (v.warmed.ratio(), v.other.ratio()) {
+                line.push_str(&format!(" (warmed keys {}, others {})", pct(w), pct(o)));
+            }
+            out.push(line);
+            if let Some(m) = v.minutes.iter().find(|m| {
+                Hits { hits: m.warmed.hits + m.other.hits, misses: m.warmed.misses + m.other.misses }
+                    .ratio()
+                    .is_some_and(|r| r >= before)
+            }) {
+                out.push(format!(
+                    "the hit ratio reached its level from before the deploy in minute {}",
+                    m.minute + 1
+                ));
+            }
+        }
+        (Some(after), None) => out.push(format!("hit ratio after the deploy {}", pct(after))),
+        (None, _) => out.push("the logs have no cache status, so hit ratios are unknown".into()),
+    }
+    let unread = v.warmed_keys - v.warmed_keys_read;
+    if v.warmed_keys > 0 && share(unread, v.warmed_keys) > 0.10 {
+        let worst = v.rules.iter().filter(|r| r.warmed_keys > 0).max_by(|a, b| {
+            share(a.warmed_keys - a.warmed_keys_read, a.warmed_keys)
+                .total_cmp(&share(b.warmed_keys - b.warmed_keys_read, b.warmed_keys))
+        });
+        let mut line = format!("{} of warmed keys were never read", pct(share(unread, v.warmed_keys)));
+        if let Some(r) = worst {
+            line.push_str(&format!(
+                ": lower warm.max_keys or the quota of rule `{}` ({} of its {} warmed keys unread)",
+                r.name,
+                r.warmed_keys - r.warmed_keys_read,
+                r.warmed_keys
+            ));
+        }
+        out.push(line);
+    }
+    out
+}
