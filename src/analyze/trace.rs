@@ -2,11 +2,14 @@
 //! order of requests, not only their counts) and for verifying a warm against the traffic
 //! that followed it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::channel;
 
-use super::aggregate::recycle;
+use hyperloglogplus::HyperLogLog;
+
+use super::aggregate::{Hll, new_hll, recycle};
 use super::input::{Event, Input, read_all};
 use crate::config::Config;
 use crate::logformat::CacheStatus;
@@ -23,6 +26,8 @@ pub struct Request<'a> {
     pub time_ms: Option<i64>,
     /// What the cache said, if logged.
     pub cache: Option<CacheStatus>,
+    /// Response size, if logged.
+    pub bytes: Option<u64>,
 }
 
 /// What reading the logs met besides matched requests.
@@ -65,7 +70,13 @@ pub fn for_each_request(inputs: &[Input], config: &Config, mut visit: impl FnMut
                             if config.rules.rules()[rule].key.render(&values, &mut key).is_err() {
                                 stats.rejected += 1;
                             } else {
-                                visit(&Request { rule, key: &key, time_ms: rec.time_ms, cache: rec.cache });
+                                visit(&Request {
+                                    rule,
+                                    key: &key,
+                                    time_ms: rec.time_ms,
+                                    cache: rec.cache,
+                                    bytes: rec.bytes,
+                                });
                             }
                         }
                         Outcome::StatusFiltered(_) | Outcome::Unmatched => stats.not_cached += 1,
@@ -85,21 +96,75 @@ pub fn for_each_request(inputs: &[Input], config: &Config, mut visit: impl FnMut
 pub struct KeyTrace {
     /// One 64-bit hash of (rule, key) per matched request, in log order.
     pub keys: Vec<u64>,
+    /// The working set hour by hour (logs with request times only).
+    pub hours: Vec<Hour>,
     /// What else reading met.
     pub stats: ReadStats,
 }
 
-/// Reads `inputs` into a key trace. Memory is 8 bytes per matched request.
+/// One hour of traffic.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Hour {
+    /// Start of the hour, Unix ms.
+    pub start_ms: i64,
+    /// Requests that matched a rule.
+    pub requests: u64,
+    /// Distinct keys requested (HyperLogLog estimate, about 0.8% standard error).
+    pub distinct_keys: u64,
+    /// Their estimated size: distinct keys times the mean logged response size.
+    pub est_bytes: u64,
+}
+
+/// Counting state of one hour.
+struct HourTally {
+    sketch: Hll,
+    requests: u64,
+    bytes: u64,
+    sized: u64,
+}
+
+/// Reads `inputs` into a key trace and the hourly working set. Memory is 8 bytes per matched
+/// request, plus 12 KiB per hour of log.
 pub fn key_trace(inputs: &[Input], config: &Config) -> KeyTrace {
     // Fixed seeds: the same key hashes alike in every run, so sampled curves are repeatable.
     let hasher = ahash::RandomState::with_seeds(0x7072_6568, 0x6561_7420, 0x7472_6163, 0x6520_6b65);
     let mut keys = Vec::new();
+    let mut hours: BTreeMap<i64, HourTally> = BTreeMap::new();
     let mut hashed = Vec::with_capacity(64);
     let stats = for_each_request(inputs, config, |r| {
         hashed.clear();
         hashed.extend_from_slice(&(r.rule as u32).to_le_bytes());
         hashed.extend_from_slice(r.key.as_bytes());
         keys.push(hasher.hash_one(&hashed));
+        if let Some(t) = r.time_ms {
+            let hour = hours.entry(t.div_euclid(HOUR_MS) * HOUR_MS).or_insert_with(|| HourTally {
+                sketch: new_hll(),
+                requests: 0,
+                bytes: 0,
+                sized: 0,
+            });
+            hour.sketch.insert(hashed.as_slice());
+            hour.requests += 1;
+            if let Some(b) = r.bytes {
+                hour.bytes += b;
+                hour.sized += 1;
+            }
+        }
     });
-    KeyTrace { keys, stats }
+    let hours = hours
+        .into_iter()
+        .map(|(start_ms, mut h)| {
+            let distinct_keys = h.sketch.count().round() as u64;
+            let mean = if h.sized == 0 { 0.0 } else { h.bytes as f64 / h.sized as f64 };
+            Hour {
+                start_ms,
+                requests: h.requests,
+                distinct_keys,
+                est_bytes: (distinct_keys as f64 * mean) as u64,
+            }
+        })
+        .collect();
+    KeyTrace { keys, hours, stats }
 }
+
+const HOUR_MS: i64 = 3_600_000;

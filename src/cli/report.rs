@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use preheat::analyze::input;
-use preheat::analyze::trace::key_trace;
+use preheat::analyze::trace::{Hour, key_trace};
 use preheat::capacity::{CapacityReport, PER_KEY_OVERHEAD, Scope};
 use preheat::mrc::{self, MissRatioCurve};
 use preheat::profile::{Store, open_profile};
@@ -52,7 +52,11 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
         }
         Err(e) => return Err(e.into()),
     };
-    let curve = if args.logs.is_empty() { None } else { Some(replay(&args)?) };
+    let replayed = if args.logs.is_empty() { None } else { Some(replay(&args)?) };
+    let (curve, hours) = match replayed {
+        Some((curve, hours)) => (Some(curve), hours),
+        None => (None, Vec::new()),
+    };
     if args.json {
         let mut v = serde_json::json!({});
         if let Some((report, path)) = &capacity {
@@ -61,6 +65,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
         }
         if let Some(curve) = &curve {
             v["miss_ratio_curve"] = serde_json::to_value(curve)?;
+            v["working_set_by_hour"] = serde_json::to_value(&hours)?;
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(Exit::Ok);
@@ -70,12 +75,14 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
     }
     if let Some(curve) = &curve {
         print!("{}", render_curve(curve, capacity.as_ref().map(|(r, _)| r)));
+        print!("{}", render_hours(&hours));
     }
     Ok(Exit::Ok)
 }
 
-/// The LRU miss-ratio curve of the logs: exact, or sampled (SHARDS) when they are long.
-fn replay(args: &ReportArgs) -> anyhow::Result<MissRatioCurve> {
+/// The LRU miss-ratio curve of the logs (exact, or sampled with SHARDS when they are long) and
+/// their working set hour by hour.
+fn replay(args: &ReportArgs) -> anyhow::Result<(MissRatioCurve, Vec<Hour>)> {
     let config = load_config(args.config.as_ref())?;
     let inputs = input::expand(&args.logs).context("reading the logs to replay")?;
     let trace = key_trace(&inputs, &config);
@@ -89,11 +96,41 @@ fn replay(args: &ReportArgs) -> anyhow::Result<MissRatioCurve> {
             trace.stats.rejected
         );
     }
-    Ok(if trace.keys.len() <= EXACT_LIMIT {
+    let curve = if trace.keys.len() <= EXACT_LIMIT {
         mrc::exact(&trace.keys)
     } else {
         mrc::sampled(&trace.keys, SAMPLED_REQUESTS / trace.keys.len() as f64)
-    })
+    };
+    Ok((curve, trace.hours))
+}
+
+/// The working set per hour: the keys (and bytes) a cache must hold to serve that hour.
+fn render_hours(hours: &[Hour]) -> String {
+    let mut o = String::new();
+    if hours.is_empty() {
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "
+working set by hour (distinct keys, estimated):"
+    );
+    let _ = writeln!(o, "{:<17} {:>9} {:>9} {:>12}", "hour (UTC)", "requests", "keys", "memory");
+    for h in hours {
+        let when = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(h.start_ms.max(0) as u64),
+        )
+        .to_string();
+        let _ = writeln!(
+            o,
+            "{:<17} {:>9} {:>9} {:>12}",
+            when.get(..16).unwrap_or(&when).replace('T', " "),
+            h.requests,
+            h.distinct_keys,
+            mib(h.est_bytes)
+        );
+    }
+    o
 }
 
 fn render_curve(c: &MissRatioCurve, capacity: Option<&CapacityReport>) -> String {

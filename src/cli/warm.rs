@@ -79,6 +79,15 @@ pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         Ok(p) => p,
         Err(e) => return degraded(e.into(), &config, &args),
     };
+    tracing::info!(
+        profile = %path.display(),
+        keys = plan.keys.len(),
+        est_mib = plan.est_bytes >> 20,
+        predicted_coverage = format!("{:.1}%", 100.0 * plan.predicted_coverage),
+        max_keys = config.warm.budgets.max_keys,
+        max_bytes = config.warm.budgets.max_bytes,
+        "plan ready"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

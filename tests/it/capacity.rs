@@ -75,3 +75,30 @@ fn the_lru_curve_of_a_log_counts_every_request_and_key() {
         assert!((sampled.hit_ratio_at(p.keys) - p.hit_ratio).abs() < 0.05, "{p:?}");
     }
 }
+
+#[test]
+fn the_hourly_working_set_estimates_the_distinct_keys_of_each_hour() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let log = dir.path().join("access.log");
+    let mut opts = gen_opts(40_000, 20_000, 3);
+    opts.duration = std::time::Duration::from_secs(4 * 3600);
+    write_log(&log, &config, &opts, Compression::Plain);
+    let inputs = preheat::analyze::input::expand(&[log.display().to_string()]).expect("exists");
+    let trace = preheat::analyze::trace::key_trace(&inputs, &config);
+    // The exact distinct keys per hour, from a second pass.
+    let mut exact: std::collections::BTreeMap<i64, std::collections::HashSet<(usize, String)>> =
+        Default::default();
+    preheat::analyze::trace::for_each_request(&inputs, &config, |r| {
+        let hour = r.time_ms.expect("timed").div_euclid(3_600_000) * 3_600_000;
+        exact.entry(hour).or_default().insert((r.rule, r.key.to_string()));
+    });
+    assert_eq!(trace.hours.len(), 4);
+    for h in &trace.hours {
+        let truth = exact[&h.start_ms].len() as f64;
+        let error = (h.distinct_keys as f64 - truth).abs() / truth;
+        assert!(error < 0.03, "hour {}: {} estimated, {truth} exact", h.start_ms, h.distinct_keys);
+        assert!(h.est_bytes > 0);
+    }
+    assert_eq!(trace.hours.iter().map(|h| h.requests).sum::<u64>(), trace.keys.len() as u64);
+}
