@@ -14,7 +14,8 @@
 //!   [`backend`] (Redis, or an in-process cache), inside the deadline and the [`memory`]
 //!   budget, with the run report; [`metrics`] turns the report into Prometheus metrics.
 //! - [`capacity`]: from a profile, how many keys and how much memory buy which coverage;
-//!   [`mrc`]: from a request trace, the hit ratio of an LRU cache of each size.
+//!   [`mrc`]: from a request trace, the hit ratio of an LRU cache of each size;
+//!   [`simulate`]: the same traffic through a cold and a pre-warmed cache.
 //! - [`verify`]: the traffic after a deploy against the warm's plan: did it pay off?
 //! - [`generate`]: synthetic Zipf-distributed logs with exact ground truth, for demos, tests
 //!   and benchmarks.
@@ -64,6 +65,7 @@ pub mod mrc;
 pub mod plan;
 pub mod profile;
 pub mod rules;
+pub mod simulate;
 pub mod source;
 pub mod verify;
 pub mod warm;

@@ -10,6 +10,7 @@ use preheat::analyze::trace::{Hour, key_trace};
 use preheat::capacity::{CapacityReport, PER_KEY_OVERHEAD, Scope};
 use preheat::mrc::{self, MissRatioCurve};
 use preheat::profile::{Store, open_profile};
+use preheat::simulate::{ColdVsWarm, cold_vs_warm};
 
 use super::{Exit, load_config};
 
@@ -37,6 +38,10 @@ pub struct ReportArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Cache size in keys for the cold-against-warm replay [default: the keys for 90%
+    /// coverage, else a tenth of the logs' keys].
+    #[arg(long)]
+    cache_keys: Option<u64>,
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
@@ -52,10 +57,11 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
         }
         Err(e) => return Err(e.into()),
     };
-    let replayed = if args.logs.is_empty() { None } else { Some(replay(&args)?) };
-    let (curve, hours) = match replayed {
-        Some((curve, hours)) => (Some(curve), hours),
-        None => (None, Vec::new()),
+    let recommended = capacity.as_ref().and_then(|(r, _)| r.overall.recommendations.get(1)?.keys);
+    let replayed = if args.logs.is_empty() { None } else { Some(replay(&args, recommended)?) };
+    let (curve, hours, simulation) = match replayed {
+        Some((curve, hours, simulation)) => (Some(curve), hours, Some(simulation)),
+        None => (None, Vec::new(), None),
     };
     if args.json {
         let mut v = serde_json::json!({});
@@ -66,6 +72,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
         if let Some(curve) = &curve {
             v["miss_ratio_curve"] = serde_json::to_value(curve)?;
             v["working_set_by_hour"] = serde_json::to_value(&hours)?;
+            v["cold_vs_warm"] = serde_json::to_value(&simulation)?;
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(Exit::Ok);
@@ -77,12 +84,18 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
         print!("{}", render_curve(curve, capacity.as_ref().map(|(r, _)| r)));
         print!("{}", render_hours(&hours));
     }
+    if let Some(s) = &simulation {
+        print!("{}", render_simulation(s));
+    }
     Ok(Exit::Ok)
 }
 
-/// The LRU miss-ratio curve of the logs (exact, or sampled with SHARDS when they are long) and
-/// their working set hour by hour.
-fn replay(args: &ReportArgs) -> anyhow::Result<(MissRatioCurve, Vec<Hour>)> {
+/// The LRU miss-ratio curve of the logs (exact, or sampled with SHARDS when they are long),
+/// their working set hour by hour, and their second half through a cold and a warm cache.
+fn replay(
+    args: &ReportArgs,
+    recommended: Option<u64>,
+) -> anyhow::Result<(MissRatioCurve, Vec<Hour>, ColdVsWarm)> {
     let config = load_config(args.config.as_ref())?;
     let inputs = input::expand(&args.logs).context("reading the logs to replay")?;
     let trace = key_trace(&inputs, &config);
@@ -101,7 +114,40 @@ fn replay(args: &ReportArgs) -> anyhow::Result<(MissRatioCurve, Vec<Hour>)> {
     } else {
         mrc::sampled(&trace.keys, SAMPLED_REQUESTS / trace.keys.len() as f64)
     };
-    Ok((curve, trace.hours))
+    let keys = args.cache_keys.or(recommended).unwrap_or((curve.distinct_keys / 10).max(1));
+    let simulation = cold_vs_warm(&trace.keys, trace.keys.len() / 2, keys as usize, 10);
+    Ok((curve, trace.hours, simulation))
+}
+
+fn render_simulation(s: &ColdVsWarm) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "\ncold against warm: the logs' second half ({} requests) through an LRU cache of {} keys,\n\
+         empty, or pre-warmed with the first half's {} most requested keys",
+        s.replayed_requests, s.capacity, s.warmed_keys
+    );
+    let saved = s.cold_misses.saturating_sub(s.warm_misses);
+    let _ = writeln!(
+        o,
+        "misses    cold {}, warm {}: {} saved ({})",
+        s.cold_misses,
+        s.warm_misses,
+        saved,
+        pct(if s.cold_misses == 0 { 0.0 } else { saved as f64 / s.cold_misses as f64 })
+    );
+    let steady = |n: Option<u64>| n.map_or("never".to_string(), |n| format!("after {n} requests"));
+    let _ = writeln!(
+        o,
+        "steady    cold {}, warm {} (95% of the last quarter's hit ratio)",
+        steady(s.cold_requests_to_steady),
+        steady(s.warm_requests_to_steady)
+    );
+    let _ = writeln!(o, "{:>10} {:>9} {:>9}", "requests", "cold", "warm");
+    for st in &s.stretches {
+        let _ = writeln!(o, "{:>10} {:>9} {:>9}", st.from_request + st.requests, pct(st.cold), pct(st.warm));
+    }
+    o
 }
 
 /// The working set per hour: the keys (and bytes) a cache must hold to serve that hour.

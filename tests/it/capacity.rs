@@ -102,3 +102,25 @@ fn the_hourly_working_set_estimates_the_distinct_keys_of_each_hour() {
     }
     assert_eq!(trace.hours.iter().map(|h| h.requests).sum::<u64>(), trace.keys.len() as u64);
 }
+
+#[test]
+fn the_cold_cache_replay_agrees_with_the_miss_ratio_curve_and_warming_saves_misses() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let log = dir.path().join("access.log");
+    write_log(&log, &config, &gen_opts(30_000, 3_000, 8), Compression::Plain);
+    let inputs = preheat::analyze::input::expand(&[log.display().to_string()]).expect("exists");
+    let trace = preheat::analyze::trace::key_trace(&inputs, &config).keys;
+    let curve = preheat::mrc::exact(&trace);
+    for size in [10usize, 100, 1000] {
+        // The whole trace through a cold LRU cache: exactly the curve's hit ratio.
+        let r = preheat::simulate::cold_vs_warm(&trace, 0, size, 1);
+        let hit_ratio = 1.0 - r.cold_misses as f64 / trace.len() as f64;
+        assert!((hit_ratio - curve.hit_ratio_at(size as u64)).abs() < 1e-12, "size {size}");
+    }
+    let r = preheat::simulate::cold_vs_warm(&trace, trace.len() / 2, 1000, 10);
+    assert_eq!(r.warmed_keys, 1000);
+    assert!(r.warm_misses < r.cold_misses, "{r:?}");
+    assert!(r.stretches[0].warm > r.stretches[0].cold, "the warm cache leads at the start: {r:?}");
+    assert_eq!(r.stretches.iter().map(|s| s.requests).sum::<u64>(), r.replayed_requests);
+}

@@ -510,6 +510,9 @@ fn report_sizes_the_cache_from_the_latest_profile() {
     let curve = &report["miss_ratio_curve"];
     assert!(curve["sampling_rate"].is_null(), "a small log gets the exact curve: {curve}");
     assert_eq!(curve["distinct_keys"], report["overall"]["keys"], "the profile and the replay agree");
+    let sim = &report["cold_vs_warm"];
+    assert_eq!(sim["capacity"], report["overall"]["recommendations"][1]["keys"], "sized for 90% by default");
+    assert!(sim["warm_misses"].as_u64() < sim["cold_misses"].as_u64(), "{sim}");
 
     // A log no rule matches says what to check.
     fs::write(dir.path().join("other.log"), "not a log line\n").expect("writable");
