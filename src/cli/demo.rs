@@ -1,6 +1,6 @@
 //! `preheat demo`: the whole pipeline on the sample data, with no server. Analyzes
 //! `data/access.log.gz` into the profile store, builds `data/shop.db` from `data/shop.sql`,
-//! plans, and warms an in-process cache from the database.
+//! plans, warms an in-process cache from the database, and sizes the cache.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Args;
 use preheat::analyze::{AnalyzeOptions, analyze, input};
+use preheat::capacity::CapacityReport;
 use preheat::config::Config;
 use preheat::plan::Plan;
 use preheat::profile::{Store, open_profile, store};
@@ -54,6 +55,12 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     println!("\n== 3. warm an in-memory cache from {}\n", args.data.join("shop.db").display());
     let report = runtime.block_on(super::warm::warm_into(&plan, &config, show_bar(global)))?;
     print!("{}", super::warm::render(&report));
+
+    println!("\n== 4. size the cache (preheat report)\n");
+    let path = store.latest()?;
+    let (meta, rows) = open_profile(&path)?;
+    let capacity = CapacityReport::build(rows, &meta.summary)?;
+    print!("{}", super::report::render(&capacity, &path));
     Ok(Exit::Ok)
 }
 

@@ -76,7 +76,7 @@ enum Command {
     /// Turn access logs into a hotness profile (Parquet) in the profile store.
     Analyze(analyze::AnalyzeArgs),
     /// Run the whole pipeline on the sample data, with no server: analyze, plan, warm an
-    /// in-memory cache from a SQLite database built from `data/shop.sql`.
+    /// in-memory cache from a SQLite database built from `data/shop.sql`, size the cache.
     Demo(demo::DemoArgs),
     /// Show what a warm would write: the hottest profiled keys within the budgets, and the
     /// share of requests they cover.

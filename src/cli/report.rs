@@ -227,7 +227,8 @@ fn size_cell(keys: Option<u64>, memory: Option<u64>) -> String {
     }
 }
 
-fn render(r: &CapacityReport, profile: &Path) -> String {
+/// The capacity tables for a terminal.
+pub fn render(r: &CapacityReport, profile: &Path) -> String {
     let mut o = String::new();
     let all = &r.overall;
     let reach = all.by_keys.last().map_or(0.0, |p| p.coverage);

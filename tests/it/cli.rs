@@ -328,7 +328,7 @@ fn the_demo_warms_from_its_database_and_reports() {
     let out = preheat(dir.path(), &["demo"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("== 3. warm"), "{stdout}");
+    assert!(stdout.contains("== 3. warm") && stdout.contains("== 4. size the cache"), "{stdout}");
     assert!(stdout.contains("completed"), "{stdout}");
     assert!(stdout.contains("not in source"), "{stdout}");
     assert!(data.join("shop.db").is_file());
