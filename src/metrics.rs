@@ -1,7 +1,7 @@
-//! Prometheus metrics of a warm run, in the text exposition format, for node_exporter's
-//! textfile collector.
+//! Prometheus metrics of a warm run and of a verification, in the text exposition format, for
+//! node_exporter's textfile collector.
 //!
-//! A warm is a batch job, so every metric is a gauge describing the last run; the file is
+//! Both are batch jobs, so every metric is a gauge describing the last run; the file is
 //! replaced atomically, so the collector never reads half of it. Names follow Prometheus
 //! conventions: a `preheat_warm_` prefix, base units (`_seconds`, `_bytes`, `_ratio`), and
 //! labels rather than names for rules, outcomes and reasons.
@@ -11,6 +11,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::verify::{Hits, Verification};
 use crate::warm::{RunReport, RunStatus};
 
 /// Every way a run can end, so the status gauge has one series per value.
@@ -112,11 +113,68 @@ pub fn render(report: &RunReport, now: f64) -> String {
     out.0
 }
 
-/// Writes the run's metrics to `path`, replacing it atomically (a temporary file in the same
-/// directory, renamed into place).
+/// A verification as Prometheus text; `now` is when it ran (Unix seconds).
+pub fn render_verification(v: &Verification, now: f64) -> String {
+    let mut out = Exposition(String::new());
+    out.gauge(
+        "preheat_verify_last_run_timestamp_seconds",
+        "When the last verification ran (Unix time).",
+        now,
+    );
+    out.gauge("preheat_verify_requests", "Requests after the deploy that matched a rule.", v.requests as f64);
+    out.gauge(
+        "preheat_verify_observed_coverage_ratio",
+        "Share of requests after the deploy that went to warmed keys.",
+        v.observed_coverage,
+    );
+    out.gauge(
+        "preheat_verify_predicted_coverage_ratio",
+        "The warm plan's prediction of that share.",
+        v.predicted_coverage,
+    );
+    out.family(
+        "preheat_verify_hit_ratio",
+        "Cache hit ratio after the deploy, for warmed keys, other keys and all.",
+    );
+    let all = Hits { hits: v.warmed.hits + v.other.hits, misses: v.warmed.misses + v.other.misses };
+    for (keys, hits) in [("warmed", v.warmed), ("other", v.other), ("all", all)] {
+        if let Some(ratio) = hits.ratio() {
+            out.sample("preheat_verify_hit_ratio", &[("keys", keys)], ratio);
+        }
+    }
+    if let Some(before) = v.hit_ratio_before {
+        out.gauge(
+            "preheat_verify_hit_ratio_before",
+            "Cache hit ratio the profile recorded before the deploy.",
+            before,
+        );
+    }
+    out.gauge("preheat_verify_warmed_keys", "Keys the warm plan warmed.", v.warmed_keys as f64);
+    out.gauge(
+        "preheat_verify_warmed_keys_read",
+        "Warmed keys requested at least once after the deploy.",
+        v.warmed_keys_read as f64,
+    );
+    out.0
+}
+
+/// Writes a warm run's metrics to `path`, replacing it atomically.
 pub fn write_textfile(report: &RunReport, path: &Path) -> std::io::Result<()> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    let text = render(report, now);
+    write_atomically(&render(report, unix_now()), path)
+}
+
+/// Writes a verification's metrics to `path`, replacing it atomically.
+pub fn write_verification_textfile(v: &Verification, path: &Path) -> std::io::Result<()> {
+    write_atomically(&render_verification(v, unix_now()), path)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory, renamed into place,
+/// so a collector never reads half a file.
+fn write_atomically(text: &str, path: &Path) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map_or("metrics".into(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));

@@ -34,6 +34,10 @@ pub struct VerifyArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Write the result's Prometheus metrics to this file (for node_exporter's textfile
+    /// collector), replacing it atomically.
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
@@ -60,6 +64,10 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
         not_cached = stats.not_cached,
         "logs read"
     );
+    if let Some(file) = &args.metrics_file {
+        preheat::metrics::write_verification_textfile(&v, file)
+            .with_context(|| format!("writing the metrics to `{}`", file.display()))?;
+    }
     if args.json {
         let mut value = serde_json::to_value(&v)?;
         value["profile"] = serde_json::json!(path);

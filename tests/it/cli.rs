@@ -546,8 +546,12 @@ fn verify_reports_a_verdict_or_says_what_is_missing() {
     ];
     let out = preheat(dir.path(), &args);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let out = preheat(dir.path(), &["verify", "--config", &config, "after.log"]);
+    let out =
+        preheat(dir.path(), &["verify", "--config", &config, "after.log", "--metrics-file", "verify.prom"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let metrics = fs::read_to_string(dir.path().join("verify.prom")).expect("metrics written");
+    promtool_accepts(&metrics);
+    assert!(metrics.contains("preheat_verify_hit_ratio{keys=\"warmed\"}"), "{metrics}");
     let table = text(&out.stdout);
     assert!(table.contains("* the warm set covered") && table.contains("minute"), "{table}");
     let out = preheat(dir.path(), &["verify", "--json", "--config", &config, "after.log"]);
