@@ -83,6 +83,19 @@ impl RedisBackend {
             .map_err(|e| self.error(&e))
     }
 
+    /// Runs any command on the backend's connection (for checks such as `INFO stats`), with
+    /// the backend's error handling: passwords never appear in errors.
+    pub async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BackendError> {
+        let mut conn = self.connection().await?;
+        cmd.query_async(&mut conn).await.map_err(|e| self.error(&e))
+    }
+
+    /// Runs a pipeline of commands on the backend's connection; one reply per command.
+    pub async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, BackendError> {
+        let mut conn = self.connection().await?;
+        pipe.query_async(&mut conn).await.map_err(|e| self.error(&e))
+    }
+
     /// Runs one `SET` per entry with the given flags; `true` where Redis answered `OK`.
     async fn set_each(
         &self,

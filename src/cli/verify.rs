@@ -8,9 +8,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use preheat::analyze::input;
+use preheat::backend::RedisBackend;
+use preheat::config::Config;
 use preheat::plan::Plan;
 use preheat::profile::{Store, open_profile};
-use preheat::verify::{Hits, Verification, verify};
+use preheat::source::resolve_secret;
+use preheat::verify::{Hits, ReadSignal, RedisObservation, Verification, observe, verify};
 
 use super::{Exit, load_config};
 
@@ -19,8 +22,22 @@ use super::{Exit, load_config};
 pub struct VerifyArgs {
     /// Access logs of the traffic after the deploy (files, globs, directories, `-`), with a
     /// cache-status field (`$upstream_cache_status`, or a JSON cache field).
-    #[arg(value_name = "LOG", required = true)]
+    #[arg(value_name = "LOG", required_unless_present = "redis")]
     logs: Vec<String>,
+    /// Also ask Redis (`redis://...`, `rediss://...`, `env:NAME`): its keyspace hit ratio over
+    /// `--window`, and whether a sample of warmed keys was read since the warm.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// How long to watch Redis's hit and miss counters.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    window: std::time::Duration,
+    /// Warmed keys to sample in Redis.
+    #[arg(long, default_value_t = 1000)]
+    sample: usize,
+    /// The warm's JSON report (`preheat warm --report`): when it ran, to tell warmed keys read
+    /// since from unread ones [default: estimated from the sample].
+    #[arg(long, value_name = "FILE")]
+    warm_report: Option<PathBuf>,
     /// Config file: the rules and budgets the warm used [default: ./preheat.toml if present,
     /// else built-in rules].
     #[arg(long, short, env = "PREHEAT_CONFIG")]
@@ -53,10 +70,22 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
         }
     });
     let plan = Plan::build(rows, &meta.summary, &config)?;
-    let inputs = input::expand(&args.logs).context("reading the logs to verify against")?;
-    let (v, stats) = verify(&plan, before.get().ratio(), &inputs, &config);
+    let inputs = if args.logs.is_empty() {
+        Vec::new()
+    } else {
+        input::expand(&args.logs).context("reading the logs to verify against")?
+    };
+    let (mut v, stats) = verify(&plan, before.get().ratio(), &inputs, &config);
     for (name, error) in &stats.failed_inputs {
         tracing::warn!(input = %name, error = %error, "input not read in full; the check uses what was read");
+    }
+    if args.logs.is_empty() {
+        v.verdict.clear();
+    }
+    if let Some(url) = &args.redis {
+        let observation = ask_redis(url, &config, &plan, &args)?;
+        v.verdict.extend(redis_verdict(&observation));
+        v.redis = Some(observation);
     }
     tracing::info!(
         lines = stats.lines,
@@ -73,19 +102,75 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
         value["profile"] = serde_json::json!(path);
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        print!("{}", render(&v));
+        print!("{}", render(&v, !args.logs.is_empty()));
     }
     Ok(Exit::Ok)
+}
+
+/// Redis's own view: its hit counters over the window and a sample of warmed keys.
+fn ask_redis(url: &str, config: &Config, plan: &Plan, args: &VerifyArgs) -> anyhow::Result<RedisObservation> {
+    let url = resolve_secret(url).map_err(|e| anyhow::anyhow!("--redis: {e}"))?;
+    let backend = match &config.warm.backend_ca_file {
+        Some(ca) if url.starts_with("rediss://") => RedisBackend::with_root_ca(
+            &url,
+            &std::fs::read(ca).with_context(|| format!("backend.ca_file: reading `{}`", ca.display()))?,
+        )?,
+        _ => RedisBackend::new(&url)?,
+    };
+    let warm_ended_ms = match &args.warm_report {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the warm report `{}`", path.display()))?;
+            let report: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("`{}` is not a warm report (JSON)", path.display()))?;
+            let started = report["started_at_ms"].as_i64().with_context(|| {
+                format!("`{}` has no `started_at_ms`: write it with `preheat warm --report`", path.display())
+            })?;
+            Some(started + report["duration_ms"].as_i64().unwrap_or(0))
+        }
+        None => None,
+    };
+    tracing::info!(window = %humantime::format_duration(args.window), "watching Redis's hit and miss counters");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(observe(&backend, plan, warm_ended_ms, args.window, args.sample))?)
+}
+
+fn redis_verdict(o: &RedisObservation) -> Vec<String> {
+    let mut out = Vec::new();
+    match o.keyspace.ratio() {
+        Some(r) => out.push(format!(
+            "Redis: keyspace hit ratio {:.0}% over {} s ({} hits, {} misses)",
+            100.0 * r,
+            o.window_ms / 1000,
+            o.keyspace.hits,
+            o.keyspace.misses
+        )),
+        None => out.push(format!("Redis: no reads during the {} s window", o.window_ms / 1000)),
+    }
+    if o.sampled > 0 {
+        let how = match o.signal {
+            ReadSignal::IdleTime => "idle times",
+            ReadSignal::LfuFrequency => "LFU counters",
+        };
+        out.push(format!(
+            "Redis: of {} sampled warmed keys, {} are still cached and {} were read since the warm (by {how})",
+            o.sampled, o.present, o.read_since_warm
+        ));
+    }
+    out
 }
 
 fn pct(x: Option<f64>) -> String {
     x.map_or("-".to_string(), |x| format!("{:.1}%", 100.0 * x))
 }
 
-fn render(v: &Verification) -> String {
+fn render(v: &Verification, from_logs: bool) -> String {
     let mut o = String::new();
     for line in &v.verdict {
         let _ = writeln!(o, "* {line}");
+    }
+    if !from_logs {
+        return o;
     }
     let _ = writeln!(
         o,

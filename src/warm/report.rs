@@ -73,6 +73,8 @@ pub struct RunReport {
     pub not_started: u64,
     /// Value bytes written.
     pub bytes_written: u64,
+    /// When the run started, Unix ms.
+    pub started_at_ms: i64,
     /// Wall time.
     pub duration_ms: u64,
     /// Keys tried per second.
@@ -107,6 +109,9 @@ impl RunReport {
             failed: BTreeMap::new(),
             not_started: 0,
             bytes_written: 0,
+            started_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
             duration_ms: 0,
             keys_per_sec: 0.0,
             memory_budget: None,

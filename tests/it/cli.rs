@@ -561,3 +561,88 @@ fn verify_reports_a_verdict_or_says_what_is_missing() {
         Some(v["rules"].as_array().expect("rules").iter().map(|r| r["requests"].as_u64().expect("n")).sum())
     );
 }
+
+#[test]
+fn verify_asks_redis_which_warmed_keys_were_read_and_how_it_hits() {
+    let redis = crate::servers::Redis::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    fs::create_dir(&data).expect("writable");
+    for f in ["preheat.toml", "access.log.gz", "shop.sql"] {
+        fs::copy(repo(&format!("data/{f}")), data.join(f)).expect("copy");
+    }
+    let out = preheat(dir.path(), &["demo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let config = "data/preheat.toml";
+    let out =
+        preheat(dir.path(), &["warm", "--config", config, "--backend", &redis.url(), "--report", "run.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let run: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("run.json")).expect("report")).expect("JSON");
+    let out = preheat(dir.path(), &["plan", "--config", config, "--json", "--top", "100000"]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let products: Vec<String> = plan["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter(|k| k["key"].as_str().is_some_and(|s| s.starts_with("product:")))
+        .map(|k| k["key"].as_str().expect("a key").to_string())
+        .collect();
+
+    // Some time after the warm, the application reads every product.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let mut c = redis.client().get_connection().expect("connects");
+    let mut present = 0;
+    for k in &products {
+        let v: Option<String> = redis::cmd("GET").arg(k).query(&mut c).expect("GET");
+        present += u64::from(v.is_some());
+    }
+    // During the window: 40 hits and 10 misses.
+    let url = redis.url();
+    let traffic = std::thread::spawn({
+        let products = products.clone();
+        move || {
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            let mut c = redis::Client::open(url).expect("valid").get_connection().expect("connects");
+            for k in products.iter().filter(|k| !k.ends_with('0')).take(40) {
+                let _: Option<String> = redis::cmd("GET").arg(k).query(&mut c).expect("GET");
+            }
+            for i in 0..10 {
+                let _: Option<String> =
+                    redis::cmd("GET").arg(format!("absent:{i}")).query(&mut c).expect("GET");
+            }
+        }
+    });
+    let out = preheat(
+        dir.path(),
+        &[
+            "verify",
+            "--config",
+            config,
+            "--redis",
+            &redis.url(),
+            "--window",
+            "3s",
+            "--sample",
+            "100000",
+            "--warm-report",
+            "run.json",
+            "--json",
+        ],
+    );
+    traffic.join().expect("traffic ran");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let r = &v["redis"];
+    assert_eq!(r["keyspace"], serde_json::json!({"hits": 40, "misses": 10}), "{v}");
+    assert_eq!(r["sampled"], plan["keys"].as_array().map(|k| k.len()).expect("keys"), "{v}");
+    assert_eq!(r["present"], run["written"], "{v}");
+    assert_eq!(r["read_since_warm"].as_u64(), Some(present), "{v}");
+    assert_eq!(r["signal"], "idle_time");
+    assert!(
+        v["verdict"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|s| s.as_str().is_some_and(|s| s.contains("keyspace hit ratio 80%")))),
+        "{v}"
+    );
+}

@@ -6,6 +6,8 @@
 //! cache in front of the application hit (`$upstream_cache_status` or a JSON cache field)?
 //! Per minute, for warmed keys, for the rest and overall; then a verdict a person can act on.
 
+mod redis;
+
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -15,6 +17,8 @@ use crate::analyze::trace::{ReadStats, for_each_request};
 use crate::config::Config;
 use crate::logformat::CacheStatus;
 use crate::plan::Plan;
+
+pub use self::redis::{ReadSignal, RedisObservation, observe};
 
 /// Hits and misses of some requests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -96,6 +100,8 @@ pub struct Verification {
     pub minutes: Vec<Minute>,
     /// Per rule, in config order.
     pub rules: Vec<RuleCheck>,
+    /// What Redis itself said, when asked.
+    pub redis: Option<RedisObservation>,
     /// What to make of it, in sentences.
     pub verdict: Vec<String>,
 }
