@@ -3,6 +3,7 @@
 mod analyze;
 mod demo;
 mod generate;
+mod html;
 mod plan;
 mod profile;
 mod report;

@@ -38,6 +38,9 @@ pub struct ReportArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Also write the report as one self-contained HTML page with charts.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Cache size in keys for the cold-against-warm replay [default: the keys for 90%
     /// coverage, else a tenth of the logs' keys].
     #[arg(long)]
@@ -63,6 +66,13 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
         Some((curve, hours, simulation)) => (Some(curve), hours, Some(simulation)),
         None => (None, Vec::new(), None),
     };
+    if let Some(file) = &args.html {
+        let page =
+            super::html::page(capacity.as_ref().map(|(r, _)| r), curve.as_ref(), &hours, simulation.as_ref());
+        std::fs::write(file, page)
+            .with_context(|| format!("writing the HTML report to `{}`", file.display()))?;
+        tracing::info!(file = %file.display(), "HTML report written");
+    }
     if args.json {
         let mut v = serde_json::json!({});
         if let Some((report, path)) = &capacity {

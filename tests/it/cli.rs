@@ -514,6 +514,38 @@ fn report_sizes_the_cache_from_the_latest_profile() {
     assert_eq!(sim["capacity"], report["overall"]["recommendations"][1]["keys"], "sized for 90% by default");
     assert!(sim["warm_misses"].as_u64() < sim["cold_misses"].as_u64(), "{sim}");
 
+    // The same as one self-contained HTML page, which a real browser renders.
+    let out = preheat(
+        dir.path(),
+        &["report", "--config", &repo("data/preheat.toml"), "--html", "report.html", &log],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let html = fs::read_to_string(dir.path().join("report.html")).expect("written");
+    assert_eq!(html.matches("<svg").count(), 5, "five charts");
+    assert!(
+        !html.contains("http://") && !html.contains("https://") && !html.contains("<script"),
+        "self-contained"
+    );
+    let shot = dir.path().join("report.png");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=800,2400",
+            "--enable-logging=stderr",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", dir.path().join("report.html").display()))
+        .output()
+        .expect("chromium is installed (apt-get install chromium)");
+    assert!(out.status.success(), "chromium: {}", text(&out.stderr));
+    let console_errors: Vec<&str> =
+        std::str::from_utf8(&out.stderr).unwrap_or("").lines().filter(|l| l.contains("CONSOLE")).collect();
+    assert!(console_errors.is_empty(), "the page logged errors: {console_errors:?}");
+    let png = fs::read(&shot).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "{} bytes", png.len());
+
     // A log no rule matches says what to check.
     fs::write(dir.path().join("other.log"), "not a log line\n").expect("writable");
     let out = preheat(dir.path(), &["report", "--config", &repo("data/preheat.toml"), "other.log"]);
