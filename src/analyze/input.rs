@@ -174,6 +174,11 @@ pub enum Compression {
 }
 
 /// Opens an input, decompressing by magic bytes (never by file name).
+/// Opens an input for reading, decompressed (gzip and zstd are told by their first bytes).
+pub fn open_decompressed(input: &Input) -> io::Result<Box<dyn Read + Send>> {
+    open(input, Arc::new(AtomicU64::new(0))).map(|(reader, _)| reader)
+}
+
 fn open(input: &Input, counter: Arc<AtomicU64>) -> io::Result<(Box<dyn Read + Send>, Compression)> {
     let raw: Box<dyn Read + Send> = match input {
         Input::Stdin => Box::new(io::stdin()),

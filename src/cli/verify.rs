@@ -13,7 +13,7 @@ use preheat::config::Config;
 use preheat::plan::Plan;
 use preheat::profile::{Store, open_profile};
 use preheat::source::resolve_secret;
-use preheat::verify::{Hits, ReadSignal, RedisObservation, Verification, observe, verify};
+use preheat::verify::{Hits, ReadSignal, RedisObservation, Verification, observe, verify, verify_app_log};
 
 use super::{Exit, load_config};
 
@@ -24,6 +24,10 @@ pub struct VerifyArgs {
     /// cache-status field (`$upstream_cache_status`, or a JSON cache field).
     #[arg(value_name = "LOG", required_unless_present = "redis")]
     logs: Vec<String>,
+    /// The logs are the application's own cache log, not access logs: JSON lines with `key`,
+    /// `cache` (`HIT`/`MISS`, or `hit`: true/false) and optionally `time`.
+    #[arg(long)]
+    app_log: bool,
     /// Also ask Redis (`redis://...`, `rediss://...`, `env:NAME`): its keyspace hit ratio over
     /// `--window`, and whether a sample of warmed keys was read since the warm.
     #[arg(long, value_name = "URL")]
@@ -75,7 +79,11 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
     } else {
         input::expand(&args.logs).context("reading the logs to verify against")?
     };
-    let (mut v, stats) = verify(&plan, before.get().ratio(), &inputs, &config);
+    let (mut v, stats) = if args.app_log {
+        verify_app_log(&plan, before.get().ratio(), &inputs, &config)
+    } else {
+        verify(&plan, before.get().ratio(), &inputs, &config)
+    };
     for (name, error) in &stats.failed_inputs {
         tracing::warn!(input = %name, error = %error, "input not read in full; the check uses what was read");
     }

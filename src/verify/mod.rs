@@ -110,59 +110,67 @@ fn share(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 
-/// Reads the logs of the traffic after a warm and checks it against `plan`.
-pub fn verify(
-    plan: &Plan,
-    hit_ratio_before: Option<f64>,
-    inputs: &[Input],
-    config: &Config,
-) -> (Verification, ReadStats) {
-    let rule_defs = config.rules.rules();
-    // Per rule: warmed key -> requests after the deploy.
-    let mut warmed: Vec<HashMap<String, u64>> = vec![HashMap::new(); rule_defs.len()];
-    for k in &plan.keys {
-        warmed[k.rule].insert(k.key.clone(), 0);
-    }
-    let mut v = Verification {
-        predicted_coverage: plan.predicted_coverage,
-        hit_ratio_before,
-        warmed_keys: plan.keys.len() as u64,
-        rules: rule_defs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| RuleCheck {
-                name: r.name.clone(),
-                warmed_keys: warmed[i].len() as u64,
-                predicted_coverage: plan
-                    .rules
-                    .iter()
-                    .find(|p| p.name == r.name)
-                    .map_or(0.0, |p| share(p.requests_covered, p.requests_profiled)),
-                ..RuleCheck::default()
-            })
-            .collect(),
-        ..Verification::default()
-    };
-    let mut first_ms: Option<i64> = None;
-    let stats = for_each_request(inputs, config, |r| {
-        v.requests += 1;
-        v.rules[r.rule].requests += 1;
-        let is_warmed = match warmed[r.rule].get_mut(r.key) {
-            Some(n) => {
-                *n += 1;
-                true
-            }
-            None => false,
+/// Counts requests against the warmed set.
+struct Tally {
+    /// Per rule: warmed key -> requests after the deploy.
+    warmed: Vec<HashMap<String, u64>>,
+    v: Verification,
+    first_ms: Option<i64>,
+}
+
+impl Tally {
+    fn new(plan: &Plan, hit_ratio_before: Option<f64>, config: &Config) -> Tally {
+        let rule_defs = config.rules.rules();
+        let mut warmed: Vec<HashMap<String, u64>> = vec![HashMap::new(); rule_defs.len()];
+        for k in &plan.keys {
+            warmed[k.rule].insert(k.key.clone(), 0);
+        }
+        let v = Verification {
+            predicted_coverage: plan.predicted_coverage,
+            hit_ratio_before,
+            warmed_keys: plan.keys.len() as u64,
+            rules: rule_defs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| RuleCheck {
+                    name: r.name.clone(),
+                    warmed_keys: warmed[i].len() as u64,
+                    predicted_coverage: plan
+                        .rules
+                        .iter()
+                        .find(|p| p.name == r.name)
+                        .map_or(0.0, |p| share(p.requests_covered, p.requests_profiled)),
+                    ..RuleCheck::default()
+                })
+                .collect(),
+            ..Verification::default()
         };
+        Tally { warmed, v, first_ms: None }
+    }
+
+    /// One request; `rule` is `None` when the log names only the key (an application's log),
+    /// and the key's rule is then whichever warmed it.
+    fn add(&mut self, rule: Option<usize>, key: &str, time_ms: Option<i64>, cache: Option<CacheStatus>) {
+        let v = &mut self.v;
+        v.requests += 1;
+        // Without a rule only warmed keys can be told apart, so per-rule request counts come
+        // from access logs alone.
+        let found = rule.or_else(|| self.warmed.iter().position(|w| w.contains_key(key)));
+        let is_warmed = found.and_then(|r| self.warmed[r].get_mut(key)).map(|n| *n += 1).is_some();
+        if let Some(r) = rule {
+            v.rules[r].requests += 1;
+            if is_warmed {
+                v.rules[r].requests_to_warmed += 1;
+            }
+        }
         if is_warmed {
             v.requests_to_warmed += 1;
-            v.rules[r.rule].requests_to_warmed += 1;
-            v.warmed.add(r.cache);
+            v.warmed.add(cache);
         } else {
-            v.other.add(r.cache);
+            v.other.add(cache);
         }
-        if let Some(t) = r.time_ms {
-            let t0 = *first_ms.get_or_insert(t);
+        if let Some(t) = time_ms {
+            let t0 = *self.first_ms.get_or_insert(t);
             let minute = (t.saturating_sub(t0) / 60_000).max(0) as usize;
             // A log far out of order (or spanning days) is cut at a day of minutes.
             if minute < 24 * 60 {
@@ -171,20 +179,101 @@ pub fn verify(
                 }
                 let m = &mut v.minutes[minute];
                 m.requests += 1;
-                if is_warmed { m.warmed.add(r.cache) } else { m.other.add(r.cache) }
+                if is_warmed { m.warmed.add(cache) } else { m.other.add(cache) }
             }
         }
+    }
+
+    fn finish(self) -> Verification {
+        let mut v = self.v;
+        for (i, m) in v.minutes.iter_mut().enumerate() {
+            m.minute = i as u64;
+        }
+        for (i, keys) in self.warmed.iter().enumerate() {
+            v.rules[i].warmed_keys_read = keys.values().filter(|&&n| n > 0).count() as u64;
+        }
+        v.warmed_keys_read = v.rules.iter().map(|r| r.warmed_keys_read).sum();
+        v.observed_coverage = share(v.requests_to_warmed, v.requests);
+        v.verdict = verdict(&v);
+        v
+    }
+}
+
+/// Reads the access logs of the traffic after a warm and checks it against `plan`.
+pub fn verify(
+    plan: &Plan,
+    hit_ratio_before: Option<f64>,
+    inputs: &[Input],
+    config: &Config,
+) -> (Verification, ReadStats) {
+    let mut tally = Tally::new(plan, hit_ratio_before, config);
+    let stats = for_each_request(inputs, config, |r| tally.add(Some(r.rule), r.key, r.time_ms, r.cache));
+    (tally.finish(), stats)
+}
+
+/// Reads an application's own cache log and checks it against `plan`: JSON lines with the
+/// key (`key`), whether it hit (`cache`, `cache_status` or `hit`: `HIT`/`MISS` or a boolean)
+/// and optionally when (`time`, `ts` or `timestamp`: RFC 3339, or Unix seconds or ms).
+pub fn verify_app_log(
+    plan: &Plan,
+    hit_ratio_before: Option<f64>,
+    inputs: &[Input],
+    config: &Config,
+) -> (Verification, ReadStats) {
+    let mut tally = Tally::new(plan, hit_ratio_before, config);
+    let mut stats = ReadStats::default();
+    for input in inputs {
+        let reader = match crate::analyze::input::open_decompressed(input) {
+            Ok(r) => std::io::BufReader::new(r),
+            Err(e) => {
+                stats.failed_inputs.push((input.name(), e.to_string()));
+                continue;
+            }
+        };
+        for line in std::io::BufRead::split(reader, b'\n') {
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => {
+                    stats.failed_inputs.push((input.name(), e.to_string()));
+                    break;
+                }
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            stats.lines += 1;
+            match app_log_line(&line) {
+                Some((key, time_ms, cache)) => tally.add(None, &key, time_ms, cache),
+                None => stats.rejected += 1,
+            }
+        }
+    }
+    (tally.finish(), stats)
+}
+
+/// (key, time, cache status) of one JSON line of an application's cache log.
+fn app_log_line(line: &[u8]) -> Option<(String, Option<i64>, Option<CacheStatus>)> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let key = v.get("key")?.as_str()?.to_string();
+    let cache = ["cache", "cache_status", "hit"].iter().find_map(|f| match v.get(*f)? {
+        serde_json::Value::Bool(true) => Some(CacheStatus::Hit),
+        serde_json::Value::Bool(false) => Some(CacheStatus::Miss),
+        serde_json::Value::String(s) => Some(CacheStatus::from_bytes(s.as_bytes())),
+        _ => None,
     });
-    for (i, m) in v.minutes.iter_mut().enumerate() {
-        m.minute = i as u64;
-    }
-    for (i, keys) in warmed.iter().enumerate() {
-        v.rules[i].warmed_keys_read = keys.values().filter(|&&n| n > 0).count() as u64;
-    }
-    v.warmed_keys_read = v.rules.iter().map(|r| r.warmed_keys_read).sum();
-    v.observed_coverage = share(v.requests_to_warmed, v.requests);
-    v.verdict = verdict(&v);
-    (v, stats)
+    let time_ms = ["time", "ts", "timestamp"].iter().find_map(|f| match v.get(*f)? {
+        serde_json::Value::Number(n) => {
+            let x = n.as_f64()?;
+            // Unix seconds or milliseconds: a millisecond timestamp is above 10^11.
+            Some(if x > 1e11 { x as i64 } else { (x * 1000.0) as i64 })
+        }
+        serde_json::Value::String(s) => humantime::parse_rfc3339_weak(s)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64),
+        _ => None,
+    });
+    Some((key, time_ms, cache))
 }
 
 fn pct(x: f64) -> String {

@@ -45,3 +45,40 @@ fn coverage_reads_and_hit_ratios_follow_the_traffic_after_the_deploy() {
     assert!(v.verdict[0].starts_with("the warm set covered"), "{:?}", v.verdict);
     assert!(v.verdict.iter().any(|l| l.contains("before it 50%")), "{:?}", v.verdict);
 }
+
+#[test]
+fn an_applications_own_cache_log_is_checked_by_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("[warm]\nmax_keys = 50");
+    let before = dir.path().join("before.log");
+    write_log(&before, &config, &gen_opts(5_000, 200, 4), Compression::Plain);
+    let a = analyze_files(&[before], &config, 2);
+    let plan = Plan::build(a.rows.iter().cloned().map(Ok), &a.summary, &config).expect("plan");
+    assert_eq!(plan.keys.len(), 50);
+
+    // Ten warmed keys read twice (hit, then hit), five unwarmed keys read once (miss), over
+    // three minutes, in each field spelling; one line that is not JSON.
+    let mut lines = Vec::new();
+    for (i, k) in plan.keys.iter().take(10).enumerate() {
+        lines
+            .push(format!(r#"{{"key": "{}", "cache": "HIT", "time": "2026-01-01T00:00:{:02}Z"}}"#, k.key, i));
+        lines.push(format!(r#"{{"key": "{}", "hit": true, "ts": {}}}"#, k.key, 1_767_225_600 + 61 + i));
+    }
+    for i in 0..5 {
+        lines.push(format!(
+            r#"{{"key": "cold:{i}", "cache_status": "MISS", "timestamp": {}}}"#,
+            1_767_225_600_000i64 + 150_000
+        ));
+    }
+    lines.push("not json at all".into());
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, lines.join("\n") + "\n").expect("writable");
+    let inputs = input::expand(&[log.display().to_string()]).expect("exists");
+    let (v, stats) = preheat::verify::verify_app_log(&plan, None, &inputs, &config);
+    assert_eq!((stats.lines, stats.rejected), (26, 1));
+    assert_eq!((v.requests, v.requests_to_warmed), (25, 20));
+    assert_eq!((v.warmed.hits, v.warmed.misses, v.other.hits, v.other.misses), (20, 0, 0, 5));
+    assert_eq!((v.warmed_keys, v.warmed_keys_read), (50, 10));
+    assert_eq!(v.minutes.iter().map(|m| m.requests).collect::<Vec<_>>(), vec![10, 10, 5]);
+    assert!(v.verdict.iter().any(|l| l.contains("80% of warmed keys were never read")), "{:?}", v.verdict);
+}
