@@ -622,7 +622,7 @@ fn verify_asks_redis_which_warmed_keys_were_read_and_how_it_hits() {
         .collect();
 
     // Some time after the warm, the application reads every product.
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    std::thread::sleep(std::time::Duration::from_millis(3500));
     let mut c = redis.client().get_connection().expect("connects");
     let mut present = 0;
     for k in &products {
@@ -669,7 +669,10 @@ fn verify_asks_redis_which_warmed_keys_were_read_and_how_it_hits() {
     assert_eq!(r["keyspace"], serde_json::json!({"hits": 40, "misses": 10}), "{v}");
     assert_eq!(r["sampled"], plan["keys"].as_array().map(|k| k.len()).expect("keys"), "{v}");
     assert_eq!(r["present"], run["written"], "{v}");
-    assert_eq!(r["read_since_warm"].as_u64(), Some(present), "{v}");
+    // Idle times are whole seconds of Redis's own LRU clock, which its cron advances: the
+    // keys read during the window always count as read, and no more keys than are cached.
+    let read = r["read_since_warm"].as_u64().expect("a count");
+    assert!((40..=present).contains(&read), "{read} read of {present}: {v}");
     assert_eq!(r["signal"], "idle_time");
     assert!(
         v["verdict"].as_array().is_some_and(|l| l
