@@ -67,6 +67,14 @@ echo "| --- | --- | --- |"
 awk -v t="$t_zcat" 'BEGIN { printf "| zcat > /dev/null | %.2f s | 1.0x |\n", t }'
 awk -v t="$t_pregz" -v z="$t_zcat" 'BEGIN { printf "| preheat analyze | %.2f s | %.2fx the time |\n", t, t / z }'
 echo
+# The whole capacity report: the profile's curves, and the log replayed for the LRU curve,
+# the hourly working set and cold against warm.
+t_report=$(best "$preheat" -q report --config "$config" --profiles "$work/profiles" "$log")
+m_report=$(rss "$preheat" -q report --config "$config" --profiles "$work/profiles" "$log")
+echo "| capacity report | wall time | peak RSS |"
+echo "| --- | --- | --- |"
+awk -v t="$t_report" -v m="$m_report" 'BEGIN { printf "| preheat report (with the log replayed) | %.2f s | %s MiB |\n", t, m }'
+echo
 # Memory follows distinct keys (bounded by max_keys_per_rule), not lines: the same key space
 # at 2M and 10M lines, then 10M lines with the key table capped.
 keys() { "$preheat" -q analyze --json --top 0 --config "$1" --dry-run "$log" | python3 -c 'import json,sys; print(sum(r["distinct_keys"] for r in json.load(sys.stdin)["summary"]["rules"]))'; }
