@@ -121,8 +121,8 @@ impl CapacityReport {
     }
 }
 
-/// 1, 2, 5, 10, 20, 50, ... up to `max`, then `max`.
-fn steps(max: u64) -> Vec<u64> {
+/// 1, 2, 5, 10, 20, 50, ... below `max`, then `max` (at least 1): the sizes curves are shown at.
+pub(crate) fn one_two_five(max: u64) -> Vec<u64> {
     let mut out = Vec::new();
     let mut decade = 1u64;
     'outer: loop {
@@ -135,7 +135,7 @@ fn steps(max: u64) -> Vec<u64> {
         }
         decade = decade.saturating_mul(10);
     }
-    out.push(max);
+    out.push(max.max(1));
     out
 }
 
@@ -158,7 +158,7 @@ fn scope(name: &str, requests: u64, mut keys: Vec<KeyCost>) -> Scope {
     let by_keys = if n == 0 {
         Vec::new()
     } else {
-        steps(n)
+        one_two_five(n)
             .into_iter()
             .map(|k| Point {
                 keys: k,
@@ -190,7 +190,7 @@ fn scope(name: &str, requests: u64, mut keys: Vec<KeyCost>) -> Scope {
     let by_memory = if n == 0 {
         Vec::new()
     } else {
-        steps(total_memory.div_ceil(1 << 20))
+        one_two_five(total_memory.div_ceil(1 << 20))
             .into_iter()
             .map(|mib| {
                 let budget = mib << 20;
@@ -244,9 +244,10 @@ mod tests {
 
     #[test]
     fn steps_are_one_two_five_per_decade() {
-        assert_eq!(steps(1), vec![1]);
-        assert_eq!(steps(7), vec![1, 2, 5, 7]);
-        assert_eq!(steps(100), vec![1, 2, 5, 10, 20, 50, 100]);
+        assert_eq!(one_two_five(0), vec![1]);
+        assert_eq!(one_two_five(1), vec![1]);
+        assert_eq!(one_two_five(7), vec![1, 2, 5, 7]);
+        assert_eq!(one_two_five(100), vec![1, 2, 5, 10, 20, 50, 100]);
     }
 
     #[test]

@@ -107,24 +107,6 @@ fn stack_distances(trace: &[u64]) -> (Vec<u64>, u64) {
     (histogram, last.len() as u64)
 }
 
-/// 1, 2, 5, 10, 20, 50, ... below `max`, then `max`.
-fn sizes(max: u64) -> Vec<u64> {
-    let mut out = Vec::new();
-    let mut decade = 1u64;
-    'outer: loop {
-        for m in [1, 2, 5] {
-            let n = decade.saturating_mul(m);
-            if n >= max {
-                break 'outer;
-            }
-            out.push(n);
-        }
-        decade = decade.saturating_mul(10);
-    }
-    out.push(max.max(1));
-    out
-}
-
 /// The curve from a histogram of distances, each worth `scale` keys: hit ratios are
 /// (hits + `offset`) / `weight`.
 fn curve(
@@ -135,7 +117,7 @@ fn curve(
     distinct: u64,
     rate: Option<f64>,
 ) -> MissRatioCurve {
-    let points = sizes(distinct)
+    let points = crate::capacity::one_two_five(distinct)
         .into_iter()
         // A sample cannot tell sizes apart below one sampled key's worth.
         .filter(|&size| size as f64 >= scale || size == distinct)

@@ -63,6 +63,24 @@ pub struct GlobalArgs {
     pub quiet: bool,
 }
 
+/// Which profile a command reads (`plan`, `warm`, `report`, `verify`).
+#[derive(Debug, Args)]
+pub struct ProfileChoice {
+    /// `latest`, or a profile file.
+    #[arg(long, default_value = "latest")]
+    pub profile: String,
+    /// Profile store directory (for `latest`).
+    #[arg(long, default_value = "profiles", env = "PREHEAT_PROFILES")]
+    pub profiles: PathBuf,
+}
+
+impl ProfileChoice {
+    /// The profile file it names.
+    pub fn resolve(&self) -> Result<PathBuf, preheat::profile::ProfileError> {
+        preheat::profile::Store::new(&self.profiles).resolve(&self.profile)
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormatArg {

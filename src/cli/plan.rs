@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use preheat::plan::{Plan, PlanLimit};
-use preheat::profile::{Store, open_profile};
+use preheat::profile::open_profile;
 
 use super::{Exit, load_config};
 
@@ -15,12 +15,8 @@ pub struct PlanArgs {
     /// Config file [default: ./preheat.toml if present, else built-in rules].
     #[arg(long, short, env = "PREHEAT_CONFIG")]
     config: Option<PathBuf>,
-    /// `latest`, or a profile file.
-    #[arg(long, default_value = "latest")]
-    profile: String,
-    /// Profile store directory (for `latest`).
-    #[arg(long, default_value = "profiles", env = "PREHEAT_PROFILES")]
-    profiles: PathBuf,
+    #[command(flatten)]
+    profile: super::ProfileChoice,
     /// Planned keys to list.
     #[arg(long, default_value_t = 10)]
     top: usize,
@@ -31,7 +27,7 @@ pub struct PlanArgs {
 
 pub fn run(args: PlanArgs) -> anyhow::Result<Exit> {
     let config = load_config(args.config.as_ref())?;
-    let path = Store::new(&args.profiles).resolve(&args.profile)?;
+    let path = args.profile.resolve()?;
     let (meta, rows) = open_profile(&path)?;
     if meta.summary.config_fingerprint != config.fingerprint {
         tracing::warn!(

@@ -9,7 +9,7 @@ use preheat::analyze::input;
 use preheat::analyze::trace::{Hour, key_trace};
 use preheat::capacity::{CapacityReport, PER_KEY_OVERHEAD, Scope};
 use preheat::mrc::{self, MissRatioCurve};
-use preheat::profile::{Store, open_profile};
+use preheat::profile::open_profile;
 use preheat::simulate::{ColdVsWarm, cold_vs_warm};
 
 use super::{Exit, load_config};
@@ -29,12 +29,8 @@ pub struct ReportArgs {
     /// else built-in rules].
     #[arg(long, short, env = "PREHEAT_CONFIG")]
     config: Option<PathBuf>,
-    /// `latest`, or a profile file.
-    #[arg(long, default_value = "latest")]
-    profile: String,
-    /// Profile store directory (for `latest`).
-    #[arg(long, default_value = "profiles", env = "PREHEAT_PROFILES")]
-    profiles: PathBuf,
+    #[command(flatten)]
+    profile: super::ProfileChoice,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -48,7 +44,7 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
-    let capacity = match Store::new(&args.profiles).resolve(&args.profile) {
+    let capacity = match args.profile.resolve() {
         Ok(path) => {
             let (meta, rows) = open_profile(&path)?;
             Some((CapacityReport::build(rows, &meta.summary)?, path))

@@ -11,7 +11,7 @@ use preheat::analyze::input;
 use preheat::backend::RedisBackend;
 use preheat::config::Config;
 use preheat::plan::Plan;
-use preheat::profile::{Store, open_profile};
+use preheat::profile::open_profile;
 use preheat::source::resolve_secret;
 use preheat::verify::{Hits, ReadSignal, RedisObservation, Verification, observe, verify, verify_app_log};
 
@@ -46,12 +46,8 @@ pub struct VerifyArgs {
     /// else built-in rules].
     #[arg(long, short, env = "PREHEAT_CONFIG")]
     config: Option<PathBuf>,
-    /// The profile the warm used: `latest`, or a profile file.
-    #[arg(long, default_value = "latest")]
-    profile: String,
-    /// Profile store directory (for `latest`).
-    #[arg(long, default_value = "profiles", env = "PREHEAT_PROFILES")]
-    profiles: PathBuf,
+    #[command(flatten)]
+    profile: super::ProfileChoice,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -63,7 +59,7 @@ pub struct VerifyArgs {
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
     let config = load_config(args.config.as_ref())?;
-    let path = Store::new(&args.profiles).resolve(&args.profile)?;
+    let path = args.profile.resolve()?;
     let (meta, rows) = open_profile(&path)?;
     // The profile's own cache statuses give the hit ratio before the deploy.
     let before = Cell::new(Hits::default());

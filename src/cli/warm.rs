@@ -10,7 +10,7 @@ use clap::Args;
 use preheat::backend::{MemoryBackend, RedisBackend};
 use preheat::config::Config;
 use preheat::plan::Plan;
-use preheat::profile::{Store, open_profile};
+use preheat::profile::open_profile;
 use preheat::source::{redact_url, resolve_secret};
 use preheat::warm::{self, Progress, RunReport, RunStatus};
 
@@ -22,12 +22,8 @@ pub struct WarmArgs {
     /// Config file [default: ./preheat.toml if present, else built-in rules].
     #[arg(long, short, env = "PREHEAT_CONFIG")]
     pub config: Option<PathBuf>,
-    /// `latest`, or a profile file.
-    #[arg(long, default_value = "latest")]
-    pub profile: String,
-    /// Profile store directory (for `latest`).
-    #[arg(long, default_value = "profiles", env = "PREHEAT_PROFILES")]
-    pub profiles: PathBuf,
+    #[command(flatten)]
+    pub profile: super::ProfileChoice,
     /// Backend URL (`redis://host:port/db`, `memory://`, `env:NAME`); overrides `[backend] url`.
     #[arg(long, env = "PREHEAT_BACKEND")]
     pub backend: Option<String>,
@@ -64,7 +60,7 @@ pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         emit(&report, &args)?;
         return Ok(Exit::Ok);
     }
-    let path = match Store::new(&args.profiles).resolve(&args.profile) {
+    let path = match args.profile.resolve() {
         Ok(p) => p,
         Err(e) => return degraded(e.into(), &config, &args),
     };

@@ -317,8 +317,8 @@ fn a_missing_profile_fails_the_warm_only_when_strict() {
     assert!(stderr_has(&out, "no profile in `profiles`"));
 }
 
-#[test]
-fn the_demo_warms_from_its_database_and_reports() {
+/// A directory with a copy of `data/` in which `preheat demo` ran (profile, `shop.db`).
+fn after_the_demo() -> (tempfile::TempDir, Output) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     fs::create_dir(&data).expect("writable");
@@ -327,6 +327,13 @@ fn the_demo_warms_from_its_database_and_reports() {
     }
     let out = preheat(dir.path(), &["demo"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    (dir, out)
+}
+
+#[test]
+fn the_demo_warms_from_its_database_and_reports() {
+    let (dir, out) = after_the_demo();
+    let data = dir.path().join("data");
     let stdout = text(&out.stdout);
     assert!(stdout.contains("== 3. warm") && stdout.contains("== 4. size the cache"), "{stdout}");
     assert!(stdout.contains("completed"), "{stdout}");
@@ -430,15 +437,8 @@ fn warm_over_tls_as_an_acl_user_never_shows_the_password() {
         .arg(&["SETUSER", "warmer", "on", ">s3cret-pass", "~*", "+@all"])
         .query(&mut admin)
         .expect("ACL SETUSER");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
-    fs::create_dir(&data).expect("writable");
-    for f in ["preheat.toml", "access.log.gz", "shop.sql"] {
-        fs::copy(repo(&format!("data/{f}")), data.join(f)).expect("copy");
-    }
-    let out = preheat(dir.path(), &["demo"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let demo_config = fs::read_to_string(data.join("preheat.toml")).expect("readable");
+    let (dir, _) = after_the_demo();
+    let demo_config = fs::read_to_string(dir.path().join("data/preheat.toml")).expect("readable");
     let with_backend = |password: &str, ca: bool| {
         let mut backend = format!("url = \"rediss://warmer:{password}@127.0.0.1:{}/0\"", redis.port);
         if ca {
@@ -597,14 +597,7 @@ fn verify_reports_a_verdict_or_says_what_is_missing() {
 #[test]
 fn verify_asks_redis_which_warmed_keys_were_read_and_how_it_hits() {
     let redis = crate::servers::Redis::start();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
-    fs::create_dir(&data).expect("writable");
-    for f in ["preheat.toml", "access.log.gz", "shop.sql"] {
-        fs::copy(repo(&format!("data/{f}")), data.join(f)).expect("copy");
-    }
-    let out = preheat(dir.path(), &["demo"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (dir, _) = after_the_demo();
     let config = "data/preheat.toml";
     let out =
         preheat(dir.path(), &["warm", "--config", config, "--backend", &redis.url(), "--report", "run.json"]);
