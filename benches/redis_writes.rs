@@ -42,11 +42,7 @@ fn start_redis() -> Server {
 fn batches() -> Vec<Vec<Entry>> {
     let value = vec![b'v'; 1024];
     (0..KEYS)
-        .map(|i| Entry {
-            key: format!("product:{i}"),
-            value: value.clone(),
-            ttl: Some(Duration::from_secs(3600)),
-        })
+        .map(|i| Entry::value(format!("product:{i}"), value.clone(), Some(Duration::from_secs(3600))))
         .collect::<Vec<_>>()
         .chunks(BATCH)
         .map(<[Entry]>::to_vec)

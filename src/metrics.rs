@@ -87,7 +87,7 @@ pub fn render(report: &RunReport, now: f64) -> String {
     out.family(
         "preheat_warm_keys",
         "Keys of the last warm by rule and outcome (written, overwritten, skipped_existing, \
-         missing_in_source, invalid, failed).",
+         missing_in_source, uncacheable, replayed, invalid, failed).",
     );
     for r in &report.rules {
         for (outcome, n) in [
@@ -95,6 +95,8 @@ pub fn render(report: &RunReport, now: f64) -> String {
             ("overwritten", r.overwritten),
             ("skipped_existing", r.skipped_existing),
             ("missing_in_source", r.missing_in_source),
+            ("uncacheable", r.uncacheable),
+            ("replayed", r.replayed),
             ("invalid", r.invalid),
             ("failed", r.failed),
         ] {

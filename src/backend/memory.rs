@@ -94,6 +94,15 @@ impl Backend for MemoryBackend {
     }
 
     async fn write_batch(&self, entries: &[Entry], mode: WriteMode) -> Result<Vec<Written>, BackendError> {
+        if entries.iter().any(|e| e.dump) {
+            return Err(BackendError {
+                backend: self.describe(),
+                message: "a peer-Redis copy (a `DUMP` payload) can only be restored into Redis: \
+                          warm a `redis://` backend, or load these keys from another source"
+                    .into(),
+                retryable: false,
+            });
+        }
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
             let mut stored = Stored::new(e.value.as_slice().into(), e.ttl);

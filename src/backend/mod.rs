@@ -24,6 +24,16 @@ pub struct Entry {
     pub value: Vec<u8>,
     /// Time to live; `None` for no expiry.
     pub ttl: Option<Duration>,
+    /// `value` is a Redis `DUMP` payload (a peer-Redis copy), restored as it was with
+    /// `RESTORE`; only Redis backends take these.
+    pub dump: bool,
+}
+
+impl Entry {
+    /// A plain value.
+    pub fn value(key: impl Into<String>, value: Vec<u8>, ttl: Option<Duration>) -> Self {
+        Entry { key: key.into(), value, ttl, dump: false }
+    }
 }
 
 /// How to treat a key that already exists.

@@ -3,8 +3,10 @@
 //!
 //! If-absent writes are `SET key value NX PX ttl`, so an existing key keeps its value and TTL.
 //! Overwrites first try `SET ... XX KEEPTTL` (or `XX PX ttl` when the TTL is to be reset) and
-//! create the keys that turned out absent with `SET ... NX PX ttl`. Nothing is ever deleted
-//! but the run's own lock key, and that only while it still holds the run's token.
+//! create the keys that turned out absent with `SET ... NX PX ttl`. Peer-Redis copies
+//! (`DUMP` payloads) are restored by a small script that checks and restores in one step, so
+//! an existing key is never replaced unless told to. Nothing is ever deleted but the run's own
+//! lock key, and that only while it still holds the run's token.
 
 use std::time::Duration;
 
@@ -14,6 +16,24 @@ use tokio::sync::OnceCell;
 
 use super::{Backend, BackendError, Entry, WriteMode, Written};
 use crate::source::{redact_url, scrub};
+
+/// Restores one `DUMP` payload: KEYS[1] the key; ARGV the TTL in ms (0: none), the payload
+/// and the mode (`nx` leaves an existing key, `keep` replaces it keeping its remaining TTL,
+/// `reset` replaces it with the payload's TTL). Returns 1 created, 0 left alone, 2 replaced.
+const RESTORE_SCRIPT: &str = r"
+local left = redis.call('PTTL', KEYS[1])
+if left == -2 then
+  redis.call('RESTORE', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+if ARGV[3] == 'nx' then return 0 end
+local ttl = ARGV[1]
+if ARGV[3] == 'keep' then
+  if left == -1 then ttl = 0 else ttl = left end
+end
+redis.call('RESTORE', KEYS[1], ttl, ARGV[2], 'REPLACE')
+return 2
+";
 
 /// A Redis server.
 pub struct RedisBackend {
@@ -126,23 +146,17 @@ impl RedisBackend {
             .map(|v| matches!(v, Value::Okay) || matches!(&v, Value::SimpleString(s) if s == "OK"))
             .collect())
     }
-}
 
-impl Backend for RedisBackend {
-    fn describe(&self) -> String {
-        self.redacted.clone()
-    }
-
-    async fn write_batch(&self, entries: &[Entry], mode: WriteMode) -> Result<Vec<Written>, BackendError> {
-        let all: Vec<&Entry> = entries.iter().collect();
+    /// Writes plain values with `SET`, as `mode` says.
+    async fn write_values(&self, all: &[&Entry], mode: WriteMode) -> Result<Vec<Written>, BackendError> {
         if mode == WriteMode::IfAbsent {
-            let created = self.set_each(&all, "NX", false).await?;
+            let created = self.set_each(all, "NX", false).await?;
             return Ok(created
                 .into_iter()
                 .map(|c| if c { Written::Created } else { Written::Existed })
                 .collect());
         }
-        let replaced = self.set_each(&all, "XX", mode == WriteMode::OverwriteKeepTtl).await?;
+        let replaced = self.set_each(all, "XX", mode == WriteMode::OverwriteKeepTtl).await?;
         let absent: Vec<&Entry> = all.iter().zip(&replaced).filter(|(_, r)| !**r).map(|(e, _)| *e).collect();
         let mut created = self.set_each(&absent, "NX", false).await?.into_iter();
         Ok(replaced
@@ -154,6 +168,70 @@ impl Backend for RedisBackend {
                 false => Written::Existed,
             })
             .collect())
+    }
+
+    /// Restores `DUMP` payloads with [`RESTORE_SCRIPT`], loading the script first if the server
+    /// does not have it (a new or restarted server).
+    async fn restore_each(&self, entries: &[&Entry], mode: WriteMode) -> Result<Vec<Written>, BackendError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let script = redis::Script::new(RESTORE_SCRIPT);
+        let flag = match mode {
+            WriteMode::IfAbsent => "nx",
+            WriteMode::OverwriteKeepTtl => "keep",
+            WriteMode::Overwrite => "reset",
+        };
+        let mut pipe = redis::pipe();
+        for e in entries {
+            let ttl = e.ttl.map_or(0, |t| t.as_millis().max(1) as u64);
+            pipe.cmd("EVALSHA").arg(script.get_hash()).arg(1).arg(&e.key).arg(ttl).arg(&e.value).arg(flag);
+        }
+        let mut conn = self.connection().await?;
+        let replies: Vec<i64> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let _: String = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(RESTORE_SCRIPT)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.error(&e))?;
+                pipe.query_async(&mut conn).await
+            }
+            other => other,
+        }
+        .map_err(|e| self.error(&e))?;
+        Ok(replies
+            .into_iter()
+            .map(|r| match r {
+                1 => Written::Created,
+                2 => Written::Replaced,
+                _ => Written::Existed,
+            })
+            .collect())
+    }
+}
+
+impl Backend for RedisBackend {
+    fn describe(&self) -> String {
+        self.redacted.clone()
+    }
+
+    async fn write_batch(&self, entries: &[Entry], mode: WriteMode) -> Result<Vec<Written>, BackendError> {
+        if !entries.iter().any(|e| e.dump) {
+            return self.write_values(&entries.iter().collect::<Vec<_>>(), mode).await;
+        }
+        // A batch holds one rule's keys, so it is all payloads or all values; a mixed batch
+        // from a library caller is split and its outcomes put back in order.
+        let (dumps, values): (Vec<usize>, Vec<usize>) = (0..entries.len()).partition(|&i| entries[i].dump);
+        let pick = |indices: &[usize]| indices.iter().map(|&i| &entries[i]).collect::<Vec<_>>();
+        let restored = self.restore_each(&pick(&dumps), mode).await?;
+        let written = self.write_values(&pick(&values), mode).await?;
+        let mut out = vec![Written::Existed; entries.len()];
+        for (i, w) in dumps.iter().zip(restored).chain(values.iter().zip(written)) {
+            out[*i] = w;
+        }
+        Ok(out)
     }
 
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {

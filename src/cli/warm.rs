@@ -281,6 +281,13 @@ pub fn render(r: &RunReport) -> String {
         "keys      {} planned: {} written, {} overwritten, {} already cached, {} not in source",
         r.planned, r.written, r.overwritten, r.skipped_existing, r.missing_in_source
     );
+    if r.replayed + r.uncacheable > 0 {
+        let _ = writeln!(
+            o,
+            "http      {} replayed for the application to cache, {} not storable (no-store, private, redirect)",
+            r.replayed, r.uncacheable
+        );
+    }
     let failed: u64 = r.failed.values().sum();
     if failed + r.invalid_keys + r.not_started + r.no_source > 0 {
         let reasons: Vec<String> = r.failed.iter().map(|(k, v)| format!("{k} {v}")).collect();

@@ -15,7 +15,10 @@ use toml::Spanned;
 use crate::backend::WriteMode;
 use crate::logformat::{FormatSpec, JsonFields};
 use crate::rules::{HostFilter, KeyTemplate, MatchPattern, Rule, RuleSet, StatusFilter, param_names};
-use crate::source::{Encoding, SqlQuery};
+use crate::source::Fetch;
+pub use crate::source::SourceSettings;
+
+mod sources;
 
 /// The configuration used when no file is given and `preheat.toml` does not exist: every GET
 /// path is a key, so a first run shows which URLs are hot.
@@ -185,32 +188,15 @@ impl Default for WarmSettings {
     }
 }
 
-/// A value source (`[sources.NAME]`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct SourceSettings {
-    /// The name rules refer to.
-    pub name: String,
-    /// Connection URL as configured: a URL, `env:NAME` or `file:PATH`. Never logged as is.
-    #[serde(skip)]
-    pub url: String,
-    /// Connections in the pool.
-    pub max_connections: u32,
-    /// Per-query timeout.
-    pub timeout: Duration,
-    /// At most this many queries per second (`None`: no cap).
-    pub qps: Option<u32>,
-}
-
 /// How a rule's values are loaded and written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleLoad {
     /// Index into [`Config::sources`].
     pub source: usize,
-    /// The batched query.
-    pub query: SqlQuery,
-    /// Which rule parameter is the batch key (index into the rule's parameters).
-    pub param: usize,
-    /// Time to live of warmed keys; `None` when the rule says `ttl = "none"`.
+    /// How the source is asked for one key.
+    pub fetch: Fetch,
+    /// Time to live of warmed keys; `None` when the rule says `ttl = "none"`, and for
+    /// sources whose entries bring their own (peer copies) or write nothing (replays).
     pub ttl: Option<Duration>,
     /// Random spread of the TTL, as a fraction (0.1 = ±10%).
     pub ttl_jitter: f64,
@@ -291,7 +277,7 @@ pub struct ConfigFile {
     warm: WarmFile,
     backend: Option<BackendFile>,
     #[serde(default)]
-    sources: std::collections::BTreeMap<String, SourceFile>,
+    sources: std::collections::BTreeMap<String, sources::SourceFile>,
     #[serde(default, rename = "rule")]
     rules: Vec<RuleFile>,
 }
@@ -316,15 +302,6 @@ struct WarmFile {
 struct BackendFile {
     url: Spanned<String>,
     ca_file: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SourceFile {
-    url: Spanned<String>,
-    max_connections: Option<Spanned<u64>>,
-    timeout: Option<Spanned<String>>,
-    qps: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -362,6 +339,8 @@ struct RuleFile {
     param: Option<Spanned<String>>,
     encoding: Option<Spanned<String>>,
     on_existing: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    args: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -631,46 +610,7 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
         }
     }
 
-    let mut sources = Vec::new();
-    for (name, src) in &file.sources {
-        let mut settings = SourceSettings {
-            name: name.clone(),
-            url: src.url.get_ref().clone(),
-            max_connections: 4,
-            timeout: Duration::from_secs(5),
-            qps: None,
-        };
-        let url = src.url.get_ref();
-        let known = ["sqlite:", "postgres:", "postgresql:", "env:", "file:"];
-        if !known.iter().any(|k| url.starts_with(k)) {
-            problems.add_in(&src.url, 0, format!("sources.{name}.url: `{}` is not a `postgres://` or `sqlite://` URL, nor `env:NAME` or `file:PATH`", crate::source::redact_url(url)));
-        }
-        if let Some(n) = &src.max_connections {
-            match u32::try_from(*n.get_ref()) {
-                Ok(v) if v > 0 => settings.max_connections = v,
-                _ => problems.add(
-                    n.span().start,
-                    format!("sources.{name}.max_connections must be between 1 and 2^32"),
-                ),
-            }
-        }
-        if let Some(t) = &src.timeout {
-            match humantime::parse_duration(t.get_ref()) {
-                Ok(v) if !v.is_zero() => settings.timeout = v,
-                _ => problems.add(
-                    t.span().start,
-                    format!("sources.{name}.timeout: `{}` is not a duration such as `5s`", t.get_ref()),
-                ),
-            }
-        }
-        if let Some(q) = &src.qps {
-            match u32::try_from(*q.get_ref()) {
-                Ok(v) if v > 0 => settings.qps = Some(v),
-                _ => problems.add(q.span().start, format!("sources.{name}.qps must be between 1 and 2^32")),
-            }
-        }
-        sources.push(settings);
-    }
+    let sources = sources::sources(&file.sources, problems);
 
     if file.rules.is_empty() {
         problems.add(text.len(), "no rules: add a `[[rule]]` table with `name`, `match` and `key`");
@@ -746,7 +686,7 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
                 format!("rule `{name}`: quota must be at least 1; remove the rule to warm none of its keys"),
             );
         }
-        let load = pattern.as_ref().and_then(|p| rule_load(r, name, p, &sources, problems));
+        let load = pattern.as_ref().and_then(|p| sources::rule_load(r, name, p, &sources, problems));
         if let (Some(pattern), Some(key), Some(status)) = (pattern, key, status) {
             quotas.push(r.quota.as_ref().map(|q| *q.get_ref()));
             loads.push(load);
@@ -783,149 +723,6 @@ fn parse_on_existing(s: &str) -> Option<WriteMode> {
         "skip" => Some(WriteMode::IfAbsent),
         "overwrite" => Some(WriteMode::OverwriteKeepTtl),
         "overwrite_and_reset_ttl" => Some(WriteMode::Overwrite),
-        _ => None,
-    }
-}
-
-/// A rule's loading settings; problems are reported, `None` when it has no source or a bad one.
-fn rule_load(
-    r: &RuleFile,
-    name: &str,
-    pattern: &MatchPattern,
-    sources: &[SourceSettings],
-    problems: &mut Problems,
-) -> Option<RuleLoad> {
-    let Some(source) = &r.source else {
-        for (field, present) in [
-            ("sql", r.sql.is_some()),
-            ("ttl", r.ttl.is_some()),
-            ("param", r.param.is_some()),
-            ("encoding", r.encoding.is_some()),
-        ] {
-            if present {
-                problems
-                    .add(r.name.span().start, format!("rule `{name}`: `{field}` is set but `source` is not"));
-            }
-        }
-        return None;
-    };
-    let mut ok = true;
-    let index = sources.iter().position(|s| &s.name == source.get_ref());
-    if index.is_none() {
-        let known: Vec<String> = sources.iter().map(|s| format!("`{}`", s.name)).collect();
-        problems.add_in(
-            source,
-            0,
-            format!(
-                "rule `{name}`: source `{}` is not defined (add `[sources.{}]`; defined: {})",
-                source.get_ref(),
-                source.get_ref(),
-                if known.is_empty() { "none".into() } else { known.join(", ") }
-            ),
-        );
-        ok = false;
-    }
-    let params = param_names(pattern, &r.keep_query);
-    let param = match &r.param {
-        Some(p) => params.iter().position(|n| n == p.get_ref()).or_else(|| {
-            problems.add_in(
-                p,
-                0,
-                format!("rule `{name}`: param `{}` is not a capture or kept query parameter", p.get_ref()),
-            );
-            None
-        }),
-        None if params.len() == 1 => Some(0),
-        None => {
-            problems.add(
-                source.span().start,
-                format!(
-                    "rule `{name}`: set `param` to the capture the query looks up (one of: {})",
-                    params.join(", ")
-                ),
-            );
-            None
-        }
-    };
-    let ttl = match &r.ttl {
-        None => {
-            problems.add(
-                source.span().start,
-                format!("rule `{name}`: set `ttl` (such as `10m`, or `none` for keys that never expire)"),
-            );
-            None
-        }
-        Some(t) if t.get_ref() == "none" => Some(None),
-        Some(t) => match humantime::parse_duration(t.get_ref()) {
-            Ok(d) if !d.is_zero() => Some(Some(d)),
-            _ => {
-                problems.add_in(
-                    t,
-                    0,
-                    format!(
-                        "rule `{name}`: ttl `{}` is not a duration such as `10m`, or `none`",
-                        t.get_ref()
-                    ),
-                );
-                None
-            }
-        },
-    };
-    let jitter = match &r.ttl_jitter {
-        Some(j) if !(0.0..1.0).contains(j.get_ref()) => {
-            problems.add(
-                j.span().start,
-                format!("rule `{name}`: ttl_jitter must be at least 0 and below 1 (0.1 = ±10%)"),
-            );
-            0.1
-        }
-        Some(j) => *j.get_ref(),
-        None => 0.1,
-    };
-    let encoding = match r.encoding.as_ref().map(|e| e.get_ref().as_str()) {
-        None | Some("bytes") => Some(Encoding::Bytes),
-        Some("text") => Some(Encoding::Text),
-        Some("json") => Some(Encoding::Json),
-        Some(other) => {
-            problems.add(
-                r.encoding.as_ref().map_or(0, |e| e.span().start),
-                format!("rule `{name}`: encoding `{other}` is not `bytes`, `text` or `json`"),
-            );
-            None
-        }
-    };
-    let on_existing = match &r.on_existing {
-        Some(m) => match parse_on_existing(m.get_ref()) {
-            Some(mode) => Some(mode),
-            None => {
-                problems.add(m.span().start, format!("rule `{name}`: {ON_EXISTING_HELP}"));
-                ok = false;
-                None
-            }
-        },
-        None => None,
-    };
-    let int_keys =
-        param.is_some_and(|p| pattern.capture_kinds().get(p) == Some(&crate::rules::CaptureKind::Int));
-    let query = match (&r.sql, encoding) {
-        (None, _) => {
-            problems.add(
-                source.span().start,
-                format!(
-                    "rule `{name}`: set `sql`, a query such as `SELECT id, body FROM t WHERE id IN ($1)`"
-                ),
-            );
-            None
-        }
-        (Some(sql), Some(encoding)) => SqlQuery::parse(sql.get_ref(), int_keys, encoding)
-            .map_err(|e| problems.add_in(sql, 0, format!("rule `{name}`: sql: {e}")))
-            .ok(),
-        (Some(_), None) => None,
-    };
-    match (ok, index, query, param, ttl) {
-        (true, Some(source), Some(query), Some(param), Some(ttl)) => {
-            Some(RuleLoad { source, query, param, ttl, ttl_jitter: jitter, on_existing })
-        }
         _ => None,
     }
 }
@@ -1101,7 +898,8 @@ on_existing = "skip"
         assert_eq!(c.sources.len(), 1);
         assert_eq!(c.sources[0].timeout, Duration::from_secs(2));
         let product = c.loads[0].as_ref().expect("has a source");
-        assert_eq!((product.source, product.param, product.ttl), (0, 0, Some(Duration::from_secs(600))));
+        assert_eq!((product.source, product.ttl), (0, Some(Duration::from_secs(600))));
+        assert!(matches!(product.fetch, Fetch::Sql { param: 0, .. }));
         let page = c.loads[1].as_ref().expect("has a source");
         assert_eq!((page.ttl, page.ttl_jitter, page.on_existing), (None, 0.2, Some(WriteMode::IfAbsent)));
     }

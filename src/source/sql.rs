@@ -113,7 +113,7 @@ impl SqlSource {
     /// Sets up a connection pool without connecting: a database that is down now costs the
     /// rules that use it when they run, not the start of the warm.
     pub fn new(name: &str, url: &str, max_connections: u32, timeout: Duration) -> Result<Self, SourceError> {
-        let err = |message: String| SourceError { source_name: name.to_string(), message, retryable: false };
+        let err = |message: String| SourceError::fatal(name, message);
         let redacted = redact_url(url);
         let pool = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
@@ -156,7 +156,12 @@ impl SqlSource {
                 | sqlx::Error::WorkerCrashed
                 | sqlx::Error::Protocol(_)
         );
-        SourceError { source_name: self.name.clone(), message: scrub(&e.to_string(), &self.url), retryable }
+        SourceError {
+            source_name: self.name.clone(),
+            message: scrub(&e.to_string(), &self.url),
+            retryable,
+            reason: "source_error",
+        }
     }
 
     fn timed_out(&self) -> SourceError {
@@ -164,6 +169,7 @@ impl SqlSource {
             source_name: self.name.clone(),
             message: format!("query took longer than {:?}", self.timeout),
             retryable: true,
+            reason: "source_timeout",
         }
     }
 

@@ -14,7 +14,6 @@
 //! cancelled. The caller passes the stop signal, so tests can use a short timer.
 
 mod breaker;
-mod pacer;
 mod report;
 
 use std::collections::{HashMap, VecDeque};
@@ -25,13 +24,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
 
 use self::breaker::{Breaker, Gate};
-use self::pacer::Pacer;
 pub use report::{RuleReport, RunReport, RunStatus};
 
 use crate::backend::{Backend, Entry, WriteMode, Written};
 use crate::config::{Config, LockPolicy, RuleLoad};
 use crate::plan::Plan;
-use crate::source::{SourceError, SqlSource, resolve_secret};
+use crate::source::{Fetched, Job, Source, SourceError};
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -59,28 +57,19 @@ pub fn validate_key(key: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A source with its circuit breaker and its queries-per-second cap.
+/// A source with its circuit breaker.
 pub struct OpenSource {
-    sql: SqlSource,
+    source: Source,
     breaker: Breaker,
-    pacer: Option<Pacer>,
 }
 
-/// Opens every configured source (lazily: nothing connects yet). A source whose URL cannot be
-/// resolved is `Err` and costs only its rules.
+/// Opens every configured source (lazily: nothing connects yet). A source that cannot be set
+/// up (an unset environment variable, a missing root) is `Err` and costs only its rules.
 pub fn open_sources(config: &Config) -> Vec<Result<Arc<OpenSource>, SourceError>> {
     config
         .sources
         .iter()
-        .map(|s| {
-            let url = resolve_secret(&s.url).map_err(|message| SourceError {
-                source_name: s.name.clone(),
-                message,
-                retryable: false,
-            })?;
-            let sql = SqlSource::new(&s.name, &url, s.max_connections, s.timeout)?;
-            Ok(Arc::new(OpenSource { sql, breaker: Breaker::default(), pacer: s.qps.map(Pacer::new) }))
-        })
+        .map(|s| Ok(Arc::new(OpenSource { source: Source::open(s)?, breaker: Breaker::default() })))
         .collect()
 }
 
@@ -102,8 +91,7 @@ pub struct Progress {
 /// A batch of keys of one rule.
 struct Batch {
     rule: usize,
-    /// (key, lookup value)
-    keys: Vec<(String, String)>,
+    keys: Vec<Job>,
     /// The plan's estimate of the values' size.
     est_bytes: u64,
 }
@@ -115,13 +103,23 @@ struct Outcome {
     overwritten: u64,
     existed: u64,
     missing: u64,
+    uncacheable: u64,
+    replayed: u64,
     bytes: u64,
-    failed: Option<(&'static str, u64, String)>,
+    /// Keys failed, by reason, with the first message of each reason.
+    failed: Vec<(&'static str, u64, String)>,
 }
 
 impl Outcome {
     fn failed(reason: &'static str, keys: u64, message: String) -> Self {
-        Outcome { failed: Some((reason, keys, message)), ..Outcome::default() }
+        Outcome { failed: vec![(reason, keys, message)], ..Outcome::default() }
+    }
+
+    fn fail(&mut self, reason: &'static str, keys: u64, message: String) {
+        match self.failed.iter_mut().find(|(r, _, _)| *r == reason) {
+            Some((_, n, _)) => *n += keys,
+            None => self.failed.push((reason, keys, message)),
+        }
     }
 }
 
@@ -157,70 +155,65 @@ async fn run_batch<B: Backend>(
     target: Arc<Target<B>>,
     mode: WriteMode,
 ) -> Outcome {
-    let lookups: Vec<String> = batch.keys.iter().map(|(_, v)| v.clone()).collect();
-    let mut seed = clock_seed();
-    let mut attempt = 1;
-    let rows = loop {
-        if let Some(pacer) = &source.pacer {
-            pacer.wait().await;
-        }
-        match source.sql.fetch(&load.query, &lookups).await {
-            Ok(rows) => {
-                source.breaker.success();
-                break rows;
-            }
-            Err(e) => {
-                let now = tokio::time::Instant::now();
-                source.breaker.failure(now);
-                // Once the circuit is open, retrying would only add load to a struggling
-                // database; the breaker decides when to try again.
-                if e.retryable && attempt < ATTEMPTS && !source.breaker.is_open(now) {
-                    tokio::time::sleep(backoff(attempt, &mut seed)).await;
-                    attempt += 1;
-                    continue;
-                }
-                let reason =
-                    if e.message.contains("longer than") { "source_timeout" } else { "source_error" };
-                return Outcome::failed(reason, batch.keys.len() as u64, e.to_string());
-            }
-        }
-    };
     let n = batch.keys.len();
-    // Rows are matched to keys by lookup value; several keys may share one (a category's
-    // pages), so each lookup's keys are chained, and values are moved, not copied, into the
-    // last key of a chain.
-    let mut first_of: HashMap<&str, usize> = HashMap::with_capacity(n);
-    let mut next_same = vec![usize::MAX; n];
-    for (i, (_, lookup)) in batch.keys.iter().enumerate().rev() {
-        if let Some(later) = first_of.insert(lookup.as_str(), i) {
-            next_same[i] = later;
+    let mut seed = clock_seed();
+    let mut results: Vec<Option<Result<Fetched, SourceError>>> = vec![None; n];
+    let mut pending: Vec<usize> = (0..n).collect();
+    let mut attempt = 1;
+    loop {
+        let jobs: Vec<&Job> = pending.iter().map(|&i| &batch.keys[i]).collect();
+        let fetched = source.source.fetch(&load.fetch, &jobs).await;
+        let (mut any_ok, mut retry) = (false, Vec::new());
+        for (&i, result) in pending.iter().zip(fetched) {
+            match &result {
+                Ok(_) => any_ok = true,
+                Err(e) if e.retryable => retry.push(i),
+                Err(_) => {}
+            }
+            results[i] = Some(result);
         }
+        let now = tokio::time::Instant::now();
+        if any_ok {
+            source.breaker.success();
+        } else if !retry.is_empty() {
+            source.breaker.failure(now);
+        }
+        // Once the circuit is open, retrying would only add load to a struggling source;
+        // the breaker decides when to try again.
+        if retry.is_empty() || attempt >= ATTEMPTS || source.breaker.is_open(now) {
+            break;
+        }
+        tokio::time::sleep(backoff(attempt, &mut seed)).await;
+        attempt += 1;
+        pending = retry;
     }
-    let mut values: Vec<Option<Vec<u8>>> = vec![None; n];
-    for (lookup, value) in rows {
-        let Some(&first) = first_of.get(lookup.as_str()) else { continue };
-        if values[first].is_some() {
-            continue; // a second row for the same lookup: the first wins
-        }
-        let mut i = next_same[first];
-        while i != usize::MAX {
-            values[i] = Some(value.clone());
-            i = next_same[i];
-        }
-        values[first] = Some(value);
-    }
-    drop(first_of);
     let mut outcome = Outcome::default();
     let mut entries = Vec::with_capacity(n);
-    for ((key, _), value) in batch.keys.into_iter().zip(values) {
-        let Some(value) = value else {
-            outcome.missing += 1;
-            continue;
-        };
-        let ttl = load
-            .ttl
-            .map(|t| t.mul_f64(jitter_factor(load.ttl_jitter, &mut seed)).max(Duration::from_millis(1)));
-        entries.push(Entry { key, value, ttl });
+    for (job, result) in batch.keys.into_iter().zip(results) {
+        match result {
+            Some(Ok(Fetched::Value { value, max_ttl })) => {
+                let ttl = load.ttl.map(|t| {
+                    t.mul_f64(jitter_factor(load.ttl_jitter, &mut seed)).max(Duration::from_millis(1))
+                });
+                // The source may allow less than the rule (HTTP `max-age`).
+                let ttl = match (ttl, max_ttl) {
+                    (Some(t), Some(cap)) => Some(t.min(cap)),
+                    (t, cap) => t.or(cap),
+                };
+                entries.push(Entry { key: job.key, value, ttl, dump: false });
+            }
+            Some(Ok(Fetched::Dump { payload, ttl })) => {
+                entries.push(Entry { key: job.key, value: payload, ttl, dump: true });
+            }
+            Some(Ok(Fetched::Missing)) => outcome.missing += 1,
+            Some(Ok(Fetched::Uncacheable)) => outcome.uncacheable += 1,
+            Some(Ok(Fetched::Replayed)) => outcome.replayed += 1,
+            Some(Err(e)) => outcome.fail(e.reason, 1, e.to_string()),
+            None => outcome.fail("source_error", 1, String::new()),
+        }
+    }
+    if entries.is_empty() {
+        return outcome;
     }
     let mut attempt = 1;
     loop {
@@ -251,7 +244,7 @@ async fn run_batch<B: Backend>(
                     attempt += 1;
                     continue;
                 }
-                outcome.failed = Some(("backend_error", entries.len() as u64, e.to_string()));
+                outcome.fail("backend_error", entries.len() as u64, e.to_string());
                 break;
             }
         }
@@ -455,7 +448,12 @@ pub async fn run<B: Backend + 'static>(
         tracing::warn!(lock = %config.warm.lock_key, error = %e, "cannot release the run lock; it expires by itself");
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
-    let tried = report.written + report.overwritten + report.skipped_existing + report.missing_in_source;
+    let tried = report.written
+        + report.overwritten
+        + report.skipped_existing
+        + report.missing_in_source
+        + report.uncacheable
+        + report.replayed;
     report.keys_per_sec = tried as f64 / started.elapsed().as_secs_f64().max(1e-3);
     report.peak_memory = crate::memory::peak_resident();
     report
@@ -468,7 +466,6 @@ fn make_batches(plan: &Plan, config: &Config, report: &mut RunReport) -> VecDequ
     let mut pending: Vec<Batch> =
         (0..rule_defs.len()).map(|rule| Batch { rule, keys: Vec::new(), est_bytes: 0 }).collect();
     let mut batches = VecDeque::new();
-    let param_names: Vec<Vec<String>> = rule_defs.iter().map(|r| r.params()).collect();
     let mut invalid_samples = Vec::new();
     for k in &plan.keys {
         let rr = &mut report.rules[k.rule];
@@ -477,24 +474,21 @@ fn make_batches(plan: &Plan, config: &Config, report: &mut RunReport) -> VecDequ
             report.no_source += 1;
             continue;
         };
-        let lookup = serde_json::from_str::<serde_json::Value>(&k.params).ok().and_then(|p| {
-            p.get(&param_names[k.rule][load.param]).and_then(|v| v.as_str()).map(str::to_string)
-        });
-        let problem = validate_key(&k.key).err().or(if lookup.is_none() {
-            Some("has no lookup parameter")
-        } else {
-            None
-        });
-        if let Some(why) = problem {
-            rr.invalid += 1;
-            report.invalid_keys += 1;
-            if invalid_samples.len() < SAMPLES {
-                invalid_samples.push(format!("{:?}: {why}", k.key.chars().take(80).collect::<String>()));
+        let input =
+            validate_key(&k.key).and_then(|()| load.fetch.input(&rule_defs[k.rule], &k.key, &k.params));
+        let input = match input {
+            Ok(input) => input,
+            Err(why) => {
+                rr.invalid += 1;
+                report.invalid_keys += 1;
+                if invalid_samples.len() < SAMPLES {
+                    invalid_samples.push(format!("{:?}: {why}", k.key.chars().take(80).collect::<String>()));
+                }
+                continue;
             }
-            continue;
-        }
+        };
         let batch = &mut pending[k.rule];
-        batch.keys.push((k.key.clone(), lookup.unwrap_or_default()));
+        batch.keys.push(Job { key: k.key.clone(), input });
         batch.est_bytes += k.est_bytes;
         if batch.keys.len() >= config.warm.batch_size {
             let full = std::mem::replace(batch, Batch { rule: k.rule, keys: Vec::new(), est_bytes: 0 });
@@ -645,12 +639,16 @@ fn record(report: &mut RunReport, rule: usize, o: Outcome) {
     rr.overwritten += o.overwritten;
     rr.skipped_existing += o.existed;
     rr.missing_in_source += o.missing;
+    rr.uncacheable += o.uncacheable;
+    rr.replayed += o.replayed;
+    report.uncacheable += o.uncacheable;
+    report.replayed += o.replayed;
     report.written += o.written;
     report.overwritten += o.overwritten;
     report.skipped_existing += o.existed;
     report.missing_in_source += o.missing;
     report.bytes_written += o.bytes;
-    if let Some((reason, failed, message)) = o.failed {
+    for (reason, failed, message) in o.failed {
         rr.failed += failed;
         *report.failed.entry(reason.to_string()).or_insert(0) += failed;
         if !message.is_empty() && report.errors.len() < SAMPLES && !report.errors.contains(&message) {

@@ -37,8 +37,12 @@ pub struct RuleReport {
     pub overwritten: u64,
     /// Existing keys left alone.
     pub skipped_existing: u64,
-    /// Keys the source had no row for.
+    /// Keys the source had no value for.
     pub missing_in_source: u64,
+    /// Keys whose HTTP response may not be stored (`no-store`, `private`, a redirect).
+    pub uncacheable: u64,
+    /// Requests replayed for the application to cache (HTTP `replay` mode).
+    pub replayed: u64,
     /// Keys refused by validation (never written).
     pub invalid: u64,
     /// Keys that failed (source or backend errors, cancelled at the deadline).
@@ -60,8 +64,12 @@ pub struct RunReport {
     pub overwritten: u64,
     /// Existing keys left alone (value and TTL untouched).
     pub skipped_existing: u64,
-    /// Keys the source had no row for.
+    /// Keys the source had no value for (no row, 404, no file, absent on the peer).
     pub missing_in_source: u64,
+    /// Keys whose HTTP response may not be stored (`no-store`, `private`, a redirect).
+    pub uncacheable: u64,
+    /// Requests replayed for the application to cache (HTTP `replay` mode).
+    pub replayed: u64,
     /// Keys refused by validation.
     pub invalid_keys: u64,
     /// Keys of rules without a source.
@@ -104,6 +112,8 @@ impl RunReport {
             overwritten: 0,
             skipped_existing: 0,
             missing_in_source: 0,
+            uncacheable: 0,
+            replayed: 0,
             invalid_keys: 0,
             no_source: 0,
             failed: BTreeMap::new(),

@@ -47,7 +47,7 @@ impl Inspect for RedisInspector {
 }
 
 fn entry(key: &str, value: &[u8], ttl_secs: Option<u64>) -> Entry {
-    Entry { key: key.into(), value: value.to_vec(), ttl: ttl_secs.map(Duration::from_secs) }
+    Entry::value(key, value.to_vec(), ttl_secs.map(Duration::from_secs))
 }
 
 async fn conformance(b: &impl Backend, look: &impl Inspect) {
@@ -97,7 +97,7 @@ async fn conformance(b: &impl Backend, look: &impl Inspect) {
 
     // Short TTLs expire.
     b.write_batch(
-        &[Entry { key: "brief".into(), value: b"x".to_vec(), ttl: Some(Duration::from_millis(80)) }],
+        &[Entry::value("brief", b"x".to_vec(), Some(Duration::from_millis(80)))],
         WriteMode::IfAbsent,
     )
     .await

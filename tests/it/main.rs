@@ -7,6 +7,7 @@ mod cli;
 mod plan;
 mod properties;
 mod servers;
+mod sources;
 mod support;
 mod verify;
 mod warm;

@@ -249,3 +249,147 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// A request as a test HTTP server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// `GET`, `HEAD`, ...
+    pub method: String,
+    /// Path and query, as sent.
+    pub target: String,
+    /// Header names (lower case) and values.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// The value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a test HTTP server answers.
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// How long to wait before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    /// `200 OK` with `body`.
+    pub fn ok(body: impl Into<Vec<u8>>) -> Reply {
+        Reply { status: 200, headers: Vec::new(), body: body.into(), delay: Duration::ZERO }
+    }
+
+    /// An empty answer with `status`.
+    pub fn status(status: u16) -> Reply {
+        Reply { status, ..Reply::ok("") }
+    }
+
+    /// The same with a header added.
+    pub fn with_header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+type Handler = dyn Fn(&Seen) -> Reply + Send + Sync;
+
+/// A real HTTP/1.1 server on loopback (keep-alive, one thread a connection) whose answers a
+/// test decides; it records every request. Stopped when dropped.
+pub struct HttpServer {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HttpServer {
+    /// Starts a server answering every request with `handler`.
+    pub fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> HttpServer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("bound").port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (handler, seen) = (handler.clone(), seen2.clone());
+                std::thread::spawn(move || serve(conn, &*handler, &seen));
+            }
+        });
+        HttpServer { port, seen, stop }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("not poisoned").clone()
+    }
+}
+
+fn serve(conn: std::net::TcpStream, handler: &Handler, seen: &std::sync::Mutex<Vec<Seen>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut reader = BufReader::new(conn.try_clone().expect("clonable socket"));
+    let mut out = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, target) =
+            (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = h.split_once(':') {
+                headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let request = Seen { method, target, headers };
+        seen.lock().expect("not poisoned").push(request.clone());
+        let reply = handler(&request);
+        std::thread::sleep(reply.delay);
+        let mut head = format!("HTTP/1.1 {} X\r\ncontent-length: {}\r\n", reply.status, reply.body.len());
+        for (n, v) in &reply.headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let body: &[u8] = if request.method == "HEAD" { &[] } else { &reply.body };
+        if out.write_all(head.as_bytes()).and_then(|()| out.write_all(body)).is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}

@@ -98,6 +98,13 @@ fn warm_with<B: Backend + 'static>(
     })
 }
 
+/// Replaces the `product` rule's query.
+fn set_query(config: &mut Config, sql: &str) {
+    let query = preheat::source::SqlQuery::parse(sql, true, preheat::source::Encoding::Bytes).expect("valid");
+    config.loads[0].as_mut().expect("product has a source").fetch =
+        preheat::source::Fetch::Sql { query, param: 0 };
+}
+
 fn block<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Runtime::new().expect("runtime").block_on(f)
 }
@@ -207,9 +214,7 @@ fn a_hanging_query_cannot_hold_the_deadline() {
     let s = shop("deadline = \"1s\"\nbatch_size = 20\nconcurrency = 2", "sqlite://{db}");
     let mut config = s.config.clone();
     let slow = "SELECT id, body FROM products WHERE id IN ($1) AND (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) SELECT count(*) FROM c) > 0";
-    let load = config.loads[0].as_mut().expect("product has a source");
-    load.query =
-        preheat::source::SqlQuery::parse(slow, true, preheat::source::Encoding::Bytes).expect("valid");
+    set_query(&mut config, slow);
     let shop = Shop { config, ..s };
     let plan = plan_of(&shop);
     let started = Instant::now();
@@ -407,8 +412,7 @@ fn redis_killed_mid_warm_ends_the_run_with_failures_counted() {
     let s = shop("batch_size = 2\nconcurrency = 1", "sqlite://{db}");
     let mut config = s.config.clone();
     let slow = "SELECT id, body FROM products WHERE id IN ($1) AND (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) SELECT count(*) FROM c) > 0";
-    config.loads[0].as_mut().expect("product has a source").query =
-        preheat::source::SqlQuery::parse(slow, true, preheat::source::Encoding::Bytes).expect("valid");
+    set_query(&mut config, slow);
     let shop = Shop { config, ..s };
     let plan = plan_of(&shop);
     let backend = Arc::new(RedisBackend::new(&server.url()).expect("valid URL"));
