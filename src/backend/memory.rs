@@ -86,6 +86,35 @@ impl MemoryBackend {
         self.cache.run_pending_tasks().await;
         (self.cache.entry_count(), self.cache.weighted_size())
     }
+
+    /// Writes one entry as `mode` says.
+    async fn write_one(&self, e: &Entry, mode: WriteMode) -> Result<Written, BackendError> {
+        if e.dump {
+            return Err(BackendError {
+                backend: "memory://".to_string(),
+                message: "a peer-Redis copy (a `DUMP` payload) can only be restored into Redis: \
+                          warm a `redis://` backend, or load these keys from another source"
+                    .into(),
+                retryable: false,
+            });
+        }
+        let mut stored = Stored::new(e.value.as_slice().into(), e.ttl);
+        Ok(match mode {
+            WriteMode::IfAbsent => {
+                let entry = self.cache.entry(e.key.clone()).or_insert_with(async { stored }).await;
+                if entry.is_fresh() { Written::Created } else { Written::Existed }
+            }
+            WriteMode::OverwriteKeepTtl | WriteMode::Overwrite => {
+                let existing = self.cache.get(&e.key).await;
+                if let (Some(old), WriteMode::OverwriteKeepTtl) = (&existing, mode) {
+                    stored.keep_ttl = true;
+                    stored.expires_at = old.expires_at;
+                }
+                self.cache.insert(e.key.clone(), stored).await;
+                if existing.is_some() { Written::Replaced } else { Written::Created }
+            }
+        })
+    }
 }
 
 impl Backend for MemoryBackend {
@@ -93,37 +122,12 @@ impl Backend for MemoryBackend {
         "memory://".to_string()
     }
 
-    async fn write_batch(&self, entries: &[Entry], mode: WriteMode) -> Result<Vec<Written>, BackendError> {
-        if entries.iter().any(|e| e.dump) {
-            return Err(BackendError {
-                backend: self.describe(),
-                message: "a peer-Redis copy (a `DUMP` payload) can only be restored into Redis: \
-                          warm a `redis://` backend, or load these keys from another source"
-                    .into(),
-                retryable: false,
-            });
-        }
+    async fn write_batch(&self, entries: &[Entry], mode: WriteMode) -> Vec<Result<Written, BackendError>> {
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            let mut stored = Stored::new(e.value.as_slice().into(), e.ttl);
-            let written = match mode {
-                WriteMode::IfAbsent => {
-                    let entry = self.cache.entry(e.key.clone()).or_insert_with(async { stored }).await;
-                    if entry.is_fresh() { Written::Created } else { Written::Existed }
-                }
-                WriteMode::OverwriteKeepTtl | WriteMode::Overwrite => {
-                    let existing = self.cache.get(&e.key).await;
-                    if let (Some(old), WriteMode::OverwriteKeepTtl) = (&existing, mode) {
-                        stored.keep_ttl = true;
-                        stored.expires_at = old.expires_at;
-                    }
-                    self.cache.insert(e.key.clone(), stored).await;
-                    if existing.is_some() { Written::Replaced } else { Written::Created }
-                }
-            };
-            out.push(written);
+            out.push(self.write_one(e, mode).await);
         }
-        Ok(out)
+        out
     }
 
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {

@@ -1,11 +1,13 @@
 //! Backends: where warmed values are written.
 //!
 //! One trait, [`Backend`], whose writes are "if absent" unless told to overwrite, so data that
-//! is already cached, and its TTL, stay untouched by default. Errors say whether retrying can
-//! help; the warm loop never looks at their text. Implementations: [`RedisBackend`] (a Redis
-//! server) and [`MemoryBackend`] (in-process, for services that warm their own cache, demos
-//! and tests); one conformance suite runs against both.
+//! is already cached, and its TTL, stay untouched by default. Each entry of a batch succeeds
+//! or fails on its own, and errors say whether retrying can help; the warm loop never looks at
+//! their text. Implementations: [`RedisBackend`] (a Redis server), [`RedisClusterBackend`]
+//! (a Redis Cluster, pipelined per master) and [`MemoryBackend`] (in-process, for services
+//! that warm their own cache, demos and tests); one conformance suite runs against all three.
 
+mod cluster;
 mod memory;
 mod redis;
 
@@ -13,6 +15,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use self::redis::RedisBackend;
+pub use cluster::{RedisClusterBackend, slot};
 pub use memory::MemoryBackend;
 
 /// One value to write.
@@ -60,6 +63,14 @@ pub enum Written {
     Replaced,
 }
 
+/// One result per entry, all the same: what a batch that failed as a whole gives.
+pub fn all_alike(n: usize, result: Result<Vec<Written>, BackendError>) -> Vec<Result<Written, BackendError>> {
+    match result {
+        Ok(written) => written.into_iter().map(Ok).collect(),
+        Err(e) => vec![Err(e); n],
+    }
+}
+
 /// A write that failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{backend}: {message}")]
@@ -77,12 +88,13 @@ pub trait Backend: Send + Sync {
     /// The backend's URL with any password removed, for logs and reports.
     fn describe(&self) -> String;
 
-    /// Writes a batch; on success, one outcome per entry, in order.
+    /// Writes a batch: one outcome per entry, in order. A backend that fails as a whole fails
+    /// every entry alike; a cluster may fail only the entries of a node that is down.
     fn write_batch(
         &self,
         entries: &[Entry],
         mode: WriteMode,
-    ) -> impl Future<Output = Result<Vec<Written>, BackendError>> + Send;
+    ) -> impl Future<Output = Vec<Result<Written, BackendError>>> + Send;
 
     /// Takes the run lock `key` for `ttl` if nobody holds it (Redis `SET key token NX PX`);
     /// `false` when another run holds it. The TTL frees the lock of a run that died.

@@ -14,13 +14,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, RetryMethod, Value};
 use tokio::sync::OnceCell;
 
-use super::{Backend, BackendError, Entry, WriteMode, Written};
+use super::{Backend, BackendError, Entry, WriteMode, Written, all_alike};
 use crate::source::{redact_url, scrub};
 
 /// Restores one `DUMP` payload: KEYS[1] the key; ARGV the TTL in ms (0: none), the payload
 /// and the mode (`nx` leaves an existing key, `keep` replaces it keeping its remaining TTL,
 /// `reset` replaces it with the payload's TTL). Returns 1 created, 0 left alone, 2 replaced.
-const RESTORE_SCRIPT: &str = r"
+pub(super) const RESTORE_SCRIPT: &str = r"
 local left = redis.call('PTTL', KEYS[1])
 if left == -2 then
   redis.call('RESTORE', KEYS[1], ARGV[1], ARGV[2])
@@ -34,6 +34,33 @@ end
 redis.call('RESTORE', KEYS[1], ttl, ARGV[2], 'REPLACE')
 return 2
 ";
+
+/// Deletes the run lock KEYS[1] only while it holds this run's token ARGV[1].
+pub(super) const UNLOCK_SCRIPT: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+/// Turns a client error into a backend error: passwords of `url` removed, retryable when a
+/// retry can help, and a hint where it cannot (credentials, certificates).
+pub(super) fn classify(e: &RedisError, url: &str, redacted: &str) -> BackendError {
+    let mut message = scrub(&e.to_string(), url);
+    if e.kind() == redis::ErrorKind::AuthenticationFailed || message.contains("WRONGPASS") {
+        message.push_str(" (check the user name and password in the backend URL)");
+        return BackendError { backend: redacted.to_string(), message, retryable: false };
+    }
+    if message.contains("invalid peer certificate") {
+        message.push_str(" (trust the CA that signed the server's certificate with [backend] ca_file)");
+        return BackendError { backend: redacted.to_string(), message, retryable: false };
+    }
+    let retryable = e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.retry_method(),
+            RetryMethod::Reconnect | RetryMethod::WaitAndRetry | RetryMethod::RetryImmediately
+        );
+    BackendError { backend: redacted.to_string(), message, retryable }
+}
 
 /// A Redis server.
 pub struct RedisBackend {
@@ -69,25 +96,7 @@ impl RedisBackend {
     }
 
     fn error(&self, e: &RedisError) -> BackendError {
-        let mut message = scrub(&e.to_string(), &self.url);
-        // Retrying cannot fix credentials or an untrusted certificate: say how to fix them.
-        if e.kind() == redis::ErrorKind::AuthenticationFailed || message.contains("WRONGPASS") {
-            message.push_str(" (check the user name and password in the backend URL)");
-            return BackendError { backend: self.redacted.clone(), message, retryable: false };
-        }
-        if message.contains("invalid peer certificate") {
-            message.push_str(" (trust the CA that signed the server's certificate with [backend] ca_file)");
-            return BackendError { backend: self.redacted.clone(), message, retryable: false };
-        }
-        let retryable = e.is_io_error()
-            || e.is_timeout()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-            || matches!(
-                e.retry_method(),
-                RetryMethod::Reconnect | RetryMethod::WaitAndRetry | RetryMethod::RetryImmediately
-            );
-        BackendError { backend: self.redacted.clone(), message, retryable }
+        classify(e, &self.url, &self.redacted)
     }
 
     async fn connection(&self) -> Result<ConnectionManager, BackendError> {
@@ -145,6 +154,24 @@ impl RedisBackend {
             .into_iter()
             .map(|v| matches!(v, Value::Okay) || matches!(&v, Value::SimpleString(s) if s == "OK"))
             .collect())
+    }
+
+    /// Writes a batch in one or two pipelines; any error fails the whole batch.
+    async fn write_all(&self, entries: &[Entry], mode: WriteMode) -> Result<Vec<Written>, BackendError> {
+        if !entries.iter().any(|e| e.dump) {
+            return self.write_values(&entries.iter().collect::<Vec<_>>(), mode).await;
+        }
+        // A batch holds one rule's keys, so it is all payloads or all values; a mixed batch
+        // from a library caller is split and its outcomes put back in order.
+        let (dumps, values): (Vec<usize>, Vec<usize>) = (0..entries.len()).partition(|&i| entries[i].dump);
+        let pick = |indices: &[usize]| indices.iter().map(|&i| &entries[i]).collect::<Vec<_>>();
+        let restored = self.restore_each(&pick(&dumps), mode).await?;
+        let written = self.write_values(&pick(&values), mode).await?;
+        let mut out = vec![Written::Existed; entries.len()];
+        for (i, w) in dumps.iter().zip(restored).chain(values.iter().zip(written)) {
+            out[*i] = w;
+        }
+        Ok(out)
     }
 
     /// Writes plain values with `SET`, as `mode` says.
@@ -217,21 +244,8 @@ impl Backend for RedisBackend {
         self.redacted.clone()
     }
 
-    async fn write_batch(&self, entries: &[Entry], mode: WriteMode) -> Result<Vec<Written>, BackendError> {
-        if !entries.iter().any(|e| e.dump) {
-            return self.write_values(&entries.iter().collect::<Vec<_>>(), mode).await;
-        }
-        // A batch holds one rule's keys, so it is all payloads or all values; a mixed batch
-        // from a library caller is split and its outcomes put back in order.
-        let (dumps, values): (Vec<usize>, Vec<usize>) = (0..entries.len()).partition(|&i| entries[i].dump);
-        let pick = |indices: &[usize]| indices.iter().map(|&i| &entries[i]).collect::<Vec<_>>();
-        let restored = self.restore_each(&pick(&dumps), mode).await?;
-        let written = self.write_values(&pick(&values), mode).await?;
-        let mut out = vec![Written::Existed; entries.len()];
-        for (i, w) in dumps.iter().zip(restored).chain(values.iter().zip(written)) {
-            out[*i] = w;
-        }
-        Ok(out)
+    async fn write_batch(&self, entries: &[Entry], mode: WriteMode) -> Vec<Result<Written, BackendError>> {
+        all_alike(entries.len(), self.write_all(entries, mode).await)
     }
 
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {
@@ -251,7 +265,7 @@ impl Backend for RedisBackend {
     async fn unlock(&self, key: &str, token: &str) -> Result<(), BackendError> {
         let mut conn = self.connection().await?;
         let _: i64 = redis::cmd("EVAL")
-            .arg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+            .arg(UNLOCK_SCRIPT)
             .arg(1)
             .arg(key)
             .arg(token)

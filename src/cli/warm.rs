@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use preheat::backend::{MemoryBackend, RedisBackend};
+use preheat::backend::{MemoryBackend, RedisBackend, RedisClusterBackend};
 use preheat::config::Config;
 use preheat::plan::Plan;
 use preheat::profile::open_profile;
@@ -24,7 +24,8 @@ pub struct WarmArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub profile: super::ProfileChoice,
-    /// Backend URL (`redis://host:port/db`, `memory://`, `env:NAME`); overrides `[backend] url`.
+    /// Backend URL (`redis://host:port/db`, `redis+cluster://host:port,host:port`, `memory://`,
+    /// `env:NAME`); overrides `[backend] url`.
     #[arg(long, env = "PREHEAT_BACKEND")]
     pub backend: Option<String>,
     /// Write the run report as JSON to this file.
@@ -116,6 +117,9 @@ pub async fn warm_into(plan: &Plan, config: &Config, bar: bool) -> anyhow::Resul
         let (entries, bytes) = backend.stats().await;
         tracing::debug!(entries, bytes, "in-memory cache after the warm");
         report
+    } else if url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://") {
+        let backend = Arc::new(RedisClusterBackend::new(&url)?);
+        warm::run(plan, config, &sources, backend, stop, &|p| progress.update(p)).await
     } else if url.starts_with("redis://") || url.starts_with("rediss://") {
         let backend = match &config.warm.backend_ca_file {
             Some(path) if url.starts_with("rediss://") => {
@@ -128,7 +132,10 @@ pub async fn warm_into(plan: &Plan, config: &Config, bar: bool) -> anyhow::Resul
         let backend = Arc::new(backend);
         warm::run(plan, config, &sources, backend, stop, &|p| progress.update(p)).await
     } else {
-        anyhow::bail!("backend `{}` is not `redis://`, `rediss://` or `memory://`", redact_url(&url))
+        anyhow::bail!(
+            "backend `{}` is not `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://` or `memory://`",
+            redact_url(&url)
+        )
     };
     progress.finish();
     Ok(report)

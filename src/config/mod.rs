@@ -551,14 +551,15 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
     }
     if let Some(b) = &file.backend {
         let url = b.url.get_ref();
-        if ["memory:", "redis:", "rediss:", "env:", "file:"].iter().any(|k| url.starts_with(k)) {
+        let known = ["memory:", "redis:", "rediss:", "redis+cluster:", "rediss+cluster:", "env:", "file:"];
+        if known.iter().any(|k| url.starts_with(k)) {
             warm.backend_url = url.clone();
         } else {
             problems.add_in(
                 &b.url,
                 0,
                 format!(
-                    "backend.url: `{}` is not a `redis://`, `rediss://` or `memory://` URL, nor `env:NAME` or `file:PATH`",
+                    "backend.url: `{}` is not a `redis://`, `rediss://`, `redis+cluster://host:port,...` or `memory://` URL, nor `env:NAME` or `file:PATH`",
                     crate::source::redact_url(url)
                 ),
             );

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use self::breaker::{Breaker, Gate};
 pub use report::{RuleReport, RunReport, RunStatus};
 
-use crate::backend::{Backend, Entry, WriteMode, Written};
+use crate::backend::{Backend, BackendError, Entry, WriteMode, Written};
 use crate::config::{Config, LockPolicy, RuleLoad};
 use crate::plan::Plan;
 use crate::source::{Fetched, Job, Source, SourceError};
@@ -157,41 +157,17 @@ async fn run_batch<B: Backend>(
 ) -> Outcome {
     let n = batch.keys.len();
     let mut seed = clock_seed();
-    let mut results: Vec<Option<Result<Fetched, SourceError>>> = vec![None; n];
-    let mut pending: Vec<usize> = (0..n).collect();
-    let mut attempt = 1;
-    loop {
-        let jobs: Vec<&Job> = pending.iter().map(|&i| &batch.keys[i]).collect();
-        let fetched = source.source.fetch(&load.fetch, &jobs).await;
-        let (mut any_ok, mut retry) = (false, Vec::new());
-        for (&i, result) in pending.iter().zip(fetched) {
-            match &result {
-                Ok(_) => any_ok = true,
-                Err(e) if e.retryable => retry.push(i),
-                Err(_) => {}
-            }
-            results[i] = Some(result);
-        }
-        let now = tokio::time::Instant::now();
-        if any_ok {
-            source.breaker.success();
-        } else if !retry.is_empty() {
-            source.breaker.failure(now);
-        }
-        // Once the circuit is open, retrying would only add load to a struggling source;
-        // the breaker decides when to try again.
-        if retry.is_empty() || attempt >= ATTEMPTS || source.breaker.is_open(now) {
-            break;
-        }
-        tokio::time::sleep(backoff(attempt, &mut seed)).await;
-        attempt += 1;
-        pending = retry;
-    }
+    let (keys, fetch, from) = (&batch.keys, &load.fetch, &source.source);
+    let results = with_retries(n, &source.breaker, &mut seed, |pending| async move {
+        let jobs: Vec<&Job> = pending.iter().map(|&i| &keys[i]).collect();
+        from.fetch(fetch, &jobs).await
+    })
+    .await;
     let mut outcome = Outcome::default();
     let mut entries = Vec::with_capacity(n);
     for (job, result) in batch.keys.into_iter().zip(results) {
         match result {
-            Some(Ok(Fetched::Value { value, max_ttl })) => {
+            Ok(Fetched::Value { value, max_ttl }) => {
                 let ttl = load.ttl.map(|t| {
                     t.mul_f64(jitter_factor(load.ttl_jitter, &mut seed)).max(Duration::from_millis(1))
                 });
@@ -202,54 +178,103 @@ async fn run_batch<B: Backend>(
                 };
                 entries.push(Entry { key: job.key, value, ttl, dump: false });
             }
-            Some(Ok(Fetched::Dump { payload, ttl })) => {
+            Ok(Fetched::Dump { payload, ttl }) => {
                 entries.push(Entry { key: job.key, value: payload, ttl, dump: true });
             }
-            Some(Ok(Fetched::Missing)) => outcome.missing += 1,
-            Some(Ok(Fetched::Uncacheable)) => outcome.uncacheable += 1,
-            Some(Ok(Fetched::Replayed)) => outcome.replayed += 1,
-            Some(Err(e)) => outcome.fail(e.reason, 1, e.to_string()),
-            None => outcome.fail("source_error", 1, String::new()),
+            Ok(Fetched::Missing) => outcome.missing += 1,
+            Ok(Fetched::Uncacheable) => outcome.uncacheable += 1,
+            Ok(Fetched::Replayed) => outcome.replayed += 1,
+            Err(e) => outcome.fail(e.reason, 1, e.to_string()),
         }
     }
     if entries.is_empty() {
         return outcome;
     }
-    let mut attempt = 1;
-    loop {
-        match target.backend.write_batch(&entries, mode).await {
-            Ok(results) => {
-                target.breaker.success();
-                for (w, entry) in results.iter().zip(&entries) {
-                    let size = entry.value.len() as u64;
-                    match w {
-                        Written::Created => {
-                            outcome.written += 1;
-                            outcome.bytes += size;
-                        }
-                        Written::Replaced => {
-                            outcome.overwritten += 1;
-                            outcome.bytes += size;
-                        }
-                        Written::Existed => outcome.existed += 1,
-                    }
-                }
-                break;
+    let (all, backend) = (&entries, &target.backend);
+    let written = with_retries(entries.len(), &target.breaker, &mut seed, |pending| async move {
+        if pending.len() == all.len() {
+            backend.write_batch(all, mode).await
+        } else {
+            // A retry of some entries (a cluster node that was down): rare, so copied.
+            let retry: Vec<Entry> = pending.iter().map(|&i| all[i].clone()).collect();
+            backend.write_batch(&retry, mode).await
+        }
+    })
+    .await;
+    for (entry, result) in entries.iter().zip(written) {
+        let size = entry.value.len() as u64;
+        match result {
+            Ok(Written::Created) => {
+                outcome.written += 1;
+                outcome.bytes += size;
             }
-            Err(e) => {
-                let now = tokio::time::Instant::now();
-                target.breaker.failure(now);
-                if e.retryable && attempt < ATTEMPTS && !target.breaker.is_open(now) {
-                    tokio::time::sleep(backoff(attempt, &mut seed)).await;
-                    attempt += 1;
-                    continue;
-                }
-                outcome.fail("backend_error", entries.len() as u64, e.to_string());
-                break;
+            Ok(Written::Replaced) => {
+                outcome.overwritten += 1;
+                outcome.bytes += size;
             }
+            Ok(Written::Existed) => outcome.existed += 1,
+            Err(e) => outcome.fail("backend_error", 1, e.to_string()),
         }
     }
     outcome
+}
+
+/// An error that may go away if the same request is tried again.
+trait Transient {
+    fn transient(&self) -> bool;
+}
+
+impl Transient for SourceError {
+    fn transient(&self) -> bool {
+        self.retryable
+    }
+}
+
+impl Transient for BackendError {
+    fn transient(&self) -> bool {
+        self.retryable
+    }
+}
+
+/// Calls `call` with the indices of all `n` items, then again with those that failed with a
+/// transient error, up to [`ATTEMPTS`] calls with backoff in between; one result per item.
+/// The breaker hears of a success when anything succeeded and of a failure when nothing did
+/// and retrying could help. Once it is open, retrying would only add load to a struggling
+/// dependency, so the last errors stand and the breaker decides when to try again.
+async fn with_retries<T, E: Transient, F: Future<Output = Vec<Result<T, E>>>>(
+    n: usize,
+    breaker: &Breaker,
+    seed: &mut u64,
+    mut call: impl FnMut(Vec<usize>) -> F,
+) -> Vec<Result<T, E>> {
+    let mut results: Vec<Option<Result<T, E>>> = (0..n).map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..n).collect();
+    let mut attempt = 1;
+    while !pending.is_empty() {
+        let answers = call(pending.clone()).await;
+        let (mut any_ok, mut retry) = (false, Vec::new());
+        for (&i, result) in pending.iter().zip(answers) {
+            match &result {
+                Ok(_) => any_ok = true,
+                Err(e) if e.transient() => retry.push(i),
+                Err(_) => {}
+            }
+            results[i] = Some(result);
+        }
+        let now = tokio::time::Instant::now();
+        if any_ok {
+            breaker.success();
+        } else if !retry.is_empty() {
+            breaker.failure(now);
+        }
+        if retry.is_empty() || attempt >= ATTEMPTS || breaker.is_open(now) {
+            break;
+        }
+        tokio::time::sleep(backoff(attempt, seed)).await;
+        attempt += 1;
+        pending = retry;
+    }
+    results.into_iter().map(|r| r.expect("every item was tried")).collect()
 }
 
 /// How taking the run lock went.

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use preheat::backend::{Backend, Entry, MemoryBackend, RedisBackend, WriteMode, Written};
+use preheat::backend::{
+    Backend, Entry, MemoryBackend, RedisBackend, RedisClusterBackend, WriteMode, Written,
+};
 
 /// How a test reads and prepares a backend's contents, the way an application would.
 trait Inspect {
@@ -46,6 +48,31 @@ impl Inspect for RedisInspector {
     }
 }
 
+/// The outcomes of a batch that must have succeeded.
+fn written(out: Vec<Result<Written, preheat::backend::BackendError>>) -> Vec<Written> {
+    out.into_iter().collect::<Result<Vec<_>, _>>().expect("writes")
+}
+
+/// A cluster read as an application reads it: each key on its master.
+struct ClusterInspector(std::sync::Arc<crate::servers::RedisCluster>);
+
+impl Inspect for ClusterInspector {
+    async fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.get(key)
+    }
+    async fn ttl(&self, key: &str) -> Option<Duration> {
+        self.0.ttl(key)
+    }
+    async fn app_sets(&self, key: &str, value: &[u8], ttl: Option<Duration>) {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        if let Some(t) = ttl {
+            cmd.arg("PX").arg(t.as_millis() as u64);
+        }
+        let _: () = cmd.query(&mut self.0.node(self.0.owner(key))).expect("SET");
+    }
+}
+
 fn entry(key: &str, value: &[u8], ttl_secs: Option<u64>) -> Entry {
     Entry::value(key, value.to_vec(), ttl_secs.map(Duration::from_secs))
 }
@@ -58,8 +85,8 @@ async fn conformance(b: &impl Backend, look: &impl Inspect) {
             &[entry("fresh", b"warm", Some(600)), entry("app", b"warm", Some(600))],
             WriteMode::IfAbsent,
         )
-        .await
-        .expect("writes");
+        .await;
+    let out = written(out);
     assert_eq!(out, [Written::Created, Written::Existed]);
     assert_eq!(look.value("fresh").await.as_deref(), Some(&b"warm"[..]));
     assert_eq!(look.value("app").await.as_deref(), Some(&b"from the app"[..]));
@@ -73,40 +100,33 @@ async fn conformance(b: &impl Backend, look: &impl Inspect) {
             &[entry("app", b"new", Some(600)), entry("other", b"x", Some(60))],
             WriteMode::OverwriteKeepTtl,
         )
-        .await
-        .expect("writes");
+        .await;
+    let out = written(out);
     assert_eq!(out, [Written::Replaced, Written::Created]);
     assert_eq!(look.value("app").await.as_deref(), Some(&b"new"[..]));
     assert!(look.ttl("app").await.expect("TTL kept") <= Duration::from_secs(30), "KEEPTTL");
     assert!(look.ttl("other").await.expect("TTL set") > Duration::from_secs(50));
 
     // Overwrite resetting the TTL.
-    let out =
-        b.write_batch(&[entry("app", b"newer", Some(900))], WriteMode::Overwrite).await.expect("writes");
+    let out = written(b.write_batch(&[entry("app", b"newer", Some(900))], WriteMode::Overwrite).await);
     assert_eq!(out, [Written::Replaced]);
     assert!(look.ttl("app").await.expect("TTL reset") > Duration::from_secs(800));
 
     // No TTL means no expiry; binary values survive.
-    let out = b
-        .write_batch(&[entry("forever", &[0, 255, 10, 13], None)], WriteMode::IfAbsent)
-        .await
-        .expect("writes");
+    let out = b.write_batch(&[entry("forever", &[0, 255, 10, 13], None)], WriteMode::IfAbsent).await;
+    let out = written(out);
     assert_eq!(out, [Written::Created]);
     assert_eq!(look.ttl("forever").await, None);
     assert_eq!(look.value("forever").await.as_deref(), Some(&[0u8, 255, 10, 13][..]));
 
     // Short TTLs expire.
-    b.write_batch(
-        &[Entry::value("brief", b"x".to_vec(), Some(Duration::from_millis(80)))],
-        WriteMode::IfAbsent,
-    )
-    .await
-    .expect("writes");
+    let brief = [Entry::value("brief", b"x".to_vec(), Some(Duration::from_millis(80)))];
+    written(b.write_batch(&brief, WriteMode::IfAbsent).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(look.value("brief").await, None);
 
     // An empty batch is fine.
-    assert!(b.write_batch(&[], WriteMode::IfAbsent).await.expect("nothing to do").is_empty());
+    assert!(b.write_batch(&[], WriteMode::IfAbsent).await.is_empty());
 
     // The run lock: one holder at a time, released only by its holder, freed by its TTL.
     let minute = Duration::from_secs(60);
@@ -139,12 +159,23 @@ async fn redis_backend_conformance() {
 }
 
 #[tokio::test]
+async fn redis_cluster_backend_conformance() {
+    let cluster = std::sync::Arc::new(crate::servers::RedisCluster::start(3));
+    let b = RedisClusterBackend::new(&cluster.url()).expect("valid URL");
+    conformance(&b, &ClusterInspector(cluster.clone())).await;
+    // The conformance keys landed on more than one master, so batches crossed slots.
+    let owners: std::collections::BTreeSet<usize> =
+        ["fresh", "app", "other", "forever"].iter().map(|k| cluster.owner(k)).collect();
+    assert!(owners.len() > 1, "{owners:?}");
+}
+
+#[tokio::test]
 async fn redis_errors_are_retryable_and_never_show_the_password() {
     let port = crate::servers::free_port();
     let b = RedisBackend::new(&format!("redis://:hunter2-secret@127.0.0.1:{port}/0")).expect("valid URL");
     assert_eq!(b.describe(), format!("redis://:***@127.0.0.1:{port}/0"));
-    let err =
-        b.write_batch(&[entry("k", b"v", None)], WriteMode::IfAbsent).await.expect_err("nothing listens");
+    let mut out = b.write_batch(&[entry("k", b"v", None)], WriteMode::IfAbsent).await;
+    let err = out.pop().expect("one result").expect_err("nothing listens");
     assert!(err.retryable, "{err}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
     assert!(RedisBackend::new("redis://:x@").is_err() || RedisBackend::new("not a url").is_err());

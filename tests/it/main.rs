@@ -4,6 +4,7 @@ mod analyze;
 mod backends;
 mod capacity;
 mod cli;
+mod cluster;
 mod plan;
 mod properties;
 mod servers;

@@ -393,3 +393,123 @@ impl Drop for HttpServer {
         let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
     }
 }
+
+/// A Redis Cluster of its own: `masters` redis-server processes in cluster mode joined by
+/// `redis-cli --cluster create`, no replicas. `cluster-require-full-coverage no`, so the
+/// other masters keep serving when one is stopped. Killed when dropped.
+pub struct RedisCluster {
+    children: Vec<Option<std::process::Child>>,
+    /// The masters' ports (127.0.0.1).
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts the masters and waits until the cluster reports `cluster_state:ok`.
+    pub fn start(masters: usize) -> RedisCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut ports = Vec::new();
+        // The cluster bus listens on port + 10000.
+        while ports.len() < masters {
+            let port = free_port();
+            if port < 55000
+                && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok()
+                && !ports.contains(&port)
+            {
+                ports.push(port);
+            }
+        }
+        let mut children = Vec::new();
+        for port in &ports {
+            let child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--port"])
+                .arg(port.to_string())
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .args(["--cluster-require-full-coverage", "no", "--cluster-config-file"])
+                .arg(format!("nodes-{port}.conf"))
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server runs");
+            children.push(Some(child));
+        }
+        let cluster = RedisCluster { children, ports, _dir: dir };
+        for port in &cluster.ports {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("valid URL");
+            let started = Instant::now();
+            while client.get_connection().is_err() {
+                assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let started = Instant::now();
+        while !cluster.ports.iter().all(|p| cluster.info(*p).contains("cluster_state:ok")) {
+            assert!(started.elapsed() < Duration::from_secs(20), "the cluster did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    fn info(&self, port: u16) -> String {
+        redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+            .unwrap_or_default()
+    }
+
+    /// `redis+cluster://` naming the first master only: the rest is discovered.
+    pub fn url(&self) -> String {
+        format!("redis+cluster://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// A plain connection to master `i`.
+    pub fn node(&self, i: usize) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.ports[i]))
+            .and_then(|c| c.get_connection())
+            .expect("the node answers")
+    }
+
+    /// The index of the master that serves `key`: the one that does not answer `MOVED`.
+    pub fn owner(&self, key: &str) -> usize {
+        (0..self.ports.len())
+            .find(|&i| {
+                self.children[i].is_some()
+                    && redis::cmd("EXISTS").arg(key).query::<i64>(&mut self.node(i)).is_ok()
+            })
+            .expect("a live master serves the key")
+    }
+
+    /// `GET key` on its master.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        redis::cmd("GET").arg(key).query(&mut self.node(self.owner(key))).expect("GET")
+    }
+
+    /// `PTTL key` on its master, `None` without expiry or key.
+    pub fn ttl(&self, key: &str) -> Option<Duration> {
+        let ms: i64 = redis::cmd("PTTL").arg(key).query(&mut self.node(self.owner(key))).expect("PTTL");
+        (ms >= 0).then(|| Duration::from_millis(ms as u64))
+    }
+
+    /// Kills master `i` (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}

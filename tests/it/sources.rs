@@ -7,51 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use preheat::backend::{MemoryBackend, RedisBackend};
-use preheat::config::Config;
-use preheat::plan::Plan;
-use preheat::warm::{self, RunReport, RunStatus};
+use preheat::warm::RunStatus;
 
 use crate::servers::{HttpServer, Redis, Reply, Seen};
-use crate::support::analyze_files;
-
-/// Writes a combined log in which each target is requested `times` times.
-fn write_requests(path: &Path, requests: &[(String, u32)]) {
-    let mut log = String::new();
-    for (target, times) in requests {
-        for i in 0..*times {
-            log.push_str(&format!(
-                "203.0.113.{} - - [01/Dec/2026:10:{:02}:00 +0000] \"GET {target} HTTP/1.1\" 200 512 \"-\" \"test\"\n",
-                i % 200,
-                i % 60
-            ));
-        }
-    }
-    fs::write(path, log).expect("writable");
-}
-
-/// Analyzes the requests under `config_text`, plans and warms `backend`.
-fn warm_requests<B: preheat::backend::Backend + 'static>(
-    config_text: &str,
-    requests: &[(String, u32)],
-    backend: Arc<B>,
-) -> (Plan, RunReport) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config::parse(config_text, "sources.toml").expect("valid config");
-    let log = dir.path().join("access.log");
-    write_requests(&log, requests);
-    let analysis = analyze_files(&[log], &config, 2);
-    let plan = Plan::build(analysis.rows.iter().cloned().map(Ok), &analysis.summary, &config).expect("plan");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let report = rt.block_on(async {
-        let sources = warm::open_sources(&config);
-        warm::run(&plan, &config, &sources, backend, std::future::pending::<()>(), &|_| {}).await
-    });
-    (plan, report)
-}
-
-fn block<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Runtime::new().expect("runtime").block_on(f)
-}
+use crate::support::{block, warm_requests};
 
 /// `count` products, the hottest first (id 1 is requested most).
 fn products(count: u32) -> Vec<(String, u32)> {

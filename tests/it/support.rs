@@ -1,13 +1,16 @@
 //! Helpers that make the tests read like sentences.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use preheat::analyze::{Analysis, AnalyzeOptions, analyze, input};
 use preheat::config::Config;
 use preheat::generate::{GenerateOptions, GroundTruth, generate};
 use preheat::logformat::FormatSpec;
+use preheat::plan::Plan;
+use preheat::warm::{self, RunReport};
 
 /// Rules used across tests: ids, slugs with a kept query parameter, a path capture.
 pub const RULES: &str = r#"
@@ -97,4 +100,44 @@ pub fn truth_counts(t: &GroundTruth) -> Vec<(String, String, u64)> {
 pub fn in_format(mut opts: GenerateOptions, format: FormatSpec) -> GenerateOptions {
     opts.format = format;
     opts
+}
+
+/// Writes a combined log in which each target is requested `times` times.
+pub fn write_requests(path: &Path, requests: &[(String, u32)]) {
+    let mut log = String::new();
+    for (target, times) in requests {
+        for i in 0..*times {
+            log.push_str(&format!(
+                "203.0.113.{} - - [01/Dec/2026:10:{:02}:00 +0000] \"GET {target} HTTP/1.1\" 200 512 \"-\" \"test\"\n",
+                i % 200,
+                i % 60
+            ));
+        }
+    }
+    fs::write(path, log).expect("writable");
+}
+
+/// Analyzes the requests under `config_text`, plans and warms `backend`.
+pub fn warm_requests<B: preheat::backend::Backend + 'static>(
+    config_text: &str,
+    requests: &[(String, u32)],
+    backend: Arc<B>,
+) -> (Plan, RunReport) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = Config::parse(config_text, "sources.toml").expect("valid config");
+    let log = dir.path().join("access.log");
+    write_requests(&log, requests);
+    let analysis = analyze_files(&[log], &config, 2);
+    let plan = Plan::build(analysis.rows.iter().cloned().map(Ok), &analysis.summary, &config).expect("plan");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let report = rt.block_on(async {
+        let sources = warm::open_sources(&config);
+        warm::run(&plan, &config, &sources, backend, std::future::pending::<()>(), &|_| {}).await
+    });
+    (plan, report)
+}
+
+/// Runs a future to completion on a runtime of its own.
+pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Runtime::new().expect("runtime").block_on(f)
 }
