@@ -388,3 +388,31 @@ fn a_peer_copy_into_the_memory_backend_fails_with_a_fix() {
     assert_eq!(r.failed.get("backend_error"), Some(&1));
     assert!(r.errors[0].contains("redis://"), "{:?}", r.errors);
 }
+
+#[test]
+fn a_hanging_program_cannot_hold_the_deadline_and_is_killed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pids = dir.path().join("pids");
+    let program = script(dir.path(), "hang", &format!("echo $$ >> {}\nsleep 60", pids.display()));
+    let config = format!(
+        "[warm]\ndeadline = \"1s\"\n[sources.slow]\ncommand = [\"{}\"]\ntimeout = \"1m\"\n\
+         [[rule]]\nname = \"page\"\nmatch = \"GET /render/{{name}}\"\nkey = \"page:{{name}}\"\n\
+         source = \"slow\"\nargs = [\"{{name}}\"]\nttl = \"5m\"\n",
+        program.display()
+    );
+    let requests: Vec<(String, u32)> = (0..6).map(|i| (format!("/render/p{i}"), 10 - i)).collect();
+    let started = Instant::now();
+    let (_, r) = warm_requests(&config, &requests, Arc::new(MemoryBackend::new(u64::MAX)));
+    // The deadline, then 2 s of grace for the batches in flight.
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(r.status, RunStatus::Deadline);
+    assert_eq!(r.written, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let started_pids = fs::read_to_string(&pids).expect("the program ran");
+    assert!(!started_pids.trim().is_empty());
+    for pid in started_pids.split_whitespace() {
+        let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let alive = state.split_whitespace().nth(2).is_some_and(|s| s != "Z");
+        assert!(!alive, "program {pid} outlived the warm: {state}");
+    }
+}
