@@ -15,13 +15,14 @@ use crate::verify::{Hits, Verification};
 use crate::warm::{RunReport, RunStatus};
 
 /// Every way a run can end, so the status gauge has one series per value.
-const STATUSES: [(RunStatus, &str); 7] = [
+const STATUSES: [(RunStatus, &str); 8] = [
     (RunStatus::Completed, "completed"),
     (RunStatus::Deadline, "deadline"),
     (RunStatus::Interrupted, "interrupted"),
     (RunStatus::Memory, "memory"),
     (RunStatus::Locked, "locked"),
     (RunStatus::Skipped, "skipped"),
+    (RunStatus::Stale, "stale"),
     (RunStatus::Failed, "failed"),
 ];
 

@@ -583,6 +583,15 @@ impl Backend for RedisClusterBackend {
         results.into_iter().map(|r| r.unwrap_or_else(|| Err(self.too_many_redirects()))).collect()
     }
 
+    async fn ping(&self) -> Result<(), BackendError> {
+        let topology = self.topology().await?;
+        for addr in &topology.masters {
+            let mut conn = self.connection(addr).await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| self.error(addr, &e))?;
+        }
+        Ok(())
+    }
+
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(token).arg("NX").arg("PX").arg(ttl.as_millis().max(1) as u64);

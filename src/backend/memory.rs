@@ -130,6 +130,10 @@ impl Backend for MemoryBackend {
         out
     }
 
+    async fn ping(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {
         let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();

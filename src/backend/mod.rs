@@ -96,6 +96,9 @@ pub trait Backend: Send + Sync {
         mode: WriteMode,
     ) -> impl Future<Output = Vec<Result<Written, BackendError>>> + Send;
 
+    /// Reaches the backend once without writing (`PING`; every master of a cluster).
+    fn ping(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
+
     /// Takes the run lock `key` for `ttl` if nobody holds it (Redis `SET key token NX PX`);
     /// `false` when another run holds it. The TTL frees the lock of a run that died.
     fn try_lock(

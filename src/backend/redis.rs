@@ -248,6 +248,10 @@ impl Backend for RedisBackend {
         all_alike(entries.len(), self.write_all(entries, mode).await)
     }
 
+    async fn ping(&self) -> Result<(), BackendError> {
+        self.command::<String>(&redis::cmd("PING")).await.map(|_| ())
+    }
+
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {
         let mut conn = self.connection().await?;
         let reply: Option<String> = redis::cmd("SET")

@@ -1,6 +1,7 @@
 //! Flags, logging set-up, dispatch and exit codes. Commands live one per file.
 
 mod analyze;
+mod config;
 mod demo;
 mod generate;
 mod html;
@@ -81,6 +82,48 @@ impl ProfileChoice {
     }
 }
 
+/// Warm settings that flags and `PREHEAT_*` variables override (`plan`, `warm`, `config
+/// check`): a flag wins over its variable, which wins over the config file.
+#[derive(Debug, Args)]
+pub struct WarmOverrides {
+    /// Backend URL (`redis://host:port/db`, `redis+cluster://host:port,host:port`, `memory://`,
+    /// `env:NAME`); overrides `[backend] url`.
+    #[arg(long, env = "PREHEAT_BACKEND")]
+    pub backend: Option<String>,
+    /// Hard end of the warm, at most 5m; overrides `warm.deadline`.
+    #[arg(long, env = "PREHEAT_DEADLINE")]
+    pub deadline: Option<String>,
+    /// At most this many keys; overrides `warm.max_keys`.
+    #[arg(long, env = "PREHEAT_MAX_KEYS")]
+    pub max_keys: Option<u64>,
+    /// Memory budget (`30%` or `2GiB`, at most 50% of available memory); overrides
+    /// `warm.max_memory`.
+    #[arg(long, env = "PREHEAT_MAX_MEMORY")]
+    pub max_memory: Option<String>,
+    /// A profile whose logs end longer ago than this is stale; overrides
+    /// `warm.max_profile_age`.
+    #[arg(long, env = "PREHEAT_MAX_PROFILE_AGE")]
+    pub max_profile_age: Option<String>,
+}
+
+impl WarmOverrides {
+    /// As the library's overrides.
+    pub fn to_overrides(&self) -> preheat::config::Overrides {
+        preheat::config::Overrides {
+            backend: self.backend.clone(),
+            deadline: self.deadline.clone(),
+            max_keys: self.max_keys,
+            max_memory: self.max_memory.clone(),
+            max_profile_age: self.max_profile_age.clone(),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormatArg {
@@ -108,6 +151,9 @@ enum Command {
     /// Check a warm against the traffic after the deploy: coverage against the prediction,
     /// hit ratios per minute against the profile's, warmed keys never read, and a verdict.
     Verify(verify::VerifyArgs),
+    /// Check a config: what a warm would do, and whether its backend and sources answer.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Inspect profiles.
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
@@ -146,6 +192,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Warm(w) => warm::run(w, &cli.global),
         Command::Report(r) => report::run(r),
         Command::Verify(v) => verify::run(v),
+        Command::Config(c) => config::run(c),
         Command::Profile(p) => profile::run(p),
         Command::GenerateLog(g) => generate::run(g),
     }

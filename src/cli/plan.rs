@@ -17,6 +17,8 @@ pub struct PlanArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     profile: super::ProfileChoice,
+    #[command(flatten)]
+    overrides: super::WarmOverrides,
     /// Planned keys to list.
     #[arg(long, default_value_t = 10)]
     top: usize,
@@ -26,15 +28,12 @@ pub struct PlanArgs {
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<Exit> {
-    let config = load_config(args.config.as_ref())?;
+    let mut config = load_config(args.config.as_ref())?;
+    config.apply(&args.overrides.to_overrides())?;
     let path = args.profile.resolve()?;
     let (meta, rows) = open_profile(&path)?;
-    if meta.summary.config_fingerprint != config.fingerprint {
-        tracing::warn!(
-            profile = %path.display(),
-            "the profile was made with other rules or another log format than `{}`; keys of rules it lacks are not planned",
-            config.origin
-        );
+    for why in meta.staleness(&config.fingerprint, config.warm.max_profile_age, super::now_ms()) {
+        tracing::warn!(profile = %path.display(), "stale profile: {why}");
     }
     let plan = Plan::build(rows, &meta.summary, &config)?;
     tracing::info!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use preheat::backend::{MemoryBackend, RedisBackend, RedisClusterBackend};
-use preheat::config::Config;
+use preheat::config::{Config, StalePolicy};
 use preheat::plan::Plan;
 use preheat::profile::open_profile;
 use preheat::source::{redact_url, resolve_secret};
@@ -24,10 +24,8 @@ pub struct WarmArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub profile: super::ProfileChoice,
-    /// Backend URL (`redis://host:port/db`, `redis+cluster://host:port,host:port`, `memory://`,
-    /// `env:NAME`); overrides `[backend] url`.
-    #[arg(long, env = "PREHEAT_BACKEND")]
-    pub backend: Option<String>,
+    #[command(flatten)]
+    pub overrides: super::WarmOverrides,
     /// Write the run report as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -39,21 +37,19 @@ pub struct WarmArgs {
     #[arg(long, env = "PREHEAT_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
     /// Exit non-zero (4) when any key failed, was invalid or was not started, or the profile
-    /// is missing; without it a degraded warm still exits 0.
-    #[arg(long)]
+    /// is missing or stale; without it a degraded warm still exits 0.
+    #[arg(long, env = "PREHEAT_STRICT")]
     pub strict: bool,
 }
 
 /// Whether `PREHEAT_SKIP` asks to skip (set and not `0`/`false`/empty).
-fn skip_requested() -> bool {
+pub fn skip_requested() -> bool {
     std::env::var("PREHEAT_SKIP").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
 }
 
 pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let mut config = load_config(args.config.as_ref())?;
-    if let Some(url) = &args.backend {
-        config.warm.backend_url = url.clone();
-    }
+    config.apply(&args.overrides.to_overrides())?;
     if skip_requested() || !config.warm.enabled {
         let why = if config.warm.enabled { "PREHEAT_SKIP is set" } else { "warm.enabled = false" };
         tracing::info!(reason = why, "warm skipped");
@@ -69,8 +65,17 @@ pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         Ok(x) => x,
         Err(e) => return degraded(e.into(), &config, &args),
     };
-    if meta.summary.config_fingerprint != config.fingerprint {
-        tracing::warn!(profile = %path.display(), "the profile was made with other rules; keys of rules it lacks are not warmed");
+    let stale = meta.staleness(&config.fingerprint, config.warm.max_profile_age, super::now_ms());
+    for why in &stale {
+        tracing::warn!(profile = %path.display(), "stale profile: {why}");
+    }
+    if !stale.is_empty() && config.warm.stale_profile == StalePolicy::Skip {
+        tracing::warn!(
+            "warm not run: warm.stale_profile = \"skip\"; the deploy goes on (use --strict to fail it)"
+        );
+        let report = RunReport::stale(redact_url(&config.warm.backend_url), stale);
+        emit(&report, &args)?;
+        return Ok(if args.strict { Exit::Strict } else { Exit::Ok });
     }
     let plan = match Plan::build(rows, &meta.summary, &config) {
         Ok(p) => p,
@@ -99,7 +104,7 @@ pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
 /// line every few seconds; `Err` only when the backend URL itself is unusable (nothing was
 /// attempted).
 pub async fn warm_into(plan: &Plan, config: &Config, bar: bool) -> anyhow::Result<RunReport> {
-    let url = resolve_secret(&config.warm.backend_url).map_err(|e| anyhow::anyhow!("backend.url: {e}"))?;
+    let backend = open_backend(config)?;
     let sources = warm::open_sources(config);
     for s in sources.iter().filter_map(|s| s.as_ref().err()) {
         tracing::error!(error = %s, "source unavailable; its rules will not be warmed");
@@ -108,19 +113,57 @@ pub async fn warm_into(plan: &Plan, config: &Config, bar: bool) -> anyhow::Resul
         let _ = tokio::signal::ctrl_c().await;
     };
     let progress = WarmProgress::new(bar, plan.keys.len() as u64);
-    let report = if url.starts_with("memory:") {
+    let on_progress = |p: &Progress| progress.update(p);
+    let report = match backend {
+        AnyBackend::Memory(backend) => {
+            let report = warm::run(plan, config, &sources, backend.clone(), stop, &on_progress).await;
+            let (entries, bytes) = backend.stats().await;
+            tracing::debug!(entries, bytes, "in-memory cache after the warm");
+            report
+        }
+        AnyBackend::Cluster(backend) => warm::run(plan, config, &sources, backend, stop, &on_progress).await,
+        AnyBackend::Redis(backend) => warm::run(plan, config, &sources, backend, stop, &on_progress).await,
+    };
+    progress.finish();
+    Ok(report)
+}
+
+/// The configured backend, whichever kind.
+pub enum AnyBackend {
+    /// `memory://`
+    Memory(Arc<MemoryBackend>),
+    /// `redis://`, `rediss://`
+    Redis(Arc<RedisBackend>),
+    /// `redis+cluster://`, `rediss+cluster://`
+    Cluster(Arc<RedisClusterBackend>),
+}
+
+impl AnyBackend {
+    /// Reaches it once without writing.
+    pub async fn ping(&self) -> Result<(), preheat::backend::BackendError> {
+        use preheat::backend::Backend;
+        match self {
+            AnyBackend::Memory(b) => b.ping().await,
+            AnyBackend::Redis(b) => b.ping().await,
+            AnyBackend::Cluster(b) => b.ping().await,
+        }
+    }
+}
+
+/// Sets up the backend `warm.backend_url` names (nothing connects yet); `Err` when the URL
+/// is unusable.
+pub fn open_backend(config: &Config) -> anyhow::Result<AnyBackend> {
+    let url = resolve_secret(&config.warm.backend_url).map_err(|e| anyhow::anyhow!("backend.url: {e}"))?;
+    if url.starts_with("memory:") {
         // The cache lives in this process, so it gets the run's memory budget.
         let capacity =
             preheat::memory::available().map_or(u64::MAX, |a| config.warm.max_memory.bytes(a.bytes));
-        let backend = Arc::new(MemoryBackend::new(capacity));
-        let report = warm::run(plan, config, &sources, backend.clone(), stop, &|p| progress.update(p)).await;
-        let (entries, bytes) = backend.stats().await;
-        tracing::debug!(entries, bytes, "in-memory cache after the warm");
-        report
-    } else if url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://") {
-        let backend = Arc::new(RedisClusterBackend::new(&url)?);
-        warm::run(plan, config, &sources, backend, stop, &|p| progress.update(p)).await
-    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+        return Ok(AnyBackend::Memory(Arc::new(MemoryBackend::new(capacity))));
+    }
+    if url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://") {
+        return Ok(AnyBackend::Cluster(Arc::new(RedisClusterBackend::new(&url)?)));
+    }
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
         let backend = match &config.warm.backend_ca_file {
             Some(path) if url.starts_with("rediss://") => {
                 let pem = std::fs::read(path)
@@ -129,16 +172,12 @@ pub async fn warm_into(plan: &Plan, config: &Config, bar: bool) -> anyhow::Resul
             }
             _ => RedisBackend::new(&url)?,
         };
-        let backend = Arc::new(backend);
-        warm::run(plan, config, &sources, backend, stop, &|p| progress.update(p)).await
-    } else {
-        anyhow::bail!(
-            "backend `{}` is not `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://` or `memory://`",
-            redact_url(&url)
-        )
-    };
-    progress.finish();
-    Ok(report)
+        return Ok(AnyBackend::Redis(Arc::new(backend)));
+    }
+    anyhow::bail!(
+        "backend `{}` is not `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://` or `memory://`",
+        redact_url(&url)
+    )
 }
 
 /// Warm progress as a bar on a terminal, else a log line every few seconds.
@@ -269,6 +308,10 @@ pub fn render(r: &RunReport) -> String {
     }
     if r.status == RunStatus::Failed {
         let _ = writeln!(o, "warm      failed to start: {}", r.errors.join("; "));
+        return o;
+    }
+    if r.status == RunStatus::Stale {
+        let _ = writeln!(o, "warm      not run: the profile is stale ({})", r.errors.join("; "));
         return o;
     }
     let status = match r.status {

@@ -18,7 +18,10 @@ use crate::rules::{HostFilter, KeyTemplate, MatchPattern, Rule, RuleSet, StatusF
 use crate::source::Fetch;
 pub use crate::source::SourceSettings;
 
+mod overrides;
 mod sources;
+
+pub use overrides::Overrides;
 
 /// The configuration used when no file is given and `preheat.toml` does not exist: every GET
 /// path is a key, so a first run shows which URLs are hot.
@@ -55,6 +58,16 @@ pub struct ScoreConfig {
     pub half_life: Option<Duration>,
     /// Miss-cost weight.
     pub weight: Weight,
+}
+
+/// Durations as humantime text (`4m`), the way the config file writes them.
+pub mod duration_text {
+    use std::time::Duration;
+
+    /// `4m`
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
 }
 
 mod opt_duration {
@@ -111,6 +124,7 @@ pub struct WarmSettings {
     /// `false` makes `preheat warm` log that it was skipped and exit 0.
     pub enabled: bool,
     /// Hard end of the run; at most 5 minutes.
+    #[serde(with = "duration_text")]
     pub deadline: Duration,
     /// What to do with keys that already exist (a rule may override it).
     pub on_existing: WriteMode,
@@ -121,6 +135,8 @@ pub struct WarmSettings {
     /// Plan budgets.
     pub budgets: WarmBudgets,
     /// Backend URL as configured: `redis://...`, `memory://`, or `env:`/`file:` holding one.
+    /// Never shown as is (it may hold a password).
+    #[serde(skip)]
     pub backend_url: String,
     /// CA certificates (PEM file) that a `rediss://` backend's certificate must chain to,
     /// instead of the system's roots.
@@ -131,6 +147,21 @@ pub struct WarmSettings {
     pub lock: LockPolicy,
     /// The key of the lock that keeps two runs from warming the same cache at once.
     pub lock_key: String,
+    /// A profile whose log window ended longer ago than this is stale (`None`: never).
+    #[serde(with = "opt_duration")]
+    pub max_profile_age: Option<Duration>,
+    /// What a warm does with a stale profile, or one made with other rules.
+    pub stale_profile: StalePolicy,
+}
+
+/// What `preheat warm` does with a stale profile (`warm.stale_profile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StalePolicy {
+    /// Warn and warm from it anyway.
+    Warn,
+    /// Warn and warm nothing (status `stale`).
+    Skip,
 }
 
 /// The warm's memory budget (`warm.max_memory`).
@@ -184,6 +215,8 @@ impl Default for WarmSettings {
             max_memory: MemoryLimit::Share(MAX_MEMORY_SHARE),
             lock: LockPolicy::Skip,
             lock_key: "preheat:lock".into(),
+            max_profile_age: None,
+            stale_profile: StalePolicy::Warn,
         }
     }
 }
@@ -222,6 +255,24 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
     };
     let bytes = number * scale as f64;
     (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// A warm deadline: more than zero, at most [`MAX_DEADLINE`].
+fn parse_deadline(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(v) if v > MAX_DEADLINE => Err(format!("`{text}` is longer than the 5m a warm may take")),
+        Ok(v) if v.is_zero() => Err("must be longer than zero".into()),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("`{text}` is not a duration such as `4m`")),
+    }
+}
+
+/// A profile age such as `36h` or `7d`.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(v) if !v.is_zero() => Ok(v),
+        _ => Err(format!("`{text}` is not a duration such as `36h` or `7d`")),
+    }
 }
 
 /// `30%` (a share of the available memory, at most 50%) or a size such as `2GiB`.
@@ -295,6 +346,8 @@ struct WarmFile {
     max_memory: Option<Spanned<String>>,
     lock: Option<Spanned<String>>,
     lock_key: Option<Spanned<String>>,
+    max_profile_age: Option<Spanned<String>>,
+    stale_profile: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,6 +432,14 @@ pub enum ConfigError {
         origin: String,
         /// Every problem, in file order.
         problems: Vec<Problem>,
+    },
+    /// A setting given by flag or environment variable is not valid.
+    #[error("{setting}: {message}")]
+    Override {
+        /// The flag and its variable, such as `--deadline / PREHEAT_DEADLINE`.
+        setting: String,
+        /// What is wrong.
+        message: String,
     },
 }
 
@@ -519,17 +580,24 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
         warm.enabled = enabled;
     }
     if let Some(d) = &w.deadline {
-        match humantime::parse_duration(d.get_ref()) {
-            Ok(v) if v > MAX_DEADLINE => problems.add(
-                d.span().start,
-                format!("warm.deadline: `{}` is longer than the 5m a warm may take", d.get_ref()),
-            ),
-            Ok(v) if v.is_zero() => problems.add(d.span().start, "warm.deadline must be longer than zero"),
+        match parse_deadline(d.get_ref()) {
             Ok(v) => warm.deadline = v,
-            Err(_) => problems.add(
-                d.span().start,
-                format!("warm.deadline: `{}` is not a duration such as `4m`", d.get_ref()),
-            ),
+            Err(why) => problems.add(d.span().start, format!("warm.deadline: {why}")),
+        }
+    }
+    if let Some(a) = &w.max_profile_age {
+        match parse_age(a.get_ref()) {
+            Ok(v) => warm.max_profile_age = Some(v),
+            Err(why) => problems.add(a.span().start, format!("warm.max_profile_age: {why}")),
+        }
+    }
+    if let Some(p) = &w.stale_profile {
+        match p.get_ref().as_str() {
+            "warn" => warm.stale_profile = StalePolicy::Warn,
+            "skip" => warm.stale_profile = StalePolicy::Skip,
+            other => {
+                problems.add(p.span().start, format!("warm.stale_profile: `{other}` is not `warn` or `skip`"))
+            }
         }
     }
     if let Some(m) = &w.on_existing {

@@ -5,6 +5,7 @@
 //! Parquet reader understands; [`store`] keeps files in a directory with an atomically updated
 //! `latest` pointer.
 
+mod freshness;
 mod parquet;
 pub mod store;
 

@@ -41,6 +41,7 @@ pub struct PatternError {
 /// A compiled match pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchPattern {
+    source: String,
     methods: Option<Vec<Vec<u8>>>,
     segments: Vec<Seg>,
     captures: Vec<String>,
@@ -148,7 +149,7 @@ impl MatchPattern {
                 });
             }
         }
-        Ok(MatchPattern { methods, segments, captures })
+        Ok(MatchPattern { source: src.trim().to_string(), methods, segments, captures })
     }
 
     /// Capture names in pattern order.
@@ -221,6 +222,11 @@ impl MatchPattern {
             }
         }
         false
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
     }
 
     /// Builds a path this pattern matches from capture values (for the log generator).

@@ -21,6 +21,7 @@ enum Part {
 /// A compiled key template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyTemplate {
+    source: String,
     parts: Vec<Part>,
 }
 
@@ -88,7 +89,7 @@ impl KeyTemplate {
         if !text.is_empty() {
             parts.push(Part::Text(text));
         }
-        Ok(KeyTemplate { parts })
+        Ok(KeyTemplate { source: src.to_string(), parts })
     }
 
     /// Renders the key into `out` (cleared first). Missing values (an absent query parameter)
@@ -106,6 +107,11 @@ impl KeyTemplate {
             }
         }
         Ok(())
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
     }
 
     /// Renders with string values (for the log generator's ground truth).

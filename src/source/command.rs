@@ -60,6 +60,30 @@ impl CommandSource {
         format!("command `{}`", self.argv[0])
     }
 
+    /// Whether the program exists and may be run (found on `PATH` when it has no `/`).
+    pub fn ping(&self) -> Result<(), SourceError> {
+        use std::os::unix::fs::PermissionsExt;
+        let program = std::path::Path::new(&self.argv[0]);
+        let candidates: Vec<std::path::PathBuf> = if self.argv[0].contains('/') {
+            vec![program.to_path_buf()]
+        } else {
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).map(|dir| dir.join(program)).collect())
+                .unwrap_or_default()
+        };
+        let runnable = candidates
+            .iter()
+            .any(|c| c.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0));
+        if runnable {
+            Ok(())
+        } else {
+            Err(SourceError::fatal(
+                &self.name,
+                format!("`{}` is not an executable file (nor on PATH)", self.argv[0]),
+            ))
+        }
+    }
+
     /// Runs the program once: with `args` appended (`Args`), or with `stdin` written to it
     /// (`Json`).
     pub async fn fetch(&self, args: &[String], stdin: &str) -> Result<Fetched, SourceError> {

@@ -79,6 +79,13 @@ impl FileSource {
         format!("file://{}", self.root.display())
     }
 
+    /// Whether the root can still be listed.
+    pub fn ping(&self) -> Result<(), SourceError> {
+        std::fs::read_dir(&self.root)
+            .map(|_| ())
+            .map_err(|e| SourceError::fatal(&self.name, format!("root `{}`: {e}", self.root.display())))
+    }
+
     /// Reads the file at `relative` (as [`relative_path`] returned it).
     pub async fn fetch(&self, relative: &str) -> Result<Fetched, SourceError> {
         let root = self.root.clone();

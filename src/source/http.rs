@@ -126,6 +126,11 @@ impl HttpSource {
         &self.redacted
     }
 
+    /// Sends `HEAD` to the base URL: any answer means the deployment is reachable.
+    pub async fn ping(&self) -> Result<(), SourceError> {
+        self.client.head(self.base_url.clone()).send().await.map(|_| ()).map_err(|e| self.error(&e))
+    }
+
     /// Sends `method target` (`target` is a path with its kept query, such as
     /// `/api/products/42?lang=en`).
     pub async fn fetch(&self, method: &reqwest::Method, target: &str) -> Result<Fetched, SourceError> {

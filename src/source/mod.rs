@@ -76,6 +76,7 @@ pub struct SourceSettings {
     /// What it is and where.
     pub kind: SourceKind,
     /// Per query, request, file read or program run.
+    #[serde(with = "crate::config::duration_text")]
     pub timeout: Duration,
     /// At most this many queries or requests per second (`None`: no cap).
     pub qps: Option<u32>,
@@ -325,6 +326,18 @@ impl Source {
             Client::File(s) => s.describe(),
             Client::Command(s) => s.describe(),
             Client::Peer(s) => s.describe().to_string(),
+        }
+    }
+
+    /// Reaches the source once without loading anything: `SELECT 1`, `HEAD` on the base URL,
+    /// listing the root, finding the program, `PING`.
+    pub async fn check(&self) -> Result<(), SourceError> {
+        match &self.client {
+            Client::Sql(s) => s.ping().await,
+            Client::Http(s) => s.ping().await,
+            Client::File(s) => s.ping(),
+            Client::Command(s) => s.ping(),
+            Client::Peer(s) => s.ping().await,
         }
     }
 

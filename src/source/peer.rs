@@ -59,18 +59,27 @@ impl PeerRedisSource {
         }
     }
 
-    /// `DUMP` and `PTTL` of every key: a payload with the remaining TTL, or `Missing`.
-    pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Fetched>, SourceError> {
+    /// Connects and sends `PING`.
+    pub async fn ping(&self) -> Result<(), SourceError> {
+        let mut conn = self.connect().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| ()).map_err(|e| self.error(&e))
+    }
+
+    async fn connect(&self) -> Result<ConnectionManager, SourceError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1);
-        let mut conn = self
-            .connection
+        self.connection
             .get_or_try_init(|| async { self.client.get_connection_manager_with_config(config).await })
             .await
             .cloned()
-            .map_err(|e| self.error(&e))?;
+            .map_err(|e| self.error(&e))
+    }
+
+    /// `DUMP` and `PTTL` of every key: a payload with the remaining TTL, or `Missing`.
+    pub async fn fetch(&self, keys: &[&str]) -> Result<Vec<Fetched>, SourceError> {
+        let mut conn = self.connect().await?;
         let mut pipe = redis::pipe();
         for key in keys {
             pipe.cmd("DUMP").arg(*key).cmd("PTTL").arg(*key);

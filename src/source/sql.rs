@@ -214,6 +214,14 @@ impl SqlSource {
         }
     }
 
+    /// Connects and runs `SELECT 1` (for `preheat config check --connect`).
+    pub async fn ping(&self) -> Result<(), SourceError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => self.timed(sqlx::query("SELECT 1").execute(pool)).await.map(|_| ()),
+            Pool::Postgres(pool) => self.timed(sqlx::query("SELECT 1").execute(pool)).await.map(|_| ()),
+        }
+    }
+
     /// A query with the source's timeout, its errors classified.
     async fn timed<T>(
         &self,

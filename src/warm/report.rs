@@ -20,6 +20,9 @@ pub enum RunStatus {
     Locked,
     /// Disabled by configuration or `PREHEAT_SKIP`.
     Skipped,
+    /// The profile was stale (older than `warm.max_profile_age`, or made with other rules) and
+    /// `warm.stale_profile = "skip"`; `errors` says why.
+    Stale,
     /// It could not start (no or unreadable profile, unusable backend URL); `errors` says why.
     Failed,
 }
@@ -137,6 +140,14 @@ impl RunReport {
     pub fn skipped(backend: String) -> Self {
         let mut r = RunReport::new(backend, 0, 0.0, Vec::new());
         r.status = RunStatus::Skipped;
+        r
+    }
+
+    /// The report of a run that did not use its stale profile.
+    pub fn stale(backend: String, why: Vec<String>) -> Self {
+        let mut r = RunReport::new(backend, 0, 0.0, Vec::new());
+        r.status = RunStatus::Stale;
+        r.errors = why;
         r
     }
 

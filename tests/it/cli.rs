@@ -2,29 +2,9 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::support::*;
-
-fn preheat(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_preheat"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env_remove("PREHEAT_CONFIG")
-        .env_remove("PREHEAT_PROFILES")
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn repo(path: &str) -> String {
-    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
-}
 
 #[test]
 fn the_demo_analyzes_the_sample_and_shows_top_keys() {
@@ -46,10 +26,6 @@ fn the_demo_analyzes_the_sample_and_shows_top_keys() {
     assert_eq!(v["top"].as_array().map(Vec::len), Some(5));
     assert_eq!(v["schema_version"], 1);
     assert!(v["top"][0]["params"].is_object());
-}
-
-fn stderr_has(out: &Output, needle: &str) -> bool {
-    text(&out.stderr).contains(needle)
 }
 
 #[test]
@@ -241,7 +217,7 @@ fn plan_shows_the_warm_set_within_budgets() {
         v["rows_of_unknown_rules"].as_u64().is_some_and(|n| n > 0),
         "user_profile rows are not in these rules"
     );
-    assert!(stderr_has(&out, "the profile was made with other rules"));
+    assert!(stderr_has(&out, "stale profile: it was made with other rules"), "{}", text(&out.stderr));
 
     let out = preheat(dir.path(), &["plan", "--top", "3"]);
     assert_eq!(out.status.code(), Some(0));
@@ -318,18 +294,6 @@ fn a_missing_profile_fails_the_warm_only_when_strict() {
 }
 
 /// A directory with a copy of `data/` in which `preheat demo` ran (profile, `shop.db`).
-fn after_the_demo() -> (tempfile::TempDir, Output) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
-    fs::create_dir(&data).expect("writable");
-    for f in ["preheat.toml", "access.log.gz", "shop.sql"] {
-        fs::copy(repo(&format!("data/{f}")), data.join(f)).expect("copy");
-    }
-    let out = preheat(dir.path(), &["demo"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    (dir, out)
-}
-
 #[test]
 fn the_demo_warms_from_its_database_and_reports() {
     let (dir, out) = after_the_demo();

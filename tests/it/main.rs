@@ -5,6 +5,7 @@ mod backends;
 mod capacity;
 mod cli;
 mod cluster;
+mod deploy;
 mod plan;
 mod properties;
 mod servers;

@@ -3,6 +3,7 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use preheat::analyze::{Analysis, AnalyzeOptions, analyze, input};
@@ -140,4 +141,44 @@ pub fn warm_requests<B: preheat::backend::Backend + 'static>(
 /// Runs a future to completion on a runtime of its own.
 pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Runtime::new().expect("runtime").block_on(f)
+}
+
+/// Runs the `preheat` binary in `dir`, with none of the caller's preheat settings.
+pub fn preheat(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_preheat"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("PREHEAT_CONFIG")
+        .env_remove("PREHEAT_PROFILES")
+        .output()
+        .expect("the binary runs")
+}
+
+/// Bytes as text, lossily.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A path in this repository.
+pub fn repo(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A temp dir in which `preheat demo` ran: `data/` (config, log, `shop.db`), `profiles/`.
+pub fn after_the_demo() -> (tempfile::TempDir, Output) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    fs::create_dir(&data).expect("writable");
+    for f in ["preheat.toml", "access.log.gz", "shop.sql"] {
+        fs::copy(repo(&format!("data/{f}")), data.join(f)).expect("copy");
+    }
+    let out = preheat(dir.path(), &["demo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    (dir, out)
+}
+
+/// Whether the command's stderr contains `needle`.
+pub fn stderr_has(out: &Output, needle: &str) -> bool {
+    text(&out.stderr).contains(needle)
 }

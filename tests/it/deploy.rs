@@ -1,0 +1,161 @@
+//! Running preheat in a pipeline: `config check`, overrides by flag and environment, stale
+//! profiles.
+
+use std::fs;
+use std::process::{Command, Output};
+
+use crate::support::*;
+
+/// `preheat` in `dir` with extra environment variables.
+fn preheat_env(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_preheat"));
+    cmd.args(args).current_dir(dir);
+    for var in [
+        "RUST_LOG",
+        "PREHEAT_CONFIG",
+        "PREHEAT_PROFILES",
+        "PREHEAT_DEADLINE",
+        "PREHEAT_BACKEND",
+        "PREHEAT_SKIP",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the binary runs")
+}
+
+#[test]
+fn config_check_says_what_would_run_and_whether_it_answers() {
+    let (dir, _) = after_the_demo();
+    let out = preheat(dir.path(), &["config", "check", "--config", "data/preheat.toml", "--connect"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for needle in [
+        "data/preheat.toml is valid: 4 rules, 1 source",
+        "deadline 1m, at most 2000 keys",
+        "backend   memory://",
+        "source    shop         sql      sqlite://data/shop.db",
+        "rule      product      GET /api/products/{id:int} -> product:{id}: from `shop`, ttl 10m",
+        "(fresh)",
+        "connect   backend: ok",
+        "connect   source `shop`: ok",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in\n{stdout}");
+    }
+
+    // Nothing answers: exit 1, each failure named, no password shown.
+    let port = crate::servers::free_port();
+    fs::write(
+        dir.path().join("down.toml"),
+        format!(
+            "[backend]\nurl = \"redis://:hunter2@127.0.0.1:{port}/0\"\n[sources.db]\nurl = \"sqlite://nowhere/x.db\"\n\
+             [sources.app]\nurl = \"http://127.0.0.1:{port}\"\n[sources.calc]\ncommand = [\"no-such-program-here\"]\n\
+             [[rule]]\nname = \"a\"\nmatch = \"GET /a/{{id}}\"\nkey = \"a:{{id}}\"\nsource = \"db\"\nsql = \"SELECT id, v FROM t WHERE id IN ($1)\"\nttl = \"1m\"\n"
+        ),
+    )
+    .expect("writable");
+    let out = preheat(dir.path(), &["config", "check", "--config", "down.toml", "--connect", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!all.contains("hunter2"), "{all}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let failed: Vec<&str> = v["connect"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .filter_map(|c| c["what"].as_str())
+        .collect();
+    assert_eq!(failed, ["backend", "source `app`", "source `calc`", "source `db`"], "{v:#}");
+    assert_eq!(v["warm"]["backend_url"], format!("redis://:***@127.0.0.1:{port}/0"));
+
+    // An invalid config: exit 2 with the line and column.
+    fs::write(
+        dir.path().join("bad.toml"),
+        "[warm]\ndeadline = \"9m\"\n[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\n",
+    )
+    .expect("writable");
+    let out = preheat(dir.path(), &["config", "check", "--config", "bad.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("bad.toml:2:12: warm.deadline: `9m` is longer than the 5m"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn flags_beat_the_environment_which_beats_the_file() {
+    let (dir, _) = after_the_demo();
+    let deadline = |env: &[(&str, &str)], flags: &[&str]| -> serde_json::Value {
+        let mut args = vec!["config", "check", "--config", "data/preheat.toml", "--json"];
+        args.extend(flags);
+        let out = preheat_env(dir.path(), env, &args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        v["warm"]["deadline"].clone()
+    };
+    assert_eq!(deadline(&[], &[]), "1m", "the file");
+    assert_eq!(deadline(&[("PREHEAT_DEADLINE", "2m")], &[]), "2m", "the environment");
+    assert_eq!(deadline(&[("PREHEAT_DEADLINE", "2m")], &["--deadline", "30s"]), "30s", "the flag");
+    let out =
+        preheat_env(dir.path(), &[("PREHEAT_DEADLINE", "1h")], &["warm", "--config", "data/preheat.toml"]);
+    assert_eq!(out.status.code(), Some(2), "an invalid override is a usage error");
+    assert!(
+        text(&out.stderr).contains("PREHEAT_DEADLINE: `1h` is longer than the 5m"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The warm itself takes them: two keys at most.
+    let out = preheat_env(
+        dir.path(),
+        &[("PREHEAT_MAX_KEYS", "2")],
+        &["warm", "--config", "data/preheat.toml", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["planned"], 2);
+}
+
+#[test]
+fn a_stale_profile_is_warned_about_or_not_used() {
+    let (dir, _) = after_the_demo();
+    let config = fs::read_to_string(dir.path().join("data/preheat.toml")).expect("readable");
+    // The demo's log ends on a fixed past day, so any age limit of an hour makes it stale.
+    let with = |name: &str, warm: &str| {
+        let text = config.replacen("[warm]\n", &format!("[warm]\n{warm}\n"), 1);
+        fs::write(dir.path().join(name), text).expect("writable");
+    };
+    with("warn.toml", "max_profile_age = \"1h\"");
+    let out = preheat(dir.path(), &["warm", "--config", "warn.toml", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr_has(&out, "stale profile: its logs end"), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["status"], "completed", "warn: warms anyway");
+
+    with("skip.toml", "max_profile_age = \"1h\"\nstale_profile = \"skip\"");
+    let metrics = dir.path().join("preheat.prom");
+    let metrics_arg = metrics.display().to_string();
+    let out = preheat(dir.path(), &["warm", "--config", "skip.toml", "--metrics-file", &metrics_arg]);
+    assert_eq!(out.status.code(), Some(0), "a stale profile never fails a deploy by itself");
+    assert!(text(&out.stdout).contains("not run: the profile is stale"), "{}", text(&out.stdout));
+    assert!(
+        fs::read_to_string(&metrics).expect("written").contains("preheat_warm_status{status=\"stale\"} 1")
+    );
+    let out = preheat(dir.path(), &["warm", "--config", "skip.toml", "--strict"]);
+    assert_eq!(out.status.code(), Some(4), "unless --strict");
+
+    // Other rules than the profile's: stale too.
+    let renamed = config.replace("key = \"product:{id}\"", "key = \"item:{id}\"");
+    fs::write(
+        dir.path().join("rules.toml"),
+        renamed.replacen("[warm]\n", "[warm]\nstale_profile = \"skip\"\n", 1),
+    )
+    .expect("writable");
+    let out = preheat(dir.path(), &["warm", "--config", "rules.toml", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["status"], "stale");
+    assert!(report["errors"][0].as_str().is_some_and(|e| e.contains("made with other rules")), "{report}");
+}
