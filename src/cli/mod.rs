@@ -15,7 +15,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use preheat::config::{Config, ConfigError};
 
 /// Exit codes (documented in the README).
@@ -42,13 +42,17 @@ impl From<Exit> for std::process::ExitCode {
 /// preheat: learn which cache entries are hot from access logs, and warm them before traffic
 /// arrives.
 #[derive(Debug, Parser)]
-#[command(name = "preheat", version, about, max_term_width = 100)]
+#[command(name = "preheat", version = VERSION, about, max_term_width = 100)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
+
+/// `preheat --version`: the program's version and the profile schema it reads and writes
+/// (checked against [`preheat::profile::SCHEMA_VERSION`] by a test).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (profile schema 1)");
 
 /// Flags every command takes.
 #[derive(Debug, Args)]
@@ -159,6 +163,13 @@ enum Command {
     Profile(profile::ProfileCommand),
     /// Write a synthetic Zipf-distributed access log and its exact ground truth.
     GenerateLog(generate::GenerateArgs),
+    /// Print a shell completion script (`preheat completions bash > /etc/bash_completion.d/preheat`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `preheat man > /usr/local/share/man/man1/preheat.1`.
+    Man,
 }
 
 /// Sets up tracing on stderr (`RUST_LOG` overrides the level flags).
@@ -195,6 +206,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Config(c) => config::run(c),
         Command::Profile(p) => profile::run(p),
         Command::GenerateLog(g) => generate::run(g),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "preheat", &mut std::io::stdout());
+            Ok(Exit::Ok)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(Exit::Ok)
+        }
     }
 }
 
@@ -265,5 +284,18 @@ pub fn report_error(err: &anyhow::Error) {
     });
     if let Some(h) = hint {
         eprintln!("hint: {h}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_version_names_the_profile_schema() {
+        assert!(super::VERSION.ends_with(&format!("(profile schema {})", preheat::profile::SCHEMA_VERSION)));
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

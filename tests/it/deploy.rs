@@ -159,3 +159,25 @@ fn a_stale_profile_is_warned_about_or_not_used() {
     assert_eq!(report["status"], "stale");
     assert!(report["errors"][0].as_str().is_some_and(|e| e.contains("made with other rules")), "{report}");
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_cli() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = preheat(dir.path(), &["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0));
+    let script = dir.path().join("preheat.bash");
+    fs::write(&script, &out.stdout).expect("writable");
+    let check = Command::new("bash").arg("-n").arg(&script).output().expect("bash runs");
+    assert!(check.status.success(), "bash -n: {}", text(&check.stderr));
+    assert!(text(&out.stdout).contains("config"), "subcommands are completed");
+    let man = preheat(dir.path(), &["man"]);
+    assert_eq!(man.status.code(), Some(0));
+    let page = text(&man.stdout);
+    assert!(page.contains(".TH preheat 1") && page.contains("profile schema 1"), "{page}");
+    assert!(page.contains("preheat\\-warm") || page.contains("warm"), "{page}");
+    let version = preheat(dir.path(), &["--version"]);
+    assert_eq!(
+        text(&version.stdout).trim(),
+        format!("preheat {} (profile schema 1)", env!("CARGO_PKG_VERSION"))
+    );
+}
