@@ -158,8 +158,8 @@ enum Command {
     /// Check a config: what a warm would do, and whether its backend and sources answer.
     #[command(subcommand)]
     Config(config::ConfigCommand),
-    /// Inspect profiles.
-    #[command(subcommand)]
+    /// Inspect and tidy the profile store: show, list, prune.
+    #[command(subcommand, alias = "profiles")]
     Profile(profile::ProfileCommand),
     /// Write a synthetic Zipf-distributed access log and its exact ground truth.
     GenerateLog(generate::GenerateArgs),

@@ -10,9 +10,95 @@ use preheat::profile::{Store, read_profile};
 use super::Exit;
 use super::analyze::render_rows;
 
+/// `preheat profile list`.
+fn list(store: &Store, json: bool) -> anyhow::Result<Exit> {
+    let latest = store.pointed();
+    let mut rows = Vec::new();
+    for path in store.list()? {
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let entry = match preheat::profile::read_summary(&path) {
+            Ok(meta) => serde_json::json!({
+                "path": path,
+                "latest": Some(&path) == latest.as_ref(),
+                "created": meta.created,
+                "window_start": meta.summary.window.start,
+                "window_end": meta.summary.window.end,
+                "lines": meta.summary.lines.read,
+                "keys": meta.summary.rules.iter().map(|r| r.distinct_keys).sum::<u64>(),
+                "bytes": size,
+                "config_fingerprint": meta.summary.config_fingerprint,
+            }),
+            Err(e) => {
+                serde_json::json!({"path": path, "latest": Some(&path) == latest.as_ref(), "bytes": size, "error": e.to_string()})
+            }
+        };
+        rows.push(entry);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(Exit::Ok);
+    }
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<2} {:<32} {:<21} {:<21} {:>10} {:>9} {:>9}",
+        "", "profile", "written", "logs end", "lines", "keys", "KiB"
+    );
+    for r in &rows {
+        let name = r["path"].as_str().and_then(|p| p.rsplit('/').next()).unwrap_or("?");
+        let field = |k: &str| r[k].as_str().map_or("-".to_string(), |s| s.chars().take(20).collect());
+        let _ = writeln!(
+            o,
+            "{:<2} {:<32} {:<21} {:<21} {:>10} {:>9} {:>9}{}",
+            if r["latest"] == true { "*" } else { "" },
+            name,
+            field("created"),
+            field("window_end"),
+            r["lines"].as_u64().map_or("-".into(), |n| n.to_string()),
+            r["keys"].as_u64().map_or("-".into(), |n| n.to_string()),
+            r["bytes"].as_u64().unwrap_or(0) / 1024,
+            r["error"].as_str().map_or(String::new(), |e| format!("  unreadable: {e}"))
+        );
+    }
+    let _ = writeln!(
+        o,
+        "{} profile{} in {}; * = latest",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" },
+        store.dir().display()
+    );
+    print!("{o}");
+    Ok(Exit::Ok)
+}
+
 /// Profile subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ProfileCommand {
+    /// List the store's profiles, oldest first, and which one `latest` names.
+    List {
+        /// Profile store directory.
+        #[arg(long, default_value = "profiles", env = "PREHEAT_PROFILES")]
+        profiles: PathBuf,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete old profiles: keep the newest N and/or those younger than an age (with both, a
+    /// profile goes only when both say so); the one `latest` names always stays.
+    Prune {
+        /// Profile store directory.
+        #[arg(long, default_value = "profiles", env = "PREHEAT_PROFILES")]
+        profiles: PathBuf,
+        /// Keep the newest N.
+        #[arg(long)]
+        keep: Option<usize>,
+        /// Delete those written longer ago than this (`14d`).
+        #[arg(long)]
+        older_than: Option<String>,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print a profile's metadata and hottest keys.
     Show {
         /// `latest`, or a profile file.
@@ -32,6 +118,31 @@ pub enum ProfileCommand {
 
 pub fn run(cmd: ProfileCommand) -> anyhow::Result<Exit> {
     match cmd {
+        ProfileCommand::List { profiles, json } => list(&Store::new(&profiles), json),
+        ProfileCommand::Prune { profiles, keep, older_than, dry_run } => {
+            let older_than = older_than
+                .map(|t| {
+                    humantime::parse_duration(&t).map_err(|_| {
+                        super::UsageError::new(
+                            format!("--older-than: `{t}` is not a duration"),
+                            Some("write an age such as `14d` or `36h`"),
+                        )
+                    })
+                })
+                .transpose()?;
+            if keep.is_none() && older_than.is_none() {
+                return Err(
+                    super::UsageError::new("prune needs --keep N, --older-than AGE, or both", None).into()
+                );
+            }
+            let store = Store::new(&profiles);
+            let doomed = store.prune(keep, older_than, super::now_ms(), !dry_run)?;
+            for path in &doomed {
+                println!("{} {}", if dry_run { "would delete" } else { "deleted" }, path.display());
+            }
+            tracing::info!(count = doomed.len(), dry_run, "profiles pruned");
+            Ok(Exit::Ok)
+        }
         ProfileCommand::Show { profile, profiles, top, json } => {
             let path = Store::new(&profiles).resolve(&profile)?;
             let (meta, rows) = read_profile(&path, Some(top))?;

@@ -132,6 +132,62 @@ impl Store {
         self.list()?.pop().ok_or_else(|| ProfileError::Empty(self.dir.clone()))
     }
 
+    /// The file `latest` names, if it names one that exists.
+    pub fn pointed(&self) -> Option<PathBuf> {
+        let name = fs::read_to_string(self.dir.join(LATEST)).ok()?;
+        let path = self.dir.join(name.trim());
+        (!name.trim().is_empty() && !name.contains('/') && path.is_file()).then_some(path)
+    }
+
+    /// The profiles to delete so that at most `keep` remain (the newest) and none is older
+    /// than `older_than` at `now_ms`: with both, a profile goes only when both say so. The
+    /// one `latest` names always stays. Leftover temporary files of writers that were killed
+    /// (older than an hour) go too. Nothing is deleted unless `delete`.
+    pub fn prune(
+        &self,
+        keep: Option<usize>,
+        older_than: Option<std::time::Duration>,
+        now_ms: i64,
+        delete: bool,
+    ) -> Result<Vec<PathBuf>, ProfileError> {
+        let latest = self.pointed();
+        let files = self.list()?;
+        let n = files.len();
+        let mut doomed = Vec::new();
+        for (i, path) in files.iter().enumerate() {
+            if Some(path) == latest.as_ref() {
+                continue;
+            }
+            // `list` is oldest first, so the newest `keep` are the last ones.
+            let beyond_keep = keep.is_none_or(|k| i + k < n);
+            let too_old = older_than.is_none_or(|limit| {
+                super::read_summary(path)
+                    .ok()
+                    .and_then(|meta| crate::logformat::time::parse_iso8601(meta.created.as_bytes()))
+                    .is_some_and(|created| now_ms - created > limit.as_millis() as i64)
+            });
+            if beyond_keep && too_old && (keep.is_some() || older_than.is_some()) {
+                doomed.push(path.clone());
+            }
+        }
+        for tmp in fs::read_dir(&self.dir).into_iter().flatten().filter_map(Result::ok) {
+            let name = tmp.file_name().to_string_lossy().into_owned();
+            let stale = tmp.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            if name.starts_with('.')
+                && name.ends_with(".tmp")
+                && stale.is_some_and(|age| age.as_secs() > 3600)
+            {
+                doomed.push(tmp.path());
+            }
+        }
+        if delete {
+            for path in &doomed {
+                fs::remove_file(path).map_err(io("cannot delete", path))?;
+            }
+        }
+        Ok(doomed)
+    }
+
     /// Resolves `latest` or a path.
     pub fn resolve(&self, spec: &str) -> Result<PathBuf, ProfileError> {
         if spec == LATEST { self.latest() } else { Ok(PathBuf::from(spec)) }

@@ -181,3 +181,108 @@ fn completions_and_the_man_page_come_from_the_cli() {
         format!("preheat {} (profile schema 1)", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// Runs `preheat analyze` of the demo log into `profiles/` under `dir`.
+fn analyze_demo(dir: &std::path::Path) {
+    let out =
+        preheat(dir, &["-q", "analyze", "--config", "data/preheat.toml", "--top", "0", "data/access.log.gz"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+fn listed(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = preheat(dir, &["profiles", "list", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("JSON")
+}
+
+#[test]
+fn profiles_are_listed_and_pruned_but_latest_stays() {
+    let (dir, _) = after_the_demo();
+    for _ in 0..3 {
+        analyze_demo(dir.path());
+    }
+    let all = listed(dir.path());
+    assert_eq!(all.len(), 4);
+    assert_eq!(all.iter().filter(|p| p["latest"] == true).count(), 1);
+    assert_eq!(all[3]["latest"], true, "the newest is latest");
+    assert_eq!(all[0]["lines"], 20000);
+    let text_list = preheat(dir.path(), &["profiles", "list"]);
+    assert!(
+        text(&text_list.stdout).contains("4 profiles in profiles; * = latest"),
+        "{}",
+        text(&text_list.stdout)
+    );
+
+    let dry = preheat(dir.path(), &["profiles", "prune", "--keep", "2", "--dry-run"]);
+    assert_eq!(text(&dry.stdout).lines().filter(|l| l.starts_with("would delete")).count(), 2);
+    assert_eq!(listed(dir.path()).len(), 4, "a dry run deletes nothing");
+    let none = preheat(dir.path(), &["profiles", "prune", "--keep", "1", "--older-than", "1d"]);
+    assert_eq!(none.status.code(), Some(0));
+    assert_eq!(listed(dir.path()).len(), 4, "none is a day old");
+
+    // Point `latest` at the oldest: pruning to one keeps it and the newest.
+    let oldest = all[0]["path"].as_str().expect("a path").rsplit('/').next().expect("a name").to_string();
+    fs::write(dir.path().join("profiles/latest"), format!("{oldest}\n")).expect("writable");
+    let leftover = dir.path().join("profiles/.20200101T000000Z.parquet.tmp");
+    fs::write(&leftover, b"half a profile").expect("writable");
+    let touched =
+        Command::new("touch").args(["-d", "2 hours ago"]).arg(&leftover).status().expect("touch runs");
+    assert!(touched.success());
+    let out = preheat(dir.path(), &["profiles", "prune", "--keep", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let left = listed(dir.path());
+    let names: Vec<&str> = left.iter().filter_map(|p| p["path"].as_str()).collect();
+    assert_eq!(left.len(), 2, "{names:?}");
+    assert!(names[0].ends_with(&oldest) && left[0]["latest"] == true, "{names:?}");
+    assert!(!leftover.exists(), "a killed writer's temporary file goes too");
+
+    let out = preheat(dir.path(), &["profiles", "prune"]);
+    assert_eq!(out.status.code(), Some(2), "prune needs a rule");
+}
+
+#[test]
+fn latest_never_dangles_even_when_the_writer_is_killed() {
+    let (dir, _) = after_the_demo();
+    let log = dir.path().join("big.log");
+    let out = preheat(
+        dir.path(),
+        &[
+            "-q",
+            "generate-log",
+            "--config",
+            "data/preheat.toml",
+            "--lines",
+            "200000",
+            "-o",
+            &log.display().to_string(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Kill the analyzer at moments spread over its run, the profile write included.
+    for (i, delay_ms) in [50u64, 300, 600, 900, 1200, 1500, 1800, 2200].iter().enumerate() {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_preheat"))
+            .args(["-q", "analyze", "--config", "data/preheat.toml", "--top", "0", "big.log"])
+            .current_dir(dir.path())
+            .env_remove("PREHEAT_PROFILES")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("runs");
+        std::thread::sleep(std::time::Duration::from_millis(*delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let pointer = fs::read_to_string(dir.path().join("profiles/latest")).expect("latest is there");
+        let name = pointer.trim();
+        assert!(!name.is_empty() && pointer.ends_with('\n'), "round {i}: half-written pointer {pointer:?}");
+        let show = preheat(dir.path(), &["profile", "show", "latest", "--top", "1"]);
+        assert_eq!(
+            show.status.code(),
+            Some(0),
+            "round {i}: `latest` ({name}) must read: {}",
+            text(&show.stderr)
+        );
+        for p in listed(dir.path()) {
+            assert!(p.get("error").is_none(), "round {i}: a visible profile is damaged: {p}");
+        }
+    }
+}
