@@ -8,6 +8,7 @@ mod cluster;
 mod deploy;
 mod plan;
 mod properties;
+mod recipes;
 mod servers;
 mod sources;
 mod support;
