@@ -286,3 +286,19 @@ fn latest_never_dangles_even_when_the_writer_is_killed() {
         }
     }
 }
+
+#[test]
+fn the_library_example_reports_ready_only_after_its_warm() {
+    // `cargo test` builds the examples next to the test binaries.
+    let exe = std::env::current_exe().expect("test binary");
+    let example =
+        exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("examples/warm_in_process");
+    assert!(example.is_file(), "{} was not built", example.display());
+    let out = Command::new(&example).output().expect("the example runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].ends_with("/ready says (503, \"warming\")"), "{stdout}");
+    assert!(lines[1].starts_with("ready: warmed ") && lines[1].contains("(Completed)"), "{stdout}");
+    assert!(lines[2].contains("-> 200 {\"id\""), "the hottest product is served from the cache: {stdout}");
+}
