@@ -187,7 +187,19 @@ impl Redis {
     }
 
     fn launch(tls: Option<tempfile::TempDir>) -> Redis {
-        let port = free_port().to_string();
+        Self::launch_on(free_port(), tls)
+    }
+
+    /// Kills the server and starts a new, empty one on the same port.
+    #[allow(dead_code)] // for tests/soak.rs, which includes this file
+    pub fn restart(&mut self) {
+        self.kill();
+        let tls = self.tls.take();
+        *self = Self::launch_on(self.port, tls);
+    }
+
+    fn launch_on(port: u16, tls: Option<tempfile::TempDir>) -> Redis {
+        let port = port.to_string();
         let mut cmd = Command::new("redis-server");
         cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
         match &tls {
