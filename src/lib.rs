@@ -7,7 +7,8 @@
 //! - [`rules`]: a record → (rule, key) via match patterns and key templates.
 //! - [`config`]: `preheat.toml` → validated [`config::Config`].
 //! - [`analyze`]: logs → ranked (rule, key) rows and a summary, in parallel, in bounded memory.
-//! - [`profile`]: those rows as Parquet, in a store with a `latest` pointer.
+//! - [`profile`]: those rows as Parquet, in a store with a `latest` pointer; merging
+//!   profiles of several hosts; [`sketch`]: the HyperLogLog sketches they carry.
 //! - [`plan`]: the hottest profiled keys that fit the warm budgets, and their predicted
 //!   coverage.
 //! - [`warm`]: a plan's values loaded from [`source`]s in batches and written to a
@@ -66,6 +67,7 @@ pub mod plan;
 pub mod profile;
 pub mod rules;
 pub mod simulate;
+pub mod sketch;
 pub mod source;
 pub mod verify;
 pub mod warm;

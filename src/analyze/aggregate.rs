@@ -10,28 +10,17 @@
 use std::collections::BTreeMap;
 
 use hashbrown::HashTable;
-use hyperloglogplus::{HyperLogLog, HyperLogLogPF};
+use hyperloglogplus::HyperLogLog;
 
 use crate::logformat::{CacheStatus, LogFormat, Record};
 use crate::rules::{Outcome, RuleSet, same_bytes as same};
 
-/// HyperLogLog precision: 2^14 registers, about 0.8% standard error, 12 KiB.
-const HLL_PRECISION: u8 = 14;
 /// Rejected-line samples kept per reason.
 pub const SAMPLES_PER_REASON: usize = 3;
 /// Distinct unmatched paths tracked (the table is pruned like the key tables).
 const UNMATCHED_CAPACITY: usize = 1024;
 
-/// A HyperLogLog with a fixed hash, so sketches from different chunks (and runs) merge.
-/// The dense variant: every chunk has one per rule, and sparse HLL++ sketches cost more to
-/// build and merge than the whole parse (measured: a quarter of the run time).
-pub type Hll = HyperLogLogPF<[u8], ahash::RandomState>;
-
-/// A new empty sketch.
-pub fn new_hll() -> Hll {
-    Hll::new(HLL_PRECISION, ahash::RandomState::with_seeds(0x70726568, 0x65617421, 0x686c6c31, 0x6b657973))
-        .expect("precision 14 is valid")
-}
+pub use crate::sketch::{Hll, new_hll};
 
 /// Everything known about one (rule, key).
 #[derive(Debug, Clone)]
@@ -672,8 +661,7 @@ impl Aggregate {
 }
 
 fn merge_hll(into: &mut Hll, from: &Hll) {
-    // Both sketches come from `new_hll`, so precisions agree and merge cannot fail.
-    let _ = into.merge(from);
+    crate::sketch::merge(into, from);
 }
 
 /// Misra–Gries prune to at most `keep` entries: subtracts the (keep+1)-th largest count from

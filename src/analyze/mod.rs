@@ -23,7 +23,10 @@ use rayon::prelude::*;
 use crate::config::{Config, ScoreConfig, Weight};
 use crate::logformat::time::format_rfc3339;
 use crate::logformat::{FormatSpec, JsonFields};
-use crate::profile::{InputSummary, LineCounts, PathCount, ProfileRow, RuleSummary, Sample, Summary, Window};
+use crate::profile::{
+    InputSummary, LineCounts, PathCount, ProfileRow, RuleSketches, RuleSummary, Sample, Sketches, Summary,
+    Window,
+};
 use crate::rules::RuleSet;
 use aggregate::{Aggregate, ChunkTally, SAMPLES_PER_REASON, TallyContext, tally_chunk_into};
 use input::{Event, Input};
@@ -85,6 +88,8 @@ pub struct Analysis {
     pub summary: Summary,
     /// One row per (rule, key), hottest first.
     pub rows: Vec<ProfileRow>,
+    /// Distinct-key and distinct-client sketches, kept in the profile for merging.
+    pub sketches: Sketches,
 }
 
 impl Analysis {
@@ -262,7 +267,13 @@ impl MergeState {
 
         let mut rows = Vec::new();
         let mut rules = Vec::new();
+        let mut sketches = Sketches { clients: crate::sketch::encode(&agg.clients), rules: Vec::new() };
         for (name, r) in rule_names.into_iter().zip(agg.rules.iter_mut()) {
+            sketches.rules.push(RuleSketches {
+                name: name.clone(),
+                keys: crate::sketch::encode(&r.key_sketch),
+                clients: crate::sketch::encode(&r.clients),
+            });
             rules.push(RuleSummary {
                 name: name.clone(),
                 requests: r.requests,
@@ -349,6 +360,6 @@ impl MergeState {
             bytes_read,
             elapsed_ms: started.elapsed().as_millis() as u64,
         };
-        Analysis { summary, rows }
+        Analysis { summary, rows, sketches }
     }
 }

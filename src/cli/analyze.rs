@@ -115,7 +115,7 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     } else {
         let store = Store::new(&args.profiles);
         let now = now_ms();
-        let meta = store::meta_now(analysis.summary.clone(), now);
+        let meta = store::meta_now(analysis.summary.clone(), Some(analysis.sketches.clone()), now);
         let started = std::time::Instant::now();
         let path = store
             .write(&analysis.rows, &meta, now)

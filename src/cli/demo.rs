@@ -39,7 +39,11 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let analysis = analyze(&inputs, &config.rules, &AnalyzeOptions::from_config(&config), &|_| {});
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let store = Store::new(&args.profiles);
-    let path = store.write(&analysis.rows, &store::meta_now(analysis.summary.clone(), now), now)?;
+    let path = store.write(
+        &analysis.rows,
+        &store::meta_now(analysis.summary.clone(), Some(analysis.sketches.clone()), now),
+        now,
+    )?;
     print!("{}", super::analyze::render_summary(&analysis.summary, &analysis.rows, 5, Some(&path)));
 
     println!("\n== 2. plan from the latest profile\n");

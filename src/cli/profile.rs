@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use preheat::logformat::time::format_rfc3339;
-use preheat::profile::{Store, read_profile};
+use preheat::profile::{Store, read_profile, store};
 
 use super::Exit;
 use super::analyze::render_rows;
@@ -99,6 +99,20 @@ pub enum ProfileCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Merge profiles of several hosts or days into one, as if one analysis had read all
+    /// their logs: counts add, windows widen, distinct counts merge. Written to `-o FILE`, or
+    /// into the store as its new latest profile.
+    Merge {
+        /// The profiles (files, or `latest`).
+        #[arg(required = true, num_args = 2..)]
+        inputs: Vec<String>,
+        /// Write the merged profile to this file instead of the store.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Profile store directory (for `latest`, and where the merge goes without `-o`).
+        #[arg(long, default_value = "profiles", env = "PREHEAT_PROFILES")]
+        profiles: PathBuf,
+    },
     /// Print a profile's metadata and hottest keys.
     Show {
         /// `latest`, or a profile file.
@@ -119,6 +133,36 @@ pub enum ProfileCommand {
 pub fn run(cmd: ProfileCommand) -> anyhow::Result<Exit> {
     match cmd {
         ProfileCommand::List { profiles, json } => list(&Store::new(&profiles), json),
+        ProfileCommand::Merge { inputs, output, profiles } => {
+            let store = Store::new(&profiles);
+            let mut parts = Vec::new();
+            for spec in &inputs {
+                let path = store.resolve(spec)?;
+                let (meta, rows) = read_profile(&path, None)?;
+                if meta.sketches.is_none() {
+                    tracing::warn!(profile = %path.display(), "no sketches in this profile (an older one): distinct clients of the merge are a lower bound");
+                }
+                parts.push(preheat::profile::merge::Part { path, meta, rows });
+            }
+            let (meta, rows) = preheat::profile::merge::merge(parts, super::now_ms())?;
+            let written = match output {
+                Some(path) => {
+                    store::write_file(&path, &rows, &meta)?;
+                    path
+                }
+                None => store.write(&rows, &meta, super::now_ms())?,
+            };
+            println!(
+                "merged {} profiles into {}: {} keys, {} lines, logs {} .. {}",
+                inputs.len(),
+                written.display(),
+                rows.len(),
+                meta.summary.lines.read,
+                meta.summary.window.start.as_deref().unwrap_or("-"),
+                meta.summary.window.end.as_deref().unwrap_or("-")
+            );
+            Ok(Exit::Ok)
+        }
         ProfileCommand::Prune { profiles, keep, older_than, dry_run } => {
             let older_than = older_than
                 .map(|t| {

@@ -6,6 +6,7 @@
 //! `latest` pointer.
 
 mod freshness;
+pub mod merge;
 mod parquet;
 pub mod store;
 
@@ -170,6 +171,27 @@ pub struct RuleSummary {
     pub count_error_bound: u64,
     /// Distinct clients (HyperLogLog estimate).
     pub distinct_clients: u64,
+}
+
+/// Sketches of distinct keys and clients, as text ([`crate::sketch::encode`]), so that
+/// profiles of several hosts merge into true distinct counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sketches {
+    /// Distinct clients over all rules.
+    pub clients: String,
+    /// Per rule, in the summary's order.
+    pub rules: Vec<RuleSketches>,
+}
+
+/// One rule's sketches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleSketches {
+    /// Rule name.
+    pub name: String,
+    /// Distinct keys.
+    pub keys: String,
+    /// Distinct clients.
+    pub clients: String,
 }
 
 /// A path and its request count.

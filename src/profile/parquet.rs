@@ -20,7 +20,7 @@ use parquet::record::reader::RowIter;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::ColumnPath;
 
-use super::{ProfileError, ProfileRow, SCHEMA_VERSION, Summary};
+use super::{ProfileError, ProfileRow, SCHEMA_VERSION, Sketches, Summary};
 
 const SCHEMA: &str = "
 message preheat_profile {
@@ -51,6 +51,9 @@ pub struct ProfileMeta {
     pub created: String,
     /// The analysis summary.
     pub summary: Summary,
+    /// The distinct-key and distinct-client sketches, for merging profiles (`None` in
+    /// profiles written before they were kept).
+    pub sketches: Option<Sketches>,
 }
 
 fn corrupt(path: &Path, e: impl std::fmt::Display) -> ProfileError {
@@ -72,6 +75,12 @@ pub fn write_profile<W: std::io::Write + Send>(
         KeyValue::new("preheat.created".into(), meta.created.clone()),
         KeyValue::new("preheat.summary".into(), summary),
     ];
+    let mut kv = kv;
+    if let Some(sketches) = &meta.sketches {
+        let text = serde_json::to_string(sketches)
+            .map_err(|e| parquet::errors::ParquetError::General(e.to_string()))?;
+        kv.push(KeyValue::new("preheat.sketches".into(), text));
+    }
     // `key` and `params` are unique per row: a dictionary or min/max statistics over them
     // cost more to build (measured: most of the write time) than they could ever save.
     let unique = |name: &str| ColumnPath::from(name);
@@ -189,6 +198,8 @@ fn meta_of(path: &Path, reader: &SerializedFileReader<File>) -> Result<ProfileMe
         generator: get("preheat.generator").unwrap_or_default(),
         created: get("preheat.created").unwrap_or_default(),
         summary,
+        // Damaged sketches cost only exact merging, not the profile.
+        sketches: get("preheat.sketches").and_then(|t| serde_json::from_str(&t).ok()),
     })
 }
 

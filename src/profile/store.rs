@@ -68,18 +68,7 @@ impl Store {
             n += 1;
         }
         let path = self.dir.join(&name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let file = create_private(&tmp).map_err(io("cannot create", &tmp))?;
-        let mut out = BufWriter::new(file);
-        let written = write_profile(&mut out, rows, meta)
-            .map_err(|e| ProfileError::Corrupt { path: tmp.clone(), message: format!("cannot encode: {e}") })
-            .and_then(|()| out.into_inner().map_err(|e| io("cannot write", &tmp)(e.into_error())))
-            .and_then(|f| f.sync_all().map_err(io("cannot sync", &tmp)));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        fs::rename(&tmp, &path).map_err(io("cannot move profile into place", &path))?;
+        write_file(&path, rows, meta)?;
         self.point_latest_at(&name)?;
         Ok(path)
     }
@@ -194,9 +183,28 @@ impl Store {
     }
 }
 
+/// Writes a profile to `path` the way the store does: under a temporary name beside it
+/// (`.NAME.tmp`), synced, then renamed into place, owner-only.
+pub fn write_file(path: &Path, rows: &[ProfileRow], meta: &ProfileMeta) -> Result<(), ProfileError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "profile".into());
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let file = create_private(&tmp).map_err(io("cannot create", &tmp))?;
+    let mut out = BufWriter::new(file);
+    let written = write_profile(&mut out, rows, meta)
+        .map_err(|e| ProfileError::Corrupt { path: tmp.clone(), message: format!("cannot encode: {e}") })
+        .and_then(|()| out.into_inner().map_err(|e| io("cannot write", &tmp)(e.into_error())))
+        .and_then(|f| f.sync_all().map_err(io("cannot sync", &tmp)));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, path).map_err(io("cannot move profile into place", path))
+}
+
 /// Metadata for a profile written now by this build.
-pub fn meta_now(summary: super::Summary, now_ms: i64) -> ProfileMeta {
+pub fn meta_now(summary: super::Summary, sketches: Option<super::Sketches>, now_ms: i64) -> ProfileMeta {
     ProfileMeta {
+        sketches,
         schema_version: super::SCHEMA_VERSION,
         generator: format!("preheat {}", env!("CARGO_PKG_VERSION")),
         created: format_rfc3339(now_ms),

@@ -302,7 +302,7 @@ fn profiles_round_trip_through_the_store() {
     write_log(&path, &config, &gen_opts(10_000, 300, 8), Compression::Plain);
     let a = analyze_files(&[path], &config, 2);
     let store = Store::new(dir.path().join("profiles"));
-    let meta = store::meta_now(a.summary.clone(), 1_767_225_600_000);
+    let meta = store::meta_now(a.summary.clone(), Some(a.sketches.clone()), 1_767_225_600_000);
     let written = store.write(&a.rows, &meta, 1_767_225_600_000).expect("written");
     assert_eq!(written.file_name().and_then(|n| n.to_str()), Some("20260101T000000Z.parquet"));
     let again = store.write(&a.rows, &meta, 1_767_225_600_000).expect("written");

@@ -302,3 +302,120 @@ fn the_library_example_reports_ready_only_after_its_warm() {
     assert!(lines[1].starts_with("ready: warmed ") && lines[1].contains("(Completed)"), "{stdout}");
     assert!(lines[2].contains("-> 200 {\"id\""), "the hottest product is served from the cache: {stdout}");
 }
+
+#[test]
+fn merged_host_profiles_equal_one_analysis_of_all_their_logs() {
+    let (dir, _) = after_the_demo();
+    let d = dir.path();
+    let config = fs::read_to_string(d.join("data/preheat.toml")).expect("readable");
+    assert!(config.contains("half_life = \"6h\""), "scores decay, so the merge must rescale them");
+    // Two hosts' logs: the generated log cut in two.
+    let out = preheat(
+        d,
+        &[
+            "-q",
+            "generate-log",
+            "--config",
+            "data/preheat.toml",
+            "--lines",
+            "40000",
+            "--seed",
+            "7",
+            "-o",
+            "all.log",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let all = fs::read_to_string(d.join("all.log")).expect("readable");
+    let lines: Vec<&str> = all.lines().collect();
+    let (one, two) = lines.split_at(lines.len() / 3);
+    fs::write(d.join("host1.log"), one.join("\n") + "\n").expect("writable");
+    fs::write(d.join("host2.log"), two.join("\n") + "\n").expect("writable");
+    for (store, log) in [("p1", "host1.log"), ("p2", "host2.log"), ("pall", "all.log")] {
+        let out = preheat(
+            d,
+            &["-q", "analyze", "--config", "data/preheat.toml", "--profiles", store, "--top", "0", log],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let latest = |store: &str| {
+        d.join(store).join(fs::read_to_string(d.join(store).join("latest")).expect("latest").trim())
+    };
+    let (p1, p2) = (latest("p1").display().to_string(), latest("p2").display().to_string());
+    let out = preheat(d, &["profiles", "merge", &p1, &p2, "-o", "merged.parquet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("merged 2 profiles into merged.parquet"), "{}", text(&out.stdout));
+
+    let (merged_meta, merged) =
+        preheat::profile::read_profile(&d.join("merged.parquet"), None).expect("readable");
+    let (whole_meta, whole) = preheat::profile::read_profile(&latest("pall"), None).expect("readable");
+    assert_eq!(merged.len(), whole.len());
+    let by_key: std::collections::HashMap<(&str, &str), &preheat::profile::ProfileRow> =
+        whole.iter().map(|r| ((r.rule.as_str(), r.key.as_str()), r)).collect();
+    for m in &merged {
+        let w = by_key[&(m.rule.as_str(), m.key.as_str())];
+        assert_eq!(
+            (m.count, m.first_seen_ms, m.last_seen_ms, m.cache_hits, m.cache_misses),
+            (w.count, w.first_seen_ms, w.last_seen_ms, w.cache_hits, w.cache_misses),
+            "{}",
+            m.key
+        );
+        assert!(
+            (m.score - w.score).abs() <= 1e-6 * w.score.max(1.0),
+            "{}: {} vs {}",
+            m.key,
+            m.score,
+            w.score
+        );
+        if let (Some(a), Some(b)) = (m.mean_bytes, w.mean_bytes) {
+            assert!((a - b).abs() < 1e-6 * b.max(1.0), "{}", m.key);
+        }
+    }
+    let (ms, ws) = (&merged_meta.summary, &whole_meta.summary);
+    assert_eq!(
+        (ms.lines.read, ms.lines.matched, ms.lines.rejected),
+        (ws.lines.read, ws.lines.matched, ws.lines.rejected)
+    );
+    assert_eq!((&ms.window.start, &ms.window.end), (&ws.window.start, &ws.window.end));
+    assert_eq!(ms.distinct_clients, ws.distinct_clients, "sketches merge into the same estimate");
+    for (m, w) in ms.rules.iter().zip(&ws.rules) {
+        assert_eq!(
+            (&m.name, m.requests, m.distinct_keys, m.distinct_clients),
+            (&w.name, w.requests, w.distinct_keys, w.distinct_clients)
+        );
+    }
+    // A plan from the merge equals one from the whole.
+    let plan = |path: &std::path::Path| -> Vec<String> {
+        let out = preheat(
+            d,
+            &["plan", "--config", "data/preheat.toml", "--profile", &path.display().to_string(), "--json"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        v["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter_map(|k| k["key"].as_str().map(String::from))
+            .collect()
+    };
+    assert_eq!(plan(&d.join("merged.parquet")), plan(&latest("pall")));
+
+    // Profiles of other rules do not merge.
+    let other = config.replace("key = \"product:{id}\"", "key = \"item:{id}\"");
+    fs::write(d.join("other.toml"), other).expect("writable");
+    let out = preheat(
+        d,
+        &["-q", "analyze", "--config", "other.toml", "--profiles", "pother", "--top", "0", "host1.log"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let other_profile = latest("pother").display().to_string();
+    let out = preheat(d, &["profiles", "merge", &p1, &other_profile, "-o", "bad.parquet"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("config fingerprint") && text(&out.stderr).contains("pother"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!d.join("bad.parquet").exists());
+}
