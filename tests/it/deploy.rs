@@ -419,3 +419,43 @@ fn merged_host_profiles_equal_one_analysis_of_all_their_logs() {
     );
     assert!(!d.join("bad.parquet").exists());
 }
+
+#[test]
+fn profiles_keep_no_query_parameter_a_rule_did_not_keep() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::write(
+        dir.path().join("preheat.toml"),
+        "[[rule]]\nname = \"category\"\nmatch = \"GET /c/{slug}\"\nkey = \"c:{slug}:{page}\"\nkeep_query = [\"page\"]\n",
+    )
+    .expect("writable");
+    let line = |path: &str| {
+        format!("203.0.113.7 - - [01/Dec/2026:10:00:00 +0000] \"GET {path} HTTP/1.1\" 200 99 \"-\" \"t\"\n")
+    };
+    let mut log = String::new();
+    for _ in 0..3 {
+        log.push_str(&line("/c/shoes?page=2&token=SECRET-1&session=SECRET-2"));
+        log.push_str(&line("/unmatched/path?api_key=SECRET-3"));
+    }
+    log.push_str("garbage line with ?password=SECRET-4 in it\n");
+    fs::write(dir.path().join("access.log"), log).expect("writable");
+    let out = preheat(dir.path(), &["analyze", "--json", "access.log"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let show = preheat(dir.path(), &["profile", "show", "--json", "--top", "100"]);
+    assert_eq!(show.status.code(), Some(0));
+    let everything =
+        format!("{}{}{}{}", text(&out.stdout), text(&out.stderr), text(&show.stdout), text(&show.stderr));
+    assert!(!everything.contains("SECRET"), "a query value leaked:\n{everything}");
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).expect("JSON");
+    assert_eq!(v["top"][0]["key"], "c:shoes:2");
+    assert_eq!(v["top"][0]["params"], serde_json::json!({"slug": "shoes", "page": "2"}));
+    let perms = std::os::unix::fs::PermissionsExt::mode(
+        &fs::metadata(
+            dir.path()
+                .join("profiles")
+                .join(fs::read_to_string(dir.path().join("profiles/latest")).expect("latest").trim()),
+        )
+        .expect("profile")
+        .permissions(),
+    );
+    assert_eq!(perms & 0o777, 0o600, "profiles describe production traffic: owner only");
+}

@@ -42,6 +42,7 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     /// The port it listens on (127.0.0.1).
     pub port: u16,
+    tls: bool,
 }
 
 impl Postgres {
@@ -56,18 +57,50 @@ impl Postgres {
             .output()
             .expect("initdb runs");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let pg = Postgres { port: free_port(), dir };
+        let pg = Postgres { port: free_port(), dir, tls: false };
         pg.resume();
         pg
     }
 
+    /// A cluster that accepts only TLS connections (`hostssl` in pg_hba.conf), with a
+    /// certificate for 127.0.0.1 signed by a CA of its own ([`Postgres::ca_file`]).
+    pub fn start_tls() -> Postgres {
+        let mut pg = Postgres::start();
+        pg.stop();
+        make_certificates(pg.dir.path());
+        let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(pg.dir.path()).status();
+        let _ = Command::new("chmod").arg("600").arg(pg.dir.path().join("server.key")).status();
+        let hba = pg.dir.path().join("data/pg_hba.conf");
+        let rules = fs::read_to_string(&hba).expect("pg_hba.conf");
+        let only_tls: String = rules
+            .lines()
+            .map(|l| if l.starts_with("host ") { l.replacen("host ", "hostssl ", 1) } else { l.to_string() })
+            .collect::<Vec<_>>()
+            .join("\n");
+        fs::write(&hba, only_tls + "\n").expect("writable");
+        pg.tls = true;
+        pg.resume();
+        pg
+    }
+
+    /// The CA certificate of a TLS cluster.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
     /// Starts the (stopped) server again on the same port.
     pub fn resume(&self) {
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            let d = self.dir.path().display();
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key"
+            ));
+        }
         let out = as_postgres(&pg_bin("pg_ctl"))
             .args(["-w", "-t", "30", "-l"])
             .arg(self.dir.path().join("log"))
@@ -96,6 +129,16 @@ impl Postgres {
     /// A connection URL for database `postgres`.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs SQL through psql over TLS (for a cluster from [`Postgres::start_tls`]).
+    pub fn psql_tls(&self, sql: &str) {
+        let out = as_postgres(&pg_bin("psql"))
+            .arg(format!("{}?sslmode=verify-full&sslrootcert={}", self.url(), self.ca_file().display()))
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+            .output()
+            .expect("psql runs");
+        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Runs SQL through psql.
@@ -137,6 +180,41 @@ pub struct Redis {
     tls: Option<tempfile::TempDir>,
 }
 
+/// Writes `ca.crt`/`ca.key` (a CA of its own) and `server.crt`/`server.key` (for 127.0.0.1,
+/// signed by it) into `dir`.
+fn make_certificates(dir: &Path) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=preheat test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(dir, &csr);
+    fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("writable");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+}
+
 /// Runs openssl with `args` in `dir`.
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
@@ -153,36 +231,7 @@ impl Redis {
     /// of its own ([`Redis::ca_file`]).
     pub fn start_tls() -> Redis {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=preheat test CA"];
-        ca.extend(ec);
-        ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
-        openssl(dir.path(), &ca);
-        let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
-        csr.extend(ec);
-        csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
-        openssl(dir.path(), &csr);
-        fs::write(dir.path().join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("writable");
-        openssl(
-            dir.path(),
-            &[
-                "x509",
-                "-req",
-                "-days",
-                "1",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-extfile",
-                "san.ext",
-                "-out",
-                "server.crt",
-            ],
-        );
+        make_certificates(dir.path());
         Self::launch(Some(dir))
     }
 

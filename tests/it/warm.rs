@@ -340,6 +340,36 @@ fn postgres_values_by_array_and_list_batches() {
 }
 
 #[test]
+fn postgres_over_tls_with_its_own_ca_and_never_without_tls() {
+    let pg = crate::servers::Postgres::start_tls();
+    pg.psql_tls(
+        "CREATE TABLE products (id bigint PRIMARY KEY, body text NOT NULL);
+         INSERT INTO products SELECT i, 'pg product ' || i FROM generate_series(1, 300) i;
+         CREATE TABLE categories (slug text PRIMARY KEY, products int NOT NULL, featured boolean NOT NULL);
+         CREATE TABLE pages (path text PRIMARY KEY, html text NOT NULL);",
+    );
+    let warm = |query: &str| {
+        let config = pg_config(&format!("{}?{query}", pg.url()));
+        let analysis = pg_analysis(&config);
+        let plan =
+            Plan::build(analysis.rows.iter().cloned().map(Ok), &analysis.summary, &config).expect("plan");
+        let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
+        warm_with(&shop, &plan, Arc::new(MemoryBackend::new(u64::MAX)), None)
+    };
+    let ca = pg.ca_file().display().to_string();
+    let r = warm(&format!("sslmode=verify-full&sslrootcert={ca}"));
+    assert!(r.written > 0 && !r.failed.contains_key("source_error"), "{:?} {:?}", r.failed, r.errors);
+    // The system's roots do not know this CA: refused, and said so.
+    let r = warm("sslmode=verify-full");
+    assert_eq!(r.written, 0);
+    assert!(r.errors.iter().any(|e| e.to_lowercase().contains("certificate")), "{:?}", r.errors);
+    // The server takes no connection without TLS.
+    let r = warm("sslmode=disable");
+    assert_eq!(r.written, 0);
+    assert!(r.errors.iter().any(|e| e.contains("pg_hba.conf") || e.contains("SSL")), "{:?}", r.errors);
+}
+
+#[test]
 fn a_postgres_that_is_down_costs_its_rules_and_never_shows_the_password() {
     let pg = crate::servers::Postgres::start();
     pg.stop();
