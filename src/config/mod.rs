@@ -829,10 +829,11 @@ fn fingerprint(file: &ConfigFile, format: &FormatSpec) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn problems(text: &str) -> Vec<Problem> {
+    /// The problems of an invalid config (panics when it is valid).
+    pub(crate) fn problems(text: &str) -> Vec<Problem> {
         match Config::parse(text, "t.toml") {
             Err(ConfigError::Invalid { problems, .. }) => problems,
             other => panic!("expected problems, got {other:?}"),

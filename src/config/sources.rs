@@ -494,15 +494,9 @@ fn sql_fetch(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, ConfigError, Problem};
+    use crate::config::Config;
+    use crate::config::tests::problems;
     use crate::source::{CommandInput, Fetch, HttpMode, SourceKind};
-
-    fn problems(text: &str) -> Vec<Problem> {
-        match Config::parse(text, "t.toml") {
-            Err(ConfigError::Invalid { problems, .. }) => problems,
-            other => panic!("expected problems, got {other:?}"),
-        }
-    }
 
     fn messages(text: &str) -> Vec<String> {
         problems(text).into_iter().map(|p| p.message).collect()

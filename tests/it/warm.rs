@@ -339,15 +339,16 @@ fn postgres_values_by_array_and_list_batches() {
     assert_eq!(block(backend.remaining_ttl(&page.key)), None, "ttl = none means no expiry");
 }
 
+/// The tables of [`pg_config`]'s rules, with 300 products.
+const PG_PRODUCTS: &str = "CREATE TABLE products (id bigint PRIMARY KEY, body text NOT NULL);
+     INSERT INTO products SELECT i, 'pg product ' || i FROM generate_series(1, 300) i;
+     CREATE TABLE categories (slug text PRIMARY KEY, products int NOT NULL, featured boolean NOT NULL);
+     CREATE TABLE pages (path text PRIMARY KEY, html text NOT NULL);";
+
 #[test]
 fn postgres_over_tls_with_its_own_ca_and_never_without_tls() {
     let pg = crate::servers::Postgres::start_tls();
-    pg.psql_tls(
-        "CREATE TABLE products (id bigint PRIMARY KEY, body text NOT NULL);
-         INSERT INTO products SELECT i, 'pg product ' || i FROM generate_series(1, 300) i;
-         CREATE TABLE categories (slug text PRIMARY KEY, products int NOT NULL, featured boolean NOT NULL);
-         CREATE TABLE pages (path text PRIMARY KEY, html text NOT NULL);",
-    );
+    pg.psql_tls(PG_PRODUCTS);
     let warm = |query: &str| {
         let config = pg_config(&format!("{}?{query}", pg.url()));
         let analysis = pg_analysis(&config);
@@ -568,12 +569,9 @@ fn a_second_concurrent_run_skips_or_waits_for_the_lock() {
 #[test]
 fn a_postgres_restarted_mid_warm_costs_a_pause_not_the_rest_of_the_run() {
     let pg = crate::servers::Postgres::start();
+    pg.psql(PG_PRODUCTS);
     pg.psql(
-        "CREATE TABLE products (id bigint PRIMARY KEY, body text NOT NULL);
-         INSERT INTO products SELECT i, 'pg product ' || i FROM generate_series(1, 300) i;
-         CREATE TABLE categories (slug text PRIMARY KEY, products int NOT NULL, featured boolean NOT NULL);
-         CREATE TABLE pages (path text PRIMARY KEY, html text NOT NULL);
-         INSERT INTO pages SELECT 'section' || (i % 10) || '/page-' || i || '.html', '<i>' || i || '</i>' FROM generate_series(1, 300) i;",
+        "INSERT INTO pages SELECT 'section' || (i % 10) || '/page-' || i || '.html', '<i>' || i || '</i>' FROM generate_series(1, 300) i;",
     );
     let mut config = pg_config(&pg.url());
     // About 6 s of queries, so the outage (0.8 s to 3.3 s) lands in the middle; queries
