@@ -88,7 +88,7 @@ pub fn render(report: &RunReport, now: f64) -> String {
     out.family(
         "preheat_warm_keys",
         "Keys of the last warm by rule and outcome (written, overwritten, skipped_existing, \
-         missing_in_source, uncacheable, replayed, invalid, failed).",
+         missing_in_source, uncacheable, replayed, invalidated, invalid, failed).",
     );
     for r in &report.rules {
         for (outcome, n) in [
@@ -98,6 +98,7 @@ pub fn render(report: &RunReport, now: f64) -> String {
             ("missing_in_source", r.missing_in_source),
             ("uncacheable", r.uncacheable),
             ("replayed", r.replayed),
+            ("invalidated", r.invalidated),
             ("invalid", r.invalid),
             ("failed", r.failed),
         ] {

@@ -583,6 +583,21 @@ impl Backend for RedisClusterBackend {
         results.into_iter().map(|r| r.unwrap_or_else(|| Err(self.too_many_redirects()))).collect()
     }
 
+    async fn take_back(&self, entries: &[&Entry]) -> Vec<Result<bool, BackendError>> {
+        // Rare (only keys whose source changed while they were warmed): one call per key.
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(super::redis::TAKE_BACK_SCRIPT).arg(1).arg(&e.key).arg(&e.value).arg(if e.dump {
+                "dump"
+            } else {
+                "value"
+            });
+            out.push(self.on_owner::<i64>(&e.key, &cmd).await.map(|n| n == 1));
+        }
+        out
+    }
+
     async fn ping(&self) -> Result<(), BackendError> {
         let topology = self.topology().await?;
         for addr in &topology.masters {

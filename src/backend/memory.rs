@@ -134,6 +134,27 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    async fn take_back(&self, entries: &[&Entry]) -> Vec<Result<bool, BackendError>> {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            // Compare and remove under the entry's lock, so a concurrent insert is never lost.
+            let removed = self
+                .cache
+                .entry(e.key.clone())
+                .and_compute_with(|current| {
+                    let ours = current.as_ref().is_some_and(|c| *c.value().value == *e.value);
+                    std::future::ready(if ours {
+                        moka::ops::compute::Op::Remove
+                    } else {
+                        moka::ops::compute::Op::Nop
+                    })
+                })
+                .await;
+            out.push(Ok(matches!(removed, moka::ops::compute::CompResult::Removed(_))));
+        }
+        out
+    }
+
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {
         let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();

@@ -96,6 +96,11 @@ pub trait Backend: Send + Sync {
         mode: WriteMode,
     ) -> impl Future<Output = Vec<Result<Written, BackendError>>> + Send;
 
+    /// Takes back values this warm wrote: deletes each entry's key only while it still holds
+    /// the entry's value (for a `DUMP` payload: while its `DUMP` is the same), so a value
+    /// written since by anyone else stays. One result per entry: whether it was deleted.
+    fn take_back(&self, entries: &[&Entry]) -> impl Future<Output = Vec<Result<bool, BackendError>>> + Send;
+
     /// Reaches the backend once without writing (`PING`; every master of a cluster).
     fn ping(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
 

@@ -62,6 +62,15 @@ pub(super) fn classify(e: &RedisError, url: &str, redacted: &str) -> BackendErro
     BackendError { backend: redacted.to_string(), message, retryable }
 }
 
+/// Deletes KEYS[1] only while it holds ARGV[1] (ARGV[2] = `dump`: while its `DUMP` is
+/// ARGV[1]). Returns 1 when it deleted the key.
+pub(super) const TAKE_BACK_SCRIPT: &str = r"
+local current
+if ARGV[2] == 'dump' then current = redis.call('DUMP', KEYS[1]) else current = redis.call('GET', KEYS[1]) end
+if current == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// A Redis server.
 pub struct RedisBackend {
     url: String,
@@ -246,6 +255,24 @@ impl Backend for RedisBackend {
 
     async fn write_batch(&self, entries: &[Entry], mode: WriteMode) -> Vec<Result<Written, BackendError>> {
         all_alike(entries.len(), self.write_all(entries, mode).await)
+    }
+
+    async fn take_back(&self, entries: &[&Entry]) -> Vec<Result<bool, BackendError>> {
+        if entries.is_empty() {
+            return Vec::new();
+        }
+        let mut pipe = redis::pipe();
+        for e in entries {
+            pipe.cmd("EVAL").arg(TAKE_BACK_SCRIPT).arg(1).arg(&e.key).arg(&e.value).arg(if e.dump {
+                "dump"
+            } else {
+                "value"
+            });
+        }
+        match self.pipeline(&pipe).await {
+            Ok(replies) => replies.into_iter().map(|v| Ok(matches!(v, Value::Int(1)))).collect(),
+            Err(e) => vec![Err(e); entries.len()],
+        }
     }
 
     async fn ping(&self) -> Result<(), BackendError> {

@@ -338,6 +338,13 @@ pub fn render(r: &RunReport) -> String {
             r.replayed, r.uncacheable
         );
     }
+    if r.invalidated > 0 {
+        let _ = writeln!(
+            o,
+            "changed   {} keys changed at their source during the warm: the warm's values were taken back",
+            r.invalidated
+        );
+    }
     let failed: u64 = r.failed.values().sum();
     if failed + r.invalid_keys + r.not_started + r.no_source > 0 {
         let reasons: Vec<String> = r.failed.iter().map(|(k, v)| format!("{k} {v}")).collect();

@@ -152,6 +152,22 @@ pub struct WarmSettings {
     pub max_profile_age: Option<Duration>,
     /// What a warm does with a stale profile, or one made with other rules.
     pub stale_profile: StalePolicy,
+    /// Whether written values are checked against a second read of their source (a rule may
+    /// override it).
+    pub invalidations: Invalidations,
+}
+
+/// `invalidations`: how a warm avoids writing back a value the application changed (and
+/// invalidated) while the warm was loading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Invalidations {
+    /// After a batch is written, read its keys from the source again; a key whose value
+    /// changed in between is taken back (deleted while it still holds the warm's value).
+    Verify,
+    /// No second read (for sources whose answers differ on every read, or caches nothing
+    /// else writes to during a warm).
+    Off,
 }
 
 /// What `preheat warm` does with a stale profile (`warm.stale_profile`).
@@ -217,6 +233,7 @@ impl Default for WarmSettings {
             lock_key: "preheat:lock".into(),
             max_profile_age: None,
             stale_profile: StalePolicy::Warn,
+            invalidations: Invalidations::Verify,
         }
     }
 }
@@ -235,6 +252,8 @@ pub struct RuleLoad {
     pub ttl_jitter: f64,
     /// Overrides `warm.on_existing` for this rule.
     pub on_existing: Option<WriteMode>,
+    /// Overrides `warm.invalidations` for this rule.
+    pub invalidations: Option<Invalidations>,
 }
 
 /// A size such as `512MiB`, `2GB` or `1048576` in bytes.
@@ -255,6 +274,16 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
     };
     let bytes = number * scale as f64;
     (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+const INVALIDATIONS_HELP: &str = "invalidations must be `verify` (read each written key's value again and take back those that changed) or `off`";
+
+fn parse_invalidations(text: &str) -> Option<Invalidations> {
+    match text {
+        "verify" => Some(Invalidations::Verify),
+        "off" => Some(Invalidations::Off),
+        _ => None,
+    }
 }
 
 /// A warm deadline: more than zero, at most [`MAX_DEADLINE`].
@@ -348,6 +377,7 @@ struct WarmFile {
     lock_key: Option<Spanned<String>>,
     max_profile_age: Option<Spanned<String>>,
     stale_profile: Option<Spanned<String>>,
+    invalidations: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -394,6 +424,7 @@ struct RuleFile {
     on_existing: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
     args: Option<Spanned<Vec<String>>>,
+    invalidations: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -589,6 +620,12 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
         match parse_age(a.get_ref()) {
             Ok(v) => warm.max_profile_age = Some(v),
             Err(why) => problems.add(a.span().start, format!("warm.max_profile_age: {why}")),
+        }
+    }
+    if let Some(i) = &w.invalidations {
+        match parse_invalidations(i.get_ref()) {
+            Some(v) => warm.invalidations = v,
+            None => problems.add(i.span().start, format!("warm.{INVALIDATIONS_HELP}")),
         }
     }
     if let Some(p) = &w.stale_profile {

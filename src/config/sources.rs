@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ON_EXISTING_HELP, Problems, RuleFile, RuleLoad, parse_bytes, parse_on_existing};
+use super::{
+    INVALIDATIONS_HELP, ON_EXISTING_HELP, Problems, RuleFile, RuleLoad, parse_bytes, parse_invalidations,
+    parse_on_existing,
+};
 use crate::rules::{CaptureKind, KeyTemplate, MatchPattern, param_names};
 use crate::source::{
     CommandInput, DEFAULT_MAX_VALUE_BYTES, Encoding, Fetch, HttpMode, SourceKind, SourceSettings, SqlQuery,
@@ -247,6 +250,7 @@ pub(super) fn rule_load(
             ("encoding", r.encoding.is_some()),
             ("path", r.path.is_some()),
             ("args", r.args.is_some()),
+            ("invalidations", r.invalidations.is_some()),
         ] {
             if present {
                 problems
@@ -330,6 +334,17 @@ pub(super) fn rule_load(
         },
         None => None,
     };
+    let invalidations = match &r.invalidations {
+        Some(i) => match parse_invalidations(i.get_ref()) {
+            Some(v) => Some(v),
+            None => {
+                problems.add(i.span().start, format!("rule `{name}`: {INVALIDATIONS_HELP}"));
+                ok = false;
+                None
+            }
+        },
+        None => None,
+    };
     let fetch = match kind {
         SourceKind::Sql { .. } => sql_fetch(r, name, pattern, &params, at, problems),
         SourceKind::Http { .. } => http_fetch(name, pattern, at, problems),
@@ -362,7 +377,7 @@ pub(super) fn rule_load(
     };
     match (ok, fetch, ttl) {
         (true, Some(fetch), Some(ttl)) => {
-            Some(RuleLoad { source: index, fetch, ttl, ttl_jitter: jitter, on_existing })
+            Some(RuleLoad { source: index, fetch, ttl, ttl_jitter: jitter, on_existing, invalidations })
         }
         _ => None,
     }

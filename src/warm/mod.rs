@@ -27,7 +27,7 @@ use self::breaker::{Breaker, Gate};
 pub use report::{RuleReport, RunReport, RunStatus};
 
 use crate::backend::{Backend, BackendError, Entry, WriteMode, Written};
-use crate::config::{Config, LockPolicy, RuleLoad};
+use crate::config::{Config, Invalidations, LockPolicy, RuleLoad};
 use crate::plan::Plan;
 use crate::source::{Fetched, Job, Source, SourceError};
 
@@ -105,6 +105,7 @@ struct Outcome {
     missing: u64,
     uncacheable: u64,
     replayed: u64,
+    invalidated: u64,
     bytes: u64,
     /// Keys failed, by reason, with the first message of each reason.
     failed: Vec<(&'static str, u64, String)>,
@@ -154,6 +155,7 @@ async fn run_batch<B: Backend>(
     source: Arc<OpenSource>,
     target: Arc<Target<B>>,
     mode: WriteMode,
+    config_invalidations: Invalidations,
 ) -> Outcome {
     let n = batch.keys.len();
     let mut seed = clock_seed();
@@ -163,9 +165,15 @@ async fn run_batch<B: Backend>(
         from.fetch(fetch, &jobs).await
     })
     .await;
+    let verify = load.invalidations.unwrap_or(config_invalidations) == Invalidations::Verify;
     let mut outcome = Outcome::default();
     let mut entries = Vec::with_capacity(n);
+    // The jobs of `entries`, to read them again after the write.
+    let mut again: Vec<Job> = Vec::new();
     for (job, result) in batch.keys.into_iter().zip(results) {
+        if verify && matches!(result, Ok(Fetched::Value { .. } | Fetched::Dump { .. })) {
+            again.push(job.clone());
+        }
         match result {
             Ok(Fetched::Value { value, max_ttl }) => {
                 let ttl = load.ttl.map(|t| {
@@ -201,22 +209,98 @@ async fn run_batch<B: Backend>(
         }
     })
     .await;
-    for (entry, result) in entries.iter().zip(written) {
+    let mut wrote = Vec::new();
+    for (i, (entry, result)) in entries.iter().zip(written).enumerate() {
         let size = entry.value.len() as u64;
         match result {
             Ok(Written::Created) => {
                 outcome.written += 1;
                 outcome.bytes += size;
+                wrote.push((i, Written::Created));
             }
             Ok(Written::Replaced) => {
                 outcome.overwritten += 1;
                 outcome.bytes += size;
+                wrote.push((i, Written::Replaced));
             }
             Ok(Written::Existed) => outcome.existed += 1,
             Err(e) => outcome.fail("backend_error", 1, e.to_string()),
         }
     }
+    if verify && !wrote.is_empty() {
+        verify_written(&source, &load, &target, &again, &entries, &wrote, &mut outcome).await;
+    }
     outcome
+}
+
+/// Reads the keys a batch wrote from their source once more. A key whose value changed since
+/// the first read was changed by the application while the warm loaded it, and the
+/// application's invalidation may have come before the write (deleting a key that was not
+/// there yet, which nothing can observe): such a key is taken back, deleted while it still
+/// holds the warm's value. Any later change invalidates after the write, as usual. A key the
+/// source cannot answer for now is taken back too: it cannot be vouched for.
+async fn verify_written<B: Backend>(
+    source: &OpenSource,
+    load: &RuleLoad,
+    target: &Target<B>,
+    jobs: &[Job],
+    entries: &[Entry],
+    wrote: &[(usize, Written)],
+    outcome: &mut Outcome,
+) {
+    let asked: Vec<&Job> = wrote.iter().map(|(i, _)| &jobs[*i]).collect();
+    let mut seed = clock_seed();
+    let (asked_ref, fetch, from) = (&asked, &load.fetch, &source.source);
+    let answers = with_retries(asked.len(), &source.breaker, &mut seed, |pending| async move {
+        let jobs: Vec<&Job> = pending.iter().map(|&i| asked_ref[i]).collect();
+        from.fetch(fetch, &jobs).await
+    })
+    .await;
+    // (entry, how it was written, whether the source answered: changed, or unverifiable)
+    let mut back = Vec::new();
+    for (&(i, how), answer) in wrote.iter().zip(answers) {
+        match answer {
+            Ok(Fetched::Value { value, .. }) if value == entries[i].value => {}
+            Ok(Fetched::Dump { payload, .. }) if payload == entries[i].value => {}
+            Ok(_) => back.push((i, how, None)),
+            Err(e) => back.push((i, how, Some(e.to_string()))),
+        }
+    }
+    if back.is_empty() {
+        return;
+    }
+    let changed = back.iter().filter(|(_, _, e)| e.is_none()).count();
+    outcome.invalidated += changed as u64;
+    if changed * 2 > wrote.len() && changed > 4 {
+        tracing::warn!(
+            changed,
+            of = wrote.len(),
+            "most values of a batch differ on a second read (answers that change on every read?); \
+             set `invalidations = \"off\"` on the rule if its source is never stale"
+        );
+    }
+    let refs: Vec<&Entry> = back.iter().map(|(i, _, _)| &entries[*i]).collect();
+    for ((i, how, unverifiable), result) in back.into_iter().zip(target.backend.take_back(&refs).await) {
+        let taken = match result {
+            Ok(taken) => taken,
+            Err(e) => {
+                outcome.fail("unverified", 1, e.to_string());
+                continue;
+            }
+        };
+        // Not taken: deleted by the application already, or replaced by a newer value, so
+        // nothing of the warm's is left either way.
+        if taken {
+            match how {
+                Written::Created => outcome.written -= 1,
+                _ => outcome.overwritten -= 1,
+            }
+            outcome.bytes -= entries[i].value.len() as u64;
+            if let Some(why) = unverifiable {
+                outcome.fail("unverified", 1, why);
+            }
+        }
+    }
 }
 
 /// An error that may go away if the same request is tried again.
@@ -584,9 +668,9 @@ async fn drive<B: Backend + 'static>(
                     let load = config.loads[rule].clone().expect("batched rules have a load");
                     let source = sources[load.source].as_ref().expect("picked sources are open").clone();
                     let mode = load.on_existing.unwrap_or(config.warm.on_existing);
-                    let target = target.clone();
+                    let (target, invalidations) = (target.clone(), config.warm.invalidations);
                     let handle = tasks.spawn(async move {
-                        (rule, n, est, run_batch(batch, load, source, target, mode).await)
+                        (rule, n, est, run_batch(batch, load, source, target, mode, invalidations).await)
                     });
                     in_flight.insert(handle.id(), (rule, n, est));
                     bytes_in_flight += est;
@@ -666,6 +750,8 @@ fn record(report: &mut RunReport, rule: usize, o: Outcome) {
     rr.missing_in_source += o.missing;
     rr.uncacheable += o.uncacheable;
     rr.replayed += o.replayed;
+    rr.invalidated += o.invalidated;
+    report.invalidated += o.invalidated;
     report.uncacheable += o.uncacheable;
     report.replayed += o.replayed;
     report.written += o.written;

@@ -46,6 +46,8 @@ pub struct RuleReport {
     pub uncacheable: u64,
     /// Requests replayed for the application to cache (HTTP `replay` mode).
     pub replayed: u64,
+    /// Keys whose value changed while they were warmed (see [`RunReport::invalidated`]).
+    pub invalidated: u64,
     /// Keys refused by validation (never written).
     pub invalid: u64,
     /// Keys that failed (source or backend errors, cancelled at the deadline).
@@ -73,6 +75,10 @@ pub struct RunReport {
     pub uncacheable: u64,
     /// Requests replayed for the application to cache (HTTP `replay` mode).
     pub replayed: u64,
+    /// Keys whose value a second read of their source found changed (`invalidations =
+    /// "verify"`): the application changed them during the warm. The warm's value was taken
+    /// back where it was still cached (and is then not counted as written).
+    pub invalidated: u64,
     /// Keys refused by validation.
     pub invalid_keys: u64,
     /// Keys of rules without a source.
@@ -117,6 +123,7 @@ impl RunReport {
             missing_in_source: 0,
             uncacheable: 0,
             replayed: 0,
+            invalidated: 0,
             invalid_keys: 0,
             no_source: 0,
             failed: BTreeMap::new(),

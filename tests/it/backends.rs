@@ -125,6 +125,17 @@ async fn conformance(b: &impl Backend, look: &impl Inspect) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(look.value("brief").await, None);
 
+    // Taking back: only a value that is still the warm's goes.
+    let ours = entry("taken", b"warm", Some(600));
+    written(b.write_batch(std::slice::from_ref(&ours), WriteMode::IfAbsent).await);
+    let newer = entry("kept", b"warm", Some(600));
+    written(b.write_batch(std::slice::from_ref(&newer), WriteMode::IfAbsent).await);
+    look.app_sets("kept", b"newer, from the app", Some(Duration::from_secs(30))).await;
+    let back: Vec<bool> = b.take_back(&[&ours, &newer]).await.into_iter().map(|r| r.expect("asks")).collect();
+    assert_eq!(back, [true, false]);
+    assert_eq!(look.value("taken").await, None);
+    assert_eq!(look.value("kept").await.as_deref(), Some(&b"newer, from the app"[..]));
+
     // An empty batch is fine.
     assert!(b.write_batch(&[], WriteMode::IfAbsent).await.is_empty());
 
@@ -156,6 +167,20 @@ async fn redis_backend_conformance() {
     let server = crate::servers::Redis::start();
     let b = RedisBackend::new(&server.url()).expect("valid URL");
     conformance(&b, &RedisInspector(server.client())).await;
+    // A restored copy is taken back by comparing its DUMP.
+    let mut c = server.client().get_multiplexed_async_connection().await.expect("connects");
+    let _: () =
+        redis::cmd("RPUSH").arg("peer-list").arg("a").arg("b").query_async(&mut c).await.expect("RPUSH");
+    let payload: Vec<u8> = redis::cmd("DUMP").arg("peer-list").query_async(&mut c).await.expect("DUMP");
+    let copy = Entry { key: "copied-list".into(), value: payload, ttl: None, dump: true };
+    assert_eq!(
+        written(b.write_batch(std::slice::from_ref(&copy), WriteMode::IfAbsent).await),
+        [Written::Created]
+    );
+    let back = b.take_back(&[&copy]).await;
+    assert!(matches!(back[..], [Ok(true)]), "{back:?}");
+    let exists: i64 = redis::cmd("EXISTS").arg("copied-list").query_async(&mut c).await.expect("EXISTS");
+    assert_eq!(exists, 0);
 }
 
 #[tokio::test]

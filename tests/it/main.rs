@@ -6,6 +6,7 @@ mod capacity;
 mod cli;
 mod cluster;
 mod deploy;
+mod invalidation;
 mod plan;
 mod properties;
 mod recipes;
