@@ -185,8 +185,9 @@ fn render(config: &Config, profile: &ProfileState, checks: &[(String, Result<(),
     }
     let _ = writeln!(
         o,
-        "          existing keys: {}; lock `{}`: {}; batches of {}, {} at once",
+        "          existing keys: {}; invalidations: {}; lock `{}`: {}; batches of {}, {} at once",
         on_existing(w.on_existing),
+        json!(w.invalidations).as_str().unwrap_or(""),
         w.lock_key,
         json!(w.lock).as_str().unwrap_or(""),
         w.batch_size,

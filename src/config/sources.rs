@@ -323,28 +323,9 @@ pub(super) fn rule_load(
         None if writes_own_ttl => 0.1,
         None => 0.0,
     };
-    let on_existing = match &r.on_existing {
-        Some(m) => match parse_on_existing(m.get_ref()) {
-            Some(mode) => Some(mode),
-            None => {
-                problems.add(m.span().start, format!("rule `{name}`: {ON_EXISTING_HELP}"));
-                ok = false;
-                None
-            }
-        },
-        None => None,
-    };
-    let invalidations = match &r.invalidations {
-        Some(i) => match parse_invalidations(i.get_ref()) {
-            Some(v) => Some(v),
-            None => {
-                problems.add(i.span().start, format!("rule `{name}`: {INVALIDATIONS_HELP}"));
-                ok = false;
-                None
-            }
-        },
-        None => None,
-    };
+    let on_existing = choice(&r.on_existing, parse_on_existing, name, ON_EXISTING_HELP, problems, &mut ok);
+    let invalidations =
+        choice(&r.invalidations, parse_invalidations, name, INVALIDATIONS_HELP, problems, &mut ok);
     let fetch = match kind {
         SourceKind::Sql { .. } => sql_fetch(r, name, pattern, &params, at, problems),
         SourceKind::Http { .. } => http_fetch(name, pattern, at, problems),
@@ -381,6 +362,24 @@ pub(super) fn rule_load(
         }
         _ => None,
     }
+}
+
+/// An optional rule setting with a fixed set of values; a bad one is reported with `help`.
+fn choice<T>(
+    field: &Option<Spanned<String>>,
+    parse: fn(&str) -> Option<T>,
+    name: &str,
+    help: &str,
+    problems: &mut Problems,
+    ok: &mut bool,
+) -> Option<T> {
+    let value = field.as_ref()?;
+    let parsed = parse(value.get_ref());
+    if parsed.is_none() {
+        problems.add(value.span().start, format!("rule `{name}`: {help}"));
+        *ok = false;
+    }
+    parsed
 }
 
 /// A template field over the rule's parameters (`{{` for a literal brace).
@@ -594,6 +593,10 @@ mod tests {
         let m =
             with(&format!("root = \"{}\"", std::env::temp_dir().display()), "path = \"{sku}\"\nttl = \"1m\"");
         assert!(m.iter().any(|x| x.contains("rule `p`: path: `{sku}`")), "{m:?}");
+        let m = with("url = \"redis://old\"", "invalidations = \"maybe\"");
+        assert!(m.iter().any(|x| x.contains("invalidations must be `verify`")), "{m:?}");
+        let m = messages(&format!("[warm]\ninvalidations = \"never\"\n[sources.s]\nurl = \"redis://old\"\n{RULE}"));
+        assert!(m.iter().any(|x| x.contains("warm.invalidations must be `verify`")), "{m:?}");
         // Problems carry their line.
         let p = problems(&format!("[sources.s]\nurl = \"redis://old\"\n{RULE}ttl = \"1m\"\n"));
         assert_eq!(p[0].line, 7, "{p:?}");
