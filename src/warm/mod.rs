@@ -9,6 +9,9 @@
 //! backoff and jitter when retrying can help; each source and the backend have a circuit
 //! breaker that holds their batches back while they recover and fails them once
 //! they count as down, so a database that is down costs only the rules that use it.
+//! With `invalidations = "verify"`, a written batch is read from its source once more and a
+//! key whose value changed in between is taken back (see [`Backend::take_back`]), so a value
+//! the application changed and invalidated during the warm is never left behind.
 //! At the deadline, on the stop signal, or when the process's resident memory reaches the
 //! budget, no new batch starts and batches in flight get a short grace before they are
 //! cancelled. The caller passes the stop signal, so tests can use a short timer.
