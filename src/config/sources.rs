@@ -595,7 +595,9 @@ mod tests {
         assert!(m.iter().any(|x| x.contains("rule `p`: path: `{sku}`")), "{m:?}");
         let m = with("url = \"redis://old\"", "invalidations = \"maybe\"");
         assert!(m.iter().any(|x| x.contains("invalidations must be `verify`")), "{m:?}");
-        let m = messages(&format!("[warm]\ninvalidations = \"never\"\n[sources.s]\nurl = \"redis://old\"\n{RULE}"));
+        let m = messages(&format!(
+            "[warm]\ninvalidations = \"never\"\n[sources.s]\nurl = \"redis://old\"\n{RULE}"
+        ));
         assert!(m.iter().any(|x| x.contains("warm.invalidations must be `verify`")), "{m:?}");
         // Problems carry their line.
         let p = problems(&format!("[sources.s]\nurl = \"redis://old\"\n{RULE}ttl = \"1m\"\n"));
