@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use reqwest::header::{CACHE_CONTROL, HeaderMap, HeaderName, HeaderValue};
 
+use super::http1::{Answer, Failure, Http1Pool};
 use super::{Fetched, SourceError, redact_url, scrub};
 
 /// What an HTTP source does with a response.
@@ -65,6 +66,9 @@ pub struct HttpSource {
     prefix: String,
     redacted: String,
     client: reqwest::Client,
+    /// For `http://` bases: connections of our own (see `http1`), used instead of `client`.
+    plain: Option<Http1Pool>,
+    timeout: Duration,
     mode: HttpMode,
     max_bytes: u64,
 }
@@ -101,6 +105,8 @@ impl HttpSource {
         if rustls::crypto::CryptoProvider::get_default().is_none() {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
+        let plain =
+            if parsed.scheme() == "http" { Http1Pool::new(&parsed, map.clone(), timeout) } else { None };
         let client = reqwest::Client::builder()
             .default_headers(map)
             .user_agent(concat!("preheat/", env!("CARGO_PKG_VERSION")))
@@ -116,6 +122,8 @@ impl HttpSource {
             base_url: parsed,
             redacted,
             client,
+            plain,
+            timeout,
             mode,
             max_bytes,
         })
@@ -134,12 +142,68 @@ impl HttpSource {
     /// Sends `method target` (`target` is a path with its kept query, such as
     /// `/api/products/42?lang=en`).
     pub async fn fetch(&self, method: &reqwest::Method, target: &str) -> Result<Fetched, SourceError> {
+        let want_body = self.mode == HttpMode::Store;
+        if let Some(pool) = &self.plain {
+            let path = format!("{}{target}", self.prefix);
+            return match pool.request(method, &path, want_body, self.max_bytes).await {
+                Ok(Answer { status, cache_control, body }) => {
+                    self.judge(status, cache_control.iter().map(String::as_str), std::future::ready(Ok(body)))
+                        .await
+                }
+                Err(Failure::TooLarge) => Err(self.too_large()),
+                Err(Failure::Timeout) => Err(SourceError {
+                    source_name: self.name.clone(),
+                    message: format!("{} took longer than {:?}", self.redacted, self.timeout),
+                    retryable: true,
+                    reason: "source_timeout",
+                }),
+                Err(Failure::Io(message)) => Err(SourceError {
+                    source_name: self.name.clone(),
+                    message: scrub(&message, &self.base),
+                    retryable: true,
+                    reason: "source_error",
+                }),
+            };
+        }
         let mut url = self.base_url.clone();
         let (path, query) = target.split_once('?').map_or((target, None), |(p, q)| (p, Some(q)));
         url.set_path(&format!("{}{path}", self.prefix));
         url.set_query(query);
-        let response = self.client.request(method.clone(), url).send().await.map_err(|e| self.error(&e))?;
+        let mut response =
+            self.client.request(method.clone(), url).send().await.map_err(|e| self.error(&e))?;
+        let cache_control: Vec<String> = response
+            .headers()
+            .get_all(CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(String::from)
+            .collect();
         let status = response.status();
+        let max = self.max_bytes;
+        let body = async move {
+            if response.content_length().is_some_and(|n| n > max) {
+                return Err(self.too_large());
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| self.error(&e))? {
+                if body.len() as u64 + chunk.len() as u64 > max {
+                    return Err(self.too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
+        };
+        self.judge(status, cache_control.iter().map(String::as_str), body).await
+    }
+
+    /// What an answer means; `body` (a future, so not started until then) is read only when
+    /// the answer is to be stored.
+    async fn judge<'a>(
+        &self,
+        status: reqwest::StatusCode,
+        cache_control: impl Iterator<Item = &'a str>,
+        body: impl std::future::Future<Output = Result<Vec<u8>, SourceError>>,
+    ) -> Result<Fetched, SourceError> {
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
             return Ok(Fetched::Missing);
         }
@@ -155,21 +219,10 @@ impl HttpSource {
         if status != reqwest::StatusCode::OK {
             return Ok(Fetched::Uncacheable);
         }
-        let policy =
-            cache_policy(response.headers().get_all(CACHE_CONTROL).iter().filter_map(|v| v.to_str().ok()));
-        let CachePolicy::Store(max_ttl) = policy else { return Ok(Fetched::Uncacheable) };
-        if response.content_length().is_some_and(|n| n > self.max_bytes) {
-            return Err(self.too_large());
-        }
-        let mut response = response;
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.error(&e))? {
-            if body.len() as u64 + chunk.len() as u64 > self.max_bytes {
-                return Err(self.too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Fetched::Value { value: body, max_ttl })
+        let CachePolicy::Store(max_ttl) = cache_policy(cache_control) else {
+            return Ok(Fetched::Uncacheable);
+        };
+        Ok(Fetched::Value { value: body.await?, max_ttl })
     }
 
     fn status_error(&self, status: reqwest::StatusCode, retryable: bool) -> SourceError {

@@ -18,6 +18,7 @@
 mod command;
 mod file;
 mod http;
+mod http1;
 mod pacer;
 mod peer;
 mod sql;
@@ -266,7 +267,8 @@ pub enum Fetched {
 /// The client of one kind of source.
 enum Client {
     Sql(SqlSource),
-    Http(HttpSource),
+    // Boxed like `Peer`: a client, a parsed URL and a connection pool.
+    Http(Box<HttpSource>),
     File(FileSource),
     Command(CommandSource),
     // Boxed: a Redis client with its connection slot is several times the others' size.
@@ -300,7 +302,14 @@ impl Source {
                 for (header, value) in headers {
                     resolved.push((header.clone(), secret(value)?));
                 }
-                Client::Http(HttpSource::new(name, &secret(url)?, *mode, &resolved, settings.timeout, max)?)
+                Client::Http(Box::new(HttpSource::new(
+                    name,
+                    &secret(url)?,
+                    *mode,
+                    &resolved,
+                    settings.timeout,
+                    max,
+                )?))
             }
             SourceKind::File { root } => Client::File(FileSource::new(name, root, max, settings.timeout)?),
             SourceKind::Command { argv, input } => {
