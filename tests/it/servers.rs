@@ -368,6 +368,7 @@ pub struct HttpServer {
     pub port: u16,
     seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl HttpServer {
@@ -380,18 +381,25 @@ impl HttpServer {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let handler: Arc<Handler> = Arc::new(handler);
-        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (seen2, stop2, connections2) = (seen.clone(), stop.clone(), connections.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                connections2.fetch_add(1, Ordering::SeqCst);
                 let (handler, seen) = (handler.clone(), seen2.clone());
                 std::thread::spawn(move || serve(conn, &*handler, &seen));
             }
         });
-        HttpServer { port, seen, stop }
+        HttpServer { port, seen, stop, connections }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:PORT`.

@@ -123,6 +123,7 @@ fn http_replay_asks_the_application_once_per_key_and_writes_nothing() {
     targets.sort();
     targets.dedup();
     assert_eq!(targets.len(), 30, "each key once");
+    assert!(app.connections() <= 16, "connections are reused: {} for 30 requests", app.connections());
     let mut c = redis.client().get_connection().expect("connects");
     let keys: Vec<String> = redis::cmd("KEYS").arg("product:*").query(&mut c).expect("KEYS");
     assert!(keys.is_empty(), "replay writes nothing: {keys:?}");
