@@ -29,6 +29,8 @@ for tool in redis-server redis-cli sqlite3 nginx wrk python3; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install redis-server sqlite3 nginx-light wrk)" >&2; exit 1; }
 done
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+# shellcheck source=benches/products.sh
+. "$root/benches/products.sh"
 preheat="$root/target/release/preheat"
 # A free port whose cluster bus port (+10000) is free too.
 free_port() {
@@ -71,28 +73,9 @@ done
 redis-cli --cluster create "${three[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >/dev/null
 wait_cluster "${three[0]}"
 
-sqlite3 "$work/values.db" "CREATE TABLE products (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
-  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $KEYS)
-  INSERT INTO products SELECT i, hex(randomblob($VALUE / 2)) FROM n;"
-cat > "$work/sqlite.toml" <<EOF
-[analyze]
-max_keys_per_rule = 5000000
-[warm]
-max_keys = $KEYS
-[sources.db]
-url = "sqlite://$work/values.db"
-[[rule]]
-name = "product"
-match = "GET /api/products/{id:int}"
-key = "product:{id}"
-source = "db"
-sql = "SELECT id, body FROM products WHERE id IN (\$1)"
-encoding = "text"
-ttl = "1h"
-EOF
-awk -v n="$KEYS" 'BEGIN { for (i = 1; i <= n; i++)
-  printf "10.0.0.1 - - [01/Jan/2026:00:00:00 +0000] \"GET /api/products/%d HTTP/1.1\" 200 1024 \"-\" \"bench\"\n", i }' \
-  > "$work/keys.log"
+products_db "$work/values.db" "$KEYS" "$VALUE"
+products_config "sqlite://$work/values.db" "$KEYS" > "$work/sqlite.toml"
+products_log "$KEYS" > "$work/keys.log"
 "$preheat" -q analyze --config "$work/sqlite.toml" --profiles "$work/p1" --top 0 "$work/keys.log" >/dev/null
 cat "$work/values.db" > /dev/null # the page cache holds the database for both runs
 
@@ -153,12 +136,7 @@ match = "GET /api/products/{id:int}"
 key = "product:{id}"
 source = "app"
 EOF
-head -n "$REQUESTS" "$work/keys.log" > "$work/http.log" 2>/dev/null || true
-if [ "$(wc -l < "$work/http.log")" -lt "$REQUESTS" ]; then
-  awk -v n="$REQUESTS" 'BEGIN { for (i = 1; i <= n; i++)
-    printf "10.0.0.1 - - [01/Jan/2026:00:00:00 +0000] \"GET /api/products/%d HTTP/1.1\" 200 1024 \"-\" \"bench\"\n", i }' \
-    > "$work/http.log"
-fi
+products_log "$REQUESTS" > "$work/http.log"
 "$preheat" -q analyze --config "$work/http.toml" --profiles "$work/p2" --top 0 "$work/http.log" >/dev/null
 "$preheat" -q warm --config "$work/http.toml" --profiles "$work/p2" --json > "$work/http.json"
 read -r replayed http_ms < <(json_field "$work/http.json" replayed duration_ms)

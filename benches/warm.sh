@@ -33,37 +33,12 @@ for tool in redis-server redis-benchmark sqlite3 /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
 done
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+# shellcheck source=benches/products.sh
+. "$root/benches/products.sh"
 preheat="$root/target/release/preheat"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 # Runs a command under GNU time; prints its peak RSS in MiB on fd 3.
 peak() { /usr/bin/time -f "%M" -o "$work/time" "$@"; awk '{ printf "%.0f", $1 / 1024 }' "$work/time" >&3; }
-
-# One log line per key, so every key is in the profile.
-log_of() {
-  awk -v n="$1" -v size="$VALUE" 'BEGIN { for (i = 1; i <= n; i++)
-    printf "10.0.0.1 - - [01/Jan/2026:00:00:00 +0000] \"GET /api/products/%d HTTP/1.1\" 200 %d \"-\" \"bench\"\n", i, size }'
-}
-
-config_of() { # source URL, keys, batch size, invalidations (default verify)
-  cat <<EOF
-[analyze]
-max_keys_per_rule = 5000000
-[warm]
-max_keys = $2
-batch_size = $3
-invalidations = "${4:-verify}"
-[sources.db]
-url = "$1"
-[[rule]]
-name = "product"
-match = "GET /api/products/{id:int}"
-key = "product:{id}"
-source = "db"
-sql = "SELECT id, body FROM products WHERE id IN (\$1)"
-encoding = "text"
-ttl = "1h"
-EOF
-}
 
 echo "Warm benchmarks, $(nproc) cores ($(date -u +%Y-%m-%d))"
 
@@ -82,13 +57,11 @@ rps_nx=$(redis-benchmark -p "$port" -P 64 -n "$KEYS" -r "$KEYS" --csv -q \
   set "product:__rand_int__" "$value" nx px 3600000 | awk -F'"' 'NR == 2 { print $4 }')
 redis-cli -p "$port" flushall >/dev/null
 
-sqlite3 "$work/values.db" "CREATE TABLE products (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
-  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $KEYS)
-  INSERT INTO products SELECT i, hex(randomblob($VALUE / 2)) FROM n;"
+products_db "$work/values.db" "$KEYS" "$VALUE"
 sync # the database's pages reach the disk now, not during the measurement
-config_of "sqlite://$work/values.db" "$KEYS" 500 > "$work/sqlite.toml"
-config_of "sqlite://$work/values.db" "$KEYS" 500 off > "$work/sqlite-off.toml"
-log_of "$KEYS" > "$work/redis.log"
+products_config "sqlite://$work/values.db" "$KEYS" 500 > "$work/sqlite.toml"
+products_config "sqlite://$work/values.db" "$KEYS" 500 off > "$work/sqlite-off.toml"
+products_log "$KEYS" > "$work/redis.log"
 "$preheat" -q analyze --config "$work/sqlite.toml" --profiles "$work/p1" --top 0 "$work/redis.log" >/dev/null
 cat "$work/values.db" > /dev/null # warm the page cache
 
@@ -134,9 +107,9 @@ pg_url="postgres://postgres@127.0.0.1:$pg_port/postgres"
 psql -q "$pg_url" -c "CREATE TABLE products (id bigint PRIMARY KEY, body text NOT NULL);
   INSERT INTO products SELECT i, repeat(md5(i::text), $VALUE / 32) FROM generate_series(1, $PG_ROWS) i;"
 psql -q "$pg_url" -c "VACUUM ANALYZE products;"
-log_of "$PG_ROWS" > "$work/pg.log.txt"
-config_of "$pg_url" "$PG_ROWS" 500 > "$work/pg-batched.toml"
-config_of "$pg_url" "$PG_ROWS" 1 > "$work/pg-single.toml"
+products_log "$PG_ROWS" > "$work/pg.log.txt"
+products_config "$pg_url" "$PG_ROWS" 500 > "$work/pg-batched.toml"
+products_config "$pg_url" "$PG_ROWS" 1 > "$work/pg-single.toml"
 "$preheat" -q analyze --config "$work/pg-batched.toml" --profiles "$work/p2" --top 0 "$work/pg.log.txt" >/dev/null
 
 pg_run() { # config; prints "written ms budget"

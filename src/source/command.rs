@@ -50,16 +50,6 @@ impl CommandSource {
         Ok(CommandSource { name: name.to_string(), argv: argv.to_vec(), input, timeout, max_bytes })
     }
 
-    /// How the program receives parameters.
-    pub fn input(&self) -> CommandInput {
-        self.input
-    }
-
-    /// The program.
-    pub fn describe(&self) -> String {
-        format!("command `{}`", self.argv[0])
-    }
-
     /// Whether the program exists and may be run (found on `PATH` when it has no `/`).
     pub fn ping(&self) -> Result<(), SourceError> {
         use std::os::unix::fs::PermissionsExt;

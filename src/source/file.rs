@@ -74,11 +74,6 @@ impl FileSource {
         Ok(FileSource { name: name.to_string(), root, max_bytes, timeout })
     }
 
-    /// The root directory.
-    pub fn describe(&self) -> String {
-        format!("file://{}", self.root.display())
-    }
-
     /// Whether the root can still be listed.
     pub fn ping(&self) -> Result<(), SourceError> {
         std::fs::read_dir(&self.root)

@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use reqwest::header::{CACHE_CONTROL, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::http1::{Answer, Failure, Http1Pool};
+use super::http1::{Answer, Failure, Http1Pool, cache_control};
 use super::{Fetched, SourceError, redact_url, scrub};
 
 /// What an HTTP source does with a response.
@@ -129,11 +129,6 @@ impl HttpSource {
         })
     }
 
-    /// The base URL, password removed.
-    pub fn describe(&self) -> &str {
-        &self.redacted
-    }
-
     /// Sends `HEAD` to the base URL: any answer means the deployment is reachable.
     pub async fn ping(&self) -> Result<(), SourceError> {
         self.client.head(self.base_url.clone()).send().await.map(|_| ()).map_err(|e| self.error(&e))
@@ -171,13 +166,7 @@ impl HttpSource {
         url.set_query(query);
         let mut response =
             self.client.request(method.clone(), url).send().await.map_err(|e| self.error(&e))?;
-        let cache_control: Vec<String> = response
-            .headers()
-            .get_all(CACHE_CONTROL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(String::from)
-            .collect();
+        let cache_control = cache_control(response.headers());
         let status = response.status();
         let max = self.max_bytes;
         let body = async move {

@@ -1,9 +1,9 @@
 //! Plain `http://` requests on HTTP/1.1 connections of our own, kept open and reused.
 //!
-//! Why not only reqwest: on this machine its pooled client did 41k requests/s with 64
-//! requests in flight against a local nginx, where hyper's bare connections, one request at a
-//! time each, did 114k. A replay is many small requests to one host, so the bare connections
-//! are worth their few lines; `https://` still goes through reqwest.
+//! Why not only reqwest: with its pooled client, a replay against a local nginx reached about
+//! 40% of `wrk`'s rate on the same connections, and with these connections (one request at a
+//! time each) 80% (`bash benches/sources.sh`). A replay is many small requests to one host, so
+//! the bare connections are worth their few lines; `https://` still goes through reqwest.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -32,6 +32,11 @@ pub enum Failure {
     TooLarge,
     /// Connecting, sending or reading failed (retryable).
     Io(String),
+}
+
+/// The `Cache-Control` values of a response (those that are text).
+pub fn cache_control(headers: &HeaderMap) -> Vec<String> {
+    headers.get_all(CACHE_CONTROL).iter().filter_map(|v| v.to_str().ok()).map(String::from).collect()
 }
 
 /// Idle connections to one `host:port`.
@@ -105,13 +110,7 @@ impl Http1Pool {
             sender.ready().await.map_err(|e| Failure::Io(e.to_string()))?;
             let response = sender.send_request(request).await.map_err(|e| Failure::Io(e.to_string()))?;
             let status = response.status();
-            let cache_control = response
-                .headers()
-                .get_all(CACHE_CONTROL)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .map(String::from)
-                .collect();
+            let cache_control = cache_control(response.headers());
             let mut body = response.into_body();
             let mut bytes = Vec::new();
             // Read to the end even when the body is not wanted: only then is the connection

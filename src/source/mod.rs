@@ -327,17 +327,6 @@ impl Source {
         })
     }
 
-    /// Where it reads from, password removed.
-    pub fn describe(&self) -> String {
-        match &self.client {
-            Client::Sql(s) => s.describe().to_string(),
-            Client::Http(s) => s.describe().to_string(),
-            Client::File(s) => s.describe(),
-            Client::Command(s) => s.describe(),
-            Client::Peer(s) => s.describe().to_string(),
-        }
-    }
-
     /// Reaches the source once without loading anything: `SELECT 1`, `HEAD` on the base URL,
     /// listing the root, finding the program, `PING`.
     pub async fn check(&self) -> Result<(), SourceError> {

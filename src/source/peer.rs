@@ -17,7 +17,6 @@ use super::{Fetched, SourceError, redact_url, scrub};
 pub struct PeerRedisSource {
     name: String,
     url: String,
-    redacted: String,
     client: redis::Client,
     timeout: Duration,
     connection: OnceCell<ConnectionManager>,
@@ -36,16 +35,10 @@ impl PeerRedisSource {
         Ok(PeerRedisSource {
             name: name.to_string(),
             url: url.to_string(),
-            redacted,
             client,
             timeout,
             connection: OnceCell::new(),
         })
-    }
-
-    /// The URL, password removed.
-    pub fn describe(&self) -> &str {
-        &self.redacted
     }
 
     fn error(&self, e: &redis::RedisError) -> SourceError {
