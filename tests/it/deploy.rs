@@ -10,19 +10,7 @@ use crate::support::*;
 fn preheat_env(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_preheat"));
     cmd.args(args).current_dir(dir);
-    for var in [
-        "RUST_LOG",
-        "PREHEAT_CONFIG",
-        "PREHEAT_PROFILES",
-        "PREHEAT_DEADLINE",
-        "PREHEAT_BACKEND",
-        "PREHEAT_SKIP",
-    ] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    isolate(&mut cmd, env);
     cmd.output().expect("the binary runs")
 }
 

@@ -11,17 +11,12 @@ use crate::support::*;
 /// The entrypoint wrapper around `sh -c 'echo app started'`, in a dir after the demo.
 fn entrypoint(dir: &Path, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new("sh");
-    cmd.arg(repo("deploy/entrypoint.sh"))
-        .args(["--", "sh", "-c", "echo app started"])
-        .current_dir(dir)
-        .env("PREHEAT_BIN", env!("CARGO_BIN_EXE_preheat"))
-        .env("PREHEAT_CONFIG", "data/preheat.toml");
-    for var in ["PREHEAT_PROFILES", "PREHEAT_STRICT", "PREHEAT_SKIP", "RUST_LOG"] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    cmd.arg(repo("deploy/entrypoint.sh")).args(["--", "sh", "-c", "echo app started"]).current_dir(dir);
+    // The test's own settings come after the defaults, so they win.
+    let mut all =
+        vec![("PREHEAT_BIN", env!("CARGO_BIN_EXE_preheat")), ("PREHEAT_CONFIG", "data/preheat.toml")];
+    all.extend_from_slice(env);
+    isolate(&mut cmd, &all);
     cmd.output().expect("sh runs")
 }
 

@@ -145,14 +145,23 @@ pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
 
 /// Runs the `preheat` binary in `dir`, with none of the caller's preheat settings.
 pub fn preheat(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_preheat"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env_remove("PREHEAT_CONFIG")
-        .env_remove("PREHEAT_PROFILES")
-        .output()
-        .expect("the binary runs")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_preheat"));
+    cmd.args(args).current_dir(dir);
+    isolate(&mut cmd, &[]);
+    cmd.output().expect("the binary runs")
+}
+
+/// Removes every `PREHEAT_*` variable and `RUST_LOG` the caller has from `cmd`'s environment,
+/// then sets `env`: a test's run never depends on the developer's settings.
+pub fn isolate(cmd: &mut Command, env: &[(&str, &str)]) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PREHEAT_") || name == "RUST_LOG" {
+            cmd.env_remove(name);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
 }
 
 /// Bytes as text, lossily.
