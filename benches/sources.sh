@@ -138,9 +138,6 @@ source = "app"
 EOF
 products_log "$REQUESTS" > "$work/http.log"
 "$preheat" -q analyze --config "$work/http.toml" --profiles "$work/p2" --top 0 "$work/http.log" >/dev/null
-"$preheat" -q warm --config "$work/http.toml" --profiles "$work/p2" --json > "$work/http.json"
-read -r replayed http_ms < <(json_field "$work/http.json" replayed duration_ms)
-
 cat > "$work/urls.lua" <<EOF
 counter = 0
 request = function()
@@ -148,16 +145,25 @@ request = function()
   return wrk.format("GET", "/api/products/" .. ((counter % $REQUESTS) + 1))
 end
 EOF
-wrk_rps=$(wrk -t "$(nproc)" -c "$CONNECTIONS" -d 10s -s "$work/urls.lua" "http://127.0.0.1:$http" \
-  | awk '/^Requests\/sec/ { print $2 }')
+# Alternated, three times each, best of each: single runs on a shared 2-core machine vary more
+# than the difference being measured.
+best_wrk=0 best_preheat=0 replayed=0
+for _ in 1 2 3; do
+  r=$(wrk -t "$(nproc)" -c "$CONNECTIONS" -d 5s -s "$work/urls.lua" "http://127.0.0.1:$http" \
+    | awk '/^Requests\/sec/ { printf "%.0f", $2 }')
+  [ "$r" -gt "$best_wrk" ] && best_wrk=$r
+  "$preheat" -q warm --config "$work/http.toml" --profiles "$work/p2" --json > "$work/http.json"
+  read -r replayed http_ms < <(json_field "$work/http.json" replayed duration_ms)
+  r=$(awk -v n="$replayed" -v ms="$http_ms" 'BEGIN { printf "%.0f", n * 1000 / ms }')
+  [ "$r" -gt "$best_preheat" ] && best_preheat=$r
+done
 
 echo
 echo "### HTTP replay: $REQUESTS URLs against a local nginx, $CONNECTIONS connections"
 echo
 echo "| client | requests/s |"
 echo "| --- | --- |"
-awk -v r="$wrk_rps" 'BEGIN { printf "| wrk -t '"$(nproc)"' -c '"$CONNECTIONS"' (10 s over the same URLs) | %.0f |\n", r }'
-awk -v n="$replayed" -v ms="$http_ms" 'BEGIN { printf "| preheat warm, replay mode (%d requests) | %.0f |\n", n, n * 1000 / ms }'
+echo "| wrk -t $(nproc) -c $CONNECTIONS (5 s over the same URLs), best of 3 | $best_wrk |"
+echo "| preheat warm, replay mode ($replayed requests), best of 3 | $best_preheat |"
 echo
-awk -v n="$replayed" -v ms="$http_ms" -v r="$wrk_rps" \
-  'BEGIN { printf "preheat replays at **%.0f%%** of wrk'"'"'s rate.\n", 100 * (n * 1000 / ms) / r }'
+awk -v p="$best_preheat" -v w="$best_wrk" 'BEGIN { printf "preheat replays at **%.0f%%** of wrk'"'"'s rate.\n", 100 * p / w }'

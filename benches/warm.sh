@@ -71,10 +71,18 @@ peak "$preheat" -q warm --config "$work/sqlite.toml" --profiles "$work/p1" \
 t1=$(date +%s.%N)
 keys=$(redis-cli -p "$port" dbsize)
 read -r written run_ms kps < <(python3 -c 'import json,sys; r = json.load(open(sys.argv[1])); print(r["written"], r["duration_ms"], round(r["keys_per_sec"]))' "$work/redis.json")
-redis-cli -p "$port" flushall >/dev/null # our own instance
-"$preheat" -q warm --config "$work/sqlite-off.toml" --profiles "$work/p1" \
-  --backend "redis://127.0.0.1:$port" --json > "$work/redis-off.json"
-read -r off_ms off_kps < <(python3 -c 'import json,sys; r = json.load(open(sys.argv[1])); print(r["duration_ms"], round(r["keys_per_sec"]))' "$work/redis-off.json")
+# The verifying read's cost: both settings, alternated twice on an emptied Redis, best of each
+# (single runs on a shared 2-core machine differed by more than the cost itself).
+warm_run() { # config; prints "duration_ms keys_per_sec"
+  redis-cli -p "$port" flushall >/dev/null # our own instance
+  "$preheat" -q warm --config "$1" --profiles "$work/p1" --backend "redis://127.0.0.1:$port" --json > "$work/run.json"
+  python3 -c 'import json,sys; r = json.load(open(sys.argv[1])); print(r["duration_ms"], round(r["keys_per_sec"]))' "$work/run.json"
+}
+best_on=$kps best_off=0
+for _ in 1 2; do
+  read -r _ k < <(warm_run "$work/sqlite-off.toml"); [ "$k" -gt "$best_off" ] && best_off=$k
+  read -r _ k < <(warm_run "$work/sqlite.toml"); [ "$k" -gt "$best_on" ] && best_on=$k
+done
 
 echo
 echo "### Redis: $KEYS keys of $VALUE bytes, from SQLite"
@@ -85,13 +93,13 @@ awk -v r="$rps" -v n="$KEYS" 'BEGIN { printf "| redis-benchmark -t set -P 64 -d 
 awk -v r="$rps_nx" -v n="$KEYS" 'BEGIN { printf "| redis-benchmark -P 64, SET key value NX PX ttl | %.0f | %.2f s | |\n", r, n / r }'
 awk -v k="$kps" -v ms="$run_ms" -v rss="$(cat "$work/redis.rss")" \
   'BEGIN { printf "| preheat warm (the run: load, validate, fetch, write, read again to verify) | %.0f | %.2f s | %s MiB |\n", k, ms / 1000, rss }'
-awk -v k="$off_kps" -v ms="$off_ms" \
-  'BEGIN { printf "| preheat warm, `invalidations = \"off\"` (no second read) | %.0f | %.2f s | |\n", k, ms / 1000 }'
+awk -v on="$best_on" -v off="$best_off" \
+  'BEGIN { printf "| the same, best of 3 runs / `invalidations = \"off\"` (no second read), best of 2 | %.0f / %.0f | | |\n", on, off }'
 awk -v n="$written" -v a="$t0" -v b="$t1" \
   'BEGIN { printf "| preheat warm (whole command, with reading the profile and planning) | %.0f | %.2f s | |\n", n / (b - a), b - a }'
 echo
-awk -v k="$kps" -v r="$rps" -v r2="$rps_nx" -v keys="$keys" -v w="$written" -v off="$off_kps" \
-  'BEGIN { printf "The warm run reaches **%.0f%%** of redis-benchmark (%.0f%% of its `SET NX PX` run); %d keys written, %d in Redis. Without the verifying second read it reaches %.0f%%: the check costs %.0f%% of the rate.\n", 100 * k / r, 100 * k / r2, w, keys, 100 * off / r, 100 * (1 - k / off) }'
+awk -v k="$best_on" -v r="$rps" -v r2="$rps_nx" -v keys="$keys" -v w="$written" -v off="$best_off" \
+  'BEGIN { printf "The warm run reaches **%.0f%%** of redis-benchmark (%.0f%% of its `SET NX PX` run; best runs); %d keys written, %d in Redis. Without the verifying second read it reaches %.0f%%: the check costs %.0f%% of the rate.\n", 100 * k / r, 100 * k / r2, w, keys, 100 * off / r, 100 * (1 - k / off) }'
 
 # --- 2. PostgreSQL ----------------------------------------------------------------------------
 if [ -z "$pg_bin" ] || ! id postgres >/dev/null 2>&1; then

@@ -2,7 +2,7 @@
 //!
 //! Why not only reqwest: with its pooled client, a replay against a local nginx reached about
 //! 40% of `wrk`'s rate on the same connections, and with these connections (one request at a
-//! time each) 80% (`bash benches/sources.sh`). A replay is many small requests to one host, so
+//! time each) about 60% (`bash benches/sources.sh`). A replay is many small requests to one host, so
 //! the bare connections are worth their few lines; `https://` still goes through reqwest.
 
 use std::sync::Mutex;
