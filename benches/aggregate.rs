@@ -25,14 +25,7 @@ fn log(lines: u64, keys: u32) -> Vec<u8> {
 fn aggregate(c: &mut Criterion) {
     let config = demo_config();
     let format = LogFormat::from_spec(&FormatSpec::Combined, &JsonFields::default()).expect("built in");
-    let ctx = TallyContext {
-        rules: &config.rules,
-        param_names: config.rules.rules().iter().map(|r| r.params()).collect(),
-        since_ms: None,
-        until_ms: None,
-        half_life_ms: Some(6.0 * 3_600_000.0),
-        hasher: ahash::RandomState::new(),
-    };
+    let ctx = TallyContext { half_life_ms: Some(6.0 * 3_600_000.0), ..TallyContext::new(&config.rules) };
     // About one 4 MiB chunk of a log with 100k keys per rule.
     let chunk = log(23_000, 100_000);
 

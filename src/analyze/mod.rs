@@ -110,12 +110,10 @@ pub fn analyze(
     let started = Instant::now();
     let half_life_ms = opts.score.half_life.map(|h| h.as_secs_f64() * 1000.0);
     let ctx = TallyContext {
-        rules,
-        param_names: rules.rules().iter().map(|r| r.params()).collect(),
         since_ms: opts.since_ms,
         until_ms: opts.until_ms,
         half_life_ms,
-        hasher: ahash::RandomState::new(),
+        ..TallyContext::new(rules)
     };
     let bytes_total = inputs.iter().map(Input::size).sum::<Option<u64>>();
     let bytes_read = Arc::new(AtomicU64::new(0));
