@@ -10,13 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+use parquet::data_type::{ByteArray, ByteArrayType, DataType, DoubleType, Int64Type};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
-use parquet::record::Field;
-use parquet::record::reader::RowIter;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::ColumnPath;
 
@@ -82,19 +80,29 @@ pub fn write_profile<W: std::io::Write + Send>(
         kv.push(KeyValue::new("preheat.sketches".into(), text));
     }
     // `key` and `params` are unique per row: a dictionary or min/max statistics over them
-    // cost more to build (measured: most of the write time) than they could ever save.
-    let unique = |name: &str| ColumnPath::from(name);
-    let props = Arc::new(
-        WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-            .set_column_dictionary_enabled(unique("key"), false)
-            .set_column_dictionary_enabled(unique("params"), false)
-            .set_column_statistics_enabled(unique("key"), EnabledStatistics::None)
-            .set_column_statistics_enabled(unique("params"), EnabledStatistics::None)
-            .set_key_value_metadata(Some(kv))
-            .set_created_by(meta.generator.clone())
-            .build(),
-    );
+    // cost more to build (measured: most of the write time) than they could ever save. Scores,
+    // times and means are nearly unique too, so they get no dictionary either; `rule` and the
+    // counts repeat, and keep theirs.
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_key_value_metadata(Some(kv))
+        .set_created_by(meta.generator.clone());
+    for name in ["key", "params"] {
+        builder = builder.set_column_statistics_enabled(ColumnPath::from(name), EnabledStatistics::None);
+    }
+    for name in [
+        "key",
+        "params",
+        "score",
+        "first_seen",
+        "last_seen",
+        "mean_bytes",
+        "mean_latency_ms",
+        "max_latency_ms",
+    ] {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(name), false);
+    }
+    let props = Arc::new(builder.build());
     let mut writer = SerializedFileWriter::new(out, schema, props)?;
     for group in rows.chunks(ROW_GROUP_ROWS) {
         let mut rg = writer.next_row_group()?;
@@ -110,8 +118,23 @@ pub fn write_profile<W: std::io::Write + Send>(
     Ok(())
 }
 
+/// A string column: the values copied into one shared buffer and sliced, rather than one
+/// allocation per value.
 fn strings(rows: &[ProfileRow], f: impl Fn(&ProfileRow) -> &str) -> Vec<ByteArray> {
-    rows.iter().map(|r| ByteArray::from(f(r).as_bytes().to_vec())).collect()
+    let mut all = Vec::with_capacity(rows.iter().map(|r| f(r).len()).sum());
+    for r in rows {
+        all.extend_from_slice(f(r).as_bytes());
+    }
+    let all = bytes::Bytes::from(all);
+    let mut start = 0;
+    rows.iter()
+        .map(|r| {
+            let end = start + f(r).len();
+            let value = ByteArray::from(all.slice(start..end));
+            start = end;
+            value
+        })
+        .collect()
 }
 
 fn optional<T: Copy>(rows: &[ProfileRow], f: impl Fn(&ProfileRow) -> Option<T>) -> (Vec<T>, Vec<i16>) {
@@ -213,30 +236,151 @@ pub fn read_summary(path: &Path) -> Result<ProfileMeta, ProfileError> {
 /// as far as its budgets reach, never the whole file.
 pub struct ProfileRows {
     path: PathBuf,
-    rows: RowIter<'static>,
+    reader: SerializedFileReader<File>,
+    /// Where each of the profile's columns (in [`COLUMNS`] order) is in the file.
+    columns: [usize; COLUMNS.len()],
+    next_group: usize,
+    decoded: std::vec::IntoIter<ProfileRow>,
 }
+
+/// The profile's columns, by name, so a file rewritten by another tool with its columns in
+/// another order still reads.
+const COLUMNS: [&str; 12] = [
+    "rule",
+    "key",
+    "count",
+    "score",
+    "first_seen",
+    "last_seen",
+    "mean_bytes",
+    "mean_latency_ms",
+    "max_latency_ms",
+    "cache_hits",
+    "cache_misses",
+    "params",
+];
 
 impl Iterator for ProfileRows {
     type Item = Result<ProfileRow, ProfileError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let row = match self.rows.next()? {
-            Ok(row) => row,
-            Err(e) => return Some(Err(corrupt(&self.path, e))),
-        };
-        Some(
-            row_from_fields(row.get_column_iter().map(|(_, f)| f))
-                .ok_or_else(|| corrupt(&self.path, "a row does not have the profile's columns")),
-        )
+        loop {
+            if let Some(row) = self.decoded.next() {
+                return Some(Ok(row));
+            }
+            if self.next_group >= self.reader.num_row_groups() {
+                return None;
+            }
+            let group = self.next_group;
+            self.next_group += 1;
+            match self.decode_group(group) {
+                Ok(rows) => self.decoded = rows.into_iter(),
+                Err(e) => {
+                    self.next_group = usize::MAX; // nothing after a damaged group is trusted
+                    return Some(Err(corrupt(&self.path, e)));
+                }
+            }
+        }
     }
+}
+
+impl ProfileRows {
+    /// Decodes a row group column by column: the record API built a `Field` per cell and
+    /// took a fifth of a warm's CPU reading a large profile.
+    fn decode_group(&self, group: usize) -> Result<Vec<ProfileRow>, String> {
+        let rg = self.reader.get_row_group(group).map_err(|e| e.to_string())?;
+        let n = usize::try_from(rg.metadata().num_rows()).map_err(|e| e.to_string())?;
+        let [rule, key, count, score, first, last, bytes, latency, max_latency, hits, misses, params] =
+            self.columns;
+        let strings = |i| read_column::<ByteArrayType>(rg.as_ref(), i, n);
+        let longs = |i| read_column::<Int64Type>(rg.as_ref(), i, n);
+        let doubles = |i| read_column::<DoubleType>(rg.as_ref(), i, n);
+        let (rule, key, params) = (strings(rule)?, strings(key)?, strings(params)?);
+        let (count, hits, misses, first, last) =
+            (longs(count)?, longs(hits)?, longs(misses)?, longs(first)?, longs(last)?);
+        let (score, bytes, latency, max_latency) =
+            (doubles(score)?, doubles(bytes)?, doubles(latency)?, doubles(max_latency)?);
+        let text = |v: &Option<ByteArray>, name: &str| match v {
+            Some(b) => b.as_utf8().map(str::to_string).map_err(|_| format!("a `{name}` is not UTF-8")),
+            None => Err(format!("a `{name}` is missing")),
+        };
+        let required = |v: Option<i64>, name: &str| v.ok_or_else(|| format!("a `{name}` is missing"));
+        let as_u64 = |n: i64| u64::try_from(n).unwrap_or(0);
+        let mut rows = Vec::with_capacity(n);
+        for i in 0..n {
+            rows.push(ProfileRow {
+                rule: text(&rule[i], "rule")?,
+                key: text(&key[i], "key")?,
+                count: as_u64(required(count[i], "count")?),
+                score: score[i].ok_or("a `score` is missing")?,
+                first_seen_ms: first[i],
+                last_seen_ms: last[i],
+                mean_bytes: bytes[i],
+                mean_latency_ms: latency[i],
+                max_latency_ms: max_latency[i],
+                cache_hits: as_u64(required(hits[i], "cache_hits")?),
+                cache_misses: as_u64(required(misses[i], "cache_misses")?),
+                params: text(&params[i], "params")?,
+            });
+        }
+        Ok(rows)
+    }
+}
+
+/// Reads `n` values of column `i` of a row group, `None` where a value is null. Each column
+/// must hold exactly `n` values of type `T`.
+fn read_column<T: DataType>(
+    rg: &dyn parquet::file::reader::RowGroupReader,
+    i: usize,
+    n: usize,
+) -> Result<Vec<Option<T::T>>, String> {
+    let descr = rg.metadata().column(i).column_descr_ptr();
+    let name = descr.name().to_string();
+    let column = rg.get_column_reader(i).map_err(|e| e.to_string())?;
+    // Checked, not assumed: a typed reader of the wrong type panics.
+    let mut reader = T::get_column_reader(column)
+        .ok_or_else(|| format!("column `{name}` does not have the profile's type"))?;
+    let max_def = descr.max_def_level();
+    let (mut values, mut defs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut read = 0;
+    while read < n {
+        let (records, _, _) = reader
+            .read_records(n - read, (max_def > 0).then_some(&mut defs), None, &mut values)
+            .map_err(|e| e.to_string())?;
+        if records == 0 {
+            break;
+        }
+        read += records;
+    }
+    if read != n {
+        return Err(format!("column `{name}` has {read} values where its row group has {n} rows"));
+    }
+    if max_def == 0 {
+        return Ok(values.into_iter().map(Some).collect());
+    }
+    let mut values = values.into_iter();
+    Ok(defs.iter().map(|&d| if d == max_def { values.next() } else { None }).collect())
 }
 
 /// Opens a profile: its metadata now, its rows as a stream.
 pub fn open_profile(path: &Path) -> Result<(ProfileMeta, ProfileRows), ProfileError> {
     let reader = open_reader(path)?;
     let meta = meta_of(path, &reader)?;
-    let rows = RowIter::from_file_into(Box::new(reader));
-    Ok((meta, ProfileRows { path: path.to_path_buf(), rows }))
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let mut columns = [0; COLUMNS.len()];
+    for (slot, name) in columns.iter_mut().zip(COLUMNS) {
+        *slot = (0..schema.num_columns())
+            .find(|&i| schema.column(i).path().string() == name)
+            .ok_or_else(|| corrupt(path, format!("it has no `{name}` column")))?;
+    }
+    let rows = ProfileRows {
+        path: path.to_path_buf(),
+        reader,
+        columns,
+        next_group: 0,
+        decoded: Vec::new().into_iter(),
+    };
+    Ok((meta, rows))
 }
 
 /// Reads metadata and up to `limit` rows (all when `None`), hottest first.
@@ -247,38 +391,4 @@ pub fn read_profile(
     let (meta, rows) = open_profile(path)?;
     let rows = rows.take(limit.unwrap_or(usize::MAX)).collect::<Result<Vec<_>, _>>()?;
     Ok((meta, rows))
-}
-
-fn row_from_fields<'a>(mut fields: impl Iterator<Item = &'a Field>) -> Option<ProfileRow> {
-    let mut next = || fields.next();
-    let string = |f: Option<&Field>| match f {
-        Some(Field::Str(s)) => Some(s.clone()),
-        _ => None,
-    };
-    let long = |f: Option<&Field>| match f {
-        Some(Field::Long(n)) => Some(Some(*n)),
-        Some(Field::TimestampMillis(n)) => Some(Some(*n)),
-        Some(Field::Null) => Some(None),
-        _ => None,
-    };
-    let double = |f: Option<&Field>| match f {
-        Some(Field::Double(n)) => Some(Some(*n)),
-        Some(Field::Null) => Some(None),
-        _ => None,
-    };
-    let as_u64 = |n: i64| u64::try_from(n).unwrap_or(0);
-    Some(ProfileRow {
-        rule: string(next())?,
-        key: string(next())?,
-        count: as_u64(long(next())??),
-        score: double(next())??,
-        first_seen_ms: long(next())?,
-        last_seen_ms: long(next())?,
-        mean_bytes: double(next())?,
-        mean_latency_ms: double(next())?,
-        max_latency_ms: double(next())?,
-        cache_hits: as_u64(long(next())??),
-        cache_misses: as_u64(long(next())??),
-        params: string(next())?,
-    })
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use preheat::analyze::AnalyzeOptions;
 use preheat::logformat::FormatSpec;
-use preheat::profile::{Store, read_profile, store};
+use preheat::profile::{ProfileRow, Store, read_profile, store};
 
 use crate::support::*;
 
@@ -341,4 +341,152 @@ fn broken_profiles_get_clear_errors() {
     fs::write(dir.path().join("latest"), "gone.parquet\n").expect("writable");
     // A dangling pointer falls back to the newest file rather than failing.
     assert_eq!(store.latest().expect("fallback"), garbage);
+}
+
+/// Rows that exercise a profile's encoding: more than one row group, and every optional
+/// column both set and unset.
+fn synthetic_rows(n: u64) -> Vec<ProfileRow> {
+    (0..n)
+        .map(|i| ProfileRow {
+            rule: if i % 2 == 0 { "product" } else { "page" }.to_string(),
+            key: format!("product:{i}"),
+            count: n - i,
+            score: (n - i) as f64 / 3.0,
+            first_seen_ms: (i % 3 != 0).then_some(1_767_225_600_000 + i as i64),
+            last_seen_ms: (i % 3 != 1).then_some(1_767_225_700_000 + i as i64),
+            mean_bytes: (i % 2 == 0).then_some(i as f64 * 1.5),
+            mean_latency_ms: (i % 5 == 0).then_some(0.25),
+            max_latency_ms: (i % 7 == 0).then_some(3.5),
+            cache_hits: i % 11,
+            cache_misses: i % 13,
+            params: format!("{{\"id\":\"{i}\"}}"),
+        })
+        .collect()
+}
+
+/// Writes `rows` with another tool's schema (`message` in Parquet's schema syntax): its own
+/// column order, optional or required columns, and `count` as any numeric type it names.
+fn write_foreign(
+    path: &std::path::Path,
+    message: &str,
+    rows: &[ProfileRow],
+    meta: &preheat::profile::ProfileMeta,
+) {
+    use parquet::basic::Type as Physical;
+    use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+
+    let schema = std::sync::Arc::new(parquet::schema::parser::parse_message_type(message).expect("schema"));
+    let columns = parquet::schema::types::SchemaDescriptor::new(schema.clone());
+    let kv = vec![
+        KeyValue::new("preheat.schema_version".into(), meta.schema_version.to_string()),
+        KeyValue::new("preheat.summary".into(), serde_json::to_string(&meta.summary).expect("JSON")),
+    ];
+    let props = std::sync::Arc::new(WriterProperties::builder().set_key_value_metadata(Some(kv)).build());
+    let file = fs::File::create(path).expect("writable");
+    let mut writer = SerializedFileWriter::new(file, schema, props).expect("writer");
+    let mut rg = writer.next_row_group().expect("row group");
+    let mut index = 0;
+    while let Some(mut col) = rg.next_column().expect("column") {
+        let descr = columns.column(index);
+        index += 1;
+        let optional = descr.max_def_level() > 0;
+        let levels = |present: &dyn Fn(&ProfileRow) -> bool| -> Option<Vec<i16>> {
+            optional.then(|| rows.iter().map(|r| i16::from(present(r))).collect())
+        };
+        let as_long = |n: u64| n as i64;
+        match (descr.name(), descr.physical_type()) {
+            (name @ ("rule" | "key" | "params"), _) => {
+                let value = |r: &ProfileRow| match name {
+                    "rule" => r.rule.clone(),
+                    "key" => r.key.clone(),
+                    _ => r.params.clone(),
+                };
+                let v: Vec<ByteArray> = rows.iter().map(|r| ByteArray::from(value(r).into_bytes())).collect();
+                col.typed::<ByteArrayType>()
+                    .write_batch(&v, levels(&|_| true).as_deref(), None)
+                    .expect("written");
+            }
+            ("count", Physical::DOUBLE) => {
+                let v: Vec<f64> = rows.iter().map(|r| r.count as f64).collect();
+                col.typed::<DoubleType>()
+                    .write_batch(&v, levels(&|_| true).as_deref(), None)
+                    .expect("written");
+            }
+            (name @ ("count" | "cache_hits" | "cache_misses"), _) => {
+                let value = |r: &ProfileRow| match name {
+                    "count" => r.count,
+                    "cache_hits" => r.cache_hits,
+                    _ => r.cache_misses,
+                };
+                let v: Vec<i64> = rows.iter().map(|r| as_long(value(r))).collect();
+                col.typed::<Int64Type>()
+                    .write_batch(&v, levels(&|_| true).as_deref(), None)
+                    .expect("written");
+            }
+            (name @ ("first_seen" | "last_seen"), _) => {
+                let value =
+                    |r: &ProfileRow| if name == "first_seen" { r.first_seen_ms } else { r.last_seen_ms };
+                let v: Vec<i64> = rows.iter().filter_map(value).collect();
+                col.typed::<Int64Type>()
+                    .write_batch(&v, levels(&|r| value(r).is_some()).as_deref(), None)
+                    .expect("written");
+            }
+            (name, _) => {
+                let value = |r: &ProfileRow| match name {
+                    "score" => Some(r.score),
+                    "mean_bytes" => r.mean_bytes,
+                    "mean_latency_ms" => r.mean_latency_ms,
+                    _ => r.max_latency_ms,
+                };
+                let v: Vec<f64> = rows.iter().filter_map(value).collect();
+                col.typed::<DoubleType>()
+                    .write_batch(&v, levels(&|r| value(r).is_some()).as_deref(), None)
+                    .expect("written");
+            }
+        }
+        col.close().expect("closed");
+    }
+    rg.close().expect("closed");
+    writer.close().expect("closed");
+}
+
+#[test]
+fn profiles_are_read_by_column_name_and_checked_by_type() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let log = dir.path().join("access.log");
+    write_log(&log, &config, &gen_opts(2_000, 100, 3), Compression::Plain);
+    let meta = store::meta_now(analyze_files(&[log], &config, 1).summary, None, 1_767_225_600_000);
+
+    // Our own writer, across three row groups.
+    let rows = synthetic_rows(150_000);
+    let ours = dir.path().join("ours.parquet");
+    store::write_file(&ours, &rows, &meta).expect("written");
+    assert_eq!(read_profile(&ours, None).expect("readable").1, rows);
+
+    // Another tool's rewrite: columns in reverse order, every one optional.
+    let reordered = "message m {
+      OPTIONAL BYTE_ARRAY params (UTF8); OPTIONAL INT64 cache_misses; OPTIONAL INT64 cache_hits;
+      OPTIONAL DOUBLE max_latency_ms; OPTIONAL DOUBLE mean_latency_ms; OPTIONAL DOUBLE mean_bytes;
+      OPTIONAL INT64 last_seen (TIMESTAMP(MILLIS,true)); OPTIONAL INT64 first_seen (TIMESTAMP(MILLIS,true));
+      OPTIONAL DOUBLE score; OPTIONAL INT64 count; OPTIONAL BYTE_ARRAY key (UTF8); OPTIONAL BYTE_ARRAY rule (UTF8);
+    }";
+    let few = &rows[..1000];
+    let foreign = dir.path().join("foreign.parquet");
+    write_foreign(&foreign, reordered, few, &meta);
+    assert_eq!(read_profile(&foreign, None).expect("readable").1, few);
+
+    // A column of the wrong type, or a missing one, is named; nothing panics.
+    let wrong_type = reordered.replace("OPTIONAL INT64 count;", "OPTIONAL DOUBLE count;");
+    let bad = dir.path().join("bad.parquet");
+    write_foreign(&bad, &wrong_type, few, &meta);
+    let err = read_profile(&bad, None).expect_err("count is not INT64").to_string();
+    assert!(err.contains("not a readable profile") && err.contains("`count`"), "{err}");
+    let missing = reordered.replace("OPTIONAL BYTE_ARRAY params (UTF8);", "");
+    write_foreign(&bad, &missing, few, &meta);
+    let err = read_profile(&bad, None).expect_err("no params").to_string();
+    assert!(err.contains("no `params` column"), "{err}");
 }
