@@ -100,8 +100,14 @@ impl KeyStats {
     fn merge(&mut self, other: &KeyStats, half_life_ms: Option<f64>) {
         if let Some(h) = half_life_ms {
             let newest = self.last_ms.max(other.last_ms);
+            // The newer side needs no scaling (2^0): skipping it saves one of two exp2 calls
+            // per merged key and changes no bit.
             let scale = |d: f64, at: i64| {
-                if at == i64::MIN || newest == i64::MIN { d } else { d * ((at - newest) as f64 / h).exp2() }
+                if at == i64::MIN || newest == i64::MIN || at == newest {
+                    d
+                } else {
+                    d * ((at - newest) as f64 / h).exp2()
+                }
             };
             self.decay = scale(self.decay, self.last_ms) + scale(other.decay, other.last_ms);
         }
