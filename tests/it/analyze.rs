@@ -490,3 +490,27 @@ fn profiles_are_read_by_column_name_and_checked_by_type() {
     let err = read_profile(&bad, None).expect_err("no params").to_string();
     assert!(err.contains("no `params` column"), "{err}");
 }
+
+#[test]
+fn rows_are_ranked_by_score_then_count_rule_and_key() {
+    // Plain counts (no half-life) over few keys: many rows tie on score and count, so the
+    // rule and key decide, and every rule has rows.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let path = dir.path().join("access.log");
+    write_log(&path, &config, &gen_opts(20_000, 400, 5), Compression::Plain);
+    let a = analyze_files(&[path], &config, 2);
+    let ties = a.rows.windows(2).filter(|w| w[0].score == w[1].score).count();
+    assert!(ties > a.rows.len() / 2, "only {ties} ties among {} rows", a.rows.len());
+    let rules: std::collections::BTreeSet<&str> = a.rows.iter().map(|r| r.rule.as_str()).collect();
+    assert!(rules.len() > 1, "{rules:?}");
+    for w in a.rows.windows(2) {
+        assert_ne!(
+            ProfileRow::hotness_order(&w[0], &w[1]),
+            std::cmp::Ordering::Greater,
+            "{:?} before {:?}",
+            w[0],
+            w[1]
+        );
+    }
+}
