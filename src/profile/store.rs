@@ -103,7 +103,7 @@ impl Store {
                     && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
             })
             .collect();
-        files.sort();
+        files.sort_by_cached_key(|p| age_order(p));
         Ok(files)
     }
 
@@ -212,9 +212,47 @@ pub fn meta_now(summary: super::Summary, sketches: Option<super::Sketches>, now_
     }
 }
 
+/// Sorts profiles oldest first: by their timestamp, then by the number a profile written in
+/// the same second gets (`T-1` after `T`, `T-10` after `T-9`), which plain name order gets
+/// wrong since `-` sorts before `.`.
+fn age_order(path: &Path) -> (String, u64, String) {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.strip_suffix(".parquet").unwrap_or(&name);
+    match stem.rsplit_once('-') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            (base.to_string(), n.parse().unwrap_or(u64::MAX), name.clone())
+        }
+        _ => (stem.to_string(), 0, name.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profiles_of_one_second_sort_in_the_order_they_were_written() {
+        let names = [
+            "20260101T000001Z.parquet",
+            "20260101T000000Z-10.parquet",
+            "20260101T000000Z-2.parquet",
+            "20260101T000000Z.parquet",
+            "20260101T000000Z-1.parquet",
+        ];
+        let mut paths: Vec<PathBuf> = names.iter().map(PathBuf::from).collect();
+        paths.sort_by_cached_key(|p| age_order(p));
+        let sorted: Vec<&str> = paths.iter().filter_map(|p| p.to_str()).collect();
+        assert_eq!(
+            sorted,
+            [
+                "20260101T000000Z.parquet",
+                "20260101T000000Z-1.parquet",
+                "20260101T000000Z-2.parquet",
+                "20260101T000000Z-10.parquet",
+                "20260101T000001Z.parquet"
+            ]
+        );
+    }
 
     #[test]
     fn file_names_are_utc_timestamps() {
