@@ -10,13 +10,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::column::writer::{ColumnCloseResult, get_column_writer};
 use parquet::data_type::{ByteArray, ByteArrayType, DataType, DoubleType, Int64Type};
+use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterPropertiesPtr;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use parquet::file::writer::SerializedFileWriter;
+use parquet::file::writer::{
+    OnCloseColumnChunk, SerializedColumnWriter, SerializedFileWriter, SerializedPageWriter, TrackedWrite,
+};
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::ColumnPath;
+use parquet::schema::types::{ColumnDescPtr, SchemaDescriptor};
+use rayon::prelude::*;
 
 use super::{ProfileError, ProfileRow, SCHEMA_VERSION, Sketches, Summary};
 
@@ -103,19 +110,55 @@ pub fn write_profile<W: std::io::Write + Send>(
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(name), false);
     }
     let props = Arc::new(builder.build());
-    let mut writer = SerializedFileWriter::new(out, schema, props)?;
-    for group in rows.chunks(ROW_GROUP_ROWS) {
+    // Every column chunk of every row group is encoded and compressed on its own, in
+    // parallel, then spliced into the file in order: written one after the other, they kept
+    // one core busy for a sixth of the analyzer's run while the other waited.
+    let columns = SchemaDescriptor::new(schema.clone());
+    let groups: Vec<&[ProfileRow]> = rows.chunks(ROW_GROUP_ROWS).collect();
+    let chunks: Vec<(usize, usize)> =
+        (0..groups.len()).flat_map(|g| (0..columns.num_columns()).map(move |c| (g, c))).collect();
+    let mut encoded = chunks
+        .par_iter()
+        .map(|&(g, c)| encode_column(columns.column(c), &props, c, groups[g]))
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut writer = SerializedFileWriter::new(out, schema, props.clone())?;
+    for _ in &groups {
         let mut rg = writer.next_row_group()?;
-        let mut column = 0;
-        while let Some(mut col) = rg.next_column()? {
-            write_column(&mut col, column, group)?;
-            col.close()?;
-            column += 1;
+        for _ in 0..columns.num_columns() {
+            let (data, close) =
+                encoded.next().ok_or_else(|| ParquetError::General("a column is missing".into()))??;
+            rg.append_column(&data, close)?;
         }
         rg.close()?;
     }
     writer.close()?;
     Ok(())
+}
+
+/// Encodes and compresses one column chunk into memory, with what the file's footer needs
+/// to know about it.
+fn encode_column(
+    descr: ColumnDescPtr,
+    props: &WriterPropertiesPtr,
+    index: usize,
+    rows: &[ProfileRow],
+) -> Result<(bytes::Bytes, ColumnCloseResult), ParquetError> {
+    let mut sink = TrackedWrite::new(Vec::new());
+    let mut closed = None;
+    {
+        let pages = Box::new(SerializedPageWriter::new(&mut sink));
+        let on_close: OnCloseColumnChunk<'_> = Box::new(|result| {
+            closed = Some(result);
+            Ok(())
+        });
+        let mut col =
+            SerializedColumnWriter::new(get_column_writer(descr, props.clone(), pages), Some(on_close));
+        write_column(&mut col, index, rows)?;
+        col.close()?;
+    }
+    let closed = closed.ok_or_else(|| ParquetError::General("a column was not closed".into()))?;
+    Ok((bytes::Bytes::from(sink.into_inner()?), closed))
 }
 
 /// A string column: the values copied into one shared buffer and sliced, rather than one
