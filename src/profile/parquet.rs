@@ -14,15 +14,13 @@ use parquet::column::writer::{ColumnCloseResult, get_column_writer};
 use parquet::data_type::{ByteArray, ByteArrayType, DataType, DoubleType, Int64Type};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterPropertiesPtr;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesPtr};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::{
     OnCloseColumnChunk, SerializedColumnWriter, SerializedFileWriter, SerializedPageWriter, TrackedWrite,
 };
 use parquet::schema::parser::parse_message_type;
-use parquet::schema::types::ColumnPath;
-use parquet::schema::types::{ColumnDescPtr, SchemaDescriptor};
+use parquet::schema::types::{ColumnDescPtr, ColumnPath, SchemaDescriptor};
 use rayon::prelude::*;
 
 use super::{ProfileError, ProfileRow, SCHEMA_VERSION, Sketches, Summary};
@@ -70,10 +68,9 @@ pub fn write_profile<W: std::io::Write + Send>(
     out: W,
     rows: &[ProfileRow],
     meta: &ProfileMeta,
-) -> Result<(), parquet::errors::ParquetError> {
+) -> Result<(), ParquetError> {
     let schema = Arc::new(parse_message_type(SCHEMA)?);
-    let summary = serde_json::to_string(&meta.summary)
-        .map_err(|e| parquet::errors::ParquetError::General(e.to_string()))?;
+    let summary = serde_json::to_string(&meta.summary).map_err(|e| ParquetError::General(e.to_string()))?;
     let kv = vec![
         KeyValue::new("preheat.schema_version".into(), meta.schema_version.to_string()),
         KeyValue::new("preheat.generator".into(), meta.generator.clone()),
@@ -82,8 +79,7 @@ pub fn write_profile<W: std::io::Write + Send>(
     ];
     let mut kv = kv;
     if let Some(sketches) = &meta.sketches {
-        let text = serde_json::to_string(sketches)
-            .map_err(|e| parquet::errors::ParquetError::General(e.to_string()))?;
+        let text = serde_json::to_string(sketches).map_err(|e| ParquetError::General(e.to_string()))?;
         kv.push(KeyValue::new("preheat.sketches".into(), text));
     }
     // `key` and `params` are unique per row: a dictionary or min/max statistics over them
@@ -190,7 +186,7 @@ fn write_column(
     col: &mut parquet::file::writer::SerializedColumnWriter<'_>,
     index: usize,
     rows: &[ProfileRow],
-) -> Result<(), parquet::errors::ParquetError> {
+) -> Result<(), ParquetError> {
     let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     match index {
         0 => col.typed::<ByteArrayType>().write_batch(&strings(rows, |r| &r.rule), None, None)?,
@@ -228,7 +224,7 @@ fn write_column(
             None,
         )?,
         11 => col.typed::<ByteArrayType>().write_batch(&strings(rows, |r| &r.params), None, None)?,
-        _ => return Err(parquet::errors::ParquetError::General(format!("unexpected column {index}"))),
+        _ => return Err(ParquetError::General(format!("unexpected column {index}"))),
     };
     Ok(())
 }
