@@ -680,8 +680,8 @@ impl Aggregate {
                         let entry = KeyEntry {
                             hash: e.hash,
                             check,
-                            key: String::from_utf8_lossy(key).into(),
-                            params: String::from_utf8_lossy(&json).into(),
+                            key: text(key),
+                            params: text(&json),
                             stats: e.value.stats.clone(),
                         };
                         agg.keys.insert_unique(e.hash, entry, |g| g.hash);
@@ -703,6 +703,15 @@ impl Aggregate {
                 agg.pruned = true;
             }
         }
+    }
+}
+
+/// Bytes known to be UTF-8 (rendered keys, JSON written here) as text. The check is the
+/// fast validation, not the lossy decoder, which cost several times more on every new key.
+fn text(bytes: &[u8]) -> Box<str> {
+    match std::str::from_utf8(bytes) {
+        Ok(t) => t.into(),
+        Err(_) => String::from_utf8_lossy(bytes).into(),
     }
 }
 
