@@ -375,6 +375,9 @@ fn read_column<T: DataType>(
 ) -> Result<Vec<Option<T::T>>, String> {
     let descr = rg.metadata().column(i).column_descr_ptr();
     let name = descr.name().to_string();
+    if descr.max_rep_level() > 0 {
+        return Err(format!("column `{name}` is a list, not one value per row"));
+    }
     let column = rg.get_column_reader(i).map_err(|e| e.to_string())?;
     // Checked, not assumed: a typed reader of the wrong type panics.
     let mut reader = T::get_column_reader(column)

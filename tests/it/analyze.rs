@@ -405,8 +405,10 @@ fn write_foreign(
                     _ => r.params.clone(),
                 };
                 let v: Vec<ByteArray> = rows.iter().map(|r| ByteArray::from(value(r).into_bytes())).collect();
+                // A repeated column (a list per row) holds one element per row here.
+                let reps = (descr.max_rep_level() > 0).then(|| vec![0i16; rows.len()]);
                 col.typed::<ByteArrayType>()
-                    .write_batch(&v, levels(&|_| true).as_deref(), None)
+                    .write_batch(&v, levels(&|_| true).as_deref(), reps.as_deref())
                     .expect("written");
             }
             ("count", Physical::DOUBLE) => {
@@ -485,6 +487,11 @@ fn profiles_are_read_by_column_name_and_checked_by_type() {
     write_foreign(&bad, &wrong_type, few, &meta);
     let err = read_profile(&bad, None).expect_err("count is not INT64").to_string();
     assert!(err.contains("not a readable profile") && err.contains("`count`"), "{err}");
+    let repeated =
+        reordered.replace("OPTIONAL BYTE_ARRAY params (UTF8);", "REPEATED BYTE_ARRAY params (UTF8);");
+    write_foreign(&bad, &repeated, few, &meta);
+    let err = read_profile(&bad, None).expect_err("params is a list").to_string();
+    assert!(err.contains("`params` is a list"), "{err}");
     let missing = reordered.replace("OPTIONAL BYTE_ARRAY params (UTF8);", "");
     write_foreign(&bad, &missing, few, &meta);
     let err = read_profile(&bad, None).expect_err("no params").to_string();
