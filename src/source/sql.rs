@@ -296,7 +296,9 @@ trait Cell {
 }
 
 macro_rules! cell_impl {
-    ($row:ty) => {
+    // `$text_is_bytes`: the driver hands a text column out as bytes, so a value is copied as
+    // it is, without a UTF-8 check (SQLite; PostgreSQL decodes only `bytea` as bytes).
+    ($row:ty, $text_is_bytes:expr) => {
         impl Cell for $row {
             fn json(&self, i: usize) -> serde_json::Value {
                 use serde_json::Value;
@@ -335,6 +337,11 @@ macro_rules! cell_impl {
 
             fn bytes(&self, i: usize) -> Option<Vec<u8>> {
                 let kind = self.try_get_raw(i).ok().map(|raw| Kind::of(raw.type_info().name()));
+                if (kind == Some(Kind::Bytes) || ($text_is_bytes && kind == Some(Kind::Text)))
+                    && let Ok(b) = self.try_get::<&[u8], _>(i)
+                {
+                    return Some(b.to_vec());
+                }
                 if kind == Some(Kind::Text)
                     && let Ok(text) = self.try_get::<String, _>(i)
                 {
@@ -357,8 +364,8 @@ macro_rules! cell_impl {
     };
 }
 
-cell_impl!(SqliteRow);
-cell_impl!(PgRow);
+cell_impl!(SqliteRow, true);
+cell_impl!(PgRow, false);
 
 /// `(key parameter, value)` of a row; `None` when its key or value is NULL.
 fn decode(row: &impl Cell, encoding: Encoding) -> Option<(String, Vec<u8>)> {
