@@ -604,3 +604,48 @@ fn a_postgres_restarted_mid_warm_costs_a_pause_not_the_rest_of_the_run() {
         coldest.key
     );
 }
+
+/// Fetches ids `1..=n` of table `table` through a `SqlSource`, sorted by key.
+fn fetch_ids(url: &str, table: &str, n: u32) -> Vec<(String, Vec<u8>)> {
+    use preheat::source::{Encoding, SqlQuery, SqlSource};
+    let sql = format!("SELECT id, body FROM {table} WHERE id IN ($1)");
+    let query = SqlQuery::parse(&sql, true, Encoding::Bytes).expect("valid");
+    let keys: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+    let mut got = block(async {
+        let source = SqlSource::new("bytes", url, 1, Duration::from_secs(10)).expect("valid URL");
+        source.fetch(&query, &keys).await
+    })
+    .expect("fetched");
+    got.sort();
+    got
+}
+
+#[test]
+fn sql_values_arrive_byte_for_byte_whatever_their_column_type() {
+    // SQLite types each value: text, a blob that is not UTF-8, text that is not UTF-8.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("bytes.db").display());
+    block(run_script(
+        &format!("{url}?mode=rwc"),
+        "CREATE TABLE v (id INTEGER PRIMARY KEY, body);
+         INSERT INTO v VALUES (1, 'naïve €'), (2, X'FF00FE'), (3, CAST(X'C328' AS TEXT));",
+    ))
+    .expect("schema");
+    let expected = vec![
+        ("1".to_string(), "naïve €".as_bytes().to_vec()),
+        ("2".to_string(), vec![0xff, 0x00, 0xfe]),
+        ("3".to_string(), vec![0xc3, 0x28]),
+    ];
+    assert_eq!(fetch_ids(&url, "v", 3), expected);
+
+    // PostgreSQL: a bytea and a text column.
+    let pg = crate::servers::Postgres::start();
+    pg.psql(
+        "CREATE TABLE v (id bigint PRIMARY KEY, body bytea NOT NULL);
+         INSERT INTO v VALUES (1, convert_to('naïve €', 'UTF8')), (2, '\\xff00fe'::bytea);
+         CREATE TABLE t (id bigint PRIMARY KEY, body text NOT NULL);
+         INSERT INTO t VALUES (1, 'naïve €');",
+    );
+    assert_eq!(fetch_ids(&pg.url(), "v", 2), expected[..2].to_vec());
+    assert_eq!(fetch_ids(&pg.url(), "t", 1), expected[..1].to_vec());
+}
