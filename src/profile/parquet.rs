@@ -93,17 +93,9 @@ pub fn write_profile<W: std::io::Write + Send>(
     for name in ["key", "params"] {
         builder = builder.set_column_statistics_enabled(ColumnPath::from(name), EnabledStatistics::None);
     }
-    for name in [
-        "key",
-        "params",
-        "score",
-        "first_seen",
-        "last_seen",
-        "mean_bytes",
-        "mean_latency_ms",
-        "max_latency_ms",
-    ] {
-        builder = builder.set_column_dictionary_enabled(ColumnPath::from(name), false);
+    const REPEATING: [&str; 4] = ["rule", "count", "cache_hits", "cache_misses"];
+    for name in COLUMNS.iter().filter(|c| !REPEATING.contains(c)) {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(*name), false);
     }
     let props = Arc::new(builder.build());
     // Every column chunk of every row group is encoded and compressed on its own, in
