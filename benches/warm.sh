@@ -5,7 +5,8 @@
 #   1. Redis: `preheat warm` of KEYS keys with VALUE-byte values (SQLite source, default
 #      batch size and concurrency) against `redis-benchmark -t set -P 64 -d VALUE` on the same
 #      server in the same run; with the default `invalidations = "verify"` (a second read of
-#      every written key) and with `invalidations = "off"`, to show what the check costs.
+#      every written key) and with `invalidations = "off"`, to show what the check costs; with
+#      the CPU time per key of redis-server and of the client, which bounds the rate.
 #   2. PostgreSQL: warming PG_ROWS rows into the same Redis batched (batch_size = 500) against
 #      one query and one write per key (batch_size = 1), with peak memory.
 #
@@ -37,8 +38,6 @@ cargo build --release --quiet --manifest-path "$root/Cargo.toml"
 . "$root/benches/products.sh"
 preheat="$root/target/release/preheat"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# Runs a command under GNU time; prints its peak RSS in MiB on fd 3.
-peak() { /usr/bin/time -f "%M" -o "$work/time" "$@"; awk '{ printf "%.0f", $1 / 1024 }' "$work/time" >&3; }
 
 echo "Warm benchmarks, $(nproc) cores ($(date -u +%Y-%m-%d))"
 
@@ -47,59 +46,80 @@ port=$(free_port)
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >/dev/null &
 redis_pid=$!
 until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
-
-rps=$(redis-benchmark -p "$port" -t set -P 64 -d "$VALUE" -n "$KEYS" -r "$KEYS" --csv -q \
-  | awk -F'"' '/^"SET"/ { print $4 }')
-redis-cli -p "$port" flushall >/dev/null # our own instance
-# The command preheat sends: only-if-absent, with a TTL.
-value=$(head -c "$VALUE" /dev/zero | tr '\0' v)
-rps_nx=$(redis-benchmark -p "$port" -P 64 -n "$KEYS" -r "$KEYS" --csv -q \
-  set "product:__rand_int__" "$value" nx px 3600000 | awk -F'"' 'NR == 2 { print $4 }')
-redis-cli -p "$port" flushall >/dev/null
+tck=$(getconf CLK_TCK)
+# CPU seconds redis-server has used so far.
+redis_cpu() { awk -v t="$tck" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$redis_pid/stat"; }
 
 products_db "$work/values.db" "$KEYS" "$VALUE"
 sync # the database's pages reach the disk now, not during the measurement
-products_config "sqlite://$work/values.db" "$KEYS" 500 > "$work/sqlite.toml"
-products_config "sqlite://$work/values.db" "$KEYS" 500 off > "$work/sqlite-off.toml"
+products_config "sqlite://$work/values.db" "$KEYS" 500 > "$work/verify.toml"
+products_config "sqlite://$work/values.db" "$KEYS" 500 off > "$work/off.toml"
 products_log "$KEYS" > "$work/redis.log"
-"$preheat" -q analyze --config "$work/sqlite.toml" --profiles "$work/p1" --top 0 "$work/redis.log" >/dev/null
+"$preheat" -q analyze --config "$work/verify.toml" --profiles "$work/p1" --top 0 "$work/redis.log" >/dev/null
 cat "$work/values.db" > /dev/null # warm the page cache
+value=$(head -c "$VALUE" /dev/zero | tr '\0' v)
 
-t0=$(date +%s.%N)
-peak "$preheat" -q warm --config "$work/sqlite.toml" --profiles "$work/p1" \
-  --backend "redis://127.0.0.1:$port" --json > "$work/redis.json" 3> "$work/redis.rss"
-t1=$(date +%s.%N)
-keys=$(redis-cli -p "$port" dbsize)
-read -r written run_ms kps < <(python3 -c 'import json,sys; r = json.load(open(sys.argv[1])); print(r["written"], r["duration_ms"], round(r["keys_per_sec"]))' "$work/redis.json")
-# The verifying read's cost: both settings, alternated twice on an emptied Redis, best of each
-# (single runs on a shared 2-core machine differed by more than the cost itself).
-warm_run() { # config; prints "duration_ms keys_per_sec"
-  redis-cli -p "$port" flushall >/dev/null # our own instance
-  "$preheat" -q warm --config "$1" --profiles "$work/p1" --backend "redis://127.0.0.1:$port" --json > "$work/run.json"
-  python3 -c 'import json,sys; r = json.load(open(sys.argv[1])); print(r["duration_ms"], round(r["keys_per_sec"]))' "$work/run.json"
+# One measured run on an emptied Redis (our own instance). Prints "keys/s wall_s
+# server_cpu_s client_cpu_s", where the client is the command itself (GNU time, user + sys).
+measure() { # label command...
+  local label=$1; shift
+  redis-cli -p "$port" flushall >/dev/null
+  local before t0 t1
+  before=$(redis_cpu)
+  t0=$(date +%s.%N)
+  /usr/bin/time -f "%U %S %M" -o "$work/time" "$@" > "$work/out"
+  t1=$(date +%s.%N)
+  local rate
+  case $label in
+    bench) rate=$(awk -F'"' 'NR == 2 { print $4 }' "$work/out") ;;
+    *) rate=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["keys_per_sec"]))' "$work/out") ;;
+  esac
+  awk -v r="$rate" -v a="$t0" -v b="$t1" -v s0="$before" -v s1="$(redis_cpu)" \
+    '{ printf "%s %.2f %.2f %.2f %d\n", r, b - a, s1 - s0, $1 + $2, $3 / 1024 }' "$work/time"
 }
-best_on=$kps best_off=0
-for _ in 1 2; do
-  read -r _ k < <(warm_run "$work/sqlite-off.toml"); [ "$k" -gt "$best_off" ] && best_off=$k
-  read -r _ k < <(warm_run "$work/sqlite.toml"); [ "$k" -gt "$best_on" ] && best_on=$k
+# The four loads, alternated for three rounds so that drift in this shared machine's speed
+# falls on all of them alike; each keeps its best round.
+declare -A best
+keep() { # name line
+  local old=${best[$1]:-0 0 0 0 0}
+  if awk -v n="${2%% *}" -v o="${old%% *}" 'BEGIN { exit !(n > o) }'; then best[$1]=$2; fi
+}
+warm=("$preheat" -q warm --profiles "$work/p1" --backend "redis://127.0.0.1:$port" --json --config)
+for _ in 1 2 3; do
+  keep set "$(measure bench redis-benchmark -p "$port" -t set -P 64 -d "$VALUE" -n "$KEYS" -r "$KEYS" --csv -q)"
+  # The command preheat sends: only-if-absent, with a TTL.
+  keep nx "$(measure bench redis-benchmark -p "$port" -P 64 -n "$KEYS" -r "$KEYS" --csv -q \
+    set "product:__rand_int__" "$value" nx px 3600000)"
+  keep verify "$(measure warm "${warm[@]}" "$work/verify.toml")"
+  keep off "$(measure warm "${warm[@]}" "$work/off.toml")"
 done
+written=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["written"])' "$work/out")
+keys=$(redis-cli -p "$port" dbsize)
 
 echo
 echo "### Redis: $KEYS keys of $VALUE bytes, from SQLite"
 echo
-echo "| | keys/s | time | peak RSS |"
-echo "| --- | --- | --- | --- |"
-awk -v r="$rps" -v n="$KEYS" 'BEGIN { printf "| redis-benchmark -t set -P 64 -d '"$VALUE"' | %.0f | %.2f s | |\n", r, n / r }'
-awk -v r="$rps_nx" -v n="$KEYS" 'BEGIN { printf "| redis-benchmark -P 64, SET key value NX PX ttl | %.0f | %.2f s | |\n", r, n / r }'
-awk -v k="$kps" -v ms="$run_ms" -v rss="$(cat "$work/redis.rss")" \
-  'BEGIN { printf "| preheat warm (the run: load, validate, fetch, write, read again to verify) | %.0f | %.2f s | %s MiB |\n", k, ms / 1000, rss }'
-awk -v on="$best_on" -v off="$best_off" \
-  'BEGIN { printf "| the same, best of 3 runs / `invalidations = \"off\"` (no second read), best of 2 | %.0f / %.0f | | |\n", on, off }'
-awk -v n="$written" -v a="$t0" -v b="$t1" \
-  'BEGIN { printf "| preheat warm (whole command, with reading the profile and planning) | %.0f | %.2f s | |\n", n / (b - a), b - a }'
+echo "Best of 3 alternated rounds. CPU per key: redis-server's, and the client's own (user + sys)."
 echo
-awk -v k="$best_on" -v r="$rps" -v r2="$rps_nx" -v keys="$keys" -v w="$written" -v off="$best_off" \
-  'BEGIN { printf "The warm run reaches **%.0f%%** of redis-benchmark (%.0f%% of its `SET NX PX` run; best runs); %d keys written, %d in Redis. Without the verifying second read it reaches %.0f%%: the check costs %.0f%% of the rate.\n", 100 * k / r, 100 * k / r2, w, keys, 100 * off / r, 100 * (1 - k / off) }'
+echo "| | keys/s | time | redis-server CPU per key | client CPU per key | client peak RSS |"
+echo "| --- | --- | --- | --- | --- | --- |"
+row() { # label "keys/s wall server client rss"
+  echo "$2" | awk -v l="$1" -v n="$KEYS" \
+    '{ printf "| %s | %.0f | %.2f s | %.2f µs | %.2f µs | %s MiB |\n", l, $1, $2, 1e6 * $3 / n, 1e6 * $4 / n, $5 }'
+}
+row "redis-benchmark -t set -P 64 -d $VALUE" "${best[set]}"
+row "redis-benchmark -P 64, \`SET key value NX PX ttl\`" "${best[nx]}"
+row "preheat warm (whole command: profile, plan, load, write, read again to verify)" "${best[verify]}"
+row "the same with \`invalidations = \"off\"\` (no second read)" "${best[off]}"
+echo
+set -- ${best[set]}; rps=$1
+set -- ${best[nx]}; rps_nx=$1
+set -- ${best[verify]}; kps=$1 v_server=$3 v_client=$4
+set -- ${best[off]}; off=$1
+awk -v k="$kps" -v r="$rps" -v r2="$rps_nx" -v off="$off" -v keys="$keys" -v w="$written" \
+  -v s="$v_server" -v c="$v_client" -v n="$KEYS" -v cores="$(nproc)" 'BEGIN {
+    printf "The warm reaches **%.0f%%** of redis-benchmark (%.0f%% of its `SET NX PX` run), %.0f%% without the verifying read; %d keys written, %d in Redis. ", 100 * k / r, 100 * k / r2, 100 * off / r, w, keys
+    printf "Its CPU per key (server and client) allows at most %.0f keys/s on %d cores, %.0f%% of redis-benchmark.\n", cores * n / (s + c), cores, 100 * cores * n / (s + c) / r }'
 
 # --- 2. PostgreSQL ----------------------------------------------------------------------------
 if [ -z "$pg_bin" ] || ! id postgres >/dev/null 2>&1; then
@@ -120,23 +140,39 @@ products_config "$pg_url" "$PG_ROWS" 500 > "$work/pg-batched.toml"
 products_config "$pg_url" "$PG_ROWS" 1 > "$work/pg-single.toml"
 "$preheat" -q analyze --config "$work/pg-batched.toml" --profiles "$work/p2" --top 0 "$work/pg.log.txt" >/dev/null
 
-pg_run() { # config; prints "written ms budget"
+# CPU seconds the server's backends have used (they are the postmaster's children, counted
+# once they exit, which they do when the warm closes its pool).
+pg_cpu() { awk -v t="$tck" '{ printf "%.2f", ($14 + $15 + $16 + $17) / t }' "/proc/$(head -1 "$pg_data/postmaster.pid")/stat"; }
+pg_run() { # config; prints "written ms budget rss pg_cpu redis_cpu client_cpu"
   redis-cli -p "$port" flushall >/dev/null
-  peak "$preheat" -q warm --config "$1" --profiles "$work/p2" --backend "redis://127.0.0.1:$port" --json > "$work/pg.json" 3> "$work/pg.rss"
-  python3 -c 'import json,sys; r = json.load(open(sys.argv[1])); print(r["written"], r["duration_ms"], round(r["memory_budget"] / 2**20))' "$work/pg.json"
+  local p0 r0
+  p0=$(pg_cpu) r0=$(redis_cpu)
+  /usr/bin/time -f "%U %S %M" -o "$work/time" "$preheat" -q warm --config "$1" --profiles "$work/p2" \
+    --backend "redis://127.0.0.1:$port" --json > "$work/pg.json"
+  sleep 0.5 # the backends exit and are counted
+  local rest
+  rest=$(awk -v p0="$p0" -v p1="$(pg_cpu)" -v r0="$r0" -v r1="$(redis_cpu)" \
+    '{ printf "%d %.2f %.2f %.2f", $3 / 1024, p1 - p0, r1 - r0, $1 + $2 }' "$work/time")
+  python3 -c 'import json,sys; r = json.load(open(sys.argv[1])); print(r["written"], r["duration_ms"], round(r["memory_budget"] / 2**20), sys.argv[2])' "$work/pg.json" "$rest"
 }
-read -r b_written b_ms budget < <(pg_run "$work/pg-batched.toml")
-b_rss=$(cat "$work/pg.rss")
-read -r s_written s_ms _ < <(pg_run "$work/pg-single.toml")
-s_rss=$(cat "$work/pg.rss")
+read -r b_written b_ms budget b_rss b_pg b_redis b_client < <(pg_run "$work/pg-batched.toml")
+read -r s_written s_ms _ s_rss s_pg s_redis s_client < <(pg_run "$work/pg-single.toml")
 
 echo
 echo "### PostgreSQL: $PG_ROWS rows of $VALUE bytes into Redis"
 echo
-echo "| | keys written | time | keys/s | peak RSS |"
-echo "| --- | --- | --- | --- | --- |"
-awk -v n="$b_written" -v ms="$b_ms" -v rss="$b_rss" 'BEGIN { printf "| batched (500 keys per query) | %d | %.2f s | %.0f | %s MiB |\n", n, ms / 1000, n * 1000 / ms, rss }'
-awk -v n="$s_written" -v ms="$s_ms" -v rss="$s_rss" 'BEGIN { printf "| one query and one write per key | %d | %.2f s | %.0f | %s MiB |\n", n, ms / 1000, n * 1000 / ms, rss }'
+echo "CPU per key: the PostgreSQL backends', redis-server's, and preheat's own (user + sys)."
+echo
+echo "| | keys written | time | keys/s | PostgreSQL CPU per key | redis-server CPU per key | preheat CPU per key | peak RSS |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+pg_row() { # label written ms rss pg redis client
+  awk -v l="$1" -v n="$2" -v ms="$3" -v rss="$4" -v p="$5" -v r="$6" -v c="$7" \
+    'BEGIN { printf "| %s | %d | %.2f s | %.0f | %.1f µs | %.1f µs | %.1f µs | %s MiB |\n", l, n, ms / 1000, n * 1000 / ms, 1e6 * p / n, 1e6 * r / n, 1e6 * c / n, rss }'
+}
+pg_row "batched (500 keys per query)" "$b_written" "$b_ms" "$b_rss" "$b_pg" "$b_redis" "$b_client"
+pg_row "one query and one write per key" "$s_written" "$s_ms" "$s_rss" "$s_pg" "$s_redis" "$s_client"
 echo
 awk -v bn="$b_written" -v b="$b_ms" -v sn="$s_written" -v s="$s_ms" -v budget="$budget" \
-  'BEGIN { printf "Batching is **%.0fx** faster (keys/s); the memory budget was %d MiB (50%% of available memory).\n", (bn / b) / (sn / s), budget }'
+  -v p="$b_pg" -v r="$b_redis" -v c="$b_client" -v cores="$(nproc)" 'BEGIN {
+    printf "Batching is **%.0fx** faster (keys/s); the memory budget was %d MiB (50%% of available memory). ", (bn / b) / (sn / s), budget
+    printf "The batched run'"'"'s CPU per key allows at most %.0f keys/s on %d cores, %.0fx the one-at-a-time rate.\n", cores * bn / (p + r + c), cores, (cores * bn / (p + r + c)) / (sn * 1000 / s) }'
