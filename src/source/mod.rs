@@ -22,6 +22,7 @@ mod http1;
 mod pacer;
 mod peer;
 mod sql;
+mod sqlite;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,17 +1,17 @@
-//! SQL sources (sqlx): one query per batch of keys, on PostgreSQL or SQLite.
+//! SQL sources: one query per batch of keys, on PostgreSQL (sqlx) or SQLite (see
+//! [`super::sqlite`]).
 //!
 //! A rule's query names its batch as `$1`, written either `IN ($1)` (expanded to one
 //! placeholder per key on every database) or `= ANY($1)` (bound as one array on PostgreSQL,
 //! rewritten to `IN (...)` on SQLite). The first result column is matched against the key
 //! parameter; the value is the second column (bytes or text) or the whole row as JSON.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
 
+use super::sqlite::{Param, SqliteDb, SqliteFailure};
 use super::{SourceError, redact_url, scrub};
 
 /// How a row becomes a cached value.
@@ -93,12 +93,9 @@ impl SqlQuery {
 }
 
 enum Pool {
-    Sqlite(SqlitePool),
+    Sqlite(SqliteDb),
     Postgres(PgPool),
 }
-
-/// Rows SQLite's worker thread may queue before the reader takes them.
-const ROW_BUFFER: usize = 1024;
 
 /// A SQL database to load values from.
 pub struct SqlSource {
@@ -116,16 +113,9 @@ impl SqlSource {
         let err = |message: String| SourceError::fatal(name, message);
         let redacted = redact_url(url);
         let pool = if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)
-                .map_err(|e| err(format!("bad SQLite URL `{redacted}`: {}", scrub(&e.to_string(), url))))?
-                // SQLite runs on a worker thread that hands rows over one by one; a buffer as
-                // deep as a batch saves thread wake-ups (a fifth off a one-at-a-time warm).
-                .row_buffer_size(ROW_BUFFER);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(timeout)
-                .connect_lazy_with(options);
-            Pool::Sqlite(pool)
+            let db = SqliteDb::new(url, max_connections, timeout)
+                .map_err(|e| err(format!("bad SQLite URL `{redacted}`: {e}")))?;
+            Pool::Sqlite(db)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
@@ -164,6 +154,18 @@ impl SqlSource {
         }
     }
 
+    fn sqlite_error(&self, e: SqliteFailure) -> SourceError {
+        if e.timed_out {
+            return self.timed_out();
+        }
+        SourceError {
+            source_name: self.name.clone(),
+            message: scrub(&e.message, &self.url),
+            retryable: e.retryable,
+            reason: "source_error",
+        }
+    }
+
     fn timed_out(&self) -> SourceError {
         SourceError {
             source_name: self.name.clone(),
@@ -196,10 +198,14 @@ impl SqlSource {
             }};
         }
         match &self.pool {
-            Pool::Sqlite(pool) => {
-                let q = bind_each!(sqlx::query(AssertSqlSafe(query.expand(keys.len(), false))));
-                let rows = self.timed(q.fetch_all(pool)).await?;
-                Ok(rows.iter().filter_map(|r| decode(r, query.encoding)).collect())
+            Pool::Sqlite(db) => {
+                let params = if query.int_keys {
+                    ints.into_iter().map(Param::Int).collect()
+                } else {
+                    keys.iter().map(|k| Param::Text(k.clone())).collect()
+                };
+                let sql = query.expand(keys.len(), false);
+                db.fetch(sql, params, query.encoding).await.map_err(|e| self.sqlite_error(e))
             }
             Pool::Postgres(pool) => {
                 let q = sqlx::query(AssertSqlSafe(query.expand(keys.len(), true)));
@@ -217,7 +223,7 @@ impl SqlSource {
     /// Connects and runs `SELECT 1` (for `preheat config check --connect`).
     pub async fn ping(&self) -> Result<(), SourceError> {
         match &self.pool {
-            Pool::Sqlite(pool) => self.timed(sqlx::query("SELECT 1").execute(pool)).await.map(|_| ()),
+            Pool::Sqlite(db) => db.ping().await.map_err(|e| self.sqlite_error(e)),
             Pool::Postgres(pool) => self.timed(sqlx::query("SELECT 1").execute(pool)).await.map(|_| ()),
         }
     }
@@ -234,23 +240,15 @@ impl SqlSource {
     }
 }
 
-/// Runs a SQL script (several statements) against a database: used to build the demo's
-/// SQLite database from `data/shop.sql`.
+/// Runs a SQL script (several statements) against a SQLite database, creating its file if
+/// needed: used to build the demo's database from `data/shop.sql`.
 pub async fn run_script(url: &str, script: &str) -> Result<(), String> {
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(url)
+    super::sqlite::run_script(url, script.to_string())
         .await
-        .map_err(|e| format!("cannot open `{}`: {}", redact_url(url), scrub(&e.to_string(), url)))?;
-    sqlx::raw_sql(AssertSqlSafe(script.to_string()))
-        .execute(&pool)
-        .await
-        .map_err(|e| format!("the script failed: {e}"))?;
-    pool.close().await;
-    Ok(())
+        .map_err(|e| format!("`{}`: {}", redact_url(url), scrub(&e, url)))
 }
 
-/// What a column holds, from its type name on either database.
+/// What a column holds, from its PostgreSQL type name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Text,
@@ -264,121 +262,96 @@ enum Kind {
 
 impl Kind {
     fn of(type_name: &str) -> Kind {
-        const NAMES: [(&str, Kind); 17] = [
+        const NAMES: [(&str, Kind); 12] = [
             ("TEXT", Kind::Text),
             ("VARCHAR", Kind::Text),
             ("BPCHAR", Kind::Text),
             ("CHAR", Kind::Text),
             ("NAME", Kind::Text),
-            ("INTEGER", Kind::Integer),
             ("INT8", Kind::Integer),
             ("INT4", Kind::Integer),
             ("INT2", Kind::Integer),
-            ("BIGINT", Kind::Integer),
-            ("INT", Kind::Integer),
-            ("REAL", Kind::Float),
             ("FLOAT4", Kind::Float),
             ("FLOAT8", Kind::Float),
             ("BOOL", Kind::Bool),
-            ("BLOB", Kind::Bytes),
             ("BYTEA", Kind::Bytes),
         ];
         NAMES.iter().find(|(name, _)| name.eq_ignore_ascii_case(type_name)).map_or(Kind::Other, |(_, k)| *k)
     }
 }
 
-/// Reads one cell as JSON or bytes: decoded by the column's type where it is a common one
-/// (a failed decode builds an error, too slow to do per row), else by trying the usual types.
-trait Cell {
-    fn json(&self, i: usize) -> serde_json::Value;
-    fn bytes(&self, i: usize) -> Option<Vec<u8>>;
-    fn names(&self) -> Vec<String>;
-}
-
-macro_rules! cell_impl {
-    // `$text_is_bytes`: the driver hands a text column out as bytes, so a value is copied as
-    // it is, without a UTF-8 check (SQLite; PostgreSQL decodes only `bytea` as bytes).
-    ($row:ty, $text_is_bytes:expr) => {
-        impl Cell for $row {
-            fn json(&self, i: usize) -> serde_json::Value {
-                use serde_json::Value;
-                let Ok(raw) = self.try_get_raw(i) else { return Value::Null };
-                if raw.is_null() {
-                    return Value::Null;
-                }
-                let decoded = match Kind::of(raw.type_info().name()) {
-                    Kind::Text => self.try_get::<String, _>(i).ok().map(Value::from),
-                    Kind::Integer => self.try_get::<i64, _>(i).ok().map(Value::from),
-                    Kind::Float => self.try_get::<f64, _>(i).ok().map(Value::from),
-                    Kind::Bool => self.try_get::<bool, _>(i).ok().map(Value::from),
-                    Kind::Bytes | Kind::Other => None,
-                };
-                if let Some(v) = decoded {
-                    return v;
-                }
-                if let Ok(v) = self.try_get::<i64, _>(i) {
-                    return Value::from(v);
-                }
-                if let Ok(v) = self.try_get::<i32, _>(i) {
-                    return Value::from(v);
-                }
-                if let Ok(v) = self.try_get::<f64, _>(i) {
-                    return Value::from(v);
-                }
-                if let Ok(v) = self.try_get::<bool, _>(i) {
-                    return Value::from(v);
-                }
-                if let Ok(v) = self.try_get::<String, _>(i) {
-                    return Value::from(v);
-                }
-                self.try_get::<Vec<u8>, _>(i)
-                    .map_or(Value::Null, |b| Value::from(String::from_utf8_lossy(&b).into_owned()))
-            }
-
-            fn bytes(&self, i: usize) -> Option<Vec<u8>> {
-                let kind = self.try_get_raw(i).ok().map(|raw| Kind::of(raw.type_info().name()));
-                if (kind == Some(Kind::Bytes) || ($text_is_bytes && kind == Some(Kind::Text)))
-                    && let Ok(b) = self.try_get::<&[u8], _>(i)
-                {
-                    return Some(b.to_vec());
-                }
-                if kind == Some(Kind::Text)
-                    && let Ok(text) = self.try_get::<String, _>(i)
-                {
-                    return Some(text.into_bytes());
-                }
-                if let Ok(b) = self.try_get::<Vec<u8>, _>(i) {
-                    return Some(b);
-                }
-                match self.json(i) {
-                    serde_json::Value::Null => None,
-                    serde_json::Value::String(s) => Some(s.into_bytes()),
-                    other => Some(other.to_string().into_bytes()),
-                }
-            }
-
-            fn names(&self) -> Vec<String> {
-                self.columns().iter().map(|c| c.name().to_string()).collect()
-            }
-        }
+/// A PostgreSQL cell as JSON: decoded by the column's type where it is a common one (a
+/// failed decode builds an error, too slow to do per row), else by trying the usual types.
+fn json(row: &PgRow, i: usize) -> serde_json::Value {
+    use serde_json::Value;
+    let Ok(raw) = row.try_get_raw(i) else { return Value::Null };
+    if raw.is_null() {
+        return Value::Null;
+    }
+    let decoded = match Kind::of(raw.type_info().name()) {
+        Kind::Text => row.try_get::<String, _>(i).ok().map(Value::from),
+        Kind::Integer => row.try_get::<i64, _>(i).ok().map(Value::from),
+        Kind::Float => row.try_get::<f64, _>(i).ok().map(Value::from),
+        Kind::Bool => row.try_get::<bool, _>(i).ok().map(Value::from),
+        Kind::Bytes | Kind::Other => None,
     };
+    if let Some(v) = decoded {
+        return v;
+    }
+    if let Ok(v) = row.try_get::<i64, _>(i) {
+        return Value::from(v);
+    }
+    if let Ok(v) = row.try_get::<i32, _>(i) {
+        return Value::from(v);
+    }
+    if let Ok(v) = row.try_get::<f64, _>(i) {
+        return Value::from(v);
+    }
+    if let Ok(v) = row.try_get::<bool, _>(i) {
+        return Value::from(v);
+    }
+    if let Ok(v) = row.try_get::<String, _>(i) {
+        return Value::from(v);
+    }
+    row.try_get::<Vec<u8>, _>(i)
+        .map_or(Value::Null, |b| Value::from(String::from_utf8_lossy(&b).into_owned()))
 }
 
-cell_impl!(SqliteRow, true);
-cell_impl!(PgRow, false);
+/// A PostgreSQL cell as bytes: `bytea` as it is, text as UTF-8, anything else as its JSON.
+fn bytes(row: &PgRow, i: usize) -> Option<Vec<u8>> {
+    let kind = row.try_get_raw(i).ok().map(|raw| Kind::of(raw.type_info().name()));
+    if kind == Some(Kind::Bytes)
+        && let Ok(b) = row.try_get::<&[u8], _>(i)
+    {
+        return Some(b.to_vec());
+    }
+    if kind == Some(Kind::Text)
+        && let Ok(text) = row.try_get::<String, _>(i)
+    {
+        return Some(text.into_bytes());
+    }
+    if let Ok(b) = row.try_get::<Vec<u8>, _>(i) {
+        return Some(b);
+    }
+    match json(row, i) {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.into_bytes()),
+        other => Some(other.to_string().into_bytes()),
+    }
+}
 
 /// `(key parameter, value)` of a row; `None` when its key or value is NULL.
-fn decode(row: &impl Cell, encoding: Encoding) -> Option<(String, Vec<u8>)> {
-    let key = match row.json(0) {
+fn decode(row: &PgRow, encoding: Encoding) -> Option<(String, Vec<u8>)> {
+    let key = match json(row, 0) {
         serde_json::Value::Null => return None,
         serde_json::Value::String(s) => s,
         other => other.to_string(),
     };
     let value = match encoding {
-        Encoding::Bytes | Encoding::Text => row.bytes(1)?,
+        Encoding::Bytes | Encoding::Text => bytes(row, 1)?,
         Encoding::Json => {
             let object: serde_json::Map<String, serde_json::Value> =
-                row.names().into_iter().enumerate().map(|(i, n)| (n, row.json(i))).collect();
+                row.columns().iter().enumerate().map(|(i, c)| (c.name().to_string(), json(row, i))).collect();
             serde_json::Value::Object(object).to_string().into_bytes()
         }
     };

@@ -116,31 +116,20 @@ fn sql_values_under_concurrent_updates_are_never_older_than_their_rows() {
     .expect("schema");
     let redis = Redis::start();
     let done = Arc::new(AtomicBool::new(false));
-    let (writer_done, client, writer_url) = (done.clone(), redis.client(), url.clone());
+    let (writer_done, client, writer_db) = (done.clone(), redis.client(), dir.path().join("shop.db"));
     let writer = std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        rt.block_on(async move {
-            let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect(&writer_url)
-                .await
-                .expect("db");
-            // Fast commits: the point is many updates during the warm, not durability.
-            sqlx::query("PRAGMA synchronous = OFF").execute(&pool).await.expect("pragma");
-            let mut c = client.get_multiplexed_async_connection().await.expect("connects");
-            let mut seed = 0x2545_f491_4f6c_dd1d;
-            while !writer_done.load(Ordering::Relaxed) {
-                let id = (next(&mut seed) % u64::from(KEYS)) as i64 + 1;
-                sqlx::query("UPDATE products SET version = version + 1 WHERE id = ?")
-                    .bind(id)
-                    .execute(&pool)
-                    .await
-                    .expect("update");
-                let _: i64 =
-                    redis::cmd("DEL").arg(format!("product:{id}")).query_async(&mut c).await.expect("DEL");
-                tokio::time::sleep(Duration::from_micros(300)).await;
-            }
-        });
+        let db = rusqlite::Connection::open(&writer_db).expect("db");
+        // Fast commits: the point is many updates during the warm, not durability.
+        db.execute_batch("PRAGMA synchronous = OFF").expect("pragma");
+        db.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+        let mut c = client.get_connection().expect("connects");
+        let mut seed = 0x2545_f491_4f6c_dd1d;
+        while !writer_done.load(Ordering::Relaxed) {
+            let id = (next(&mut seed) % u64::from(KEYS)) as i64 + 1;
+            db.execute("UPDATE products SET version = version + 1 WHERE id = ?1", [id]).expect("update");
+            let _: i64 = redis::cmd("DEL").arg(format!("product:{id}")).query(&mut c).expect("DEL");
+            std::thread::sleep(Duration::from_micros(300));
+        }
     });
     let config = format!(
         "[warm]\nbatch_size = 10\nconcurrency = 2\n[sources.db]\nurl = \"{url}\"\nqps = 30\n\
@@ -152,12 +141,13 @@ fn sql_values_under_concurrent_updates_are_never_older_than_their_rows() {
     done.store(true, Ordering::Relaxed);
     writer.join().expect("the writer ends");
     assert_eq!(report.status, RunStatus::Completed, "{:?}", report.errors);
-    let truth: HashMap<u32, u64> = rt.block_on(async {
-        let pool = sqlx::sqlite::SqlitePoolOptions::new().connect(&url).await.expect("db");
-        let rows: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT id, version FROM products").fetch_all(&pool).await.expect("rows");
-        rows.into_iter().map(|(id, v)| (id as u32, v as u64)).collect()
-    });
+    let db = rusqlite::Connection::open(dir.path().join("shop.db")).expect("db");
+    let mut rows = db.prepare("SELECT id, version FROM products").expect("query");
+    let truth: HashMap<u32, u64> = rows
+        .query_map([], |r| Ok((r.get::<_, i64>(0)? as u32, r.get::<_, i64>(1)? as u64)))
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
     let stale = stale(&redis, &|id| truth[&id]);
     assert!(stale.is_empty(), "{} stale keys: {stale:?}", stale.len());
     assert!(report.written > 0, "{report:?}");
