@@ -8,9 +8,9 @@ use clap::Parser;
 mod cli;
 
 // glibc's allocator took over a third of a warm's instructions: values are allocated on the
-// database driver's thread and freed on the runtime's. mimalloc, which also serves the C
-// libraries' malloc (SQLite copies every value it hands out), cuts a 100k-key warm from
-// SQLite into Redis by 23% of its instructions (callgrind). Transparent huge pages stay off,
+// thread that reads the database and freed on the runtime's. mimalloc, which also serves the
+// C libraries' malloc (SQLite's, zstd's), cut a 100k-key warm from SQLite into Redis by 24%
+// of its instructions (callgrind). Transparent huge pages stay off,
 // so the resident memory that the warm's budget watches grows by pages, not 2 MiB steps.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
