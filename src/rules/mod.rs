@@ -134,6 +134,12 @@ impl Rule {
     pub fn params(&self) -> Vec<String> {
         param_names(&self.pattern, &self.keep_query)
     }
+
+    /// The name of parameter `i` of [`Rule::params`], without building the list.
+    pub fn param_name(&self, i: usize) -> Option<&str> {
+        let captures = self.pattern.captures();
+        captures.get(i).or_else(|| self.keep_query.get(i.checked_sub(captures.len())?)).map(String::as_str)
+    }
 }
 
 /// Captures then kept query parameters: the names a key template may use.

@@ -186,38 +186,105 @@ impl Fetch {
     /// What the source is asked for `key`, from its profiled parameters (a JSON object of
     /// strings); an error says why the key cannot be loaded, and the key counts as invalid.
     pub fn input(&self, rule: &Rule, key: &str, params: &str) -> Result<String, &'static str> {
-        let parsed: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(params).map_err(|_| "its profiled parameters are not a JSON object")?;
-        let value = |name: &str| parsed.get(name).and_then(|v| v.as_str());
-        let names = rule.params();
-        let values = || -> Vec<&str> { names.iter().map(|n| value(n).unwrap_or("")).collect() };
+        type Object = serde_json::Map<String, serde_json::Value>;
+        fn get<'a>(o: &'a Object, name: &str) -> Option<&'a str> {
+            o.get(name).and_then(|v| v.as_str())
+        }
+        fn values<'a>(o: &'a Object, names: &[String]) -> Vec<&'a str> {
+            names.iter().map(|n| get(o, n).unwrap_or("")).collect()
+        }
+        let object = || {
+            serde_json::from_str::<Object>(params)
+                .map_err(|_| "its profiled parameters are not a JSON object")
+        };
         match self {
             Fetch::Sql { param, .. } => {
-                value(&names[*param]).map(str::to_string).ok_or("has no lookup parameter")
+                // The one value a query needs, read without building the object: planning a
+                // million-key warm spent most of its time building them.
+                let name = rule.param_name(*param).ok_or("has no lookup parameter")?;
+                string_field(params, name)
+                    .map_err(|_| "its profiled parameters are not a JSON object")?
+                    .ok_or("has no lookup parameter")
             }
-            Fetch::Http { .. } => request_target(rule, &value),
-            Fetch::File { path: Some(template) } => relative_path(&template.render_str(&values())),
+            Fetch::Http { .. } => {
+                let o = object()?;
+                request_target(rule, &|n| get(&o, n))
+            }
+            Fetch::File { path: Some(template) } => {
+                relative_path(&template.render_str(&values(&object()?, &rule.params())))
+            }
             Fetch::File { path: None } => {
-                let target = request_target(rule, &value)?;
+                let o = object()?;
+                let target = request_target(rule, &|n| get(&o, n))?;
                 relative_path(target.split('?').next().unwrap_or_default())
             }
             Fetch::Command { stdin_json: true, .. } => Ok(serde_json::json!({
                 "rule": rule.name,
                 "key": key,
-                "params": parsed,
+                "params": object()?,
             })
             .to_string()),
             Fetch::Command { args, stdin_json: false } => {
-                let values = values();
+                let o = object()?;
+                let values = values(&o, &rule.params());
                 let rendered: Vec<String> = args.iter().map(|a| a.render_str(&values)).collect();
                 if rendered.iter().any(|a| a.contains('\0')) {
                     return Err("an argument would hold a NUL byte");
                 }
                 Ok(serde_json::Value::from(rendered).to_string())
             }
-            Fetch::Peer => Ok(String::new()),
+            Fetch::Peer => object().map(|_| String::new()),
         }
     }
+}
+
+/// The string value of field `name` of the JSON object `params` (the last, if it repeats);
+/// `None` when it is missing or not a string, an error when `params` is not a JSON object.
+/// Other fields are skipped as they are parsed, so nothing but the answer is allocated.
+fn string_field(params: &str, name: &str) -> Result<Option<String>, serde_json::Error> {
+    use serde::Deserializer as _;
+    use serde::de::{DeserializeSeed, Error, IgnoredAny, MapAccess, Visitor};
+
+    struct Field<'n>(&'n str);
+    impl<'de> Visitor<'de> for Field<'_> {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(wanted) = map.next_key_seed(KeyIs(self.0))? {
+                if wanted {
+                    found = map.next_value::<serde_json::Value>()?.as_str().map(str::to_string);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    /// Reads a field name and says whether it is the one asked for.
+    struct KeyIs<'n>(&'n str);
+    impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+        type Value = bool;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    impl<'de> Visitor<'de> for KeyIs<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a field name")
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<bool, E> {
+            Ok(v == self.0)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_str(params);
+    let found = (&mut de).deserialize_map(Field(name))?;
+    de.end()?;
+    Ok(found)
 }
 
 /// The path of the rule's request with the key's captures, and its kept query parameters.
@@ -499,6 +566,21 @@ pub fn scrub(text: &str, url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_string_field_is_read_from_a_json_object() {
+        let field = |json: &str| string_field(json, "id");
+        assert_eq!(field(r#"{"page":"2","id":"42"}"#).expect("object"), Some("42".into()));
+        // Escapes in names and values, a repeated name (the last counts, as in a parsed map).
+        assert_eq!(field(r#"{"i\u0064":"a\"b","id":"c\\d"}"#).expect("object"), Some("c\\d".into()));
+        assert_eq!(field(r#"{"i\u0064":"a\"b"}"#).expect("object"), Some("a\"b".into()));
+        // Other values are skipped whatever they hold; a non-string answer is no answer.
+        assert_eq!(field(r#"{"x":{"id":"no"},"y":[1,{"id":2}]}"#).expect("object"), None);
+        assert_eq!(field(r#"{"id":42}"#).expect("object"), None);
+        for bad in ["", "[]", r#""id""#, r#"{"id":"1""#, r#"{"id":"1"} x"#, r#"{"id":"1",}"#] {
+            assert!(field(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn passwords_never_show() {
