@@ -100,6 +100,7 @@ echo
 echo "### Redis: $KEYS keys of $VALUE bytes, from SQLite"
 echo
 echo "Best of 3 alternated rounds. CPU per key: redis-server's, and the client's own (user + sys)."
+echo "preheat's keys/s is its run's rate (keys_per_sec in its report), without reading the profile and planning."
 echo
 echo "| | keys/s | time | redis-server CPU per key | client CPU per key | client peak RSS |"
 echo "| --- | --- | --- | --- | --- | --- |"
@@ -109,7 +110,7 @@ row() { # label "keys/s wall server client rss"
 }
 row "redis-benchmark -t set -P 64 -d $VALUE" "${best[set]}"
 row "redis-benchmark -P 64, \`SET key value NX PX ttl\`" "${best[nx]}"
-row "preheat warm (whole command: profile, plan, load, write, read again to verify)" "${best[verify]}"
+row "preheat warm (the run: fetch, write, read again to verify; time, CPU: the whole command)" "${best[verify]}"
 row "the same with \`invalidations = \"off\"\` (no second read)" "${best[off]}"
 echo
 set -- ${best[set]}; rps=$1
