@@ -10,8 +10,8 @@ mod cli;
 // glibc's allocator took over a third of a warm's instructions: values are allocated on the
 // thread that reads the database and freed on the runtime's. mimalloc, which also serves the
 // C libraries' malloc (SQLite's, zstd's), cut a 100k-key warm from SQLite into Redis by 24%
-// of its instructions (callgrind). Transparent huge pages stay off,
-// so the resident memory that the warm's budget watches grows by pages, not 2 MiB steps.
+// of its instructions (callgrind). Transparent huge pages stay off, so the resident memory
+// that the warm's budget watches grows by pages, not 2 MiB steps.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
