@@ -262,6 +262,57 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_become_values_by_encoding_and_sqlite_types() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        run_script(
+            &url,
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, price REAL, live BOOLEAN, raw BLOB);
+             INSERT INTO t VALUES (1, 'mug', 4.5, 1, X'FF01'), (2, NULL, NULL, 0, NULL), (3, 'x', 2, NULL, 'y');"
+                .into(),
+        )
+        .await
+        .expect("schema");
+        let db = SqliteDb::new(&url, 1, Duration::from_secs(5)).expect("valid");
+        let ids = || (1..=4).map(|i| Param::Int(Some(i))).collect::<Vec<_>>();
+        let fetch = |sql: &str, encoding| db.fetch(sql.into(), ids(), encoding);
+        // The whole row as JSON: numbers stay numbers, a declared BOOLEAN is a boolean, a
+        // blob that is not UTF-8 becomes text with a replacement character, NULL is null.
+        let rows = fetch("SELECT * FROM t WHERE id IN (?, ?, ?, ?) ORDER BY id", Encoding::Json)
+            .await
+            .expect("rows");
+        let json: Vec<(String, serde_json::Value)> =
+            rows.into_iter().map(|(k, v)| (k, serde_json::from_slice(&v).expect("JSON"))).collect();
+        assert_eq!(
+            json,
+            vec![
+                (
+                    "1".into(),
+                    serde_json::json!({"id": 1, "name": "mug", "price": 4.5, "live": true, "raw": "\u{fffd}\u{1}"})
+                ),
+                (
+                    "2".into(),
+                    serde_json::json!({"id": 2, "name": null, "price": null, "live": false, "raw": null})
+                ),
+                (
+                    "3".into(),
+                    serde_json::json!({"id": 3, "name": "x", "price": 2.0, "live": null, "raw": "y"})
+                ),
+            ]
+        );
+        // One column as the value: a number is written as its JSON text, a NULL value (or a
+        // NULL key) leaves the row out, as a missing row.
+        let rows = fetch("SELECT id, price FROM t WHERE id IN (?, ?, ?, ?) ORDER BY id", Encoding::Bytes)
+            .await
+            .expect("rows");
+        assert_eq!(rows, vec![("1".into(), b"4.5".to_vec()), ("3".into(), b"2.0".to_vec())]);
+        let rows = fetch("SELECT name, id FROM t WHERE id IN (?, ?, ?, ?) ORDER BY id", Encoding::Text)
+            .await
+            .expect("rows");
+        assert_eq!(rows, vec![("mug".into(), b"1".to_vec()), ("x".into(), b"3".to_vec())]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_missing_file_is_an_error_and_stays_missing() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("absent.db");
