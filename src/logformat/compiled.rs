@@ -14,6 +14,7 @@ use nom::sequence::delimited;
 use nom::{IResult, Parser};
 
 use super::request::{parse_request, split_target};
+use super::scan;
 use super::time::{parse_clf, parse_epoch, parse_iso8601};
 use super::{CacheStatus, ParseError, Record};
 
@@ -225,7 +226,7 @@ impl CompiledFormat {
                 Segment::Field { var, end } => {
                     let len = match end {
                         End::Quote => quoted_len(rest).ok_or(ParseError::Mismatch("a quoted field"))?,
-                        End::Byte(b) => find_byte(*b, rest).ok_or(ParseError::Mismatch("a field"))?,
+                        End::Byte(b) => scan::find(*b, rest).ok_or(ParseError::Mismatch("a field"))?,
                         End::Line if self.allow_trailing => memchr::memchr(b' ', rest).unwrap_or(rest.len()),
                         End::Line => rest.len(),
                     };
@@ -249,21 +250,10 @@ impl CompiledFormat {
     }
 }
 
-/// The first `b` in `s`. Unquoted fields (addresses, statuses, sizes) are short, and for a
-/// dozen bytes a plain loop beats memchr's set-up; long fields still get memchr.
-#[inline]
-fn find_byte(b: u8, s: &[u8]) -> Option<usize> {
-    let head = s.len().min(24);
-    match s[..head].iter().position(|&c| c == b) {
-        Some(i) => Some(i),
-        None => memchr::memchr(b, &s[head..]).map(|i| i + head),
-    }
-}
-
 /// Length of a quoted field's content: up to the first `"` not escaped by a backslash.
 fn quoted_len(s: &[u8]) -> Option<usize> {
     let mut i = 0;
-    while let Some(off) = memchr::memchr2(b'"', b'\\', &s[i..]) {
+    while let Some(off) = scan::find2(b'"', b'\\', &s[i..]) {
         let at = i + off;
         if s[at] == b'"' {
             return Some(at);

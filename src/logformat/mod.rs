@@ -9,6 +9,7 @@
 mod compiled;
 mod json;
 mod request;
+pub(crate) mod scan;
 pub mod time;
 
 use std::borrow::Cow;
