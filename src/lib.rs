@@ -48,9 +48,8 @@
 //!
 //! let mut values = Vec::new();
 //! let Outcome::Matched(rule) = config.rules.classify(&record, &mut values) else { panic!("no match") };
-//! let mut key = String::new();
-//! config.rules.rules()[rule].key.render(&values, &mut key).unwrap();
-//! assert_eq!(key, "product:42");
+//! let mut key = Vec::new();
+//! assert_eq!(config.rules.rules()[rule].key.render(&values, &mut key)?, "product:42");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

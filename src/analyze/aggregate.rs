@@ -13,7 +13,7 @@ use hashbrown::HashTable;
 use hyperloglogplus::HyperLogLog;
 
 use crate::logformat::{CacheStatus, LogFormat, Record};
-use crate::rules::{Outcome, RuleSet, same_bytes as same};
+use crate::rules::{NonUtf8Value, Outcome, RuleSet, same_bytes as same};
 
 /// Rejected-line samples kept per reason.
 pub const SAMPLES_PER_REASON: usize = 3;
@@ -347,7 +347,7 @@ pub fn tally_chunk(data: &[u8], format: &LogFormat, ctx: &TallyContext<'_>) -> C
 /// Tallies one chunk into `t`, which must be new or cleared.
 pub fn tally_chunk_into(t: &mut ChunkTally, data: &[u8], format: &LogFormat, ctx: &TallyContext<'_>) {
     let mut spare_values: Vec<Option<&[u8]>> = Vec::with_capacity(8);
-    let mut key = String::with_capacity(64);
+    let mut key = Vec::with_capacity(64);
     let mut start = 0;
     while start < data.len() {
         let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |p| start + p);
@@ -374,17 +374,17 @@ pub fn tally_chunk_into(t: &mut ChunkTally, data: &[u8], format: &LogFormat, ctx
         let mut values = recycle(std::mem::take(&mut spare_values));
         match ctx.rules.classify(&rec, &mut values) {
             Outcome::Matched(r) => {
-                if ctx.rules.rules()[r].key.render(&values, &mut key).is_err() {
+                if let Err(NonUtf8Value) = ctx.rules.rules()[r].key.render(&values, &mut key) {
                     t.reject("non_utf8_key", index, line);
                 } else {
                     t.note_time(&rec);
                     let rt = &mut t.rules[r];
                     rt.requests += 1;
-                    let hash = ctx.hasher.hash_one(key.as_bytes());
-                    let entry = rt.keys.entry(hash, key.as_bytes(), |arena| {
+                    let hash = ctx.hasher.hash_one(&key[..]);
+                    let entry = rt.keys.entry(hash, &key[..], |arena| {
                         let start = arena.len();
                         write_raw_params(arena, &values);
-                        let check = ctx.check_hasher.hash_one(key.as_bytes());
+                        let check = ctx.check_hasher.hash_one(&key[..]);
                         ChunkKey { check, params: (start, arena.len()), stats: KeyStats::new() }
                     });
                     entry.stats.add(&rec, ctx.half_life_ms);

@@ -49,7 +49,7 @@ pub fn for_each_request(inputs: &[Input], config: &Config, mut visit: impl FnMut
     let mut stats = ReadStats::default();
     let (spare_tx, spare_rx) = channel::<Vec<u8>>();
     let mut spare_values: Vec<Option<&[u8]>> = Vec::new();
-    let mut key = String::with_capacity(64);
+    let mut key = Vec::with_capacity(64);
     read_all(inputs, &config.format, &config.json_fields, spare_rx, Arc::new(AtomicU64::new(0)), |event| {
         match event {
             Event::Opened { .. } => {}
@@ -67,16 +67,15 @@ pub fn for_each_request(inputs: &[Input], config: &Config, mut visit: impl FnMut
                     let mut values = recycle(std::mem::take(&mut spare_values));
                     match config.rules.classify(&rec, &mut values) {
                         Outcome::Matched(rule) => {
-                            if config.rules.rules()[rule].key.render(&values, &mut key).is_err() {
-                                stats.rejected += 1;
-                            } else {
-                                visit(&Request {
+                            match config.rules.rules()[rule].key.render(&values, &mut key) {
+                                Ok(key) => visit(&Request {
                                     rule,
-                                    key: &key,
+                                    key,
                                     time_ms: rec.time_ms,
                                     cache: rec.cache,
                                     bytes: rec.bytes,
-                                });
+                                }),
+                                Err(_) => stats.rejected += 1,
                             }
                         }
                         Outcome::StatusFiltered(_) | Outcome::Unmatched => stats.not_cached += 1,

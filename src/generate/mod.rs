@@ -277,11 +277,11 @@ pub fn generate(rules: &RuleSet, opts: &GenerateOptions, out: &mut dyn Write) ->
                     _ => {
                         let mut vals = Vec::new();
                         rules.classify(&record, &mut vals);
-                        let mut k = String::new();
-                        if rules.rules()[r].key.render(&vals, &mut k).is_err() {
-                            continue;
+                        let mut k = Vec::new();
+                        match rules.rules()[r].key.render(&vals, &mut k) {
+                            Ok(k) => k.to_string(),
+                            Err(_) => continue,
                         }
-                        k
                     }
                 };
                 *truth.counts.entry((rules.rules()[r].name.clone(), key.clone())).or_insert(0) += 1;
