@@ -552,6 +552,88 @@ pub struct KeyEntry {
     pub stats: KeyStats,
 }
 
+/// A rule's run-wide keys: entries in the order first seen, found through a compact index.
+///
+/// The index holds only a key's two hashes and its entry's position, so growing it moves 24
+/// bytes per key where a table of whole entries moved 136 (a third of the merge's time in a
+/// profile), and the ranking reads the entries as they are, with no drain. Measured on the
+/// benchmark log: the same time, and a peak resident set about 50 MiB (a fifth) smaller.
+#[derive(Default)]
+pub struct KeyTable {
+    index: HashTable<Slot>,
+    entries: Vec<KeyEntry>,
+}
+
+/// A key's place in a [`KeyTable`].
+#[derive(Clone, Copy)]
+struct Slot {
+    hash: u64,
+    check: u64,
+    at: usize,
+}
+
+impl KeyTable {
+    /// Distinct keys held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries, in the order their keys were first seen (or survived a prune).
+    pub fn entries(&self) -> &[KeyEntry] {
+        &self.entries
+    }
+
+    /// Empties the table, handing over its entries.
+    pub fn take_entries(&mut self) -> Vec<KeyEntry> {
+        self.index = HashTable::new();
+        std::mem::take(&mut self.entries)
+    }
+
+    /// The entry whose key has these two hashes (see [`KeyEntry::check`]).
+    fn find_mut(&mut self, hash: u64, check: u64) -> Option<&mut KeyEntry> {
+        let slot = self.index.find(hash, |s| s.hash == hash && s.check == check)?;
+        Some(&mut self.entries[slot.at])
+    }
+
+    /// Adds an entry for a key the table does not hold.
+    fn insert(&mut self, entry: KeyEntry) {
+        let slot = Slot { hash: entry.hash, check: entry.check, at: self.entries.len() };
+        self.index.insert_unique(slot.hash, slot, |s| s.hash);
+        self.entries.push(entry);
+    }
+
+    /// Misra–Gries prune to at most `keep` entries: subtracts the (keep+1)-th largest count
+    /// from every entry and drops those left at zero. Returns the amount subtracted.
+    fn prune(&mut self, keep: usize) -> u64 {
+        if self.entries.len() <= keep {
+            return 0;
+        }
+        let mut counts: Vec<u64> = self.entries.iter().map(|e| e.stats.count).collect();
+        let (_, threshold, _) = counts.select_nth_unstable_by(keep, |a, b| b.cmp(a));
+        let threshold = *threshold;
+        self.entries.retain_mut(|e| {
+            let c = e.stats.count;
+            if c <= threshold {
+                return false;
+            }
+            // Scale the decayed count with the count so scores stay consistent.
+            e.stats.decay *= (c - threshold) as f64 / c as f64;
+            e.stats.count = c - threshold;
+            true
+        });
+        self.index.clear();
+        for (at, e) in self.entries.iter().enumerate() {
+            self.index.insert_unique(e.hash, Slot { hash: e.hash, check: e.check, at }, |s| s.hash);
+        }
+        threshold
+    }
+}
+
 /// An unmatched path's run-wide entry.
 pub struct PathEntry {
     hash: u64,
@@ -568,7 +650,7 @@ pub struct RuleAggregate {
     /// Requests that matched the pattern but had a status the rule does not cache.
     pub status_filtered: u64,
     /// Per-key statistics (bounded by `2 × capacity`).
-    pub keys: HashTable<KeyEntry>,
+    pub keys: KeyTable,
     /// Distinct keys, estimated (exact distinct count is `keys.len()` until a prune).
     pub key_sketch: Hll,
     /// Distinct clients, estimated.
@@ -621,7 +703,7 @@ impl Aggregate {
                 .map(|_| RuleAggregate {
                     requests: 0,
                     status_filtered: 0,
-                    keys: HashTable::new(),
+                    keys: KeyTable::default(),
                     key_sketch: new_hll(),
                     clients: new_hll(),
                     error_bound: 0,
@@ -671,7 +753,7 @@ impl Aggregate {
             for e in &table.entries {
                 let key = table.bytes(e.key);
                 let check = e.value.check;
-                match agg.keys.find_mut(e.hash, |g| g.hash == e.hash && g.check == check) {
+                match agg.keys.find_mut(e.hash, check) {
                     Some(g) => g.stats.merge(&e.value.stats, h),
                     None => {
                         agg.key_sketch.insert(key);
@@ -684,21 +766,12 @@ impl Aggregate {
                             params: text(&json),
                             stats: e.value.stats.clone(),
                         };
-                        agg.keys.insert_unique(e.hash, entry, |g| g.hash);
+                        agg.keys.insert(entry);
                     }
                 }
             }
             if agg.keys.len() > 2 * self.capacity {
-                let threshold = prune(
-                    &mut agg.keys,
-                    self.capacity,
-                    |g| g.stats.count,
-                    |g, c| {
-                        // Scale the decayed count with the count so scores stay consistent.
-                        g.stats.decay *= c as f64 / g.stats.count as f64;
-                        g.stats.count = c;
-                    },
-                );
+                let threshold = agg.keys.prune(self.capacity);
                 agg.error_bound += threshold;
                 agg.pruned = true;
             }
@@ -800,6 +873,34 @@ mod tests {
         let mut left: Vec<(u32, u64)> = m.into_iter().collect();
         left.sort();
         assert_eq!(left, vec![(7, 1), (8, 2), (9, 3)]);
+    }
+
+    #[test]
+    fn key_table_prunes_and_still_finds_what_it_keeps() {
+        let mut t = KeyTable::default();
+        for k in 0..10u64 {
+            let mut stats = KeyStats::new();
+            stats.count = k + 1; // counts 1..=10
+            stats.decay = (k + 1) as f64;
+            t.insert(KeyEntry {
+                hash: k % 3,
+                check: k,
+                key: k.to_string().into(),
+                params: "{}".into(),
+                stats,
+            });
+        }
+        assert_eq!(t.prune(3), 7); // the 4th largest count
+        let mut left: Vec<(String, u64, f64)> =
+            t.entries().iter().map(|e| (e.key.to_string(), e.stats.count, e.stats.decay)).collect();
+        left.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(left, vec![("7".into(), 1, 1.0), ("8".into(), 2, 2.0), ("9".into(), 3, 3.0)]);
+        for k in 7..10u64 {
+            assert_eq!(t.find_mut(k % 3, k).map(|e| e.key.to_string()), Some(k.to_string()));
+        }
+        assert!(t.find_mut(0, 0).is_none() && t.find_mut(9 % 3, 6).is_none());
+        assert_eq!(t.take_entries().len(), 3);
+        assert!(t.is_empty() && t.find_mut(7 % 3, 7).is_none());
     }
 
     #[test]

@@ -298,8 +298,7 @@ impl MergeState {
         // Rank small (score, count, rule, index) tuples, then build each row once, in its
         // final place: building rows first and moving them into order cost twice as much
         // (measured: the single-threaded part after the merge was a quarter of the run).
-        let mut entries: Vec<Vec<KeyEntry>> =
-            agg.rules.par_iter_mut().map(|r| r.keys.drain().collect()).collect();
+        let mut entries: Vec<Vec<KeyEntry>> = agg.rules.iter_mut().map(|r| r.keys.take_entries()).collect();
         let mut order: Vec<(f64, u64, u32, u32)> = entries
             .par_iter()
             .enumerate()
