@@ -13,10 +13,11 @@ use nom::multi::many0;
 use nom::sequence::delimited;
 use nom::{IResult, Parser};
 
+use super::clf::{self, Clf};
 use super::request::{parse_request, split_target};
 use super::scan;
 use super::time::{parse_clf, parse_epoch, parse_iso8601};
-use super::{CacheStatus, ParseError, Record};
+use super::{COMBINED, COMMON, CacheStatus, ParseError, Record};
 
 /// A `log_format` variable the parser understands; anything else is read and ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +104,9 @@ enum Segment {
 pub struct CompiledFormat {
     segments: Vec<Segment>,
     allow_trailing: bool,
+    /// Set for the built-in `combined` and `common` (with trailing text allowed), which a
+    /// parser written for them reads with the same results.
+    builtin: Option<Clf>,
 }
 
 /// A `log_format` string (or `--format` value) that cannot be used.
@@ -186,7 +190,12 @@ impl CompiledFormat {
                 };
             }
         }
-        Ok(CompiledFormat { segments, allow_trailing })
+        let builtin = match source {
+            COMBINED if allow_trailing => Some(Clf::Combined),
+            COMMON if allow_trailing => Some(Clf::Common),
+            _ => None,
+        };
+        Ok(CompiledFormat { segments, allow_trailing, builtin })
     }
 
     /// The variables of the format, in order.
@@ -209,6 +218,14 @@ impl CompiledFormat {
 
     /// Parses one line (already stripped of its terminator).
     pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
+        match self.builtin {
+            Some(format) => clf::parse(line, format),
+            None => self.parse_generic(line),
+        }
+    }
+
+    /// Parses one line by interpreting the format's segments.
+    pub(super) fn parse_generic<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
         let mut rec = Record::default();
         let mut have_request = false;
         let mut rest = line;
@@ -251,7 +268,7 @@ impl CompiledFormat {
 }
 
 /// Length of a quoted field's content: up to the first `"` not escaped by a backslash.
-fn quoted_len(s: &[u8]) -> Option<usize> {
+pub(super) fn quoted_len(s: &[u8]) -> Option<usize> {
     let mut i = 0;
     while let Some(off) = scan::find2(b'"', b'\\', &s[i..]) {
         let at = i + off;
@@ -266,7 +283,7 @@ fn quoted_len(s: &[u8]) -> Option<usize> {
     None
 }
 
-fn is_dash(v: &[u8]) -> bool {
+pub(super) fn is_dash(v: &[u8]) -> bool {
     v.is_empty() || v == b"-"
 }
 

@@ -6,6 +6,7 @@
 //! Parsing never panics and never allocates for the text formats; a line that does not fit is
 //! an error value the caller counts.
 
+mod clf;
 mod compiled;
 mod json;
 mod request;

@@ -1,0 +1,155 @@
+//! `combined` and `common`, read by a parser written out for them.
+//!
+//! They are what most logs come in. The `log_format` interpreter spent much of its time on
+//! deciding, for each of their eighteen segments, what the segment is, where it ends and
+//! where its value goes. This parser takes the same steps in their fixed order, so its
+//! records and its errors are the interpreter's, and a property test holds it to that.
+
+use std::borrow::Cow;
+
+use super::compiled::{is_dash, parse_status, parse_u64, quoted_len};
+use super::request::parse_request;
+use super::scan;
+use super::time::parse_clf;
+use super::{ParseError, Record};
+
+/// Which of the two formats a line is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Clf {
+    /// [`super::COMBINED`]: common plus the quoted referer and user agent.
+    Combined,
+    /// [`super::COMMON`].
+    Common,
+}
+
+/// Parses a line of `format`, extra trailing text allowed.
+pub(super) fn parse(line: &[u8], format: Clf) -> Result<Record<'_>, ParseError> {
+    let mut rec = Record::default();
+    let mut rest = line;
+    let addr = field(&mut rest, b' ')?;
+    if !is_dash(addr) {
+        rec.client = Some(Cow::Borrowed(addr));
+    }
+    literal(&mut rest, b" ")?;
+    field(&mut rest, b' ')?; // $ident
+    literal(&mut rest, b" ")?;
+    field(&mut rest, b' ')?; // $remote_user
+    literal(&mut rest, b" [")?;
+    rec.time_ms = Some(parse_clf(field(&mut rest, b']')?).ok_or(ParseError::BadTime)?);
+    literal(&mut rest, b"] \"")?;
+    let request = quoted(&mut rest)?;
+    let target = parse_request(request).ok_or(ParseError::BadRequest)?;
+    rec.method = Cow::Borrowed(target.method);
+    rec.path = Cow::Borrowed(target.path);
+    rec.query = target.query.map(Cow::Borrowed);
+    rec.host = target.host.map(Cow::Borrowed);
+    literal(&mut rest, b"\" ")?;
+    rec.status = Some(parse_status(field(&mut rest, b' ')?)?);
+    literal(&mut rest, b" ")?;
+    let bytes = match format {
+        Clf::Combined => field(&mut rest, b' ')?,
+        // The last field: it ends at the line's end, or at a space before trailing text.
+        Clf::Common => &rest[..scan::find(b' ', rest).unwrap_or(rest.len())],
+    };
+    if !is_dash(bytes) {
+        rec.bytes = Some(parse_u64(bytes).ok_or(ParseError::BadNumber("body_bytes_sent"))?);
+    }
+    if format == Clf::Combined {
+        literal(&mut rest, b" \"")?;
+        quoted(&mut rest)?; // $http_referer
+        literal(&mut rest, b"\" \"")?;
+        quoted(&mut rest)?; // $http_user_agent
+        literal(&mut rest, b"\"")?;
+    }
+    Ok(rec)
+}
+
+/// An unquoted field: up to the first `end`, which stays in `rest`.
+#[inline]
+fn field<'a>(rest: &mut &'a [u8], end: u8) -> Result<&'a [u8], ParseError> {
+    let len = scan::find(end, rest).ok_or(ParseError::Mismatch("a field"))?;
+    let (value, after) = rest.split_at(len);
+    *rest = after;
+    Ok(value)
+}
+
+/// A quoted field's content, up to its closing quote, which stays in `rest`.
+#[inline]
+fn quoted<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], ParseError> {
+    let len = quoted_len(rest).ok_or(ParseError::Mismatch("a quoted field"))?;
+    let (value, after) = rest.split_at(len);
+    *rest = after;
+    Ok(value)
+}
+
+/// The separator text between two fields.
+#[inline]
+fn literal(rest: &mut &[u8], text: &[u8]) -> Result<(), ParseError> {
+    match rest.split_at_checked(text.len()) {
+        Some((head, after)) if head == text => {
+            *rest = after;
+            Ok(())
+        }
+        _ => Err(ParseError::Mismatch("separator text")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logformat::{COMBINED, COMMON, CompiledFormat};
+    use proptest::prelude::*;
+
+    /// Lines near the formats: real ones, cut, with bytes replaced or inserted.
+    fn near_lines() -> impl Strategy<Value = Vec<u8>> {
+        let base = prop_oneof![
+            Just(&br#"203.0.113.9 - alice [17/May/2015:10:05:03 +0000] "GET /api/products/42?page=2 HTTP/1.1" 200 2326 "http://example.com/" "Mozilla/5.0 (X11)""#[..]),
+            Just(&b"2001:db8::1 - - [17/May/2015:10:05:03 +0000] \"GET /a\\\"b HTTP/1.1\" 304 - \"-\" \"agent \\\"quoted\\\" x\" extra"[..]),
+            Just(&br#"1.2.3.4 - - [17/May/2015:10:05:03 -0700] "HEAD http://h.example/x#f HTTP/1.0" 404 0"#[..]),
+            Just(&br#"1.2.3.4 - - [01/Jan/2026:00:00:00 +0000] "-" 400 0 "-" "-""#[..]),
+        ];
+        let special = prop_oneof![
+            Just(b' '),
+            Just(b'"'),
+            Just(b'\\'),
+            Just(b'['),
+            Just(b']'),
+            Just(b'-'),
+            Just(b'x'),
+            Just(b'7'),
+            any::<u8>()
+        ];
+        (
+            base,
+            proptest::collection::vec((any::<prop::sample::Index>(), special, 0..3u8), 0..4),
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(|(base, edits, cut)| {
+                let mut line = base.to_vec();
+                for (at, byte, how) in edits {
+                    let i = at.index(line.len() + 1);
+                    match how {
+                        0 if i < line.len() => line[i] = byte,
+                        1 if i < line.len() => {
+                            line.remove(i);
+                        }
+                        _ => line.insert(i, byte),
+                    }
+                }
+                line.truncate(cut.index(line.len() + 1).max(line.len() * 3 / 4));
+                line
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn reads_lines_as_the_interpreter_does(line in prop_oneof![near_lines(), proptest::collection::vec(any::<u8>(), 0..200)]) {
+            for (source, format) in [(COMBINED, Clf::Combined), (COMMON, Clf::Common)] {
+                let generic = CompiledFormat::compile(source, true).expect("built in").parse_generic(&line);
+                prop_assert_eq!(parse(&line, format), generic, "{:?} {}", format, String::from_utf8_lossy(&line));
+            }
+        }
+    }
+}
