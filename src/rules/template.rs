@@ -26,7 +26,8 @@ pub struct KeyTemplate {
 }
 
 /// A captured value that is not UTF-8 and so cannot become part of a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a captured value is not UTF-8, so it cannot be part of a key")]
 pub struct NonUtf8Value;
 
 impl KeyTemplate {
