@@ -8,7 +8,7 @@ set -euo pipefail
 
 LINES=${LINES:-2000000}
 BIG=${BIG:-10000000}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -20,18 +20,16 @@ config="$root/data/preheat.toml"
 
 gen() { "$preheat" -q generate-log --config "$config" --lines "$1" --keys 100000 --seed 7 -o "$2"; }
 
-# Best wall time of $RUNS runs, in seconds.
-best() {
-  local best=""
-  for _ in $(seq "$RUNS"); do
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$@" >/dev/null 2>&1
-    t1=$(date +%s.%N)
-    best=$(awk -v a="$t0" -v b="$t1" -v cur="$best" 'BEGIN { d = b - a; if (cur == "" || d < cur) print d; else print cur }')
-  done
-  echo "$best"
+# Wall time of one run, in seconds.
+timed() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$@" >/dev/null 2>&1
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
 }
+# The smaller of two times ("" counts as none yet).
+least() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b < a) print b; else print a }'; }
 
 # Peak resident memory in MiB.
 rss() { /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1 | awk '{ printf "%.0f", $1 / 1024 }'; }
@@ -45,18 +43,23 @@ mb=$(du -m "$log" | cut -f1)
 analyze() { "$preheat" -q analyze --config "$config" --profiles "$work/profiles" --top 0 "$@"; }
 awk_count() { LC_ALL=C awk '{c[$7]++} END {for (k in c) print c[k], k}' "$1"; }
 
-t_wc=$(best wc -l "$log")
-t_awk=$(best awk_count "$log")
-t_pre=$(best analyze "$log")
-t_zcat=$(best sh -c "zcat '$log.gz' > /dev/null")
-t_pregz=$(best analyze "$log.gz")
+# The commands take turns, round after round, and each keeps its best time: this shared
+# machine's speed drifts within minutes, and the drift then falls on all of them alike.
+t_wc="" t_awk="" t_pre="" t_zcat="" t_pregz=""
+for _ in $(seq "$RUNS"); do
+  t_wc=$(least "$t_wc" "$(timed wc -l "$log")")
+  t_awk=$(least "$t_awk" "$(timed awk_count "$log")")
+  t_pre=$(least "$t_pre" "$(timed analyze "$log")")
+  t_zcat=$(least "$t_zcat" "$(timed sh -c "zcat '$log.gz' > /dev/null")")
+  t_pregz=$(least "$t_pregz" "$(timed analyze "$log.gz")")
+done
 m_pre=$(rss "$preheat" -q analyze --config "$config" --profiles "$work/profiles" --top 0 "$log")
 
 row() { awk -v n="$1" -v t="$2" -v mb="$mb" -v base="$3" 'BEGIN { printf "| %s | %.2f s | %.0f MB/s | %.1fx |\n", n, t, mb / t, base / t }'; }
 echo
 echo "$LINES lines, $mb MB, combined format, $(nproc) cores ($(date -u +%Y-%m-%d))"
 echo
-echo "| command | wall time (best of $RUNS) | throughput | vs awk |"
+echo "| command | wall time (best of $RUNS alternated rounds) | throughput | vs awk |"
 echo "| --- | --- | --- | --- |"
 row 'wc -l (read-speed limit)' "$t_wc" "$t_awk"
 row "awk '{c[\$7]++} ...'" "$t_awk" "$t_awk"
@@ -69,7 +72,10 @@ awk -v t="$t_pregz" -v z="$t_zcat" 'BEGIN { printf "| preheat analyze | %.2f s |
 echo
 # The whole capacity report: the profile's curves, and the log replayed for the LRU curve,
 # the hourly working set and cold against warm.
-t_report=$(best "$preheat" -q report --config "$config" --profiles "$work/profiles" "$log")
+t_report=""
+for _ in $(seq "$RUNS"); do
+  t_report=$(least "$t_report" "$(timed "$preheat" -q report --config "$config" --profiles "$work/profiles" "$log")")
+done
 m_report=$(rss "$preheat" -q report --config "$config" --profiles "$work/profiles" "$log")
 echo "| capacity report | wall time | peak RSS |"
 echo "| --- | --- | --- |"
