@@ -582,11 +582,6 @@ impl KeyTable {
         self.entries.is_empty()
     }
 
-    /// The entries, in the order their keys were first seen (or survived a prune).
-    pub fn entries(&self) -> &[KeyEntry] {
-        &self.entries
-    }
-
     /// Empties the table, handing over its entries.
     pub fn take_entries(&mut self) -> Vec<KeyEntry> {
         self.index = HashTable::new();
@@ -892,7 +887,7 @@ mod tests {
         }
         assert_eq!(t.prune(3), 7); // the 4th largest count
         let mut left: Vec<(String, u64, f64)> =
-            t.entries().iter().map(|e| (e.key.to_string(), e.stats.count, e.stats.decay)).collect();
+            t.entries.iter().map(|e| (e.key.to_string(), e.stats.count, e.stats.decay)).collect();
         left.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(left, vec![("7".into(), 1, 1.0), ("8".into(), 2, 2.0), ("9".into(), 3, 3.0)]);
         for k in 7..10u64 {
