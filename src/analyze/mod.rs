@@ -1,7 +1,7 @@
 //! The analyzer: access logs in, ranked (rule, key) rows and a summary out.
 //!
-//! One reader thread opens the inputs in order, decompresses them and cuts them into chunks of
-//! whole lines; rayon workers tally chunks as they come; a merge thread folds the tallies into
+//! rayon workers take turns reading the inputs in order (decompressing them and cutting them
+//! into chunks of whole lines), each tallying the chunk it read; a merge thread folds the tallies into
 //! the run-wide [`Aggregate`] strictly in reading order, so the result does not depend on the
 //! number of threads. A fixed number of permits bounds the chunks in flight, so memory is
 //! bounded by them and the per-rule key tables, not by the log's length. Writing the profile is the caller's job
@@ -125,7 +125,6 @@ pub fn analyze(
     // waiting for an earlier one to merge), and with them memory, whatever the log's size.
     // Enough to keep every worker busy; the count never changes the result.
     let in_flight = 2 * rayon::current_num_threads() + 2;
-    let (event_tx, event_rx) = sync_channel::<(u64, Event)>(in_flight);
     let (permit_tx, permit_rx) = sync_channel::<()>(in_flight);
     for _ in 0..in_flight {
         let _ = permit_tx.send(());
@@ -134,17 +133,8 @@ pub fn analyze(
     // Merged tallies come back here for the next chunk (at most `in_flight` of them exist).
     let tally_pool: Mutex<Vec<ChunkTally>> = Mutex::new(Vec::new());
     let mut state = MergeState::new(inputs, rules, opts.max_keys_per_rule, half_life_ms);
+    let reader = input::Reader::new(inputs, &opts.format, &opts.json_fields, spare_rx, bytes_read.clone());
     std::thread::scope(|scope| {
-        let (spec, json, counter) = (opts.format.clone(), opts.json_fields.clone(), bytes_read.clone());
-        scope.spawn(move || {
-            let mut seq = 0u64;
-            input::read_all(inputs, &spec, &json, spare_rx, counter, |event| {
-                permit_rx.recv().is_ok() && {
-                    seq += 1;
-                    event_tx.send((seq - 1, event)).is_ok()
-                }
-            })
-        });
         let state = &mut state;
         let bytes_read = &bytes_read;
         let pool = &tally_pool;
@@ -167,9 +157,15 @@ pub fn analyze(
                 });
             }
         });
-        event_rx.into_iter().par_bridge().for_each_with(done_tx, |done, (seq, event)| {
-            let _ = done.send((seq, tally_event(event, &ctx, &tally_pool)));
-        });
+        // Each event waits for a permit, then goes to the worker that asked for it, which
+        // read it too (see `input::Reader`).
+        reader
+            .map_while(move |event| permit_rx.recv().ok().map(|()| event))
+            .enumerate()
+            .par_bridge()
+            .for_each_with(done_tx, |done, (seq, event)| {
+                let _ = done.send((seq as u64, tally_event(event, &ctx, &tally_pool)));
+            });
     });
 
     tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "logs read and merged; ranking keys");
