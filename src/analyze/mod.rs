@@ -1,11 +1,11 @@
 //! The analyzer: access logs in, ranked (rule, key) rows and a summary out.
 //!
 //! rayon workers take turns reading the inputs in order (decompressing them and cutting them
-//! into chunks of whole lines), each tallying the chunk it read; a merge thread folds the tallies into
-//! the run-wide [`Aggregate`] strictly in reading order, so the result does not depend on the
-//! number of threads. A fixed number of permits bounds the chunks in flight, so memory is
-//! bounded by them and the per-rule key tables, not by the log's length. Writing the profile is the caller's job
-//! (see [`crate::profile`]).
+//! into chunks of whole lines), each tallying the chunk it read; a merge thread folds the
+//! tallies into the run-wide [`Aggregate`] strictly in reading order, so the result does not
+//! depend on the number of threads. A fixed number of permits bounds the chunks in flight, so
+//! memory is bounded by them and the per-rule key tables, not by the log's length. Writing the
+//! profile is the caller's job (see [`crate::profile`]).
 
 pub mod aggregate;
 pub mod input;
