@@ -249,6 +249,15 @@ pub(super) async fn run_script(url: &str, script: String) -> Result<(), String> 
 mod tests {
     use super::*;
 
+    /// A new SQLite file in a temporary directory, built by `script`; the directory lives as
+    /// long as the returned guard.
+    async fn scratch_db(script: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        run_script(&url, script.into()).await.expect("schema");
+        (dir, url)
+    }
+
     #[test]
     fn urls_become_sqlite_uris() {
         let db = SqliteDb::new("sqlite://data/a#1%.db?mode=ro&immutable=1", 2, Duration::from_secs(1))
@@ -263,16 +272,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rows_become_values_by_encoding_and_sqlite_types() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        run_script(
-            &url,
+        let (_dir, url) = scratch_db(
             "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, price REAL, live BOOLEAN, raw BLOB);
-             INSERT INTO t VALUES (1, 'mug', 4.5, 1, X'FF01'), (2, NULL, NULL, 0, NULL), (3, 'x', 2, NULL, 'y');"
-                .into(),
+             INSERT INTO t VALUES (1, 'mug', 4.5, 1, X'FF01'), (2, NULL, NULL, 0, NULL), (3, 'x', 2, NULL, 'y');",
         )
-        .await
-        .expect("schema");
+        .await;
         let db = SqliteDb::new(&url, 1, Duration::from_secs(5)).expect("valid");
         let ids = || (1..=4).map(|i| Param::Int(Some(i))).collect::<Vec<_>>();
         let fetch = |sql: &str, encoding| db.fetch(sql.into(), ids(), encoding);
@@ -325,14 +329,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_query_past_the_timeout_is_interrupted_and_frees_its_connection() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        run_script(
-            &url,
-            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one');".into(),
-        )
-        .await
-        .expect("schema");
+        let (_dir, url) =
+            scratch_db("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one');")
+                .await;
         let db = SqliteDb::new(&url, 1, Duration::from_millis(300)).expect("valid");
         // Minutes of work, unless interrupted.
         let slow = "SELECT id, v FROM t WHERE id IN (?) AND (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL \
