@@ -588,10 +588,21 @@ impl KeyTable {
         std::mem::take(&mut self.entries)
     }
 
-    /// The entry whose key has these two hashes (see [`KeyEntry::check`]).
-    fn find_mut(&mut self, hash: u64, check: u64) -> Option<&mut KeyEntry> {
-        let slot = self.index.find(hash, |s| s.hash == hash && s.check == check)?;
-        Some(&mut self.entries[slot.at])
+    /// The position of the entry whose key has these two hashes (see [`KeyEntry::check`]).
+    fn position(&self, hash: u64, check: u64) -> Option<usize> {
+        self.index.find(hash, |s| s.hash == hash && s.check == check).map(|s| s.at)
+    }
+
+    /// Reads the statistics of the entries at these positions, one field in each cache line
+    /// they span, so that the updates which follow find them in cache. The reads do not
+    /// depend on one another, so their misses overlap.
+    fn touch(&self, positions: &[Option<usize>]) {
+        let mut sum = 0u64;
+        for &at in positions.iter().flatten() {
+            let s = &self.entries[at].stats;
+            sum = sum.wrapping_add(s.count ^ s.latency_max_us ^ s.decay.to_bits());
+        }
+        std::hint::black_box(sum);
     }
 
     /// Adds an entry for a key the table does not hold.
@@ -627,6 +638,9 @@ impl KeyTable {
         threshold
     }
 }
+
+/// Chunk keys looked up together in the merge (see `Aggregate::merge`).
+const MERGE_BATCH: usize = 16;
 
 /// An unmatched path's run-wide entry.
 pub struct PathEntry {
@@ -744,23 +758,36 @@ impl Aggregate {
             agg.status_filtered += rt.status_filtered;
             merge_hll(&mut agg.clients, &rt.clients);
             let table = &rt.keys;
-            for e in &table.entries {
-                let key = table.bytes(e.key);
-                let check = e.check;
-                match agg.keys.find_mut(e.hash, check) {
-                    Some(g) => g.stats.merge(&e.value.stats, h),
-                    None => {
-                        agg.key_sketch.insert(key);
-                        json.clear();
-                        write_params_json(&mut json, names, &read_raw_params(table.bytes(e.value.params)));
-                        let entry = KeyEntry {
-                            hash: e.hash,
-                            check,
-                            key: text(key),
-                            params: text(&json),
-                            stats: e.value.stats.clone(),
-                        };
-                        agg.keys.insert(entry);
+            for batch in table.entries.chunks(MERGE_BATCH) {
+                // Find the whole batch before updating any of it: the lookups do not depend on
+                // one another, so their cache misses overlap instead of following each other.
+                let mut found = [None; MERGE_BATCH];
+                for (f, e) in found.iter_mut().zip(batch) {
+                    *f = agg.keys.position(e.hash, e.check);
+                }
+                agg.keys.touch(&found);
+                for (f, e) in found.iter().zip(batch) {
+                    let key = table.bytes(e.key);
+                    let check = e.check;
+                    match *f {
+                        Some(at) => agg.keys.entries[at].stats.merge(&e.value.stats, h),
+                        None => {
+                            agg.key_sketch.insert(key);
+                            json.clear();
+                            write_params_json(
+                                &mut json,
+                                names,
+                                &read_raw_params(table.bytes(e.value.params)),
+                            );
+                            let entry = KeyEntry {
+                                hash: e.hash,
+                                check,
+                                key: text(key),
+                                params: text(&json),
+                                stats: e.value.stats.clone(),
+                            };
+                            agg.keys.insert(entry);
+                        }
                     }
                 }
             }
@@ -891,11 +918,11 @@ mod tests {
         left.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(left, vec![("7".into(), 1, 1.0), ("8".into(), 2, 2.0), ("9".into(), 3, 3.0)]);
         for k in 7..10u64 {
-            assert_eq!(t.find_mut(k % 3, k).map(|e| e.key.to_string()), Some(k.to_string()));
+            assert_eq!(t.position(k % 3, k).map(|at| t.entries[at].key.to_string()), Some(k.to_string()));
         }
-        assert!(t.find_mut(0, 0).is_none() && t.find_mut(9 % 3, 6).is_none());
+        assert!(t.position(0, 0).is_none() && t.position(9 % 3, 6).is_none());
         assert_eq!(t.take_entries().len(), 3);
-        assert!(t.is_empty() && t.find_mut(7 % 3, 7).is_none());
+        assert!(t.is_empty() && t.position(7 % 3, 7).is_none());
     }
 
     #[test]
