@@ -172,6 +172,9 @@ pub fn analyze(
     state.finish(opts, bytes_read.load(Ordering::Relaxed), started)
 }
 
+/// Profile rows built together after their entries were read (see `MergeState::finish`).
+const ROW_BATCH: usize = 16;
+
 /// An event with its chunk tallied.
 enum Tallied {
     Opened { input: usize, format: String, compression: String },
@@ -313,9 +316,18 @@ impl MergeState {
                     entries[a.2 as usize][a.3 as usize].key.cmp(&entries[b.2 as usize][b.3 as usize].key)
                 })
         });
-        let rows: Vec<ProfileRow> = order
-            .iter()
-            .map(|&(score, _, r, i)| {
+        let mut rows: Vec<ProfileRow> = Vec::with_capacity(order.len());
+        for batch in order.chunks(ROW_BATCH) {
+            // Rank order is random in memory: reading a batch of entries first (a field in
+            // each cache line of the 136 bytes) lets their misses overlap instead of following
+            // each other.
+            let mut sum = 0u64;
+            for &(_, _, r, i) in batch {
+                let e = &entries[r as usize][i as usize];
+                sum = sum.wrapping_add(e.hash ^ e.stats.last_ms as u64 ^ e.stats.decay.to_bits());
+            }
+            std::hint::black_box(sum);
+            rows.extend(batch.iter().map(|&(score, _, r, i)| {
                 let e = &mut entries[r as usize][i as usize];
                 let s = &e.stats;
                 ProfileRow {
@@ -332,8 +344,8 @@ impl MergeState {
                     cache_misses: s.misses,
                     params: std::mem::take(&mut e.params).into_string(),
                 }
-            })
-            .collect();
+            }));
+        }
 
         let mut unmatched: Vec<(Box<[u8]>, u64)> =
             agg.unmatched_paths.drain().map(|p| (p.path, p.count)).collect();
