@@ -29,7 +29,7 @@ use crate::profile::{
 };
 use crate::rules::RuleSet;
 use aggregate::{
-    Aggregate, ChunkTally, KeyEntry, KeyStats, SAMPLES_PER_REASON, TallyContext, tally_chunk_into,
+    Aggregate, ChunkTally, KeyStats, KeyTable, SAMPLES_PER_REASON, TallyContext, tally_chunk_into,
 };
 use input::{Event, Input};
 
@@ -297,8 +297,8 @@ impl MergeState {
         // Rank small (score, count, rule, index) tuples, then build each row once, in its
         // final place: building rows first and moving them into order cost twice as much
         // (measured: the single-threaded part after the merge was a quarter of the run).
-        let mut entries: Vec<Vec<KeyEntry>> = agg.rules.iter_mut().map(|r| r.keys.take_entries()).collect();
-        let mut order: Vec<(f64, u64, u32, u32)> = entries
+        let mut tables: Vec<KeyTable> = agg.rules.iter_mut().map(|r| r.keys.take()).collect();
+        let mut order: Vec<(f64, u64, u32, u32)> = tables
             .par_iter()
             .enumerate()
             .flat_map_iter(|(r, keys)| {
@@ -313,7 +313,10 @@ impl MergeState {
                 .then_with(|| b.1.cmp(&a.1))
                 .then_with(|| rule_names[a.2 as usize].cmp(&rule_names[b.2 as usize]))
                 .then_with(|| {
-                    entries[a.2 as usize][a.3 as usize].key.cmp(&entries[b.2 as usize][b.3 as usize].key)
+                    tables[a.2 as usize]
+                        .get(a.3 as usize)
+                        .key
+                        .cmp(&tables[b.2 as usize].get(b.3 as usize).key)
                 })
         });
         let mut rows: Vec<ProfileRow> = Vec::with_capacity(order.len());
@@ -323,12 +326,12 @@ impl MergeState {
             // each other.
             let mut sum = 0u64;
             for &(_, _, r, i) in batch {
-                let e = &entries[r as usize][i as usize];
+                let e = tables[r as usize].get(i as usize);
                 sum = sum.wrapping_add(e.hash ^ e.stats.last_ms as u64 ^ e.stats.decay.to_bits());
             }
             std::hint::black_box(sum);
             rows.extend(batch.iter().map(|&(score, _, r, i)| {
-                let e = &mut entries[r as usize][i as usize];
+                let e = tables[r as usize].get_mut(i as usize);
                 let s = &e.stats;
                 ProfileRow {
                     rule: rule_names[r as usize].clone(),
