@@ -180,5 +180,5 @@ pg_row "one query and one write per key" "$s_written" "$s_ms" "$s_rss" "$s_pg" "
 echo
 awk -v bn="$b_written" -v b="$b_ms" -v sn="$s_written" -v s="$s_ms" -v budget="$budget" \
   -v p="$b_pg" -v r="$b_redis" -v c="$b_client" -v cores="$(nproc)" 'BEGIN {
-    printf "Batching is **%.0fx** faster (keys/s); the memory budget was %d MiB (50%% of available memory). ", (bn / b) / (sn / s), budget
-    printf "The batched run'"'"'s CPU per key allows at most %.0f keys/s on %d cores, %.0fx the one-at-a-time rate.\n", cores * bn / (p + r + c), cores, (cores * bn / (p + r + c)) / (sn * 1000 / s) }'
+    printf "Batching is **%.1fx** faster (keys/s); the memory budget was %d MiB (50%% of available memory). ", (bn / b) / (sn / s), budget
+    printf "The batched run'"'"'s CPU per key allows at most %.0f keys/s on %d cores, %.1fx the one-at-a-time rate.\n", cores * bn / (p + r + c), cores, (cores * bn / (p + r + c)) / (sn * 1000 / s) }'
