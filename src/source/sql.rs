@@ -215,7 +215,8 @@ impl SqlSource {
                     (Batch::InList, _) => bind_each!(q),
                 };
                 let rows = self.timed(q.fetch_all(pool)).await?;
-                Ok(rows.iter().filter_map(|r| decode(r, query.encoding)).collect())
+                let kinds = column_kinds(&rows);
+                Ok(rows.iter().filter_map(|r| decode(r, &kinds, query.encoding)).collect())
             }
         }
     }
@@ -280,15 +281,27 @@ impl Kind {
     }
 }
 
+/// How each column of a batch's rows decodes, from its type: found once per batch, since
+/// looking the type up by name in every cell took a share of the warm's CPU (a `perf`
+/// profile of a batched PostgreSQL warm).
+fn column_kinds(rows: &[PgRow]) -> Vec<Kind> {
+    rows.first()
+        .map_or_else(Vec::new, |r| r.columns().iter().map(|c| Kind::of(c.type_info().name())).collect())
+}
+
+fn kind_at(kinds: &[Kind], i: usize) -> Kind {
+    kinds.get(i).copied().unwrap_or(Kind::Other)
+}
+
 /// A PostgreSQL cell as JSON: decoded by the column's type where it is a common one (a
 /// failed decode builds an error, too slow to do per row), else by trying the usual types.
-fn json(row: &PgRow, i: usize) -> serde_json::Value {
+fn json(row: &PgRow, i: usize, kind: Kind) -> serde_json::Value {
     use serde_json::Value;
     let Ok(raw) = row.try_get_raw(i) else { return Value::Null };
     if raw.is_null() {
         return Value::Null;
     }
-    let decoded = match Kind::of(raw.type_info().name()) {
+    let decoded = match kind {
         Kind::Text => row.try_get::<String, _>(i).ok().map(Value::from),
         Kind::Integer => row.try_get::<i64, _>(i).ok().map(Value::from),
         Kind::Float => row.try_get::<f64, _>(i).ok().map(Value::from),
@@ -318,22 +331,22 @@ fn json(row: &PgRow, i: usize) -> serde_json::Value {
 }
 
 /// A PostgreSQL cell as bytes: `bytea` as it is, text as UTF-8, anything else as its JSON.
-fn bytes(row: &PgRow, i: usize) -> Option<Vec<u8>> {
-    let kind = row.try_get_raw(i).ok().map(|raw| Kind::of(raw.type_info().name()));
-    if kind == Some(Kind::Bytes)
+fn bytes(row: &PgRow, i: usize, kind: Kind) -> Option<Vec<u8>> {
+    if kind == Kind::Bytes
         && let Ok(b) = row.try_get::<&[u8], _>(i)
     {
         return Some(b.to_vec());
     }
-    if kind == Some(Kind::Text)
-        && let Ok(text) = row.try_get::<String, _>(i)
-    {
-        return Some(text.into_bytes());
+    if kind == Kind::Text {
+        // Text arrives in the connection's client encoding, UTF-8, so its bytes are copied as
+        // they are rather than checked again.
+        let raw = row.try_get_raw(i).ok()?;
+        return if raw.is_null() { None } else { raw.as_bytes().ok().map(<[u8]>::to_vec) };
     }
     if let Ok(b) = row.try_get::<Vec<u8>, _>(i) {
         return Some(b);
     }
-    match json(row, i) {
+    match json(row, i, kind) {
         serde_json::Value::Null => None,
         serde_json::Value::String(s) => Some(s.into_bytes()),
         other => Some(other.to_string().into_bytes()),
@@ -341,17 +354,21 @@ fn bytes(row: &PgRow, i: usize) -> Option<Vec<u8>> {
 }
 
 /// `(key parameter, value)` of a row; `None` when its key or value is NULL.
-fn decode(row: &PgRow, encoding: Encoding) -> Option<(String, Vec<u8>)> {
-    let key = match json(row, 0) {
+fn decode(row: &PgRow, kinds: &[Kind], encoding: Encoding) -> Option<(String, Vec<u8>)> {
+    let key = match json(row, 0, kind_at(kinds, 0)) {
         serde_json::Value::Null => return None,
         serde_json::Value::String(s) => s,
         other => other.to_string(),
     };
     let value = match encoding {
-        Encoding::Bytes | Encoding::Text => bytes(row, 1)?,
+        Encoding::Bytes | Encoding::Text => bytes(row, 1, kind_at(kinds, 1))?,
         Encoding::Json => {
-            let object: serde_json::Map<String, serde_json::Value> =
-                row.columns().iter().enumerate().map(|(i, c)| (c.name().to_string(), json(row, i))).collect();
+            let object: serde_json::Map<String, serde_json::Value> = row
+                .columns()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name().to_string(), json(row, i, kind_at(kinds, i))))
+                .collect();
             serde_json::Value::Object(object).to_string().into_bytes()
         }
     };
