@@ -123,6 +123,13 @@ impl KeyStats {
         self.misses += other.misses;
     }
 
+    /// A field from each cache line the statistics span (88 bytes), for reading a batch of
+    /// them ahead of the work on them: their cache misses then overlap instead of following
+    /// each other.
+    pub fn read_ahead(&self) -> u64 {
+        self.count ^ self.latency_max_us ^ self.decay.to_bits()
+    }
+
     /// The recency-decayed count as of `at` (Unix ms); the plain count without a half-life.
     pub fn decayed_count(&self, at: i64, half_life_ms: Option<f64>) -> f64 {
         match half_life_ms {
@@ -621,15 +628,11 @@ impl KeyTable {
         self.index.find(hash, |s| s.hash == hash && s.check == check).map(|s| s.at)
     }
 
-    /// Reads the statistics of the entries at these positions, one field in each cache line
-    /// they span, so that the updates which follow find them in cache. The reads do not
-    /// depend on one another, so their misses overlap.
+    /// Reads the statistics of the entries at these positions, so that the updates which
+    /// follow find them in cache. The reads do not depend on one another, so their misses
+    /// overlap.
     fn touch(&self, positions: &[Option<usize>]) {
-        let mut sum = 0u64;
-        for &at in positions.iter().flatten() {
-            let s = &self.get(at).stats;
-            sum = sum.wrapping_add(s.count ^ s.latency_max_us ^ s.decay.to_bits());
-        }
+        let sum = positions.iter().flatten().fold(0u64, |sum, &at| sum ^ self.get(at).stats.read_ahead());
         std::hint::black_box(sum);
     }
 
@@ -657,8 +660,10 @@ impl KeyTable {
         let mut counts: Vec<u64> = self.iter().map(|e| e.stats.count).collect();
         let (_, threshold, _) = counts.select_nth_unstable_by(keep, |a, b| b.cmp(a));
         let threshold = *threshold;
-        let old = self.take();
-        for mut e in old.segments.into_iter().flatten() {
+        // The index keeps its allocation: the entries left are re-added to it.
+        self.index.clear();
+        self.len = 0;
+        for mut e in std::mem::take(&mut self.segments).into_iter().flatten() {
             let c = e.stats.count;
             if c > threshold {
                 // Scale the decayed count with the count so scores stay consistent.

@@ -321,14 +321,12 @@ impl MergeState {
         });
         let mut rows: Vec<ProfileRow> = Vec::with_capacity(order.len());
         for batch in order.chunks(ROW_BATCH) {
-            // Rank order is random in memory: reading a batch of entries first (a field in
-            // each cache line of the 136 bytes) lets their misses overlap instead of following
-            // each other.
-            let mut sum = 0u64;
-            for &(_, _, r, i) in batch {
+            // Rank order is random in memory: reading a batch of entries first (the hash, then
+            // the statistics that follow it) lets their misses overlap.
+            let sum = batch.iter().fold(0u64, |sum, &(_, _, r, i)| {
                 let e = tables[r as usize].get(i as usize);
-                sum = sum.wrapping_add(e.hash ^ e.stats.last_ms as u64 ^ e.stats.decay.to_bits());
-            }
+                sum ^ e.hash ^ e.stats.read_ahead()
+            });
             std::hint::black_box(sum);
             rows.extend(batch.iter().map(|&(score, _, r, i)| {
                 let e = tables[r as usize].get_mut(i as usize);
