@@ -491,7 +491,9 @@ impl Source {
 fn match_rows(jobs: &[&Job], rows: Vec<(String, Vec<u8>)>) -> Vec<Fetched> {
     let n = jobs.len();
     // Each value's keys are chained, so values are moved, not copied, into the last of them.
-    let mut first_of: HashMap<&str, usize> = HashMap::with_capacity(n);
+    // ahash: SipHash took 3% of a batched warm's instructions here (callgrind).
+    let mut first_of: HashMap<&str, usize, ahash::RandomState> =
+        HashMap::with_capacity_and_hasher(n, ahash::RandomState::new());
     let mut next_same = vec![usize::MAX; n];
     for (i, job) in jobs.iter().enumerate().rev() {
         if let Some(later) = first_of.insert(job.input.as_str(), i) {

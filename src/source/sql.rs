@@ -82,13 +82,26 @@ impl SqlQuery {
         if postgres && self.batch == Batch::AnyArray {
             return self.sql.clone();
         }
-        let list: Vec<String> =
-            (1..=n).map(|i| if postgres { format!("${i}") } else { "?".to_string() }).collect();
-        let replacement = match self.batch {
-            Batch::InList => format!("({})", list.join(", ")),
-            Batch::AnyArray => format!("IN ({})", list.join(", ")),
-        };
-        format!("{}{}{}", &self.sql[..self.span.0], replacement, &self.sql[self.span.1..])
+        // Built in one string: a string per placeholder cost 7% of a batched PostgreSQL warm's
+        // instructions (callgrind).
+        let (head, tail) = (&self.sql[..self.span.0], &self.sql[self.span.1..]);
+        let mut sql = String::with_capacity(head.len() + tail.len() + 8 * n + 8);
+        sql.push_str(head);
+        sql.push_str(if self.batch == Batch::AnyArray { "IN (" } else { "(" });
+        for i in 1..=n {
+            if i > 1 {
+                sql.push_str(", ");
+            }
+            if postgres {
+                sql.push('$');
+                sql.push_str(itoa::Buffer::new().format(i));
+            } else {
+                sql.push('?');
+            }
+        }
+        sql.push(')');
+        sql.push_str(tail);
+        sql
     }
 }
 
@@ -216,7 +229,9 @@ impl SqlSource {
                 };
                 let rows = self.timed(q.fetch_all(pool)).await?;
                 let kinds = column_kinds(&rows);
-                Ok(rows.iter().filter_map(|r| decode(r, &kinds, query.encoding)).collect())
+                let mut found = Vec::with_capacity(rows.len());
+                found.extend(rows.iter().filter_map(|r| decode(r, &kinds, query.encoding)));
+                Ok(found)
             }
         }
     }
@@ -253,7 +268,9 @@ pub async fn run_script(url: &str, script: &str) -> Result<(), String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Text,
-    Integer,
+    Int2,
+    Int4,
+    Int8,
     Float,
     Bool,
     Bytes,
@@ -269,9 +286,9 @@ impl Kind {
             ("BPCHAR", Kind::Text),
             ("CHAR", Kind::Text),
             ("NAME", Kind::Text),
-            ("INT8", Kind::Integer),
-            ("INT4", Kind::Integer),
-            ("INT2", Kind::Integer),
+            ("INT8", Kind::Int8),
+            ("INT4", Kind::Int4),
+            ("INT2", Kind::Int2),
             ("FLOAT4", Kind::Float),
             ("FLOAT8", Kind::Float),
             ("BOOL", Kind::Bool),
@@ -303,7 +320,9 @@ fn json(row: &PgRow, i: usize, kind: Kind) -> serde_json::Value {
     }
     let decoded = match kind {
         Kind::Text => row.try_get::<String, _>(i).ok().map(Value::from),
-        Kind::Integer => row.try_get::<i64, _>(i).ok().map(Value::from),
+        Kind::Int8 => row.try_get::<i64, _>(i).ok().map(Value::from),
+        Kind::Int4 => row.try_get::<i32, _>(i).ok().map(Value::from),
+        Kind::Int2 => row.try_get::<i16, _>(i).ok().map(Value::from),
         Kind::Float => row.try_get::<f64, _>(i).ok().map(Value::from),
         Kind::Bool => row.try_get::<bool, _>(i).ok().map(Value::from),
         Kind::Bytes | Kind::Other => None,
@@ -353,13 +372,30 @@ fn bytes(row: &PgRow, i: usize, kind: Kind) -> Option<Vec<u8>> {
     }
 }
 
+/// The key column as text, as in its JSON without quotes (`42`, `abc`); `None` when NULL.
+/// Integers and text are read directly: through a JSON value, the key cost as much as the
+/// rest of the row's decoding (callgrind).
+fn key_text(row: &PgRow, kind: Kind) -> Option<String> {
+    let direct = match kind {
+        Kind::Int8 => row.try_get::<Option<i64>, _>(0).ok().map(|v| v.map(|v| v.to_string())),
+        Kind::Int4 => row.try_get::<Option<i32>, _>(0).ok().map(|v| v.map(|v| v.to_string())),
+        Kind::Int2 => row.try_get::<Option<i16>, _>(0).ok().map(|v| v.map(|v| v.to_string())),
+        Kind::Text => row.try_get::<Option<String>, _>(0).ok(),
+        _ => None,
+    };
+    if let Some(key) = direct {
+        return key;
+    }
+    match json(row, 0, kind) {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
 /// `(key parameter, value)` of a row; `None` when its key or value is NULL.
 fn decode(row: &PgRow, kinds: &[Kind], encoding: Encoding) -> Option<(String, Vec<u8>)> {
-    let key = match json(row, 0, kind_at(kinds, 0)) {
-        serde_json::Value::Null => return None,
-        serde_json::Value::String(s) => s,
-        other => other.to_string(),
-    };
+    let key = key_text(row, kind_at(kinds, 0))?;
     let value = match encoding {
         Encoding::Bytes | Encoding::Text => bytes(row, 1, kind_at(kinds, 1))?,
         Encoding::Json => {

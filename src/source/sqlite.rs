@@ -195,10 +195,15 @@ fn read_rows(stmt: &mut Statement<'_>, encoding: Encoding) -> Result<Vec<(String
     let mut rows = stmt.raw_query();
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        let key = match json(row.get_ref(0)?, bools[0]) {
-            serde_json::Value::Null => continue,
-            serde_json::Value::String(s) => s,
-            other => other.to_string(),
+        // Integers and text directly: through a JSON value, the key cost more than the row.
+        let key = match row.get_ref(0)? {
+            ValueRef::Integer(i) if !bools[0] => i.to_string(),
+            ValueRef::Text(b) => String::from_utf8_lossy(b).into_owned(),
+            v => match json(v, bools[0]) {
+                serde_json::Value::Null => continue,
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            },
         };
         let value = match encoding {
             Encoding::Bytes | Encoding::Text => match row.get_ref(1)? {

@@ -607,17 +607,72 @@ fn a_postgres_restarted_mid_warm_costs_a_pause_not_the_rest_of_the_run() {
 
 /// Fetches ids `1..=n` of table `table` through a `SqlSource`, sorted by key.
 fn fetch_ids(url: &str, table: &str, n: u32) -> Vec<(String, Vec<u8>)> {
-    use preheat::source::{Encoding, SqlQuery, SqlSource};
-    let sql = format!("SELECT id, body FROM {table} WHERE id IN ($1)");
-    let query = SqlQuery::parse(&sql, true, Encoding::Bytes).expect("valid");
     let keys: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+    fetch_sql(url, &format!("SELECT id, body FROM {table} WHERE id IN ($1)"), &keys, true)
+}
+
+/// Runs `sql` for `keys` through a `SqlSource`; the rows found, sorted by key.
+fn fetch_sql(url: &str, sql: &str, keys: &[String], int_keys: bool) -> Vec<(String, Vec<u8>)> {
+    use preheat::source::{Encoding, SqlQuery, SqlSource};
+    let query = SqlQuery::parse(sql, int_keys, Encoding::Bytes).expect("valid");
     let mut got = block(async {
         let source = SqlSource::new("bytes", url, 1, Duration::from_secs(10)).expect("valid URL");
-        source.fetch(&query, &keys).await
+        source.fetch(&query, keys).await
     })
     .expect("fetched");
     got.sort();
     got
+}
+
+#[test]
+fn sql_keys_match_whatever_their_column_type_and_a_null_key_matches_nothing() {
+    let pg = crate::servers::Postgres::start();
+    pg.psql(
+        "CREATE TABLE i8 (id bigint PRIMARY KEY, body text NOT NULL);
+         CREATE TABLE i4 (id integer PRIMARY KEY, body text NOT NULL);
+         CREATE TABLE i2 (id smallint PRIMARY KEY, body text NOT NULL);
+         CREATE TABLE s (slug varchar(20) PRIMARY KEY, body text NOT NULL);
+         INSERT INTO i8 VALUES (-9000000000, 'a'), (7, 'b');
+         INSERT INTO i4 VALUES (-2000000000, 'a'), (7, 'b');
+         INSERT INTO i2 VALUES (-30000, 'a'), (7, 'b');
+         INSERT INTO s VALUES ('naïve', 'a'), ('x-1', 'b');",
+    );
+    let row = |k: &str, v: &str| (k.to_string(), v.as_bytes().to_vec());
+    let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    for (table, low) in [("i8", "-9000000000"), ("i4", "-2000000000"), ("i2", "-30000")] {
+        let sql = format!("SELECT id, body FROM {table} WHERE id IN ($1)");
+        assert_eq!(
+            fetch_sql(&pg.url(), &sql, &keys(&[low, "7", "8"]), true),
+            vec![row(low, "a"), row("7", "b")],
+            "{table}"
+        );
+        // A row whose key is NULL answers for no key.
+        let sql =
+            format!("SELECT CASE WHEN id = 7 THEN NULL ELSE id END, body FROM {table} WHERE id IN ($1)");
+        assert_eq!(fetch_sql(&pg.url(), &sql, &keys(&[low, "7"]), true), vec![row(low, "a")], "{table}");
+    }
+    let sql = "SELECT slug, body FROM s WHERE slug = ANY($1)";
+    assert_eq!(
+        fetch_sql(&pg.url(), sql, &keys(&["naïve", "x-1", "y"]), false),
+        vec![row("naïve", "a"), row("x-1", "b")]
+    );
+
+    // SQLite: integer and text keys; a NULL key matches nothing.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("keys.db").display());
+    block(run_script(
+        &format!("{url}?mode=rwc"),
+        "CREATE TABLE v (id INTEGER PRIMARY KEY, slug TEXT, body TEXT NOT NULL);
+         INSERT INTO v VALUES (-9000000000, 'naïve', 'a'), (7, NULL, 'b');",
+    ))
+    .expect("schema");
+    let sql = "SELECT id, body FROM v WHERE id IN ($1)";
+    assert_eq!(
+        fetch_sql(&url, sql, &keys(&["-9000000000", "7", "8"]), true),
+        vec![row("-9000000000", "a"), row("7", "b")]
+    );
+    let sql = "SELECT slug, body FROM v WHERE id IN ($1)";
+    assert_eq!(fetch_sql(&url, sql, &keys(&["-9000000000", "7"]), true), vec![row("naïve", "a")]);
 }
 
 #[test]
