@@ -10,15 +10,17 @@
 #      `invalidations = "off"`, to show what the check costs; with the CPU time per key of
 #      redis-server and of the client, which bounds the rate.
 #   2. PostgreSQL: warming PG_ROWS rows into the same Redis batched (batch_size = 500) against
-#      one query and one write per key (batch_size = 1), with peak memory.
+#      one query and one write per key (batch_size = 1), alternated for PG_ROUNDS rounds, with
+#      peak memory.
 #
 #   bash benches/warm.sh
-#   KEYS=200000 PG_ROWS=50000 bash benches/warm.sh   # quicker
+#   KEYS=200000 PG_ROWS=50000 PG_ROUNDS=1 bash benches/warm.sh   # quicker
 set -euo pipefail
 
 KEYS=${KEYS:-1000000}
 VALUE=${VALUE:-1024}
 PG_ROWS=${PG_ROWS:-200000}
+PG_ROUNDS=${PG_ROUNDS:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 chmod 755 "$work"
@@ -162,13 +164,24 @@ pg_run() { # config; prints "written ms budget rss pg_cpu redis_cpu client_cpu"
     '{ printf "%d %.2f %.2f %.2f", $3 / 1024, p1 - p0, r1 - r0, $1 + $2 }' "$work/time")
   python3 -c 'import json,sys; r = json.load(open(sys.argv[1])); print(r["written"], r["duration_ms"], round(r["memory_budget"] / 2**20), sys.argv[2])' "$work/pg.json" "$rest"
 }
-read -r b_written b_ms budget b_rss b_pg b_redis b_client < <(pg_run "$work/pg-batched.toml")
-read -r s_written s_ms _ s_rss s_pg s_redis s_client < <(pg_run "$work/pg-single.toml")
+# Batched and one at a time, alternated for PG_ROUNDS rounds. Each round's ratio compares two
+# runs made next to each other, so that drift in the machine's speed between minutes falls on
+# both; the table shows the round with the median ratio.
+rounds=()
+for _ in $(seq "$PG_ROUNDS"); do
+  read -r b_written b_ms budget b_rss b_pg b_redis b_client < <(pg_run "$work/pg-batched.toml")
+  read -r s_written s_ms _ s_rss s_pg s_redis s_client < <(pg_run "$work/pg-single.toml")
+  ratio=$(awk -v bn="$b_written" -v b="$b_ms" -v sn="$s_written" -v s="$s_ms" 'BEGIN { printf "%.1f", (bn / b) / (sn / s) }')
+  rounds+=("$ratio $b_written $b_ms $budget $b_rss $b_pg $b_redis $b_client $s_written $s_ms $s_rss $s_pg $s_redis $s_client")
+done
+ratios=$(printf '%s\n' "${rounds[@]}" | awk '{ printf "%s%sx", (NR > 1 ? ", " : ""), $1 }')
+median=$(printf '%s\n' "${rounds[@]}" | sort -n | awk -v n="$PG_ROUNDS" 'NR == int((n + 1) / 2)')
+read -r ratio b_written b_ms budget b_rss b_pg b_redis b_client s_written s_ms s_rss s_pg s_redis s_client <<< "$median"
 
 echo
 echo "### PostgreSQL: $PG_ROWS rows of $VALUE bytes into Redis"
 echo
-echo "CPU per key: the PostgreSQL backends', redis-server's, and preheat's own (user + sys)."
+echo "$PG_ROUNDS alternated rounds of both; the round with the median ratio. CPU per key: the PostgreSQL backends', redis-server's, and preheat's own (user + sys)."
 echo
 echo "| | keys written | time | keys/s | PostgreSQL CPU per key | redis-server CPU per key | preheat CPU per key | peak RSS |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -179,7 +192,7 @@ pg_row() { # label written ms rss pg redis client
 pg_row "batched (500 keys per query)" "$b_written" "$b_ms" "$b_rss" "$b_pg" "$b_redis" "$b_client"
 pg_row "one query and one write per key" "$s_written" "$s_ms" "$s_rss" "$s_pg" "$s_redis" "$s_client"
 echo
-awk -v bn="$b_written" -v b="$b_ms" -v sn="$s_written" -v s="$s_ms" -v budget="$budget" \
+awk -v bn="$b_written" -v b="$b_ms" -v sn="$s_written" -v s="$s_ms" -v budget="$budget" -v ratios="$ratios" \
   -v p="$b_pg" -v r="$b_redis" -v c="$b_client" -v cores="$(nproc)" 'BEGIN {
-    printf "Batching is **%.1fx** faster (keys/s); the memory budget was %d MiB (50%% of available memory). ", (bn / b) / (sn / s), budget
+    printf "Batching is **%.1fx** faster (keys/s; the rounds gave %s); the memory budget was %d MiB (50%% of available memory). ", (bn / b) / (sn / s), ratios, budget
     printf "The batched run'"'"'s CPU per key allows at most %.0f keys/s on %d cores, %.1fx the one-at-a-time rate.\n", cores * bn / (p + r + c), cores, (cores * bn / (p + r + c)) / (sn * 1000 / s) }'
