@@ -10,6 +10,7 @@
 mod cluster;
 mod memory;
 mod redis;
+mod resp;
 
 use std::future::Future;
 use std::time::Duration;

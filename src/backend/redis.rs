@@ -1,5 +1,7 @@
-//! The Redis backend (standalone server): pipelined `SET` batches over one multiplexed,
-//! reconnecting connection, plain or TLS (`rediss://`), with ACL users and passwords.
+//! The Redis backend (standalone server), plain or TLS (`rediss://`), with ACL users and
+//! passwords. Over plain TCP the `SET` pipelines of a warm are written by [`super::resp`] on
+//! connections of their own, one batch at a time each; everything else (and everything over
+//! TLS) goes over one multiplexed, reconnecting connection of the general client.
 //!
 //! If-absent writes are `SET key value NX PX ttl`, so an existing key keeps its value and TTL.
 //! Overwrites first try `SET ... XX KEEPTTL` (or `XX PX ttl` when the TTL is to be reset) and
@@ -14,6 +16,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, RetryMethod, Value};
 use tokio::sync::OnceCell;
 
+use super::resp::{Failure, SetPipeline};
 use super::{Backend, BackendError, Entry, WriteMode, Written, all_alike};
 use crate::source::{redact_url, scrub};
 
@@ -77,6 +80,8 @@ pub struct RedisBackend {
     redacted: String,
     client: redis::Client,
     connection: OnceCell<ConnectionManager>,
+    /// Writes `SET` pipelines itself over plain TCP (see [`super::resp`]); `None` over TLS.
+    direct: Option<SetPipeline>,
 }
 
 impl RedisBackend {
@@ -101,11 +106,20 @@ impl RedisBackend {
             message: format!("not a usable Redis URL: {}", scrub(&e.to_string(), url)),
             retryable: false,
         })?;
-        Ok(RedisBackend { url: url.to_string(), redacted, client, connection: OnceCell::new() })
+        let direct = SetPipeline::for_server(client.get_connection_info());
+        Ok(RedisBackend { url: url.to_string(), redacted, client, connection: OnceCell::new(), direct })
     }
 
     fn error(&self, e: &RedisError) -> BackendError {
         classify(e, &self.url, &self.redacted)
+    }
+
+    fn failure(&self, f: Failure) -> BackendError {
+        let mut message = scrub(&f.message, &self.url);
+        if f.auth {
+            message.push_str(" (check the user name and password in the backend URL)");
+        }
+        BackendError { backend: self.redacted.clone(), message, retryable: f.retryable }
     }
 
     async fn connection(&self) -> Result<ConnectionManager, BackendError> {
@@ -143,6 +157,9 @@ impl RedisBackend {
     ) -> Result<Vec<bool>, BackendError> {
         if entries.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(direct) = &self.direct {
+            return direct.set_each(entries, exists, keep_ttl).await.map_err(|f| self.failure(f));
         }
         let mut pipe = redis::Pipeline::with_capacity(entries.len());
         for e in entries {

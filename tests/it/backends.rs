@@ -195,6 +195,53 @@ async fn redis_cluster_backend_conformance() {
 }
 
 #[tokio::test]
+async fn redis_backend_conformance_over_tls() {
+    // Over TLS, writes go through the general client rather than the plain-TCP writer.
+    let server = crate::servers::Redis::start_tls();
+    let ca = std::fs::read(server.ca_file()).expect("CA readable");
+    let b = RedisBackend::with_root_ca(&server.url(), &ca).expect("valid URL");
+    conformance(&b, &RedisInspector(server.client())).await;
+}
+
+#[tokio::test]
+async fn redis_writes_authenticate_as_the_url_user_on_its_database() {
+    let server = crate::servers::Redis::start();
+    let mut admin = server.client().get_multiplexed_async_connection().await.expect("connects");
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "warmer", "on", ">s3cret-pass", "~*", "+@all"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let url = |password: &str| format!("redis://warmer:{password}@127.0.0.1:{}/3", server.port);
+    let b = RedisBackend::new(&url("s3cret-pass")).expect("valid URL");
+    let entries = [entry("a", b"1", Some(60)), entry("b", b"2", None)];
+    assert_eq!(written(b.write_batch(&entries, WriteMode::IfAbsent).await), [Written::Created; 2]);
+    assert_eq!(written(b.write_batch(&entries, WriteMode::IfAbsent).await), [Written::Existed; 2]);
+    let in_db = |db: i64| {
+        let client = server.client();
+        async move {
+            let mut c = client.get_multiplexed_async_connection().await.expect("connects");
+            let _: () = redis::cmd("SELECT").arg(db).query_async(&mut c).await.expect("SELECT");
+            redis::cmd("MGET")
+                .arg(&["a", "b"])
+                .query_async::<Vec<Option<String>>>(&mut c)
+                .await
+                .expect("MGET")
+        }
+    };
+    assert_eq!(in_db(3).await, [Some("1".to_string()), Some("2".to_string())]);
+    assert_eq!(in_db(0).await, [None, None]);
+
+    // A wrong password: refused, not worth a retry, with the fix and without the password.
+    let b = RedisBackend::new(&url("not-the-pass")).expect("valid URL");
+    let mut out = b.write_batch(&[entry("c", b"3", None)], WriteMode::IfAbsent).await;
+    let err = out.pop().expect("one result").expect_err("refused");
+    assert!(!err.retryable, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("user name and password") && !text.contains("not-the-pass"), "{text}");
+}
+
+#[tokio::test]
 async fn redis_errors_are_retryable_and_never_show_the_password() {
     let port = crate::servers::free_port();
     let b = RedisBackend::new(&format!("redis://:hunter2-secret@127.0.0.1:{port}/0")).expect("valid URL");
