@@ -38,7 +38,7 @@ impl Failure {
 
     fn reply(text: &[u8]) -> Self {
         let message = String::from_utf8_lossy(text).into_owned();
-        let auth = ["WRONGPASS", "NOAUTH", "NOPERM"].iter().any(|p| message.starts_with(p));
+        let auth = ["WRONGPASS", "NOAUTH"].iter().any(|p| message.starts_with(p));
         let retryable = ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"].iter().any(|p| message.starts_with(p));
         Failure { message, retryable, auth }
     }
@@ -183,20 +183,13 @@ async fn exchange(conn: &mut TcpStream, request: &[u8], n: usize) -> Result<Vec<
     let mut replies = Vec::with_capacity(n);
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut at = 0;
-    // An error reply fails the pipeline, but only after every reply is read, so that the
-    // connection could be used again; it is dropped anyway, to keep this simple.
-    let mut first_error = None;
     while replies.len() < n {
         match parse_reply(&buf[at..])? {
             Some((reply, used)) => {
                 at += used;
-                match reply {
-                    Ok(ok) => replies.push(ok),
-                    Err(text) => {
-                        first_error.get_or_insert(text);
-                        replies.push(false);
-                    }
-                }
+                // An error reply fails the pipeline; the connection, with replies still
+                // unread, is not used again.
+                replies.push(reply.map_err(|text| Failure::reply(&text))?);
             }
             None => {
                 buf.drain(..at);
@@ -213,10 +206,7 @@ async fn exchange(conn: &mut TcpStream, request: &[u8], n: usize) -> Result<Vec<
             }
         }
     }
-    match first_error {
-        Some(text) => Err(Failure::reply(&text)),
-        None => Ok(replies),
-    }
+    Ok(replies)
 }
 
 /// One command's reply: `Ok(true)` for a status or a value, `Ok(false)` for nil, `Err(text)`

@@ -239,6 +239,21 @@ async fn redis_writes_authenticate_as_the_url_user_on_its_database() {
     assert!(!err.retryable, "{err}");
     let text = err.to_string();
     assert!(text.contains("user name and password") && !text.contains("not-the-pass"), "{text}");
+
+    // A user that may not write: every command of the pipeline is refused, and the batch
+    // fails with the server's reason.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "reader", "on", ">read-pass", "~*", "+get"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let b = RedisBackend::new(&format!("redis://reader:read-pass@127.0.0.1:{}/0", server.port))
+        .expect("valid URL");
+    let out = b.write_batch(&[entry("d", b"4", None), entry("e", b"5", None)], WriteMode::IfAbsent).await;
+    for result in out {
+        let err = result.expect_err("refused");
+        assert!(!err.retryable && err.to_string().contains("NOPERM"), "{err}");
+    }
 }
 
 #[tokio::test]
