@@ -5,7 +5,8 @@
 //! connection that copies every value into a row of its own and hands rows over one at a
 //! time, which cost more instructions than SQLite's own lookups: a 100k-key warm from SQLite
 //! into Redis runs a quarter fewer instructions this way, by callgrind.) Connections are
-//! opened when first needed and kept for the next batch. A query that runs past the source's
+//! opened when first needed and kept for the next batch, and a batch's second read goes back to
+//! the connection of its first (see [`Pool`]). A query that runs past the source's
 //! timeout, or whose batch the warm's deadline cancels, is interrupted, so it neither holds
 //! its connection nor keeps a thread busy.
 
@@ -40,6 +41,7 @@ impl From<rusqlite::Error> for SqliteFailure {
 }
 
 /// A key bound into a batch's query.
+#[derive(Clone, PartialEq)]
 pub(super) enum Param {
     /// An integer key; `None` (a key that does not fit an i64) binds NULL and finds no row.
     Int(Option<i64>),
@@ -51,9 +53,75 @@ pub(super) enum Param {
 pub(super) struct SqliteDb {
     uri: String,
     flags: OpenFlags,
-    idle: Arc<Mutex<Vec<Connection>>>,
+    pool: Arc<Mutex<Pool>>,
     slots: Arc<tokio::sync::Semaphore>,
     timeout: Duration,
+}
+
+/// The connections open to a database. A warm reads every batch a second time to verify it,
+/// and the connection that read it first still holds the batch's rows in its page cache,
+/// where any other would read them from the file again. So a query that starts with the key
+/// an idle connection's last query started with runs there; other queries take a connection
+/// no such second read waits for, or open one, and only when `max` are open take the one
+/// idle longest.
+struct Pool<C = Connection> {
+    /// Oldest first.
+    idle: Vec<Idle<C>>,
+    /// Connections open, idle or in use.
+    open: usize,
+    max: usize,
+}
+
+/// An idle connection, and the first key of its last query while a second read of the same
+/// keys may come.
+struct Idle<C> {
+    conn: C,
+    first_key: Option<Param>,
+}
+
+/// Where a query's connection comes from.
+enum Pick<C> {
+    /// An idle connection; whether its last query started with the same key.
+    Idle { conn: C, again: bool },
+    /// A new connection, counted as open already.
+    Open,
+}
+
+impl<C> Pool<C> {
+    fn new(max: usize) -> Self {
+        Pool { idle: Vec::new(), open: 0, max: max.max(1) }
+    }
+
+    fn pick(&mut self, first_key: Option<&Param>) -> Pick<C> {
+        let same = first_key.and_then(|k| self.idle.iter().position(|i| i.first_key.as_ref() == Some(k)));
+        if let Some(at) = same {
+            return Pick::Idle { conn: self.idle.remove(at).conn, again: true };
+        }
+        let free = self.idle.iter().position(|i| i.first_key.is_none());
+        if free.is_none() && self.open < self.max {
+            self.open += 1;
+            return Pick::Open;
+        }
+        match free.or((!self.idle.is_empty()).then_some(0)) {
+            Some(at) => Pick::Idle { conn: self.idle.remove(at).conn, again: false },
+            None => {
+                // Every open connection is in use (the slots allow no more calls than `max`;
+                // this is reached only after connections were lost uncounted).
+                self.open += 1;
+                Pick::Open
+            }
+        }
+    }
+
+    /// A connection back from a query: kept for a second read unless this was one.
+    fn put(&mut self, conn: C, first_key: Option<Param>, again: bool) {
+        self.idle.push(Idle { conn, first_key: if again { None } else { first_key } });
+    }
+
+    /// A connection closed (its query failed, or it could not be opened).
+    fn lost(&mut self) {
+        self.open = self.open.saturating_sub(1);
+    }
 }
 
 impl SqliteDb {
@@ -75,7 +143,8 @@ impl SqliteDb {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
         let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1) as usize));
-        Ok(SqliteDb { uri, flags, idle: Arc::default(), slots, timeout })
+        let pool = Arc::new(Mutex::new(Pool::new(max_connections as usize)));
+        Ok(SqliteDb { uri, flags, pool, slots, timeout })
     }
 
     /// Runs `sql` with `params` bound in order and returns `(key parameter, value)` for every
@@ -86,7 +155,8 @@ impl SqliteDb {
         params: Vec<Param>,
         encoding: Encoding,
     ) -> Result<Vec<(String, Vec<u8>)>, SqliteFailure> {
-        self.call(move |conn| {
+        let first_key = params.first().cloned();
+        self.call(first_key, move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             for (i, p) in params.iter().enumerate() {
                 match p {
@@ -101,15 +171,17 @@ impl SqliteDb {
 
     /// Opens a connection (or takes an idle one) and runs `SELECT 1`.
     pub async fn ping(&self) -> Result<(), SqliteFailure> {
-        self.call(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+        self.call(None, |conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
     /// Runs `work` on a connection on a blocking thread, within the timeout. The slot (and
     /// the connection) stays taken until the thread is done. A call that times out, or whose
     /// future is dropped (the warm's deadline cancels batches in flight), interrupts its
-    /// query, which then fails at once and closes its connection.
+    /// query, which then fails at once and closes its connection. `first_key` picks the
+    /// connection (see [`Pool`]).
     async fn call<T: Send + 'static>(
         &self,
+        first_key: Option<Param>,
         work: impl FnOnce(&Connection) -> Result<T, SqliteFailure> + Send + 'static,
     ) -> Result<T, SqliteFailure> {
         let started = tokio::time::Instant::now();
@@ -126,14 +198,22 @@ impl SqliteDb {
                 retryable: false,
                 timed_out: false,
             })?;
-        let (idle, uri, flags, timeout) = (self.idle.clone(), self.uri.clone(), self.flags, self.timeout);
+        let (pool, uri, flags, timeout) = (self.pool.clone(), self.uri.clone(), self.flags, self.timeout);
         let running = Running::default();
         let handle = running.0.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let conn = match idle.lock().unwrap_or_else(PoisonError::into_inner).pop() {
-                Some(conn) => conn,
-                None => open(&uri, flags, timeout)?,
+            let lock = || pool.lock().unwrap_or_else(PoisonError::into_inner);
+            let picked = lock().pick(first_key.as_ref());
+            let (conn, again) = match picked {
+                Pick::Idle { conn, again } => (conn, again),
+                Pick::Open => match open(&uri, flags, timeout) {
+                    Ok(conn) => (conn, false),
+                    Err(e) => {
+                        lock().lost();
+                        return Err(e);
+                    }
+                },
             };
             *handle.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.get_interrupt_handle());
             let result = work(&conn);
@@ -141,7 +221,10 @@ impl SqliteDb {
             handle.lock().unwrap_or_else(PoisonError::into_inner).take();
             // A connection whose call failed may be the cause: the next call opens a new one.
             if result.is_ok() {
-                idle.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+                lock().put(conn, first_key, again);
+            } else {
+                drop(conn);
+                lock().lost();
             }
             result
         });
@@ -273,6 +356,84 @@ mod tests {
         assert_eq!(db.uri, "file:/tmp/x.db?mode=rwc");
         assert!(db.flags.contains(OpenFlags::SQLITE_OPEN_CREATE));
         assert!(SqliteDb::new("sqlite://?mode=ro", 2, Duration::from_secs(1)).is_err());
+    }
+
+    fn key(i: i64) -> Param {
+        Param::Int(Some(i))
+    }
+
+    /// Takes the connection a pick hands out (numbered by the test when it is opened).
+    fn take(pool: &mut Pool<u32>, first_key: Option<&Param>, next_new: &mut u32) -> (u32, bool) {
+        match pool.pick(first_key) {
+            Pick::Idle { conn, again } => (conn, again),
+            Pick::Open => {
+                *next_new += 1;
+                (*next_new, false)
+            }
+        }
+    }
+
+    #[test]
+    fn a_second_read_of_the_same_keys_gets_the_connection_that_read_them_first() {
+        let mut pool = Pool::<u32>::new(3);
+        let mut n = 0;
+        // Two batches read: two connections, each kept for its batch's second read.
+        let (a, _) = take(&mut pool, Some(&key(1)), &mut n);
+        let (b, _) = take(&mut pool, Some(&key(500)), &mut n);
+        pool.put(a, Some(key(1)), false);
+        pool.put(b, Some(key(500)), false);
+        // A third batch opens a connection of its own rather than take one of theirs.
+        let (c, again) = take(&mut pool, Some(&key(1000)), &mut n);
+        assert_eq!((c, again, pool.open), (3, false, 3));
+        // Each second read finds its connection, whatever the order, and frees it.
+        assert_eq!(take(&mut pool, Some(&key(500)), &mut n), (b, true));
+        assert_eq!(take(&mut pool, Some(&key(1)), &mut n), (a, true));
+        pool.put(a, Some(key(1)), true);
+        pool.put(b, Some(key(500)), true);
+        pool.put(c, Some(key(1000)), false);
+        // A new batch takes a free connection, not the one `c`'s second read waits for.
+        let (d, again) = take(&mut pool, Some(&key(1500)), &mut n);
+        assert!(d != c && !again, "took {d}");
+        assert_eq!(take(&mut pool, Some(&key(1000)), &mut n), (c, true));
+    }
+
+    #[test]
+    fn at_the_cap_the_connection_idle_longest_is_taken_and_a_lost_one_is_reopened() {
+        let mut pool = Pool::<u32>::new(2);
+        let mut n = 0;
+        let (a, _) = take(&mut pool, Some(&key(1)), &mut n);
+        let (b, _) = take(&mut pool, Some(&key(2)), &mut n);
+        pool.put(a, Some(key(1)), false);
+        pool.put(b, Some(key(2)), false);
+        // No second read came (verifying is off): both wait in vain, and the oldest goes.
+        assert_eq!(take(&mut pool, Some(&key(3)), &mut n), (a, false));
+        assert_eq!(take(&mut pool, None, &mut n), (b, false));
+        // A failed query closes its connection; the next query opens one instead.
+        pool.lost();
+        assert_eq!(take(&mut pool, Some(&key(4)), &mut n), (3, false));
+        assert_eq!(pool.open, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn second_reads_run_on_the_connections_of_the_first() {
+        let (_dir, url) = scratch_db("CREATE TABLE t (id INTEGER PRIMARY KEY);").await;
+        let db = SqliteDb::new(&url, 2, Duration::from_secs(5)).expect("valid");
+        // A temporary table is seen only by the connection that made it: each first read
+        // leaves one named after its key, and each second read looks for its own.
+        let mark = |name: &'static str| {
+            move |conn: &Connection| Ok(conn.execute_batch(&format!("CREATE TEMP TABLE {name} (x)"))?)
+        };
+        let marked = |name: &'static str| {
+            move |conn: &Connection| {
+                let sql = format!("SELECT count(*) FROM sqlite_temp_master WHERE name = '{name}'");
+                Ok(conn.query_row(&sql, [], |r| r.get::<_, i64>(0))? == 1)
+            }
+        };
+        db.call(Some(key(7)), mark("first")).await.expect("first batch");
+        db.call(Some(key(8)), mark("second")).await.expect("second batch");
+        // Newest first, then oldest: neither order of use nor of age decides.
+        assert!(db.call(Some(key(8)), marked("second")).await.expect("read again"), "second batch");
+        assert!(db.call(Some(key(7)), marked("first")).await.expect("read again"), "first batch");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
