@@ -373,15 +373,22 @@ mod tests {
         }
     }
 
+    /// Batches whose first keys are `keys` read at once, then give their connections back to
+    /// wait for their second reads; returns the connections in that order.
+    fn first_reads(pool: &mut Pool<u32>, keys: &[i64], next_new: &mut u32) -> Vec<u32> {
+        let conns: Vec<u32> = keys.iter().map(|&k| take(pool, Some(&key(k)), next_new).0).collect();
+        for (&conn, &k) in conns.iter().zip(keys) {
+            pool.put(conn, Some(key(k)), false);
+        }
+        conns
+    }
+
     #[test]
     fn a_second_read_of_the_same_keys_gets_the_connection_that_read_them_first() {
         let mut pool = Pool::<u32>::new(3);
         let mut n = 0;
         // Two batches read: two connections, each kept for its batch's second read.
-        let (a, _) = take(&mut pool, Some(&key(1)), &mut n);
-        let (b, _) = take(&mut pool, Some(&key(500)), &mut n);
-        pool.put(a, Some(key(1)), false);
-        pool.put(b, Some(key(500)), false);
+        let [a, b] = first_reads(&mut pool, &[1, 500], &mut n)[..] else { panic!("two reads") };
         // A third batch opens a connection of its own rather than take one of theirs.
         let (c, again) = take(&mut pool, Some(&key(1000)), &mut n);
         assert_eq!((c, again, pool.open), (3, false, 3));
@@ -401,10 +408,7 @@ mod tests {
     fn at_the_cap_the_connection_idle_longest_is_taken_and_a_lost_one_is_reopened() {
         let mut pool = Pool::<u32>::new(2);
         let mut n = 0;
-        let (a, _) = take(&mut pool, Some(&key(1)), &mut n);
-        let (b, _) = take(&mut pool, Some(&key(2)), &mut n);
-        pool.put(a, Some(key(1)), false);
-        pool.put(b, Some(key(2)), false);
+        let [a, b] = first_reads(&mut pool, &[1, 2], &mut n)[..] else { panic!("two reads") };
         // No second read came (verifying is off): both wait in vain, and the oldest goes.
         assert_eq!(take(&mut pool, Some(&key(3)), &mut n), (a, false));
         assert_eq!(take(&mut pool, None, &mut n), (b, false));
