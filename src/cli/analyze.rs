@@ -12,7 +12,7 @@ use preheat::logformat::FormatSpec;
 use preheat::logformat::time::parse_iso8601;
 use preheat::profile::{ProfileRow, Store, Summary, store};
 
-use super::{Exit, GlobalArgs, UsageError, load_config, show_bar};
+use super::{Exit, GlobalArgs, RunError, UsageError, load_config, show_bar};
 
 /// Flags of `preheat analyze`.
 #[derive(Debug, Args)]
@@ -45,6 +45,11 @@ pub struct AnalyzeArgs {
     /// Analyze and print, but do not write a profile.
     #[arg(long)]
     dry_run: bool,
+    /// Write the profile, and point `latest` at it, even when no request was counted for a
+    /// key. Without it such a run writes nothing and exits 1, so the last good profile stays
+    /// the one a warm uses.
+    #[arg(long)]
+    allow_empty: bool,
     /// Logs: files, directories, globs, or `-` for stdin. Gzip and zstd are detected.
     #[arg(required = true, value_name = "LOG")]
     logs: Vec<String>,
@@ -110,7 +115,18 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         anyhow::bail!("no input could be read; see the errors above");
     }
 
-    let profile_path = if args.dry_run {
+    let summary = &analysis.summary;
+    if summary.lines.read > 0 && summary.lines.rejected * 2 > summary.lines.read {
+        tracing::warn!(
+            rejected = summary.lines.rejected,
+            lines = summary.lines.read,
+            reason = most_common_rejection(summary),
+            "most lines were rejected; check the log format (`--format` or `[log] format`)"
+        );
+    }
+    // A profile without keys would become `latest`, and the next warm would warm nothing.
+    let refused = analysis.rows.is_empty() && !args.allow_empty && !args.dry_run;
+    let profile_path = if args.dry_run || refused {
         None
     } else {
         let store = Store::new(&args.profiles);
@@ -124,7 +140,6 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         Some(path)
     };
 
-    let summary = &analysis.summary;
     tracing::info!(
         lines = summary.lines.read,
         rejected = summary.lines.rejected,
@@ -145,11 +160,65 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     } else {
         print!("{}", render_summary(summary, &analysis.rows, args.top, profile_path.as_ref()));
     }
+    if refused {
+        let (why, hint) = why_no_keys(summary);
+        let kept = match Store::new(&args.profiles).pointed() {
+            Some(p) => format!("`latest` still points to `{}`", p.display()),
+            None => "the store has no profile yet".to_string(),
+        };
+        let hint = format!("{hint}; `--allow-empty` writes the empty profile anyway");
+        return Err(RunError::new(format!("no profile written: {why}; {kept}"), hint).into());
+    }
     let exit = if analysis.had_input_errors() { Exit::Partial } else { Exit::Ok };
     // The process ends next: returning hundreds of thousands of small allocations to the
     // allocator one by one would only delay the exit.
     std::mem::forget(analysis);
     Ok(exit)
+}
+
+/// The reason most rejected lines share.
+fn most_common_rejection(s: &Summary) -> &str {
+    s.rejected_by_reason.iter().max_by_key(|(_, n)| **n).map_or("-", |(reason, _)| reason.as_str())
+}
+
+/// Why an analysis counted no request for a key, and what to check.
+fn why_no_keys(s: &Summary) -> (String, String) {
+    let l = &s.lines;
+    if l.read == 0 {
+        return (
+            "the logs hold no lines".into(),
+            "check that the paths name the logs with traffic (a log just rotated is empty)".into(),
+        );
+    }
+    if l.parsed == 0 {
+        return (
+            format!(
+                "none of the {} lines is a request in the log format (mostly `{}`)",
+                l.read,
+                most_common_rejection(s)
+            ),
+            "check the log format, `--format` or the config's `[log] format`, against the samples above"
+                .into(),
+        );
+    }
+    let parts: Vec<String> = [
+        (l.unmatched, "matched no rule"),
+        (l.status_filtered, "had a status no rule caches"),
+        (l.out_of_window, "were outside --since/--until"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    let why = format!("no request was counted for a key: of {} requests, {}", l.parsed, parts.join(", "));
+    let hint = if l.out_of_window >= l.unmatched.max(l.status_filtered) {
+        "check --since and --until against the times in the log"
+    } else if l.status_filtered >= l.unmatched {
+        "check the rules' `status` filters (the default caches 2xx and 304)"
+    } else {
+        "add rules for the unmatched paths listed above"
+    };
+    (why, hint.into())
 }
 
 /// Progress as a bar on a terminal, else a log line every few seconds.

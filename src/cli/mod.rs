@@ -246,6 +246,21 @@ impl UsageError {
     }
 }
 
+/// A failure of the run (exit 1) that the user can do something about.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RunError {
+    message: String,
+    hint: String,
+}
+
+impl RunError {
+    /// A failure with what to do about it.
+    pub fn new(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        RunError { message: message.into(), hint: hint.into() }
+    }
+}
+
 fn is_usage(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.is::<ConfigError>()
@@ -269,6 +284,9 @@ pub fn report_error(err: &anyhow::Error) {
     let hint = err.chain().find_map(|e| {
         if let Some(u) = e.downcast_ref::<UsageError>() {
             return u.hint.clone();
+        }
+        if let Some(r) = e.downcast_ref::<RunError>() {
+            return Some(r.hint.clone());
         }
         if let Some(ConfigError::Invalid { .. }) = e.downcast_ref::<ConfigError>() {
             return Some(

@@ -95,6 +95,47 @@ fn a_damaged_input_exits_3_and_still_writes_the_profile() {
 }
 
 #[test]
+fn an_analysis_that_counts_no_key_writes_no_profile_and_keeps_latest() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = repo("data/preheat.toml");
+    let sample = repo("data/access.log.gz");
+    let out = preheat(dir.path(), &["analyze", "--config", &config, &sample]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let latest = || fs::read_to_string(dir.path().join("profiles/latest")).expect("latest exists");
+    let profiles = || fs::read_dir(dir.path().join("profiles")).expect("store").count();
+    let good = latest();
+    let stored = profiles();
+
+    // The wrong log format: every line is rejected.
+    let out = preheat(dir.path(), &["analyze", "--config", &config, "--format", "json", &sample]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(stderr_has(&out, "most lines were rejected"));
+    assert!(stderr_has(&out, "error: no profile written: none of the 20000 lines is a request"));
+    assert!(stderr_has(&out, &format!("`latest` still points to `profiles/{}`", good.trim())));
+    assert!(stderr_has(&out, "hint: check the log format"));
+    assert_eq!((latest(), profiles()), (good.clone(), stored));
+
+    // Rules that match nothing in the log.
+    fs::write(
+        dir.path().join("other.toml"),
+        "[[rule]]\nname = \"cart\"\nmatch = \"GET /cart/{id}\"\nkey = \"cart:{id}\"\n",
+    )
+    .expect("writable");
+    let out = preheat(dir.path(), &["analyze", "--config", "other.toml", &sample]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(stderr_has(&out, "no request was counted for a key: of 19968 requests, "));
+    assert!(stderr_has(&out, "hint: add rules for the unmatched paths listed above"));
+    assert!(text(&out.stdout).contains("top unmatched paths"));
+    assert_eq!((latest(), profiles()), (good.clone(), stored));
+
+    // Asked for, the empty profile is written and becomes the latest.
+    let out = preheat(dir.path(), &["analyze", "--config", "other.toml", "--allow-empty", &sample]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_ne!(latest(), good);
+    assert_eq!(profiles(), stored + 1);
+}
+
+#[test]
 fn stdin_and_json_output() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = config_with("");
