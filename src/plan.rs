@@ -174,6 +174,23 @@ impl Plan {
         plan.rules = rules;
         Ok(plan)
     }
+
+    /// Why the plan holds no key, for a warning; `None` when it holds some. A warm of an
+    /// empty plan succeeds and changes nothing, which is rarely what a deploy meant.
+    pub fn why_empty(&self) -> Option<String> {
+        if !self.keys.is_empty() {
+            return None;
+        }
+        let of_configured_rules: u64 = self.rules.iter().map(|r| r.requests_profiled).sum();
+        Some(if self.requests_profiled == 0 {
+            "the profile holds no keys (its analysis counted no request)".to_string()
+        } else if of_configured_rules == 0 {
+            "no key of the profile belongs to a rule this config defines (renamed or removed since the analysis?)"
+                .to_string()
+        } else {
+            "the budgets leave no key (warm.max_keys, warm.max_bytes and the rules' quotas)".to_string()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +284,33 @@ mod tests {
         assert!((p.predicted_coverage - 0.94).abs() < 1e-12);
         assert_eq!(p.est_bytes, 300 + DEFAULT_VALUE_BYTES);
         assert_eq!((p.rules[0].keys, p.rules[0].requests_covered, p.rules[0].requests_profiled), (3, 64, 70));
+    }
+
+    #[test]
+    fn an_empty_plan_says_why() {
+        let full =
+            Plan::build(rows(), &summary(100, &[("a", 70), ("b", 30)]), &config("", None)).expect("plan");
+        assert_eq!(full.why_empty(), None);
+
+        let no_keys = Plan::build(vec![], &summary(0, &[]), &config("", None)).expect("plan");
+        assert!(
+            no_keys.why_empty().is_some_and(|w| w.contains("holds no keys")),
+            "{:?}",
+            no_keys.why_empty()
+        );
+
+        let renamed =
+            Plan::build(vec![row("x", 5, None)], &summary(5, &[("x", 5)]), &config("", None)).expect("plan");
+        assert!(
+            renamed.why_empty().is_some_and(|w| w.contains("rule this config defines")),
+            "{:?}",
+            renamed.why_empty()
+        );
+
+        let budget =
+            Plan::build(rows(), &summary(100, &[("a", 70), ("b", 30)]), &config("max_bytes = \"1\"", None));
+        let budget = budget.expect("plan");
+        assert!(budget.why_empty().is_some_and(|w| w.contains("budgets")), "{:?}", budget.why_empty());
     }
 
     #[test]

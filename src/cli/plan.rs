@@ -43,6 +43,9 @@ pub fn run(args: PlanArgs) -> anyhow::Result<Exit> {
         predicted_coverage = format!("{:.1}%", 100.0 * plan.predicted_coverage),
         "plan ready"
     );
+    if let Some(why) = plan.why_empty() {
+        tracing::warn!(profile = %path.display(), "nothing to warm: {why}");
+    }
     if args.json {
         let mut v = serde_json::to_value(&plan)?;
         if let Some(keys) = v.get_mut("keys").and_then(|k| k.as_array_mut()) {

@@ -90,6 +90,9 @@ pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         max_bytes = config.warm.budgets.max_bytes,
         "plan ready"
     );
+    if let Some(why) = plan.why_empty() {
+        tracing::warn!(profile = %path.display(), "nothing to warm: {why}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

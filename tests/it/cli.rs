@@ -133,6 +133,10 @@ fn an_analysis_that_counts_no_key_writes_no_profile_and_keeps_latest() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_ne!(latest(), good);
     assert_eq!(profiles(), stored + 1);
+    // and a plan from it says why it is empty.
+    let out = preheat(dir.path(), &["plan", "--config", "other.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stderr_has(&out, "nothing to warm: the profile holds no keys"));
 }
 
 #[test]
