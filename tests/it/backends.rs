@@ -139,6 +139,20 @@ async fn conformance(b: &impl Backend, look: &impl Inspect) {
     // An empty batch is fine.
     assert!(b.write_batch(&[], WriteMode::IfAbsent).await.is_empty());
 
+    // A batch larger than one pipeline (the Redis writer splits it over connections): each
+    // outcome is its own entry's, in order.
+    for i in (0..300).step_by(3) {
+        look.app_sets(&format!("big:{i}"), b"from the app", None).await;
+    }
+    let big: Vec<Entry> =
+        (0..300).map(|i| entry(&format!("big:{i}"), format!("warm {i}").as_bytes(), Some(600))).collect();
+    let out = written(b.write_batch(&big, WriteMode::IfAbsent).await);
+    let expected: Vec<Written> =
+        (0..300).map(|i| if i % 3 == 0 { Written::Existed } else { Written::Created }).collect();
+    assert_eq!(out, expected);
+    assert_eq!(look.value("big:299").await.as_deref(), Some(&b"warm 299"[..]));
+    assert_eq!(look.value("big:150").await.as_deref(), Some(&b"from the app"[..]));
+
     // The run lock: one holder at a time, released only by its holder, freed by its TTL.
     let minute = Duration::from_secs(60);
     assert!(b.try_lock("lock", "run-a", minute).await.expect("locks"));
