@@ -13,9 +13,10 @@
 //! its own connection. Redis reads a connection 16 KiB at a time and answers once per pass
 //! of its event loop, so the fewer connections bring it commands the more passes, and the
 //! more CPU, each key costs it: `redis-benchmark` sending the warm's `SET NX PX` on new keys
-//! cost the server a quarter to a third more per key over one connection than over fifty. A warm
-//! of 1M keys from SQLite into Redis ran about a tenth faster with the batch split this way
-//! (alternated runs, each pair won by the split), and preheat itself spent less CPU.
+//! cost the server a quarter to a third more per key over one connection than over fifty.
+//! A warm of 1M keys from SQLite into Redis ran about a tenth faster with the batch split
+//! this way (alternated runs, eight pairs of nine won by the split), and preheat itself
+//! spent less CPU.
 
 use std::sync::Mutex;
 use std::time::Duration;
