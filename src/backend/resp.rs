@@ -13,10 +13,9 @@
 //! its own connection. Redis reads a connection 16 KiB at a time and answers once per pass
 //! of its event loop, so the fewer connections bring it commands the more passes, and the
 //! more CPU, each key costs it: `redis-benchmark` sending the warm's `SET NX PX` on new keys
-//! cost the server a quarter to a third more per key over one connection than over fifty.
-//! A warm of 1M keys from SQLite into Redis ran about a tenth faster with the batch split
-//! this way (alternated runs, eight pairs of nine won by the split), and preheat itself
-//! spent less CPU.
+//! cost the server more per key over one connection than over fifty. In the warm benchmark
+//! (README, "Warming") the split cut redis-server's CPU per key on the warm's writes and
+//! raised the warm's rate.
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -128,6 +128,18 @@ fn an_analysis_that_counts_no_key_writes_no_profile_and_keeps_latest() {
     assert!(text(&out.stdout).contains("top unmatched paths"));
     assert_eq!((latest(), profiles()), (good.clone(), stored));
 
+    // An empty log, and a window that holds none of the log's requests.
+    fs::write(dir.path().join("empty.log"), "").expect("writable");
+    let out = preheat(dir.path(), &["analyze", "--config", &config, "empty.log"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(stderr_has(&out, "error: no profile written: the logs hold no lines"));
+    let out =
+        preheat(dir.path(), &["analyze", "--config", &config, "--since", "2030-01-01T00:00:00Z", &sample]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(stderr_has(&out, "of 19968 requests, 19968 were outside --since/--until"));
+    assert!(stderr_has(&out, "hint: check --since and --until"));
+    assert_eq!((latest(), profiles()), (good.clone(), stored));
+
     // Asked for, the empty profile is written and becomes the latest.
     let out = preheat(dir.path(), &["analyze", "--config", "other.toml", "--allow-empty", &sample]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
