@@ -297,7 +297,7 @@ impl MergeState {
         // Rank small (score, count, rule, index) tuples, then build each row once, in its
         // final place: building rows first and moving them into order cost twice as much
         // (measured: the single-threaded part after the merge was a quarter of the run).
-        let mut tables: Vec<KeyTable> = agg.rules.iter_mut().map(|r| r.keys.take()).collect();
+        let tables: Vec<KeyTable> = agg.rules.iter_mut().map(|r| r.keys.take()).collect();
         let mut order: Vec<(f64, u64, u32, u32)> = tables
             .par_iter()
             .enumerate()
@@ -313,10 +313,7 @@ impl MergeState {
                 .then_with(|| b.1.cmp(&a.1))
                 .then_with(|| rule_names[a.2 as usize].cmp(&rule_names[b.2 as usize]))
                 .then_with(|| {
-                    tables[a.2 as usize]
-                        .get(a.3 as usize)
-                        .key
-                        .cmp(&tables[b.2 as usize].get(b.3 as usize).key)
+                    tables[a.2 as usize].key(a.3 as usize).cmp(tables[b.2 as usize].key(b.3 as usize))
                 })
         });
         let mut rows: Vec<ProfileRow> = Vec::with_capacity(order.len());
@@ -329,11 +326,11 @@ impl MergeState {
             });
             std::hint::black_box(sum);
             rows.extend(batch.iter().map(|&(score, _, r, i)| {
-                let e = tables[r as usize].get_mut(i as usize);
-                let s = &e.stats;
+                let table = &tables[r as usize];
+                let s = &table.get(i as usize).stats;
                 ProfileRow {
                     rule: rule_names[r as usize].clone(),
-                    key: std::mem::take(&mut e.key).into_string(),
+                    key: table.key(i as usize).to_string(),
                     count: s.count,
                     score,
                     first_seen_ms: (s.first_ms != i64::MAX).then_some(s.first_ms),
@@ -343,7 +340,7 @@ impl MergeState {
                     max_latency_ms: (s.latency_n > 0).then(|| s.latency_max_us as f64 / 1000.0),
                     cache_hits: s.hits,
                     cache_misses: s.misses,
-                    params: std::mem::take(&mut e.params).into_string(),
+                    params: table.params(i as usize).to_string(),
                 }
             }));
         }
