@@ -53,7 +53,7 @@ fn aggregate(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(data.len() as u64));
     group.sample_size(10);
     group.bench_function("file_200k_lines", |b| {
-        b.iter(|| analyze(&inputs, &config.rules, &opts, &|_| {}).rows.len())
+        b.iter(|| analyze(&inputs, &config.rules, &opts, &|_| {}).profile.len())
     });
     group.finish();
 }

@@ -105,7 +105,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let inputs = input::expand(&[data.join("access.log.gz").display().to_string()])?;
     let analysis = analyze(&inputs, &config.rules, &AnalyzeOptions::from_config(&config), &|_| {});
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
-    profiles.write(&analysis.rows, &store::meta_now(analysis.summary, Some(analysis.sketches), now), now)?;
+    profiles.write(
+        &analysis.profile,
+        &store::meta_now(analysis.summary, Some(analysis.sketches), now),
+        now,
+    )?;
 
     // Start-up: the port opens at once, not ready yet.
     let service =

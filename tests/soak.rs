@@ -51,7 +51,7 @@ fn repeated_warms_across_redis_restarts_keep_memory_flat() {
     std::fs::write(&log_path, log).expect("writable");
     let inputs = input::expand(&[log_path.display().to_string()]).expect("input");
     let analysis = analyze(&inputs, &config.rules, &AnalyzeOptions::from_config(&config), &|_| {});
-    let plan = Plan::build(analysis.rows.iter().cloned().map(Ok), &analysis.summary, &config).expect("plan");
+    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
     assert_eq!(plan.keys.len(), KEYS as usize);
 
     let backend = Arc::new(RedisBackend::new(&redis.url()).expect("valid URL"));

@@ -24,8 +24,8 @@ use crate::config::{Config, ScoreConfig, Weight};
 use crate::logformat::time::format_rfc3339;
 use crate::logformat::{FormatSpec, JsonFields};
 use crate::profile::{
-    InputSummary, LineCounts, PathCount, ProfileRow, RuleSketches, RuleSummary, Sample, Sketches, Summary,
-    Window,
+    InputSummary, LineCounts, PathCount, ProfileColumns, ProfileRow, RowGroup, RowValues, RuleSketches,
+    RuleSummary, Sample, Sketches, Summary, Window, row_group_size,
 };
 use crate::rules::RuleSet;
 use aggregate::{
@@ -89,12 +89,17 @@ pub struct Analysis {
     /// Counts, rejects, per-rule totals: the profile's metadata.
     pub summary: Summary,
     /// One row per (rule, key), hottest first.
-    pub rows: Vec<ProfileRow>,
+    pub profile: ProfileColumns,
     /// Distinct-key and distinct-client sketches, kept in the profile for merging.
     pub sketches: Sketches,
 }
 
 impl Analysis {
+    /// The profile's rows, hottest first, each built now.
+    pub fn rows(&self) -> Vec<ProfileRow> {
+        self.profile.rows().collect()
+    }
+
     /// Whether any input failed to be read in full.
     pub fn had_input_errors(&self) -> bool {
         self.summary.inputs.iter().any(|i| i.error.is_some())
@@ -172,7 +177,7 @@ pub fn analyze(
     state.finish(opts, bytes_read.load(Ordering::Relaxed), started)
 }
 
-/// Profile rows built together after their entries were read (see `MergeState::finish`).
+/// Profile rows written together after their entries were read (see `MergeState::finish`).
 const ROW_BATCH: usize = 16;
 
 /// An event with its chunk tallied.
@@ -294,7 +299,7 @@ impl MergeState {
             };
             s.decayed_count(window_end, half_life_ms) * cost
         };
-        // Rank small (score, count, rule, index) tuples, then build each row once, in its
+        // Rank small (score, count, rule, index) tuples, then write each row once, in its
         // final place: building rows first and moving them into order cost twice as much
         // (measured: the single-threaded part after the merge was a quarter of the run).
         let tables: Vec<KeyTable> = agg.rules.iter_mut().map(|r| r.keys.take()).collect();
@@ -316,34 +321,42 @@ impl MergeState {
                     tables[a.2 as usize].key(a.3 as usize).cmp(tables[b.2 as usize].key(b.3 as usize))
                 })
         });
-        let mut rows: Vec<ProfileRow> = Vec::with_capacity(order.len());
-        for batch in order.chunks(ROW_BATCH) {
-            // Rank order is random in memory: reading a batch of entries first (the hash, then
-            // the statistics that follow it) lets their misses overlap.
-            let sum = batch.iter().fold(0u64, |sum, &(_, _, r, i)| {
-                let e = tables[r as usize].get(i as usize);
-                sum ^ e.hash ^ e.stats.read_ahead()
-            });
-            std::hint::black_box(sum);
-            rows.extend(batch.iter().map(|&(score, _, r, i)| {
-                let table = &tables[r as usize];
-                let s = &table.get(i as usize).stats;
-                ProfileRow {
-                    rule: rule_names[r as usize].clone(),
-                    key: table.key(i as usize).to_string(),
-                    count: s.count,
-                    score,
-                    first_seen_ms: (s.first_ms != i64::MAX).then_some(s.first_ms),
-                    last_seen_ms: (s.last_ms != i64::MIN).then_some(s.last_ms),
-                    mean_bytes: s.mean_bytes(),
-                    mean_latency_ms: s.mean_latency_ms(),
-                    max_latency_ms: (s.latency_n > 0).then(|| s.latency_max_us as f64 / 1000.0),
-                    cache_hits: s.hits,
-                    cache_misses: s.misses,
-                    params: table.params(i as usize).to_string(),
+        // Each row group is filled by a task of its own: the key tables are only read.
+        let groups: Vec<RowGroup> = order
+            .par_chunks(row_group_size(order.len()))
+            .map(|ranked| {
+                let mut group = RowGroup::with_capacity(ranked.len());
+                for batch in ranked.chunks(ROW_BATCH) {
+                    // Rank order is random in memory: reading a batch of entries first (the
+                    // hash, then the statistics that follow it) lets their misses overlap.
+                    let sum = batch.iter().fold(0u64, |sum, &(_, _, r, i)| {
+                        let e = tables[r as usize].get(i as usize);
+                        sum ^ e.hash ^ e.stats.read_ahead()
+                    });
+                    std::hint::black_box(sum);
+                    for &(score, _, r, i) in batch {
+                        let (table, at) = (&tables[r as usize], i as usize);
+                        let s = &table.get(at).stats;
+                        group.push(RowValues {
+                            rule: r,
+                            key: table.key(at),
+                            count: s.count,
+                            score,
+                            first_seen_ms: (s.first_ms != i64::MAX).then_some(s.first_ms),
+                            last_seen_ms: (s.last_ms != i64::MIN).then_some(s.last_ms),
+                            mean_bytes: s.mean_bytes(),
+                            mean_latency_ms: s.mean_latency_ms(),
+                            max_latency_ms: (s.latency_n > 0).then(|| s.latency_max_us as f64 / 1000.0),
+                            cache_hits: s.hits,
+                            cache_misses: s.misses,
+                            params: table.params(at),
+                        });
+                    }
                 }
-            }));
-        }
+                group
+            })
+            .collect();
+        let profile = ProfileColumns::new(rule_names, groups);
 
         let mut unmatched: Vec<(Box<[u8]>, u64)> =
             agg.unmatched_paths.drain().map(|p| (p.path, p.count)).collect();
@@ -381,6 +394,6 @@ impl MergeState {
             bytes_read,
             elapsed_ms: started.elapsed().as_millis() as u64,
         };
-        Analysis { summary, rows, sketches }
+        Analysis { summary, profile, sketches }
     }
 }

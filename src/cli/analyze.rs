@@ -10,7 +10,7 @@ use clap::Args;
 use preheat::analyze::{self, AnalyzeOptions, Progress, input};
 use preheat::logformat::FormatSpec;
 use preheat::logformat::time::parse_iso8601;
-use preheat::profile::{ProfileRow, Store, Summary, store};
+use preheat::profile::{ProfileColumns, ProfileRow, Store, Summary, store};
 
 use super::{Exit, GlobalArgs, RunError, UsageError, load_config, show_bar};
 
@@ -125,7 +125,7 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         );
     }
     // A profile without keys would become `latest`, and the next warm would warm nothing.
-    let refused = analysis.rows.is_empty() && !args.allow_empty && !args.dry_run;
+    let refused = analysis.profile.is_empty() && !args.allow_empty && !args.dry_run;
     let profile_path = if args.dry_run || refused {
         None
     } else {
@@ -134,7 +134,7 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         let meta = store::meta_now(analysis.summary.clone(), Some(analysis.sketches.clone()), now);
         let started = std::time::Instant::now();
         let path = store
-            .write(&analysis.rows, &meta, now)
+            .write(&analysis.profile, &meta, now)
             .with_context(|| format!("writing the profile to `{}`", args.profiles.display()))?;
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "profile written");
         Some(path)
@@ -144,7 +144,7 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         lines = summary.lines.read,
         rejected = summary.lines.rejected,
         matched = summary.lines.matched,
-        keys = analysis.rows.len(),
+        keys = analysis.profile.len(),
         profile = profile_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         elapsed_ms = summary.elapsed_ms,
         "analysis finished"
@@ -153,12 +153,12 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         let out = serde_json::json!({
             "summary": summary,
             "profile": profile_path,
-            "keys": analysis.rows.len(),
-            "top": &analysis.rows[..analysis.rows.len().min(args.top)],
+            "keys": analysis.profile.len(),
+            "top": analysis.profile.rows().take(args.top).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print!("{}", render_summary(summary, &analysis.rows, args.top, profile_path.as_ref()));
+        print!("{}", render_summary(summary, &analysis.profile, args.top, profile_path.as_ref()));
     }
     if refused {
         let (why, hint) = why_no_keys(summary);
@@ -169,11 +169,7 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         let hint = format!("{hint}; `--allow-empty` writes the empty profile anyway");
         return Err(RunError::new(format!("no profile written: {why}; {kept}"), hint).into());
     }
-    let exit = if analysis.had_input_errors() { Exit::Partial } else { Exit::Ok };
-    // The process ends next: returning hundreds of thousands of small allocations to the
-    // allocator one by one would only delay the exit.
-    std::mem::forget(analysis);
-    Ok(exit)
+    Ok(if analysis.had_input_errors() { Exit::Partial } else { Exit::Ok })
 }
 
 /// The reason most rejected lines share.
@@ -280,7 +276,7 @@ fn pct(n: u64, of: u64) -> String {
 }
 
 /// The terminal summary.
-pub fn render_summary(s: &Summary, rows: &[ProfileRow], top: usize, profile: Option<&PathBuf>) -> String {
+pub fn render_summary(s: &Summary, rows: &ProfileColumns, top: usize, profile: Option<&PathBuf>) -> String {
     let mut o = String::new();
     let secs = s.elapsed_ms as f64 / 1000.0;
     let _ = writeln!(
@@ -364,7 +360,7 @@ pub fn render_summary(s: &Summary, rows: &[ProfileRow], top: usize, profile: Opt
     }
     if top > 0 && !rows.is_empty() {
         o.push('\n');
-        o.push_str(&render_rows(rows, top));
+        o.push_str(&render_rows(&rows.rows().take(top).collect::<Vec<_>>(), top));
     }
     match profile {
         Some(p) => {

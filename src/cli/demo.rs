@@ -40,11 +40,11 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let store = Store::new(&args.profiles);
     let path = store.write(
-        &analysis.rows,
+        &analysis.profile,
         &store::meta_now(analysis.summary.clone(), Some(analysis.sketches.clone()), now),
         now,
     )?;
-    print!("{}", super::analyze::render_summary(&analysis.summary, &analysis.rows, 5, Some(&path)));
+    print!("{}", super::analyze::render_summary(&analysis.summary, &analysis.profile, 5, Some(&path)));
 
     println!("\n== 2. plan from the latest profile\n");
     let (meta, rows) = open_profile(&store.latest()?)?;

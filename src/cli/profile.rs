@@ -145,6 +145,7 @@ pub fn run(cmd: ProfileCommand) -> anyhow::Result<Exit> {
                 parts.push(preheat::profile::merge::Part { path, meta, rows });
             }
             let (meta, rows) = preheat::profile::merge::merge(parts, super::now_ms())?;
+            let rows = preheat::profile::ProfileColumns::from_rows(&rows);
             let written = match output {
                 Some(path) => {
                     store::write_file(&path, &rows, &meta)?;

@@ -5,6 +5,7 @@
 //! Parquet reader understands; [`store`] keeps files in a directory with an atomically updated
 //! `latest` pointer.
 
+mod columns;
 mod freshness;
 pub mod merge;
 mod parquet;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::columns::{ProfileColumns, ROW_GROUP_ROWS, RowGroup, RowValues, row_group_size};
 pub use self::parquet::{ProfileMeta, ProfileRows, open_profile, read_profile, read_summary, write_profile};
 pub use store::Store;
 

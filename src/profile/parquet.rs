@@ -23,6 +23,7 @@ use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::{ColumnDescPtr, ColumnPath, SchemaDescriptor};
 use rayon::prelude::*;
 
+use super::columns::{ProfileColumns, RowGroup, TextColumn};
 use super::{ProfileError, ProfileRow, SCHEMA_VERSION, Sketches, Summary};
 
 const SCHEMA: &str = "
@@ -40,8 +41,6 @@ message preheat_profile {
   REQUIRED INT64 cache_misses;
   REQUIRED BYTE_ARRAY params (UTF8);
 }";
-
-const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 /// Metadata stored beside the rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,10 +62,11 @@ fn corrupt(path: &Path, e: impl std::fmt::Display) -> ProfileError {
     ProfileError::Corrupt { path: path.to_path_buf(), message: e.to_string() }
 }
 
-/// Writes rows (already in hotness order) and metadata to `out`.
+/// Writes rows (already in hotness order) and metadata to `out`, a Parquet row group for
+/// each of the rows' groups.
 pub fn write_profile<W: std::io::Write + Send>(
     out: W,
-    rows: &[ProfileRow],
+    rows: &ProfileColumns,
     meta: &ProfileMeta,
 ) -> Result<(), ParquetError> {
     let schema = Arc::new(parse_message_type(SCHEMA)?);
@@ -102,12 +102,14 @@ pub fn write_profile<W: std::io::Write + Send>(
     // parallel, then spliced into the file in order: written one after the other, they kept
     // one core busy for a sixth of the analyzer's run while the other waited.
     let columns = SchemaDescriptor::new(schema.clone());
-    let groups: Vec<&[ProfileRow]> = rows.chunks(ROW_GROUP_ROWS).collect();
+    let groups: Vec<&RowGroup> = rows.groups().iter().filter(|g| !g.is_empty()).collect();
+    let rules: Vec<ByteArray> =
+        rows.rules().iter().map(|r| ByteArray::from(bytes::Bytes::from(r.clone()))).collect();
     let chunks: Vec<(usize, usize)> =
         (0..groups.len()).flat_map(|g| (0..columns.num_columns()).map(move |c| (g, c))).collect();
     let mut encoded = chunks
         .par_iter()
-        .map(|&(g, c)| encode_column(columns.column(c), &props, c, groups[g]))
+        .map(|&(g, c)| encode_column(columns.column(c), &props, c, groups[g], &rules))
         .collect::<Vec<_>>()
         .into_iter();
     let mut writer = SerializedFileWriter::new(out, schema, props.clone())?;
@@ -130,7 +132,8 @@ fn encode_column(
     descr: ColumnDescPtr,
     props: &WriterPropertiesPtr,
     index: usize,
-    rows: &[ProfileRow],
+    rows: &RowGroup,
+    rules: &[ByteArray],
 ) -> Result<(bytes::Bytes, ColumnCloseResult), ParquetError> {
     let mut sink = TrackedWrite::new(Vec::new());
     let mut closed = None;
@@ -142,25 +145,20 @@ fn encode_column(
         });
         let mut col =
             SerializedColumnWriter::new(get_column_writer(descr, props.clone(), pages), Some(on_close));
-        write_column(&mut col, index, rows)?;
+        write_column(&mut col, index, rows, rules)?;
         col.close()?;
     }
     let closed = closed.ok_or_else(|| ParquetError::General("a column was not closed".into()))?;
     Ok((bytes::Bytes::from(sink.into_inner()?), closed))
 }
 
-/// A string column: the values copied into one shared buffer and sliced, rather than one
-/// allocation per value.
-fn strings(rows: &[ProfileRow], f: impl Fn(&ProfileRow) -> &str) -> Vec<ByteArray> {
-    let mut all = Vec::with_capacity(rows.iter().map(|r| f(r).len()).sum());
-    for r in rows {
-        all.extend_from_slice(f(r).as_bytes());
-    }
-    let all = bytes::Bytes::from(all);
+/// A string column's values as slices of one shared buffer, rather than one allocation each.
+fn strings(column: &TextColumn) -> Vec<ByteArray> {
+    let (text, ends) = column.parts();
+    let all = bytes::Bytes::copy_from_slice(text.as_bytes());
     let mut start = 0;
-    rows.iter()
-        .map(|r| {
-            let end = start + f(r).len();
+    ends.iter()
+        .map(|&end| {
             let value = ByteArray::from(all.slice(start..end));
             start = end;
             value
@@ -168,54 +166,37 @@ fn strings(rows: &[ProfileRow], f: impl Fn(&ProfileRow) -> &str) -> Vec<ByteArra
         .collect()
 }
 
-fn optional<T: Copy>(rows: &[ProfileRow], f: impl Fn(&ProfileRow) -> Option<T>) -> (Vec<T>, Vec<i16>) {
-    let values = rows.iter().filter_map(&f).collect();
-    let levels = rows.iter().map(|r| i16::from(f(r).is_some())).collect();
-    (values, levels)
-}
-
 fn write_column(
     col: &mut parquet::file::writer::SerializedColumnWriter<'_>,
     index: usize,
-    rows: &[ProfileRow],
+    rows: &RowGroup,
+    rules: &[ByteArray],
 ) -> Result<(), ParquetError> {
-    let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let as_i64 = |n: &[u64]| n.iter().map(|&n| i64::try_from(n).unwrap_or(i64::MAX)).collect::<Vec<_>>();
     match index {
-        0 => col.typed::<ByteArrayType>().write_batch(&strings(rows, |r| &r.rule), None, None)?,
-        1 => col.typed::<ByteArrayType>().write_batch(&strings(rows, |r| &r.key), None, None)?,
-        2 => col.typed::<Int64Type>().write_batch(
-            &rows.iter().map(|r| as_i64(r.count)).collect::<Vec<_>>(),
-            None,
-            None,
-        )?,
-        3 => col.typed::<DoubleType>().write_batch(
-            &rows.iter().map(|r| r.score).collect::<Vec<_>>(),
-            None,
-            None,
-        )?,
+        0 => {
+            let names = rows.rule.iter().map(|&r| rules.get(r as usize).cloned().unwrap_or_default());
+            col.typed::<ByteArrayType>().write_batch(&names.collect::<Vec<_>>(), None, None)?
+        }
+        1 => col.typed::<ByteArrayType>().write_batch(&strings(&rows.key), None, None)?,
+        2 => col.typed::<Int64Type>().write_batch(&as_i64(&rows.count), None, None)?,
+        3 => col.typed::<DoubleType>().write_batch(&rows.score, None, None)?,
         4 | 5 => {
-            let (v, d) = optional(rows, |r| if index == 4 { r.first_seen_ms } else { r.last_seen_ms });
-            col.typed::<Int64Type>().write_batch(&v, Some(&d), None)?
+            let (v, d) = if index == 4 { &rows.first_seen_ms } else { &rows.last_seen_ms }.present();
+            col.typed::<Int64Type>().write_batch(&v, Some(d), None)?
         }
         6..=8 => {
-            let (v, d) = optional(rows, |r| match index {
-                6 => r.mean_bytes,
-                7 => r.mean_latency_ms,
-                _ => r.max_latency_ms,
-            });
-            col.typed::<DoubleType>().write_batch(&v, Some(&d), None)?
+            let (v, d) = match index {
+                6 => &rows.mean_bytes,
+                7 => &rows.mean_latency_ms,
+                _ => &rows.max_latency_ms,
+            }
+            .present();
+            col.typed::<DoubleType>().write_batch(&v, Some(d), None)?
         }
-        9 => col.typed::<Int64Type>().write_batch(
-            &rows.iter().map(|r| as_i64(r.cache_hits)).collect::<Vec<_>>(),
-            None,
-            None,
-        )?,
-        10 => col.typed::<Int64Type>().write_batch(
-            &rows.iter().map(|r| as_i64(r.cache_misses)).collect::<Vec<_>>(),
-            None,
-            None,
-        )?,
-        11 => col.typed::<ByteArrayType>().write_batch(&strings(rows, |r| &r.params), None, None)?,
+        9 => col.typed::<Int64Type>().write_batch(&as_i64(&rows.cache_hits), None, None)?,
+        10 => col.typed::<Int64Type>().write_batch(&as_i64(&rows.cache_misses), None, None)?,
+        11 => col.typed::<ByteArrayType>().write_batch(&strings(&rows.params), None, None)?,
         _ => return Err(ParquetError::General(format!("unexpected column {index}"))),
     };
     Ok(())

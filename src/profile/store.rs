@@ -9,7 +9,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::{ProfileError, ProfileMeta, ProfileRow, write_profile};
+use super::{ProfileColumns, ProfileError, ProfileMeta, write_profile};
 use crate::logformat::time::format_rfc3339;
 
 /// Name of the pointer file.
@@ -55,7 +55,7 @@ impl Store {
     /// Writes a new profile and points `latest` at it; returns its path.
     pub fn write(
         &self,
-        rows: &[ProfileRow],
+        rows: &ProfileColumns,
         meta: &ProfileMeta,
         now_ms: i64,
     ) -> Result<PathBuf, ProfileError> {
@@ -185,7 +185,7 @@ impl Store {
 
 /// Writes a profile to `path` the way the store does: under a temporary name beside it
 /// (`.NAME.tmp`), synced, then renamed into place, owner-only.
-pub fn write_file(path: &Path, rows: &[ProfileRow], meta: &ProfileMeta) -> Result<(), ProfileError> {
+pub fn write_file(path: &Path, rows: &ProfileColumns, meta: &ProfileMeta) -> Result<(), ProfileError> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "profile".into());
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     let file = create_private(&tmp).map_err(io("cannot create", &tmp))?;

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use preheat::analyze::AnalyzeOptions;
 use preheat::logformat::FormatSpec;
-use preheat::profile::{ProfileRow, Store, read_profile, store};
+use preheat::profile::{ProfileColumns, ProfileRow, Store, read_profile, store};
 
 use crate::support::*;
 
@@ -38,7 +38,7 @@ fn every_format_yields_the_exact_ground_truth() {
         let a = analyze_with(&[path], &config, opts, 2);
         assert_eq!(counts(&a), truth_counts(&truth), "format {format}");
         // With no half-life the score is the count, so the profile's order is the truth's.
-        let order: Vec<_> = a.rows.iter().map(|r| (r.rule.clone(), r.key.clone(), r.count)).collect();
+        let order: Vec<_> = a.rows().iter().map(|r| (r.rule.clone(), r.key.clone(), r.count)).collect();
         assert_eq!(order, truth_counts(&truth), "order in format {format}");
         let l = &a.summary.lines;
         assert_eq!(l.read, truth.lines);
@@ -48,7 +48,7 @@ fn every_format_yields_the_exact_ground_truth() {
         assert_eq!(l.matched, truth.counts.values().sum::<u64>());
         assert_eq!(l.read, l.parsed + l.rejected);
         assert_eq!(l.parsed, l.out_of_window + l.unmatched + l.status_filtered + l.matched);
-        assert!(a.rows.iter().all(|r| !r.params.contains("SECRET")), "unkept query values leaked");
+        assert!(a.rows().iter().all(|r| !r.params.contains("SECRET")), "unkept query values leaked");
     }
 }
 
@@ -62,7 +62,7 @@ fn latency_bytes_and_cache_status_are_aggregated() {
     let mut opts = AnalyzeOptions::from_config(&config);
     opts.format = format;
     let a = analyze_with(&[path], &config, opts, 2);
-    let top = &a.rows[0];
+    let top = &a.rows()[0];
     let lat = top.mean_latency_ms.expect("latency logged");
     assert!((1.0..=251.0).contains(&lat), "{lat}");
     assert!(top.max_latency_ms.expect("latency logged") >= lat);
@@ -111,7 +111,7 @@ fn a_rotated_directory_is_read_oldest_first_and_summed() {
         a.summary.inputs.iter().map(|i| i.name.rsplit('/').next().unwrap_or_default().to_string()).collect();
     assert_eq!(names, ["access.log.2.gz", "access.log.1", "access.log"]);
     let got: BTreeMap<(String, String), u64> =
-        a.rows.iter().map(|r| ((r.rule.clone(), r.key.clone()), r.count)).collect();
+        a.rows().iter().map(|r| ((r.rule.clone(), r.key.clone()), r.count)).collect();
     assert_eq!(got, total);
 }
 
@@ -126,7 +126,7 @@ fn results_do_not_depend_on_the_number_of_threads() {
     assert!(one.summary.rules.iter().all(|r| r.count_error_bound > 0), "the test must exercise pruning");
     for threads in [2, 4] {
         let many = analyze_files(std::slice::from_ref(&path), &config, threads);
-        assert_eq!(many.rows, one.rows, "{threads} threads");
+        assert_eq!(many.rows(), one.rows(), "{threads} threads");
         let (mut s1, mut s2) = (one.summary.clone(), many.summary.clone());
         s1.elapsed_ms = 0;
         s2.elapsed_ms = 0;
@@ -152,7 +152,7 @@ fn bounded_tables_keep_hot_keys_within_the_recorded_error() {
         let exact = truth.counts.keys().filter(|(rule, _)| *rule == r.name).count() as f64;
         assert!((r.distinct_keys as f64 - exact).abs() / exact < 0.05, "{} vs {exact}", r.distinct_keys);
     }
-    for row in &a.rows {
+    for row in &a.rows() {
         let t = truth.counts[&(row.rule.clone(), row.key.clone())];
         assert!(row.count <= t && t <= row.count + bound[row.rule.as_str()], "{row:?} true {t}");
     }
@@ -160,7 +160,7 @@ fn bounded_tables_keep_hot_keys_within_the_recorded_error() {
     for ((rule, key), &n) in &truth.counts {
         if n > 2 * bound[rule.as_str()] {
             assert!(
-                a.rows.iter().any(|r| &r.rule == rule && &r.key == key),
+                a.rows().iter().any(|r| &r.rule == rule && &r.key == key),
                 "{rule} {key} ({n}) was dropped"
             );
         }
@@ -186,7 +186,7 @@ fn a_corrupt_compressed_file_fails_alone() {
     assert!(a.summary.inputs[0].error.is_none());
     // The good file counts in full; what the bad one held before the damage counts too.
     for ((rule, key), n) in &truth.counts {
-        let got = a.rows.iter().find(|r| &r.rule == rule && &r.key == key).map_or(0, |r| r.count);
+        let got = a.rows().iter().find(|r| &r.rule == rule && &r.key == key).map_or(0, |r| r.count);
         assert!(got >= *n);
     }
 }
@@ -220,8 +220,8 @@ fn hostile_lines_are_counted_by_reason_never_fatal() {
     assert_eq!(reasons.get("non_utf8_key"), Some(&1));
     assert_eq!(reasons.get("too_long"), Some(&2));
     assert_eq!(reasons.get("format_mismatch"), Some(&2), "{reasons:?}");
-    assert_eq!(a.rows.len(), 1);
-    assert_eq!((a.rows[0].key.as_str(), a.rows[0].count), ("product:1", 3));
+    assert_eq!(a.rows().len(), 1);
+    assert_eq!((a.rows()[0].key.as_str(), a.rows()[0].count), ("product:1", 3));
     let long_sample = a.summary.samples.iter().find(|s| s.reason == "too_long").expect("sampled");
     assert_eq!(long_sample.line, 6);
     assert!(long_sample.excerpt.chars().count() <= 201);
@@ -243,7 +243,7 @@ fn empty_files_are_fine() {
     fs::write(&path, b"").expect("writable");
     let a = analyze_files(&[path], &config_with(""), 2);
     assert_eq!(a.summary.lines.read, 0);
-    assert!(a.rows.is_empty());
+    assert!(a.rows().is_empty());
     assert!(!a.had_input_errors());
 }
 
@@ -264,7 +264,7 @@ fn since_and_until_select_a_time_window() {
     assert!((5_800..=6_100).contains(&inside), "{inside}");
     assert_eq!(a.summary.window.start.as_deref(), Some("2026-01-01T06:00:00Z"));
     assert!(a.summary.window.end.as_deref().is_some_and(|e| e.starts_with("2026-01-01T11:59")));
-    for r in &a.rows {
+    for r in &a.rows() {
         let (first, last) = (r.first_seen_ms.expect("timed"), r.last_seen_ms.expect("timed"));
         assert!(first >= opts.start_ms + 6 * hour && last < opts.start_ms + 12 * hour);
     }
@@ -289,9 +289,9 @@ fn recency_half_life_ranks_recent_traffic_higher() {
     }
     fs::write(&path, text).expect("writable");
     let a = analyze_files(&[path], &config, 1);
-    assert_eq!(a.rows[0].key, "product:2");
-    assert!((a.rows[0].score - 3.0).abs() < 1e-9);
-    assert!((a.rows[1].score - 10.0 / 1024.0).abs() < 1e-9, "{}", a.rows[1].score);
+    assert_eq!(a.rows()[0].key, "product:2");
+    assert!((a.rows()[0].score - 3.0).abs() < 1e-9);
+    assert!((a.rows()[1].score - 10.0 / 1024.0).abs() < 1e-9, "{}", a.rows()[1].score);
 }
 
 #[test]
@@ -303,13 +303,13 @@ fn profiles_round_trip_through_the_store() {
     let a = analyze_files(&[path], &config, 2);
     let store = Store::new(dir.path().join("profiles"));
     let meta = store::meta_now(a.summary.clone(), Some(a.sketches.clone()), 1_767_225_600_000);
-    let written = store.write(&a.rows, &meta, 1_767_225_600_000).expect("written");
+    let written = store.write(&a.profile, &meta, 1_767_225_600_000).expect("written");
     assert_eq!(written.file_name().and_then(|n| n.to_str()), Some("20260101T000000Z.parquet"));
-    let again = store.write(&a.rows, &meta, 1_767_225_600_000).expect("written");
+    let again = store.write(&a.profile, &meta, 1_767_225_600_000).expect("written");
     assert_ne!(written, again, "a second profile in the same second gets its own name");
     assert_eq!(store.latest().expect("latest"), again);
     let (read_meta, rows) = read_profile(&store.latest().expect("latest"), None).expect("readable");
-    assert_eq!(rows, a.rows);
+    assert_eq!(rows, a.rows());
     assert_eq!(read_meta.summary, a.summary);
     assert_eq!(read_meta.schema_version, preheat::profile::SCHEMA_VERSION);
     #[cfg(unix)]
@@ -466,7 +466,7 @@ fn profiles_are_read_by_column_name_and_checked_by_type() {
     // Our own writer, across three row groups.
     let rows = synthetic_rows(150_000);
     let ours = dir.path().join("ours.parquet");
-    store::write_file(&ours, &rows, &meta).expect("written");
+    store::write_file(&ours, &ProfileColumns::from_rows(&rows), &meta).expect("written");
     assert_eq!(read_profile(&ours, None).expect("readable").1, rows);
 
     // Another tool's rewrite: columns in reverse order, every one optional.
@@ -506,12 +506,12 @@ fn rows_are_ranked_by_score_then_count_rule_and_key() {
     let config = config_with("");
     let path = dir.path().join("access.log");
     write_log(&path, &config, &gen_opts(20_000, 400, 5), Compression::Plain);
-    let a = analyze_files(&[path], &config, 2);
-    let ties = a.rows.windows(2).filter(|w| w[0].score == w[1].score).count();
-    assert!(ties > a.rows.len() / 2, "only {ties} ties among {} rows", a.rows.len());
-    let rules: std::collections::BTreeSet<&str> = a.rows.iter().map(|r| r.rule.as_str()).collect();
+    let rows = analyze_files(&[path], &config, 2).rows();
+    let ties = rows.windows(2).filter(|w| w[0].score == w[1].score).count();
+    assert!(ties > rows.len() / 2, "only {ties} ties among {} rows", rows.len());
+    let rules: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.rule.as_str()).collect();
     assert!(rules.len() > 1, "{rules:?}");
-    for w in a.rows.windows(2) {
+    for w in rows.windows(2) {
         assert_ne!(
             ProfileRow::hotness_order(&w[0], &w[1]),
             std::cmp::Ordering::Greater,

@@ -11,7 +11,7 @@ fn coverage_curves_and_sizes_follow_the_true_counts() {
     let log = dir.path().join("access.log");
     let truth = write_log(&log, &config, &gen_opts(30_000, 2_000, 11), Compression::Plain);
     let a = analyze_files(&[log], &config, 2);
-    let report = CapacityReport::build(a.rows.iter().cloned().map(Ok), &a.summary).expect("report");
+    let report = CapacityReport::build(a.rows().into_iter().map(Ok), &a.summary).expect("report");
 
     // The true share served by the N most requested keys, from the generator's counts.
     let mut counts: Vec<u64> = truth_counts(&truth).into_iter().map(|(_, _, c)| c).collect();

@@ -87,7 +87,7 @@ proptest! {
         }
         let one = analyze_files(&[whole], &config, 2);
         let split = analyze_files(&parts, &config, 2);
-        prop_assert_eq!(&one.rows, &split.rows);
+        prop_assert_eq!(&one.rows(), &split.rows());
         prop_assert_eq!(one.summary.lines, split.summary.lines);
     }
 }

@@ -87,7 +87,7 @@ pub fn analyze_with(files: &[PathBuf], config: &Config, opts: AnalyzeOptions, th
 
 /// (rule, key, count) of every row, hottest first by count then rule then key.
 pub fn counts(a: &Analysis) -> Vec<(String, String, u64)> {
-    let mut v: Vec<_> = a.rows.iter().map(|r| (r.rule.clone(), r.key.clone(), r.count)).collect();
+    let mut v: Vec<_> = a.rows().iter().map(|r| (r.rule.clone(), r.key.clone(), r.count)).collect();
     v.sort_by(|x, y| y.2.cmp(&x.2).then_with(|| x.0.cmp(&y.0)).then_with(|| x.1.cmp(&y.1)));
     v
 }
@@ -129,7 +129,7 @@ pub fn warm_requests<B: preheat::backend::Backend + 'static>(
     let log = dir.path().join("access.log");
     write_requests(&log, requests);
     let analysis = analyze_files(&[log], &config, 2);
-    let plan = Plan::build(analysis.rows.iter().cloned().map(Ok), &analysis.summary, &config).expect("plan");
+    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let report = rt.block_on(async {
         let sources = warm::open_sources(&config);

@@ -14,7 +14,7 @@ fn coverage_reads_and_hit_ratios_follow_the_traffic_after_the_deploy() {
     let before = dir.path().join("before.log");
     write_log(&before, &config, &in_format(gen_opts(20_000, 1_000, 1), FormatSpec::Json), Compression::Plain);
     let a = analyze_files(&[before], &config, 2);
-    let plan = Plan::build(a.rows.iter().cloned().map(Ok), &a.summary, &config).expect("plan");
+    let plan = Plan::build(a.rows().into_iter().map(Ok), &a.summary, &config).expect("plan");
     assert_eq!(plan.keys.len(), 300);
 
     let after = dir.path().join("after.log.zst");
@@ -53,7 +53,7 @@ fn an_applications_own_cache_log_is_checked_by_key() {
     let before = dir.path().join("before.log");
     write_log(&before, &config, &gen_opts(5_000, 200, 4), Compression::Plain);
     let a = analyze_files(&[before], &config, 2);
-    let plan = Plan::build(a.rows.iter().cloned().map(Ok), &a.summary, &config).expect("plan");
+    let plan = Plan::build(a.rows().into_iter().map(Ok), &a.summary, &config).expect("plan");
     assert_eq!(plan.keys.len(), 50);
 
     // Ten warmed keys read twice (hit, then hit), five unwarmed keys read once (miss), over

@@ -76,7 +76,7 @@ encoding = "text"
 }
 
 fn plan_of(s: &Shop) -> Plan {
-    Plan::build(s.analysis.rows.iter().cloned().map(Ok), &s.analysis.summary, &s.config).expect("plan")
+    Plan::build(s.analysis.rows().into_iter().map(Ok), &s.analysis.summary, &s.config).expect("plan")
 }
 
 fn warm_with<B: Backend + 'static>(
@@ -181,7 +181,7 @@ fn overwrite_replaces_values_but_keeps_the_remaining_ttl() {
 #[test]
 fn invalid_keys_never_reach_the_cache() {
     let s = shop("", "sqlite://{db}");
-    let mut rows = s.analysis.rows.clone();
+    let mut rows = s.analysis.rows().clone();
     let victim = rows.iter_mut().find(|r| r.rule == "page").expect("a page row");
     victim.key = "page:/bad key\twith space".into();
     let plan = Plan::build(rows.into_iter().map(Ok), &s.analysis.summary, &s.config).expect("plan");
@@ -301,7 +301,7 @@ fn postgres_values_by_array_and_list_batches() {
     );
     let config = pg_config(&pg.url());
     let analysis = pg_analysis(&config);
-    let plan = Plan::build(analysis.rows.iter().cloned().map(Ok), &analysis.summary, &config).expect("plan");
+    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
     let backend = Arc::new(MemoryBackend::new(u64::MAX));
     let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
     let r = warm_with(&shop, &plan, backend.clone(), None);
@@ -353,7 +353,7 @@ fn postgres_over_tls_with_its_own_ca_and_never_without_tls() {
         let config = pg_config(&format!("{}?{query}", pg.url()));
         let analysis = pg_analysis(&config);
         let plan =
-            Plan::build(analysis.rows.iter().cloned().map(Ok), &analysis.summary, &config).expect("plan");
+            Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
         let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
         warm_with(&shop, &plan, Arc::new(MemoryBackend::new(u64::MAX)), None)
     };
@@ -377,7 +377,7 @@ fn a_postgres_that_is_down_costs_its_rules_and_never_shows_the_password() {
     let url = format!("postgres://app:hunter2-secret@127.0.0.1:{}/postgres", pg.port);
     let config = pg_config(&url);
     let analysis = pg_analysis(&config);
-    let plan = Plan::build(analysis.rows.iter().cloned().map(Ok), &analysis.summary, &config).expect("plan");
+    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
     let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
     let started = Instant::now();
     let r = warm_with(&shop, &plan, Arc::new(MemoryBackend::new(u64::MAX)), None);
@@ -403,7 +403,7 @@ fn warming_redis_writes_values_with_ttls_and_leaves_existing_keys_alone() {
     let existing = plan.keys.iter().find(|k| k.rule == 2).expect("a page").key.clone();
     let _: () =
         redis::cmd("SET").arg(&existing).arg("app value").arg("EX").arg(30).query(&mut c).expect("SET");
-    let mut bad_rows = s.analysis.rows.clone();
+    let mut bad_rows = s.analysis.rows().clone();
     bad_rows.iter_mut().find(|r| r.rule == "page" && r.key != existing).expect("another page").key =
         "page:/with space".into();
     let plan = Plan::build(bad_rows.into_iter().map(Ok), &s.analysis.summary, &s.config).expect("plan");
@@ -579,7 +579,7 @@ fn a_postgres_restarted_mid_warm_costs_a_pause_not_the_rest_of_the_run() {
     config.warm.batch_size = 5;
     config.sources[0].qps = Some(25);
     let analysis = pg_analysis(&config);
-    let plan = Plan::build(analysis.rows.iter().cloned().map(Ok), &analysis.summary, &config).expect("plan");
+    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
     let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
     let backend = Arc::new(MemoryBackend::new(u64::MAX));
     let restarter = std::thread::spawn(move || {
