@@ -415,6 +415,42 @@ mod tests {
         assert!(CompiledFormat::compile("$ x", false).is_err());
     }
 
+    /// Reads escapes from the left, one byte at a time: what [`quoted_len`] must agree with.
+    fn quoted_len_by_escapes(s: &[u8]) -> Option<usize> {
+        let mut i = 0;
+        while i < s.len() {
+            match s[i] {
+                b'"' => return Some(i),
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+        None
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn quoted_len_reads_escapes_as_they_are_written(
+            s in proptest::collection::vec(proptest::prop_oneof![
+                proptest::strategy::Just(b'"'),
+                proptest::strategy::Just(b'\\'),
+                proptest::strategy::Just(b'a'),
+            ], 0..40)
+        ) {
+            proptest::prop_assert_eq!(quoted_len(&s), quoted_len_by_escapes(&s));
+        }
+    }
+
+    #[test]
+    fn quoted_fields() {
+        assert_eq!(quoted_len(br#"abc" x"#), Some(3));
+        assert_eq!(quoted_len(br#"a\"b" x"#), Some(4), "an escaped quote");
+        assert_eq!(quoted_len(br#"a\\" x"#), Some(3), "an escaped backslash");
+        assert_eq!(quoted_len(br#"a\\\"b" x"#), Some(6));
+        assert_eq!(quoted_len(br#"a\"#), None);
+        assert_eq!(quoted_len(b""), None);
+    }
+
     #[test]
     fn numbers() {
         assert_eq!(seconds_to_us(b"1.5"), Some(1_500_000));
