@@ -361,7 +361,10 @@ pub fn tally_chunk_into(t: &mut ChunkTally, data: &[u8], format: &LogFormat, ctx
         let index = t.lines;
         t.lines += 1;
         start = end + 1;
-        let rec = match format.parse_line(line) {
+        // Borrowed from the result rather than moved out of it: the move copied the whole
+        // record, a call to `memcpy` per line.
+        let parsed = format.parse_line(line);
+        let rec = match &parsed {
             Ok(r) => r,
             Err(e) => {
                 t.reject(e.reason(), index, line);
@@ -378,12 +381,12 @@ pub fn tally_chunk_into(t: &mut ChunkTally, data: &[u8], format: &LogFormat, ctx
             }
         }
         let mut values = recycle(std::mem::take(&mut spare_values));
-        match ctx.rules.classify(&rec, &mut values) {
+        match ctx.rules.classify(rec, &mut values) {
             Outcome::Matched(r) => {
                 if let Err(NonUtf8Value) = ctx.rules.rules()[r].key.render(&values, &mut key) {
                     t.reject("non_utf8_key", index, line);
                 } else {
-                    t.note_time(&rec);
+                    t.note_time(rec);
                     let rt = &mut t.rules[r];
                     rt.requests += 1;
                     let (hash, check) = (ctx.hasher.hash_one(&key[..]), ctx.check_hasher.hash_one(&key[..]));
@@ -392,7 +395,7 @@ pub fn tally_chunk_into(t: &mut ChunkTally, data: &[u8], format: &LogFormat, ctx
                         write_raw_params(arena, &values);
                         ChunkKey { params: (start, arena.len()), stats: KeyStats::new() }
                     });
-                    entry.stats.add(&rec, ctx.half_life_ms);
+                    entry.stats.add(rec, ctx.half_life_ms);
                     if let Some(c) = &rec.client {
                         rt.clients.insert(c.as_ref());
                         t.clients.insert(c.as_ref());
@@ -401,11 +404,11 @@ pub fn tally_chunk_into(t: &mut ChunkTally, data: &[u8], format: &LogFormat, ctx
             }
             Outcome::StatusFiltered(r) => {
                 t.rules[r].status_filtered += 1;
-                t.note_time(&rec);
+                t.note_time(rec);
             }
             Outcome::Unmatched => {
                 t.unmatched += 1;
-                t.note_time(&rec);
+                t.note_time(rec);
                 if let Some(c) = &rec.client {
                     t.clients.insert(c.as_ref());
                 }
