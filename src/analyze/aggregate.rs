@@ -277,7 +277,9 @@ pub struct ChunkTally {
     pub(crate) unmatched: u64,
     unmatched_paths: ChunkTable<u64>,
     rules: Vec<RuleTally>,
-    clients: Hll,
+    /// Clients of requests no rule matched: a matched request's client is in its rule's
+    /// sketch only (see [`Aggregate::all_clients`]).
+    unmatched_clients: Hll,
     pub(crate) min_ms: i64,
     pub(crate) max_ms: i64,
 }
@@ -300,7 +302,7 @@ impl ChunkTally {
                     clients: new_hll(),
                 })
                 .collect(),
-            clients: new_hll(),
+            unmatched_clients: new_hll(),
             min_ms: i64::MAX,
             max_ms: i64::MIN,
         }
@@ -322,7 +324,7 @@ impl ChunkTally {
             r.keys.clear();
             r.clients = new_hll();
         }
-        self.clients = new_hll();
+        self.unmatched_clients = new_hll();
         self.min_ms = i64::MAX;
         self.max_ms = i64::MIN;
     }
@@ -398,7 +400,6 @@ pub fn tally_chunk_into(t: &mut ChunkTally, data: &[u8], format: &LogFormat, ctx
                     entry.stats.add(rec, ctx.half_life_ms);
                     if let Some(c) = &rec.client {
                         rt.clients.insert(c.as_ref());
-                        t.clients.insert(c.as_ref());
                     }
                 }
             }
@@ -410,7 +411,7 @@ pub fn tally_chunk_into(t: &mut ChunkTally, data: &[u8], format: &LogFormat, ctx
                 t.unmatched += 1;
                 t.note_time(rec);
                 if let Some(c) = &rec.client {
-                    t.clients.insert(c.as_ref());
+                    t.unmatched_clients.insert(c.as_ref());
                 }
                 let path: &[u8] = &rec.path;
                 let (hash, check) = (ctx.hasher.hash_one(path), ctx.check_hasher.hash_one(path));
@@ -761,8 +762,8 @@ pub struct Aggregate {
     pub unmatched_paths: HashTable<PathEntry>,
     /// Per rule.
     pub rules: Vec<RuleAggregate>,
-    /// Distinct clients overall.
-    pub clients: Hll,
+    /// Distinct clients of requests no rule matched (see [`Aggregate::all_clients`]).
+    pub unmatched_clients: Hll,
     /// Earliest request time seen, Unix ms.
     pub min_ms: i64,
     /// Latest request time seen, Unix ms.
@@ -793,10 +794,23 @@ impl Aggregate {
                     pruned: false,
                 })
                 .collect(),
-            clients: new_hll(),
+            unmatched_clients: new_hll(),
             min_ms: i64::MAX,
             max_ms: i64::MIN,
         }
+    }
+
+    /// Distinct clients overall: the union of the rules' sketches and the unmatched one. The
+    /// tally inserts a matched request's client into its rule's sketch only, not also into
+    /// an overall one: a union of sketches counts exactly what inserting into one would, and
+    /// the second insert cost a hash and a register update on every matched line.
+    pub fn all_clients(&self) -> Hll {
+        let mut all = new_hll();
+        merge_hll(&mut all, &self.unmatched_clients);
+        for r in &self.rules {
+            merge_hll(&mut all, &r.clients);
+        }
+        all
     }
 
     /// Merges the next chunk's tally (chunks must arrive in input order).
@@ -809,7 +823,7 @@ impl Aggregate {
         self.unmatched += t.unmatched;
         self.min_ms = self.min_ms.min(t.min_ms);
         self.max_ms = self.max_ms.max(t.max_ms);
-        merge_hll(&mut self.clients, &t.clients);
+        merge_hll(&mut self.unmatched_clients, &t.unmatched_clients);
 
         let paths = &t.unmatched_paths;
         for e in &paths.entries {

@@ -270,7 +270,8 @@ impl MergeState {
         let status_filtered: u64 = agg.rules.iter().map(|r| r.status_filtered).sum();
 
         let mut rules = Vec::new();
-        let mut sketches = Sketches { clients: crate::sketch::encode(&agg.clients), rules: Vec::new() };
+        let mut clients = agg.all_clients();
+        let mut sketches = Sketches { clients: crate::sketch::encode(&clients), rules: Vec::new() };
         for (name, r) in rule_names.iter().zip(agg.rules.iter_mut()) {
             sketches.rules.push(RuleSketches {
                 name: name.clone(),
@@ -385,7 +386,7 @@ impl MergeState {
                 .into_iter()
                 .map(|(p, n)| PathCount { path: String::from_utf8_lossy(&p).into_owned(), requests: n })
                 .collect(),
-            distinct_clients: agg.clients.count().round() as u64,
+            distinct_clients: clients.count().round() as u64,
             config_fingerprint: opts.config_fingerprint.clone(),
             score_half_life: opts.score.half_life.map(|h| humantime::format_duration(h).to_string()),
             score_weight: format!("{:?}", opts.score.weight).to_lowercase(),

@@ -237,6 +237,30 @@ fn hostile_lines_are_counted_by_reason_never_fatal() {
 }
 
 #[test]
+fn distinct_clients_count_matched_and_unmatched_requests_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("clients.log");
+    let line = |client: &str, path: &str, status: u16| {
+        format!(
+            "{client} - - [01/Jan/2026:10:00:00 +0000] \"GET {path} HTTP/1.1\" {status} 10 \"-\" \"ua\"\n"
+        )
+    };
+    let log = [
+        line("10.0.0.1", "/api/products/1", 200),  // matched only
+        line("10.0.0.2", "/static/site.css", 200), // unmatched only
+        line("10.0.0.3", "/api/products/2", 200),  // both
+        line("10.0.0.3", "/static/site.css", 200),
+        line("10.0.0.4", "/api/products/3", 500), // a status the rule does not cache
+    ]
+    .concat();
+    fs::write(&path, log.repeat(3)).expect("writable");
+    let a = analyze_files(&[path], &config_with(""), 2);
+    assert_eq!(a.summary.distinct_clients, 3, "each client once, whichever sketch saw it");
+    let product = a.summary.rules.iter().find(|r| r.name == "product").expect("rule");
+    assert_eq!(product.distinct_clients, 2);
+}
+
+#[test]
 fn empty_files_are_fine() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("empty.log");
