@@ -322,16 +322,47 @@ fn fixed_segments(segments: &[Seg]) -> (usize, usize) {
     (n, len)
 }
 
-/// Byte equality for the short slices of paths and methods. A plain loop: `==` on slices
-/// calls `memcmp`, whose call overhead dominated matching (a fifth of the analyzer's time).
+/// Byte equality for the short slices of paths and methods. Not `==` on slices, which calls
+/// `memcmp`, whose call overhead dominated matching (a fifth of the analyzer's time); and
+/// eight bytes at a time from eight bytes on, the last word overlapping the one before: a
+/// byte loop was most of the rule matching's samples in `perf`.
 #[inline]
 pub fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    let word = |s: &[u8], at: usize| s[at..].first_chunk::<8>().map(|w| u64::from_ne_bytes(*w));
+    let mut at = 0;
+    while at + 8 < n {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(a, n - 8) == word(b, n - 8)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_compares_every_byte_at_every_length() {
+        for n in 0..40 {
+            let a: Vec<u8> = (0..n as u8).collect();
+            assert!(same(&a, &a.clone()), "{n}");
+            for i in 0..n {
+                let mut b = a.clone();
+                b[i] ^= 0x20;
+                assert!(!same(&a, &b), "{n}: byte {i}");
+            }
+            assert!(!same(&a, &[a.as_slice(), b"x"].concat()), "{n}: longer");
+        }
+    }
 
     fn caps<'a>(p: &MatchPattern, path: &'a str) -> Option<Vec<&'a str>> {
         let mut c = Vec::new();
