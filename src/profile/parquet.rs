@@ -103,13 +103,11 @@ pub fn write_profile<W: std::io::Write + Send>(
     // one core busy for a sixth of the analyzer's run while the other waited.
     let columns = SchemaDescriptor::new(schema.clone());
     let groups: Vec<&RowGroup> = rows.groups().iter().filter(|g| !g.is_empty()).collect();
-    let rules: Vec<ByteArray> =
-        rows.rules().iter().map(|r| ByteArray::from(bytes::Bytes::from(r.clone()))).collect();
     let chunks: Vec<(usize, usize)> =
         (0..groups.len()).flat_map(|g| (0..columns.num_columns()).map(move |c| (g, c))).collect();
     let mut encoded = chunks
         .par_iter()
-        .map(|&(g, c)| encode_column(columns.column(c), &props, c, groups[g], &rules))
+        .map(|&(g, c)| encode_column(columns.column(c), &props, c, groups[g], rows.rules()))
         .collect::<Vec<_>>()
         .into_iter();
     let mut writer = SerializedFileWriter::new(out, schema, props.clone())?;
@@ -133,7 +131,7 @@ fn encode_column(
     props: &WriterPropertiesPtr,
     index: usize,
     rows: &RowGroup,
-    rules: &[ByteArray],
+    rules: &[String],
 ) -> Result<(bytes::Bytes, ColumnCloseResult), ParquetError> {
     let mut sink = TrackedWrite::new(Vec::new());
     let mut closed = None;
@@ -170,12 +168,15 @@ fn write_column(
     col: &mut parquet::file::writer::SerializedColumnWriter<'_>,
     index: usize,
     rows: &RowGroup,
-    rules: &[ByteArray],
+    rules: &[String],
 ) -> Result<(), ParquetError> {
     let as_i64 = |n: &[u64]| n.iter().map(|&n| i64::try_from(n).unwrap_or(i64::MAX)).collect::<Vec<_>>();
     match index {
         0 => {
-            let names = rows.rule.iter().map(|&r| rules.get(r as usize).cloned().unwrap_or_default());
+            // Copies of the names for this task alone: every value clones one, and clones of
+            // shared ones would bump reference counts that the other core bumps too.
+            let own: Vec<ByteArray> = rules.iter().map(|r| ByteArray::from(r.as_str())).collect();
+            let names = rows.rule.iter().map(|&r| own.get(r as usize).cloned().unwrap_or_default());
             col.typed::<ByteArrayType>().write_batch(&names.collect::<Vec<_>>(), None, None)?
         }
         1 => col.typed::<ByteArrayType>().write_batch(&strings(&rows.key), None, None)?,
