@@ -58,10 +58,26 @@ pub(super) fn parse(line: &[u8], format: Clf) -> Result<Record<'_>, ParseError> 
         literal(&mut rest, b" \"")?;
         quoted(&mut rest)?; // $http_referer
         literal(&mut rest, b"\" \"")?;
-        quoted(&mut rest)?; // $http_user_agent
-        literal(&mut rest, b"\"")?;
+        // $http_user_agent, the last field: text may follow its closing quote, so all that
+        // matters is that it has one.
+        if !closes(rest) {
+            return Err(ParseError::Mismatch("a quoted field"));
+        }
     }
     Ok(rec)
+}
+
+/// Whether a quoted field starting at `s` has a closing quote: a `"` that no backslash
+/// escapes. When the line's last quote is such a one, it does, whatever comes before; that
+/// is one search from the end, where scanning user agents from the start, stopping at each
+/// escape, was a tenth of the analyzer's samples in `perf`.
+fn closes(s: &[u8]) -> bool {
+    match memchr::memrchr(b'"', s) {
+        // An even run of backslashes before a quote escape one another, not it.
+        Some(q) if s[..q].iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 0 => true,
+        Some(_) => quoted_len(s).is_some(),
+        None => false,
+    }
 }
 
 /// An unquoted field: up to the first `end`, which stays in `rest`.
@@ -139,6 +155,25 @@ mod tests {
                 line.truncate(cut.index(line.len() + 1).max(line.len() * 3 / 4));
                 line
             })
+    }
+
+    #[test]
+    fn a_user_agent_closes_at_a_quote_no_backslash_escapes() {
+        let generic = CompiledFormat::compile(COMBINED, true).expect("built in");
+        for (ua, closes) in [
+            (r#"x""#, true),
+            (r#"x" trailing \""#, true), // the last quote is escaped; an earlier one closes
+            (r#"x\""#, false),
+            (r#"x\\""#, true),
+            (r#"x \" y"#, false),
+            ("x", false),
+        ] {
+            let line =
+                format!(r#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET /a HTTP/1.1" 200 1 "-" "{ua}"#);
+            let ours = parse(line.as_bytes(), Clf::Combined);
+            assert_eq!(ours.is_ok(), closes, "{line}");
+            assert_eq!(ours, generic.parse_generic(line.as_bytes()), "{line}");
+        }
     }
 
     proptest! {
