@@ -1,7 +1,8 @@
 //! The profile's Parquet encoding.
 //!
 //! Plain, widely readable types: UTF-8 strings, INT64, DOUBLE, and INT64 timestamps in
-//! milliseconds (UTC). Rows are written in row groups of 64 Ki rows, so readers can stream.
+//! milliseconds (UTC). Rows are written in row groups of at most 64 Ki rows, so readers can
+//! stream.
 //! The [`Summary`] is stored as JSON under the `preheat.summary` metadata key, next to
 //! `preheat.schema_version`, `preheat.generator` and `preheat.created`.
 
