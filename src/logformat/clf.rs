@@ -70,7 +70,7 @@ pub(super) fn parse(line: &[u8], format: Clf) -> Result<Record<'_>, ParseError> 
 /// Whether a quoted field starting at `s` has a closing quote: a `"` that no backslash
 /// escapes. When the line's last quote is such a one, it does, whatever comes before; that
 /// is one search from the end, where scanning user agents from the start, stopping at each
-/// escape, was a tenth of the analyzer's samples in `perf`.
+/// escape, took about 7% of the analyzer's samples in `perf` (4% after).
 fn closes(s: &[u8]) -> bool {
     match memchr::memrchr(b'"', s) {
         // An even run of backslashes before a quote escape one another, not it.
