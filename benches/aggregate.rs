@@ -36,7 +36,9 @@ fn aggregate(c: &mut Criterion) {
         let param_names = ctx.param_names.clone();
         b.iter(|| {
             let mut agg = Aggregate::new(param_names.clone(), 500_000, ctx.half_life_ms);
-            agg.merge(&tally_chunk(&chunk, &format, &ctx));
+            let tally = tally_chunk(&chunk, &format, &ctx);
+            agg.merge(&tally);
+            agg.merge_sketches(&tally);
             agg.lines
         })
     });

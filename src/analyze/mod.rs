@@ -173,6 +173,10 @@ pub fn analyze(
             });
     });
 
+    // Every tally is back in the pool, holding the client sketches of the chunks it tallied.
+    for tally in tally_pool.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        state.agg.merge_sketches(&tally);
+    }
     tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "logs read and merged; ranking keys");
     state.finish(opts, bytes_read.load(Ordering::Relaxed), started)
 }
