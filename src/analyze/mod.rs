@@ -181,6 +181,77 @@ pub fn analyze(
     state.finish(opts, bytes_read.load(Ordering::Relaxed), started)
 }
 
+/// The rows of `tables` in hotness order, in row groups (see [`row_group_size`]). Small
+/// (score, count, rule, index) tuples are ranked, then each row is written once, in its final
+/// place: building rows first and moving them into order cost twice as much (measured: the
+/// single-threaded part after the merge was a quarter of the run).
+fn rank(
+    tables: &[KeyTable],
+    rule_names: &[String],
+    score: &(impl Fn(&KeyStats) -> f64 + Sync),
+) -> Vec<RowGroup> {
+    let mut order: Vec<(f64, u64, u32, u32)> = tables
+        .par_iter()
+        .enumerate()
+        .flat_map_iter(|(r, keys)| {
+            keys.iter().enumerate().map(move |(i, e)| (score(&e.stats), e.stats.count, r as u32, i as u32))
+        })
+        .collect();
+    // The order of `ProfileRow::hotness_order`: score, count, rule name, key. Rules are
+    // compared by the rank of their (unique) names, and keys only afterwards, within the
+    // runs that tie on all the rest: a key is text elsewhere in memory, and on the
+    // benchmark log, where a third of the rows tie on score and count and an eighth on
+    // the rule too, comparing names and keys in the sort made it half again as slow.
+    let rule_rank = name_ranks(rule_names);
+    let ahead = |a: &(f64, u64, u32, u32), b: &(f64, u64, u32, u32)| {
+        b.0.total_cmp(&a.0)
+            .then_with(|| b.1.cmp(&a.1))
+            .then_with(|| rule_rank[a.2 as usize].cmp(&rule_rank[b.2 as usize]))
+    };
+    order.par_sort_unstable_by(ahead);
+    let key = |e: &(f64, u64, u32, u32)| tables[e.2 as usize].key(e.3 as usize);
+    order.par_chunk_by_mut(|a, b| ahead(a, b).is_eq()).for_each(|tied| {
+        if tied.len() > 1 {
+            tied.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+        }
+    });
+    // Each row group is filled by a task of its own: the key tables are only read.
+    order
+        .par_chunks(row_group_size(order.len()))
+        .map(|ranked| {
+            let mut group = RowGroup::with_capacity(ranked.len());
+            for batch in ranked.chunks(ROW_BATCH) {
+                // Rank order is random in memory: reading a batch of entries first (the
+                // hash, then the statistics that follow it) lets their misses overlap.
+                let sum = batch.iter().fold(0u64, |sum, &(_, _, r, i)| {
+                    let e = tables[r as usize].get(i as usize);
+                    sum ^ e.hash ^ e.stats.read_ahead()
+                });
+                std::hint::black_box(sum);
+                for &(score, _, r, i) in batch {
+                    let (table, at) = (&tables[r as usize], i as usize);
+                    let s = &table.get(at).stats;
+                    group.push(RowValues {
+                        rule: r,
+                        key: table.key(at),
+                        count: s.count,
+                        score,
+                        first_seen_ms: (s.first_ms != i64::MAX).then_some(s.first_ms),
+                        last_seen_ms: (s.last_ms != i64::MIN).then_some(s.last_ms),
+                        mean_bytes: s.mean_bytes(),
+                        mean_latency_ms: s.mean_latency_ms(),
+                        max_latency_ms: (s.latency_n > 0).then(|| s.latency_max_us as f64 / 1000.0),
+                        cache_hits: s.hits,
+                        cache_misses: s.misses,
+                        params: table.params(at),
+                    });
+                }
+            }
+            group
+        })
+        .collect()
+}
+
 /// Each name's place among the names in byte order.
 fn name_ranks(names: &[String]) -> Vec<u32> {
     let mut by_name: Vec<usize> = (0..names.len()).collect();
@@ -284,15 +355,9 @@ impl MergeState {
         let matched: u64 = agg.rules.iter().map(|r| r.requests).sum();
         let status_filtered: u64 = agg.rules.iter().map(|r| r.status_filtered).sum();
 
-        let mut rules = Vec::new();
         let mut clients = agg.all_clients();
-        let mut sketches = Sketches { clients: crate::sketch::encode(&clients), rules: Vec::new() };
+        let mut rules = Vec::new();
         for (name, r) in rule_names.iter().zip(agg.rules.iter_mut()) {
-            sketches.rules.push(RuleSketches {
-                name: name.clone(),
-                keys: crate::sketch::encode(&r.key_sketch),
-                clients: crate::sketch::encode(&r.clients),
-            });
             rules.push(RuleSummary {
                 name: name.clone(),
                 requests: r.requests,
@@ -315,72 +380,23 @@ impl MergeState {
             };
             s.decayed_count(window_end, half_life_ms) * cost
         };
-        // Rank small (score, count, rule, index) tuples, then write each row once, in its
-        // final place: building rows first and moving them into order cost twice as much
-        // (measured: the single-threaded part after the merge was a quarter of the run).
         let tables: Vec<KeyTable> = agg.rules.iter_mut().map(|r| r.keys.take()).collect();
-        let mut order: Vec<(f64, u64, u32, u32)> = tables
-            .par_iter()
-            .enumerate()
-            .flat_map_iter(|(r, keys)| {
-                keys.iter()
-                    .enumerate()
-                    .map(move |(i, e)| (score(&e.stats), e.stats.count, r as u32, i as u32))
-            })
-            .collect();
-        // The order of `ProfileRow::hotness_order`: score, count, rule name, key. Rules are
-        // compared by the rank of their (unique) names, and keys only afterwards, within the
-        // runs that tie on all the rest: a key is text elsewhere in memory, and on the
-        // benchmark log, where a third of the rows tie on score and count and an eighth on
-        // the rule too, comparing names and keys in the sort made it half again as slow.
-        let rule_rank = name_ranks(&rule_names);
-        let ahead = |a: &(f64, u64, u32, u32), b: &(f64, u64, u32, u32)| {
-            b.0.total_cmp(&a.0)
-                .then_with(|| b.1.cmp(&a.1))
-                .then_with(|| rule_rank[a.2 as usize].cmp(&rule_rank[b.2 as usize]))
-        };
-        order.par_sort_unstable_by(ahead);
-        let key = |e: &(f64, u64, u32, u32)| tables[e.2 as usize].key(e.3 as usize);
-        order.par_chunk_by_mut(|a, b| ahead(a, b).is_eq()).for_each(|tied| {
-            if tied.len() > 1 {
-                tied.sort_unstable_by(|a, b| key(a).cmp(key(b)));
-            }
-        });
-        // Each row group is filled by a task of its own: the key tables are only read.
-        let groups: Vec<RowGroup> = order
-            .par_chunks(row_group_size(order.len()))
-            .map(|ranked| {
-                let mut group = RowGroup::with_capacity(ranked.len());
-                for batch in ranked.chunks(ROW_BATCH) {
-                    // Rank order is random in memory: reading a batch of entries first (the
-                    // hash, then the statistics that follow it) lets their misses overlap.
-                    let sum = batch.iter().fold(0u64, |sum, &(_, _, r, i)| {
-                        let e = tables[r as usize].get(i as usize);
-                        sum ^ e.hash ^ e.stats.read_ahead()
-                    });
-                    std::hint::black_box(sum);
-                    for &(score, _, r, i) in batch {
-                        let (table, at) = (&tables[r as usize], i as usize);
-                        let s = &table.get(at).stats;
-                        group.push(RowValues {
-                            rule: r,
-                            key: table.key(at),
-                            count: s.count,
-                            score,
-                            first_seen_ms: (s.first_ms != i64::MAX).then_some(s.first_ms),
-                            last_seen_ms: (s.last_ms != i64::MIN).then_some(s.last_ms),
-                            mean_bytes: s.mean_bytes(),
-                            mean_latency_ms: s.mean_latency_ms(),
-                            max_latency_ms: (s.latency_n > 0).then(|| s.latency_max_us as f64 / 1000.0),
-                            cache_hits: s.hits,
-                            cache_misses: s.misses,
-                            params: table.params(at),
-                        });
-                    }
-                }
-                group
-            })
-            .collect();
+        // Encoding the sketches (a few ms on one core) overlaps the ranking.
+        let (sketches, groups) = rayon::join(
+            || Sketches {
+                clients: crate::sketch::encode(&clients),
+                rules: rule_names
+                    .iter()
+                    .zip(&agg.rules)
+                    .map(|(name, r)| RuleSketches {
+                        name: name.clone(),
+                        keys: crate::sketch::encode(&r.key_sketch),
+                        clients: crate::sketch::encode(&r.clients),
+                    })
+                    .collect(),
+            },
+            || rank(&tables, &rule_names, &score),
+        );
         let profile = ProfileColumns::new(rule_names, groups);
 
         let mut unmatched: Vec<(Box<[u8]>, u64)> =
