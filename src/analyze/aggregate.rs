@@ -208,11 +208,13 @@ struct Interned<V> {
 
 /// A chunk-local table whose keys live in one arena: no allocation per key, which matters
 /// because most keys of a chunk are seen again in the next one. Keys are told apart by their
-/// pair of hashes, as in the run-wide table (see [`KeyEntry::check`]), so a lookup reads only
-/// its index slot: comparing the key's bytes read the entry and the arena, two cache misses
-/// on most lines.
+/// pair of hashes, as in the run-wide table (see [`KeyEntry::check`]): comparing the key's
+/// bytes read the arena, a cache miss on most lines. The index holds only each entry's
+/// position, and a lookup compares the hashes in the entry, which the line then updates: with
+/// the hashes in the index too, a lookup missed the cache twice (the index, then the entry),
+/// and the index was six times the size.
 struct ChunkTable<V> {
-    index: HashTable<Slot>,
+    index: HashTable<u32>,
     entries: Vec<Interned<V>>,
     arena: Vec<u8>,
 }
@@ -225,8 +227,13 @@ impl<V> ChunkTable<V> {
     /// The value for `key`, whose hashes are `hash` and `check`, created by `init` (which may
     /// append to the arena) when absent.
     fn entry(&mut self, hash: u64, check: u64, key: &[u8], init: impl FnOnce(&mut Vec<u8>) -> V) -> &mut V {
-        let at = match self.index.find(hash, |s| s.hash == hash && s.check == check) {
-            Some(s) => s.at,
+        let entries = &self.entries;
+        let found = self.index.find(hash, |&at| {
+            let e = &entries[at as usize];
+            e.hash == hash && e.check == check
+        });
+        let at = match found {
+            Some(&at) => at as usize,
             None => {
                 let start = self.arena.len();
                 self.arena.extend_from_slice(key);
@@ -234,7 +241,8 @@ impl<V> ChunkTable<V> {
                 let value = init(&mut self.arena);
                 let at = self.entries.len();
                 self.entries.push(Interned { hash, check, key: span, value });
-                self.index.insert_unique(hash, Slot { hash, check, at }, |s| s.hash);
+                let entries = &self.entries;
+                self.index.insert_unique(hash, at as u32, |&at| entries[at as usize].hash);
                 at
             }
         };
