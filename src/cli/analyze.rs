@@ -1,7 +1,7 @@
 //! `preheat analyze`: logs → profile, with a summary on stdout.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -158,7 +158,12 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print!("{}", render_summary(summary, &analysis.profile, args.top, profile_path.as_ref()));
+        let written = match &profile_path {
+            Some(path) => Ok(path.as_path()),
+            None if refused => Err("no key was counted, see below"),
+            None => Err("--dry-run"),
+        };
+        print!("{}", render_summary(summary, &analysis.profile, args.top, written));
     }
     if refused {
         let (why, hint) = why_no_keys(summary);
@@ -275,8 +280,13 @@ fn pct(n: u64, of: u64) -> String {
     if of == 0 { "-".into() } else { format!("{:.1}%", 100.0 * n as f64 / of as f64) }
 }
 
-/// The terminal summary.
-pub fn render_summary(s: &Summary, rows: &ProfileColumns, top: usize, profile: Option<&PathBuf>) -> String {
+/// The terminal summary; `profile` is the profile written, or why none was.
+pub fn render_summary(
+    s: &Summary,
+    rows: &ProfileColumns,
+    top: usize,
+    profile: Result<&Path, &str>,
+) -> String {
     let mut o = String::new();
     let secs = s.elapsed_ms as f64 / 1000.0;
     let _ = writeln!(
@@ -363,11 +373,11 @@ pub fn render_summary(s: &Summary, rows: &ProfileColumns, top: usize, profile: O
         o.push_str(&render_rows(&rows.rows().take(top).collect::<Vec<_>>(), top));
     }
     match profile {
-        Some(p) => {
+        Ok(p) => {
             let _ = writeln!(o, "\nprofile   {} ({} keys)", p.display(), rows.len());
         }
-        None => {
-            let _ = writeln!(o, "\nprofile   not written (--dry-run)");
+        Err(why) => {
+            let _ = writeln!(o, "\nprofile   not written ({why})");
         }
     }
     o

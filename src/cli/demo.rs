@@ -44,7 +44,7 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         &store::meta_now(analysis.summary.clone(), Some(analysis.sketches.clone()), now),
         now,
     )?;
-    print!("{}", super::analyze::render_summary(&analysis.summary, &analysis.profile, 5, Some(&path)));
+    print!("{}", super::analyze::render_summary(&analysis.summary, &analysis.profile, 5, Ok(&path)));
 
     println!("\n== 2. plan from the latest profile\n");
     let (meta, rows) = open_profile(&store.latest()?)?;

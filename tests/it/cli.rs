@@ -126,6 +126,25 @@ fn an_analysis_that_counts_no_key_writes_no_profile_and_keeps_latest() {
     assert!(stderr_has(&out, "no request was counted for a key: of 19968 requests, "));
     assert!(stderr_has(&out, "hint: add rules for the unmatched paths listed above"));
     assert!(text(&out.stdout).contains("top unmatched paths"));
+    assert!(text(&out.stdout).contains("profile   not written (no key was counted, see below)"));
+    assert_eq!((latest(), profiles()), (good.clone(), stored));
+
+    // A rule that matches every request but caches none of their statuses.
+    fs::write(
+        dir.path().join("status.toml"),
+        "[[rule]]\nname = \"all\"\nmatch = \"GET /{rest:path}\"\nkey = \"all:{rest}\"\nstatus = [599]\n",
+    )
+    .expect("writable");
+    let out = preheat(dir.path(), &["analyze", "--config", "status.toml", &sample]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(stderr_has(&out, "of 19968 requests, 19968 had a status no rule caches"));
+    assert!(stderr_has(&out, "hint: check the rules' `status` filters"));
+    assert_eq!((latest(), profiles()), (good.clone(), stored));
+
+    // A dry run counts keys and says why it wrote nothing.
+    let out = preheat(dir.path(), &["analyze", "--config", &config, "--dry-run", &sample]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("profile   not written (--dry-run)"));
     assert_eq!((latest(), profiles()), (good.clone(), stored));
 
     // An empty log, and a window that holds none of the log's requests.
