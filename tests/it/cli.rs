@@ -115,13 +115,17 @@ fn an_analysis_that_counts_no_key_writes_no_profile_and_keeps_latest() {
     assert!(stderr_has(&out, "hint: check the log format"));
     assert_eq!((latest(), profiles()), (good.clone(), stored));
 
+    // Analyzes the sample with a config of its own.
+    let analyze_with = |file: &str, config: &str| {
+        fs::write(dir.path().join(file), config).expect("writable");
+        preheat(dir.path(), &["analyze", "--config", file, &sample])
+    };
+
     // Rules that match nothing in the log.
-    fs::write(
-        dir.path().join("other.toml"),
+    let out = analyze_with(
+        "other.toml",
         "[[rule]]\nname = \"cart\"\nmatch = \"GET /cart/{id}\"\nkey = \"cart:{id}\"\n",
-    )
-    .expect("writable");
-    let out = preheat(dir.path(), &["analyze", "--config", "other.toml", &sample]);
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(stderr_has(&out, "no request was counted for a key: of 19968 requests, "));
     assert!(stderr_has(&out, "hint: add rules for the unmatched paths listed above"));
@@ -130,12 +134,10 @@ fn an_analysis_that_counts_no_key_writes_no_profile_and_keeps_latest() {
     assert_eq!((latest(), profiles()), (good.clone(), stored));
 
     // A rule that matches every request but caches none of their statuses.
-    fs::write(
-        dir.path().join("status.toml"),
+    let out = analyze_with(
+        "status.toml",
         "[[rule]]\nname = \"all\"\nmatch = \"GET /{rest:path}\"\nkey = \"all:{rest}\"\nstatus = [599]\n",
-    )
-    .expect("writable");
-    let out = preheat(dir.path(), &["analyze", "--config", "status.toml", &sample]);
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(stderr_has(&out, "of 19968 requests, 19968 had a status no rule caches"));
     assert!(stderr_has(&out, "hint: check the rules' `status` filters"));
