@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use super::compiled::{is_dash, parse_status, parse_u64, quoted_len};
 use super::request::parse_request;
 use super::scan;
-use super::time::parse_clf;
+use super::time::{CLF_LEN, parse_clf};
 use super::{ParseError, Record};
 
 /// Which of the two formats a line is in.
@@ -35,7 +35,7 @@ pub(super) fn parse(line: &[u8], format: Clf) -> Result<Record<'_>, ParseError> 
     literal(&mut rest, b" ")?;
     field(&mut rest, b' ')?; // $remote_user
     literal(&mut rest, b" [")?;
-    rec.time_ms = Some(parse_clf(field(&mut rest, b']')?).ok_or(ParseError::BadTime)?);
+    rec.time_ms = Some(time(&mut rest)?);
     literal(&mut rest, b"] \"")?;
     let request = quoted(&mut rest)?;
     let target = parse_request(request).ok_or(ParseError::BadRequest)?;
@@ -78,6 +78,20 @@ fn closes(s: &[u8]) -> bool {
         Some(_) => quoted_len(s).is_some(),
         None => false,
     }
+}
+
+/// `$time_local`, up to the first `]`, which stays in `rest`. Nearly every log writes it in
+/// its usual 26 bytes, which hold no `]` when they are a valid time; the search for the `]`
+/// then is a single test.
+#[inline]
+fn time(rest: &mut &[u8]) -> Result<i64, ParseError> {
+    if rest.get(CLF_LEN) == Some(&b']')
+        && let Some(ms) = parse_clf(&rest[..CLF_LEN])
+    {
+        *rest = &rest[CLF_LEN..];
+        return Ok(ms);
+    }
+    parse_clf(field(rest, b']')?).ok_or(ParseError::BadTime)
 }
 
 /// An unquoted field: up to the first `end`, which stays in `rest`.
@@ -173,6 +187,26 @@ mod tests {
             let ours = parse(line.as_bytes(), Clf::Combined);
             assert_eq!(ours.is_ok(), closes, "{line}");
             assert_eq!(ours, generic.parse_generic(line.as_bytes()), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_time_of_the_usual_length_is_read_as_the_interpreter_reads_it() {
+        let generic = CompiledFormat::compile(COMBINED, true).expect("built in");
+        for time in [
+            "17/May/2015:10:05:03 +0000",  // the usual 26 bytes
+            "17/May/2015:10:05:03 +00]0",  // 26 bytes, a `]` inside
+            "17/May/2015:10:05:03 +0000]", // a `]` where the usual time ends, then another
+            "17/May/2015:10:05:03 +00:00", // 27 bytes
+            "17/May/2015:10:05:03",        // no zone
+            "17/Maz/2015:10:05:03 +0000",  // 26 bytes, not a time
+        ] {
+            let line = format!(r#"1.2.3.4 - - [{time}] "GET /a HTTP/1.1" 200 1 "-" "-""#);
+            assert_eq!(
+                parse(line.as_bytes(), Clf::Combined),
+                generic.parse_generic(line.as_bytes()),
+                "{line}"
+            );
         }
     }
 

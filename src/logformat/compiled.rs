@@ -306,10 +306,11 @@ pub(super) fn seconds_to_us(v: &[u8]) -> Option<u64> {
 }
 
 pub(super) fn parse_u64(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() || v.len() > 19 {
         return None;
     }
-    Some(v.iter().fold(0u64, |n, c| n * 10 + u64::from(c - b'0')))
+    // One pass that checks and adds up: a check first and a sum after read every byte twice.
+    v.iter().try_fold(0u64, |n, &c| c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0')))
 }
 
 pub(super) fn parse_status(v: &[u8]) -> Result<u16, ParseError> {

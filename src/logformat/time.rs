@@ -97,7 +97,7 @@ fn offset_seconds(b: &[u8]) -> Option<i64> {
 }
 
 /// The length of the usual CLF time text, the only length [`parse_clf`] remembers.
-const CLF_LEN: usize = 26;
+pub(super) const CLF_LEN: usize = 26;
 
 /// A usual-length time text as machine words: 26 bytes in three words and a last one whose
 /// top six bytes are zero.
