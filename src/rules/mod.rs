@@ -178,9 +178,10 @@ impl RuleSet {
     /// Finds the rule for a request. On `Matched`, `values` holds the rule's parameter values
     /// (captures, then kept query parameters, `None` when absent).
     pub fn classify<'a>(&self, rec: &'a Record<'_>, values: &mut Vec<Option<&'a [u8]>>) -> Outcome {
+        let method = pattern::method_word(&rec.method);
         for (i, rule) in self.rules.iter().enumerate() {
             values.clear();
-            if !rule.pattern.method_matches(&rec.method) {
+            if !rule.pattern.method_matches(&rec.method, method) {
                 continue;
             }
             if let Some(h) = &rule.host
