@@ -392,7 +392,7 @@ pub fn tally_chunk_into(t: &mut ChunkTally, data: &[u8], format: &LogFormat, ctx
         let mut values = recycle(std::mem::take(&mut spare_values));
         match ctx.rules.classify(rec, &mut values) {
             Outcome::Matched(r) => {
-                if let Err(NonUtf8Value) = ctx.rules.rules()[r].key.render(&values, &mut key) {
+                if let Err(NonUtf8Value) = ctx.rules.rules()[r].key.render_bytes(&values, &mut key) {
                     t.reject("non_utf8_key", index, line);
                 } else {
                     t.note_time(rec);
