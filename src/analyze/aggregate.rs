@@ -451,25 +451,29 @@ fn write_raw_params(out: &mut Vec<u8>, values: &[Option<&[u8]>]) {
     }
 }
 
-/// Decodes [`write_raw_params`] output.
-fn read_raw_params(mut raw: &[u8]) -> Vec<Option<&[u8]>> {
-    let mut values = Vec::new();
-    while let Some((len, rest)) = raw.split_first_chunk::<4>() {
+/// Decodes [`write_raw_params`] output, value by value (a vector of them per new key was an
+/// allocation per key).
+fn read_raw_params(mut raw: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
+    std::iter::from_fn(move || {
+        let (len, rest) = raw.split_first_chunk::<4>()?;
         let len = u32::from_le_bytes(*len);
         if len == u32::MAX {
-            values.push(None);
             raw = rest;
+            Some(None)
         } else {
             let (v, rest) = rest.split_at((len as usize).min(rest.len()));
-            values.push(Some(v));
             raw = rest;
+            Some(Some(v))
         }
-    }
-    values
+    })
 }
 
 /// Appends the parameters as a JSON object (`{"id":"42"}`), absent ones left out.
-fn write_params_json(out: &mut Vec<u8>, names: &[String], values: &[Option<&[u8]>]) {
+fn write_params_json<'v>(
+    out: &mut Vec<u8>,
+    names: &[String],
+    values: impl IntoIterator<Item = Option<&'v [u8]>>,
+) {
     out.push(b'{');
     let mut first = true;
     for (name, value) in names.iter().zip(values) {
@@ -881,11 +885,7 @@ impl Aggregate {
                         None => {
                             agg.key_sketch.insert(key);
                             json.clear();
-                            write_params_json(
-                                &mut json,
-                                names,
-                                &read_raw_params(table.bytes(e.value.params)),
-                            );
+                            write_params_json(&mut json, names, read_raw_params(table.bytes(e.value.params)));
                             let stats = e.value.stats.clone();
                             agg.keys.insert(e.hash, check, &text(key), &text(&json), stats);
                         }
@@ -958,7 +958,7 @@ mod tests {
         let names = ["a".to_string(), "b".to_string(), "c".to_string(), "d".to_string()];
         let values: [Option<&[u8]>; 4] =
             [Some(br#"x"q\"#), None, Some(b"\xff\x01"), Some("naïve\t€\u{1f}z".as_bytes())];
-        write_params_json(&mut out, &names, &values);
+        write_params_json(&mut out, &names, values);
         let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
         assert_eq!(v, serde_json::json!({"a": r#"x"q\"#, "c": "\u{fffd}\u{1}", "d": "naïve\t€\u{1f}z"}));
     }
@@ -968,7 +968,7 @@ mod tests {
         let values: [Option<&[u8]>; 4] = [Some(b"42"), None, Some(b""), Some(b"x y")];
         let mut raw = Vec::new();
         write_raw_params(&mut raw, &values);
-        assert_eq!(read_raw_params(&raw), values.to_vec());
+        assert_eq!(read_raw_params(&raw).collect::<Vec<_>>(), values.to_vec());
     }
 
     #[test]
