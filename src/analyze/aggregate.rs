@@ -683,7 +683,12 @@ impl KeyTable {
         let slot = Slot { hash, check, at: self.len };
         self.index.insert_unique(hash, slot, |s| s.hash);
         if self.segments.last().is_none_or(|s| s.entries.len() == SEGMENT) {
-            self.segments.push(Segment { entries: Vec::with_capacity(SEGMENT), text: String::new() });
+            // The text of a full segment foretells the next one's: reserving as much (and an
+            // eighth more) spares the next one most of its growth, each step of which copied
+            // all its text so far.
+            let text = self.segments.last().map_or(0, |s| s.text.len() + s.text.len() / 8);
+            self.segments
+                .push(Segment { entries: Vec::with_capacity(SEGMENT), text: String::with_capacity(text) });
         }
         let last = self.segments.len() - 1;
         let segment = &mut self.segments[last];
