@@ -112,7 +112,11 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
 
     let readable = analysis.summary.inputs.iter().any(|i| i.error.is_none());
     if !readable {
-        anyhow::bail!("no input could be read; see the errors above");
+        return Err(RunError::new(
+            "no input could be read (each one's error is logged above)",
+            "check that the files are readable, and that compressed ones are whole gzip or zstd",
+        )
+        .into());
     }
 
     let summary = &analysis.summary;

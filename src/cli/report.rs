@@ -12,7 +12,7 @@ use preheat::mrc::{self, MissRatioCurve};
 use preheat::profile::open_profile;
 use preheat::simulate::{ColdVsWarm, cold_vs_warm};
 
-use super::{Exit, load_config};
+use super::{Exit, RunError, load_config};
 
 /// Traces up to this many requests get the exact miss-ratio curve; longer ones are sampled.
 const EXACT_LIMIT: usize = 4_000_000;
@@ -109,11 +109,17 @@ fn replay(
         tracing::warn!(input = %name, error = %error, "input not read in full; the curve uses what was read");
     }
     if trace.keys.is_empty() {
-        anyhow::bail!(
-            "no request in {} lines matched a rule ({} rejected): check --config and the log format",
-            trace.stats.lines,
-            trace.stats.rejected
-        );
+        let lines = trace.stats.lines;
+        return Err(RunError::new(
+            format!(
+                "no request in {lines} {} matched a rule ({} rejected)",
+                if lines == 1 { "line" } else { "lines" },
+                trace.stats.rejected
+            ),
+            "check the rules (--config) and the log format; `preheat analyze` on the same logs \
+             counts rejected lines by reason and lists the paths no rule matched",
+        )
+        .into());
     }
     let curve = if trace.keys.len() <= EXACT_LIMIT {
         mrc::exact(&trace.keys)

@@ -14,7 +14,7 @@ use preheat::profile::open_profile;
 use preheat::source::{redact_url, resolve_secret};
 use preheat::warm::{self, Progress, RunReport, RunStatus};
 
-use super::{Exit, GlobalArgs, load_config, show_bar};
+use super::{Exit, GlobalArgs, RunError, load_config, show_bar};
 
 /// Flags of `preheat warm`.
 #[derive(Debug, Args)]
@@ -177,10 +177,14 @@ pub fn open_backend(config: &Config) -> anyhow::Result<AnyBackend> {
         };
         return Ok(AnyBackend::Redis(Arc::new(backend)));
     }
-    anyhow::bail!(
-        "backend `{}` is not `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://` or `memory://`",
-        redact_url(&url)
+    Err(RunError::new(
+        format!(
+            "backend `{}` is not `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://` or `memory://`",
+            redact_url(&url)
+        ),
+        "set --backend / PREHEAT_BACKEND, or backend.url (or the variable or file it names), to such a URL",
     )
+    .into())
 }
 
 /// Warm progress as a bar on a terminal, else a log line every few seconds.

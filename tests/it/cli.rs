@@ -472,6 +472,28 @@ fn warm_strict_exits_4_when_keys_fail() {
 }
 
 #[test]
+fn a_backend_url_of_another_scheme_is_named_without_its_password() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, log) = (repo("data/preheat.toml"), repo("data/access.log.gz"));
+    let out = preheat(dir.path(), &["analyze", "--config", &config, &log]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let warm = |strict: bool| {
+        let mut args = vec!["warm", "--config", &config, "--backend", "http://ops:s3cret@cache:80"];
+        if strict {
+            args.push("--strict");
+        }
+        preheat(dir.path(), &args)
+    };
+    let out = warm(false);
+    assert_eq!(out.status.code(), Some(0), "not strict: the deploy goes on: {}", text(&out.stderr));
+    let out = warm(true);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(stderr_has(&out, "is not `redis://`"), "{}", text(&out.stderr));
+    assert!(stderr_has(&out, "hint: set --backend / PREHEAT_BACKEND"), "{}", text(&out.stderr));
+    assert!(!stderr_has(&out, "s3cret"), "{}", text(&out.stderr));
+}
+
+#[test]
 fn warm_over_tls_as_an_acl_user_never_shows_the_password() {
     let redis = crate::servers::Redis::start_tls();
     let mut admin = redis.client().get_connection().expect("connects over TLS");
@@ -592,7 +614,8 @@ fn report_sizes_the_cache_from_the_latest_profile() {
     fs::write(dir.path().join("other.log"), "not a log line\n").expect("writable");
     let out = preheat(dir.path(), &["report", "--config", &repo("data/preheat.toml"), "other.log"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr_has(&out, "no request in 1 lines matched a rule"), "{}", text(&out.stderr));
+    assert!(stderr_has(&out, "no request in 1 line matched a rule"), "{}", text(&out.stderr));
+    assert!(stderr_has(&out, "hint: check the rules (--config) and the log format"), "{}", text(&out.stderr));
 }
 
 #[test]
