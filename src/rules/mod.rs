@@ -8,7 +8,7 @@
 mod pattern;
 mod template;
 
-pub use pattern::{CaptureKind, MatchPattern, PatternError, same as same_bytes};
+pub use pattern::{CaptureKind, MatchPattern, PatternError, method_word, same as same_bytes};
 pub use template::{KeyTemplate, NonUtf8Value, TemplateError};
 
 use crate::logformat::Record;
