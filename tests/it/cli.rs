@@ -92,6 +92,15 @@ fn a_damaged_input_exits_3_and_still_writes_the_profile() {
     assert!(text(&out.stdout).contains("ERROR"));
     assert!(stderr_has(&out, "bad.log.gz"));
     assert!(dir.path().join("profiles/latest").is_file());
+
+    // With no other input, nothing could be read: a failure that says what to check, and
+    // the profile written before stays the latest.
+    let latest = fs::read_to_string(dir.path().join("profiles/latest")).expect("latest exists");
+    let out = preheat(dir.path(), &["analyze", "bad.log.gz"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(stderr_has(&out, "no input could be read"), "{}", text(&out.stderr));
+    assert!(stderr_has(&out, "hint: check that the files are readable"), "{}", text(&out.stderr));
+    assert_eq!(fs::read_to_string(dir.path().join("profiles/latest")).expect("latest exists"), latest);
 }
 
 #[test]
