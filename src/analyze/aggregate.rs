@@ -556,21 +556,22 @@ pub fn excerpt(line: &[u8]) -> String {
     out
 }
 
-/// A key's run-wide entry.
+/// A key's run-wide entry. Its hashes are kept in the table's index only.
 pub struct KeyEntry {
-    /// Hash of the key (from the run's hasher).
-    pub hash: u64,
-    /// A second hash of the key, from an independent seed. The merge takes two entries with
-    /// the same pair of hashes for the same key without reading the key itself: that read was
-    /// a cache miss on nearly every lookup (measured: a third of the merge), and a false match
-    /// among a million keys has a probability below 10^-26.
-    pub check: u64,
     /// Where the key is in its segment's text (see [`KeyTable::key`]).
     key: (usize, usize),
     /// Where the parameters of the first request seen, a JSON object, are in that text.
     params: (usize, usize),
     /// Statistics.
     pub stats: KeyStats,
+}
+
+impl KeyEntry {
+    /// A field from each cache line the entry spans, for reading a batch of entries ahead of
+    /// the work on them (see [`KeyStats::read_ahead`]).
+    pub fn read_ahead(&self) -> u64 {
+        self.key.0 as u64 ^ self.stats.read_ahead()
+    }
 }
 
 /// A rule's run-wide keys: entries in the order first seen, found through a compact index.
@@ -611,8 +612,14 @@ impl Segment {
 /// A key's place in a [`KeyTable`].
 #[derive(Clone, Copy)]
 struct Slot {
+    /// Hash of the key (from the run's hasher).
     hash: u64,
+    /// A second hash of the key, from an independent seed. The merge takes two entries with
+    /// the same pair of hashes for the same key without reading the key itself: that read was
+    /// a cache miss on nearly every lookup (measured: a third of the merge), and a false match
+    /// among a million keys has a probability below 10^-26.
     check: u64,
+    /// The entry's position.
     at: usize,
 }
 
@@ -698,7 +705,7 @@ impl KeyTable {
             (start, segment.text.len())
         };
         let (key, params) = (append(key), append(params));
-        segment.entries.push(KeyEntry { hash, check, key, params, stats });
+        segment.entries.push(KeyEntry { key, params, stats });
         self.len += 1;
     }
 
@@ -711,19 +718,24 @@ impl KeyTable {
         let mut counts: Vec<u64> = self.iter().map(|e| e.stats.count).collect();
         let (_, threshold, _) = counts.select_nth_unstable_by(keep, |a, b| b.cmp(a));
         let threshold = *threshold;
-        // The index keeps its allocation: the entries left are re-added to it, their text
-        // copied into new segments, so that the text of dropped keys is freed too.
-        self.index.clear();
+        // The entries' hashes, by position, come from the index, which keeps its allocation:
+        // the entries left are re-added to it, their text copied into new segments, so that
+        // the text of dropped keys is freed too.
+        let mut hashes = vec![(0, 0); self.len];
+        for s in self.index.drain() {
+            hashes[s.at] = (s.hash, s.check);
+        }
         self.len = 0;
+        let mut hashes = hashes.into_iter();
         for segment in std::mem::take(&mut self.segments) {
-            for e in &segment.entries {
+            for (e, (hash, check)) in segment.entries.iter().zip(hashes.by_ref()) {
                 let c = e.stats.count;
                 if c > threshold {
                     let mut stats = e.stats.clone();
                     // Scale the decayed count with the count so scores stay consistent.
                     stats.decay *= (c - threshold) as f64 / c as f64;
                     stats.count = c - threshold;
-                    self.insert(e.hash, e.check, segment.str(e.key), segment.str(e.params), stats);
+                    self.insert(hash, check, segment.str(e.key), segment.str(e.params), stats);
                 }
             }
         }

@@ -221,11 +221,11 @@ fn rank(
         .map(|ranked| {
             let mut group = RowGroup::with_capacity(ranked.len());
             for batch in ranked.chunks(ROW_BATCH) {
-                // Rank order is random in memory: reading a batch of entries first (the
-                // hash, then the statistics that follow it) lets their misses overlap.
+                // Rank order is random in memory: reading a batch of entries first lets
+                // their misses overlap.
                 let sum = batch.iter().fold(0u64, |sum, &(_, _, r, i)| {
                     let e = tables[r as usize].get(i as usize);
-                    sum ^ e.hash ^ e.stats.read_ahead()
+                    sum ^ e.read_ahead()
                 });
                 std::hint::black_box(sum);
                 for &(score, _, r, i) in batch {
