@@ -224,8 +224,8 @@ impl<V> ChunkTable<V> {
         ChunkTable { index: HashTable::new(), entries: Vec::new(), arena: Vec::new() }
     }
 
-    /// The value for `key`, whose hashes are `hash` and `check`, created by `init` (which may
-    /// append to the arena) when absent.
+    /// The value for `key`, whose hashes are `hash` and `check`, created by `init` when absent;
+    /// what `init` appends to the arena follows the key's bytes.
     fn entry(&mut self, hash: u64, check: u64, key: &[u8], init: impl FnOnce(&mut Vec<u8>) -> V) -> &mut V {
         let entries = &self.entries;
         let found = self.index.find(hash, |&at| {
@@ -261,10 +261,11 @@ impl<V> ChunkTable<V> {
     }
 }
 
-/// A chunk's stats for one key, with its raw parameter values in the arena (see
-/// [`write_raw_params`]); they become JSON only for keys new to the whole run.
+/// A chunk's stats for one key, with its raw parameter values in the arena right after the
+/// key, up to `params_end` (see [`write_raw_params`]); they become JSON only for keys new to
+/// the whole run.
 struct ChunkKey {
-    params: (usize, usize),
+    params_end: usize,
     stats: KeyStats,
 }
 
@@ -400,9 +401,8 @@ pub fn tally_chunk_into(t: &mut ChunkTally, data: &[u8], format: &LogFormat, ctx
                     rt.requests += 1;
                     let (hash, check) = (ctx.hasher.hash_one(&key[..]), ctx.check_hasher.hash_one(&key[..]));
                     let entry = rt.keys.entry(hash, check, &key[..], |arena| {
-                        let start = arena.len();
                         write_raw_params(arena, &values);
-                        ChunkKey { params: (start, arena.len()), stats: KeyStats::new() }
+                        ChunkKey { params_end: arena.len(), stats: KeyStats::new() }
                     });
                     entry.stats.add(rec, ctx.half_life_ms);
                     if let Some(c) = &rec.client {
@@ -902,7 +902,8 @@ impl Aggregate {
                         None => {
                             agg.key_sketch.insert(key);
                             json.clear();
-                            write_params_json(&mut json, names, read_raw_params(table.bytes(e.value.params)));
+                            let params = table.bytes((e.key.1, e.value.params_end));
+                            write_params_json(&mut json, names, read_raw_params(params));
                             let stats = e.value.stats.clone();
                             agg.keys.insert(e.hash, check, &text(key), &text(&json), stats);
                         }
