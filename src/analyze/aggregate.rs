@@ -167,7 +167,7 @@ pub struct TallyContext<'a> {
     /// Hashes keys and paths. One per run (randomly seeded: paths come from the internet) and
     /// shared by chunk and run-wide tables, so a hash computed in a chunk is reused by the merge.
     pub hasher: ahash::RandomState,
-    /// A second, independently seeded hash of each key (see [`KeyEntry::check`]).
+    /// A second, independently seeded hash of each key (see [`KeyTable`]).
     pub check_hasher: ahash::RandomState,
 }
 
@@ -208,7 +208,7 @@ struct Interned<V> {
 
 /// A chunk-local table whose keys live in one arena: no allocation per key, which matters
 /// because most keys of a chunk are seen again in the next one. Keys are told apart by their
-/// pair of hashes, as in the run-wide table (see [`KeyEntry::check`]): comparing the key's
+/// pair of hashes, as in the run-wide table (see [`KeyTable`]): comparing the key's
 /// bytes read the arena, a cache miss on most lines. The index holds only each entry's
 /// position, and a lookup compares the hashes in the entry, which the line then updates: with
 /// the hashes in the index too, a lookup missed the cache twice (the index, then the entry),
@@ -581,6 +581,11 @@ impl KeyEntry {
 /// profile), and the ranking reads the entries as they are, with no drain. Measured on the
 /// benchmark log: the same time, and a peak resident set about 50 MiB (a fifth) smaller.
 ///
+/// The second hash, from an independent seed, lets the merge take two entries with the same
+/// pair of hashes for the same key without reading the key itself: that read was a cache miss
+/// on nearly every lookup (measured: a third of the merge), and a false match among a million
+/// keys has a probability below 10^-26.
+///
 /// The entries sit in fixed-size segments, so that growing never moves them: a single vector
 /// that doubled copied every entry into fresh memory each time, and the merge caused a third
 /// of the analyzer's page faults. Each segment keeps its keys' and parameters' text end to
@@ -614,10 +619,7 @@ impl Segment {
 struct Slot {
     /// Hash of the key (from the run's hasher).
     hash: u64,
-    /// A second hash of the key, from an independent seed. The merge takes two entries with
-    /// the same pair of hashes for the same key without reading the key itself: that read was
-    /// a cache miss on nearly every lookup (measured: a third of the merge), and a false match
-    /// among a million keys has a probability below 10^-26.
+    /// A second hash of the key, from an independent seed (see [`KeyTable`]).
     check: u64,
     /// The entry's position.
     at: usize,
@@ -672,7 +674,7 @@ impl KeyTable {
         }
     }
 
-    /// The position of the entry whose key has these two hashes (see [`KeyEntry::check`]).
+    /// The position of the entry whose key has these two hashes.
     fn position(&self, hash: u64, check: u64) -> Option<usize> {
         self.index.find(hash, |s| s.hash == hash && s.check == check).map(|s| s.at)
     }
