@@ -268,6 +268,7 @@ impl CompiledFormat {
 }
 
 /// Length of a quoted field's content: up to the first `"` not escaped by a backslash.
+#[inline(always)]
 pub(super) fn quoted_len(s: &[u8]) -> Option<usize> {
     let mut i = 0;
     while let Some(off) = scan::find2(b'"', b'\\', &s[i..]) {
@@ -313,6 +314,7 @@ pub(super) fn parse_u64(v: &[u8]) -> Option<u64> {
     v.iter().try_fold(0u64, |n, &c| c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0')))
 }
 
+#[inline(always)]
 pub(super) fn parse_status(v: &[u8]) -> Result<u16, ParseError> {
     match v {
         [a, b, c] if v.iter().all(u8::is_ascii_digit) && (b'1'..=b'5').contains(a) => {

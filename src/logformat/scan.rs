@@ -21,7 +21,7 @@ fn matches(word: u64, b: u8) -> u64 {
 }
 
 /// The first `a`, or `a2` when given, in `s`.
-#[inline]
+#[inline(always)]
 fn find_any(a: u8, a2: Option<u8>, s: &[u8]) -> Option<usize> {
     let mut at = 0;
     while at + 8 <= s.len().min(SHORT) {
