@@ -54,13 +54,29 @@ pub fn parse_request(line: &[u8]) -> Option<Target<'_>> {
         return None;
     }
     let rest = &line[method_len + 1..];
-    let target_len = scan::find(b' ', rest).unwrap_or(rest.len());
-    if target_len == 0 {
+    let method = &line[..method_len];
+    if matches!(rest.first(), None | Some(b' ')) {
         return None;
     }
-    let mut t = split_target(&rest[..target_len]);
-    t.method = &line[..method_len];
-    Some(t)
+    if matches!(rest.first(), Some(b'h' | b'H')) {
+        // Perhaps an absolute-form target, whose host ends at a `/`, `?` or `#` before the
+        // target's end: cut the target first.
+        let target_len = scan::find(b' ', rest).unwrap_or(rest.len());
+        return Some(Target { method, ..split_target(&rest[..target_len]) });
+    }
+    // The path ends at the first `?`, `#` or space, the target at the first space: one scan
+    // finds both where the path ends the target, as it mostly does. Cutting the target first
+    // and then splitting it scanned the path twice (a thirtieth of the analyzer's instructions).
+    let (path, query) = match scan::find3(b' ', b'?', b'#', rest) {
+        Some(q) if rest[q] == b'?' => {
+            let query = &rest[q + 1..];
+            let end = scan::find2(b' ', b'#', query).unwrap_or(query.len());
+            (&rest[..q], Some(&query[..end]))
+        }
+        Some(end) => (&rest[..end], None),
+        None => (rest, None),
+    };
+    Some(Target { method, path, query, host: None })
 }
 
 /// Splits a request target into path and query; an absolute-form target
@@ -96,6 +112,41 @@ pub fn split_target(target: &[u8]) -> Target<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The request line read the plain way: the target cut at its first space, then split.
+    fn parse_request_by_cutting(line: &[u8]) -> Option<Target<'_>> {
+        let method_len = line.iter().take(MAX_METHOD + 1).position(|&c| !TOKEN[usize::from(c)])?;
+        if method_len == 0 || line[method_len] != b' ' {
+            return None;
+        }
+        let rest = &line[method_len + 1..];
+        let target_len = scan::find(b' ', rest).unwrap_or(rest.len());
+        if target_len == 0 {
+            return None;
+        }
+        Some(Target { method: &line[..method_len], ..split_target(&rest[..target_len]) })
+    }
+
+    proptest! {
+        #[test]
+        fn one_scan_reads_a_request_as_cutting_its_target_first(
+            start in prop_oneof![
+                Just(&b"GET "[..]),
+                Just(&b"GET h"[..]),
+                Just(&b"GET http://"[..]),
+                Just(&b"GET  "[..]),
+                Just(&b""[..]),
+            ],
+            body in proptest::collection::vec(
+                prop_oneof![Just(b' '), Just(b'?'), Just(b'#'), Just(b'/'), Just(b'x'), any::<u8>()],
+                0..80,
+            ),
+        ) {
+            let line = [start, &body[..]].concat();
+            prop_assert_eq!(parse_request(&line), parse_request_by_cutting(&line));
+        }
+    }
 
     #[test]
     fn request_lines() {
