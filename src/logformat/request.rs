@@ -64,9 +64,9 @@ pub fn parse_request(line: &[u8]) -> Option<Target<'_>> {
         let target_len = scan::find(b' ', rest).unwrap_or(rest.len());
         return Some(Target { method, ..split_target(&rest[..target_len]) });
     }
-    // The path ends at the first `?`, `#` or space, the target at the first space: one scan
-    // finds both where the path ends the target, as it mostly does. Cutting the target first
-    // and then splitting it scanned the path twice (a thirtieth of the analyzer's instructions).
+    // The path ends at the first `?`, `#` or space and the target at the first space, which
+    // is mostly where the path ends: one scan finds both. Cutting the target first and then
+    // splitting it scanned the path twice (1.5% of the analyzer's instructions).
     let (path, query) = match scan::find3(b' ', b'?', b'#', rest) {
         Some(q) if rest[q] == b'?' => {
             let query = &rest[q + 1..];
