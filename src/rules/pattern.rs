@@ -218,9 +218,10 @@ impl MatchPattern {
     fn match_segments<'a>(&self, path: &'a [u8], caps: &mut Vec<Option<&'a [u8]>>) -> bool {
         let (skipped, skipped_len) = self.fixed_segments;
         let mut rest = &path[skipped_len..];
-        let last = self.segments.len() - 1;
-        for (i, seg) in self.segments.iter().enumerate().skip(skipped) {
-            if *seg == Seg::Rest {
+        let mut left = self.segments.len() - skipped;
+        for seg in &self.segments[skipped..] {
+            left -= 1;
+            if matches!(seg, Seg::Rest) {
                 if rest.is_empty() {
                     return false;
                 }
@@ -255,8 +256,8 @@ impl MatchPattern {
                 return false;
             }
             match after {
-                Some(a) if i < last => rest = a,
-                None if i == last => return true,
+                Some(a) if left > 0 => rest = a,
+                None if left == 0 => return true,
                 _ => return false,
             }
         }
