@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 pub use compiled::{CompiledFormat, FormatStringError, Var};
-pub use json::JsonFields;
+pub use json::{JsonFields, JsonFormat};
 
 /// Lines longer than this are rejected (`too_long`) rather than parsed.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
@@ -128,7 +128,7 @@ pub enum LogFormat {
     /// A compiled `log_format` string; `combined` and `common` are predefined ones.
     Text(CompiledFormat),
     /// One JSON object per line.
-    Json(Box<JsonFields>),
+    Json(JsonFormat),
 }
 
 /// The format named in flags or config, before it is compiled.
@@ -193,7 +193,7 @@ impl LogFormat {
             FormatSpec::Auto => return None,
             FormatSpec::Combined => LogFormat::Text(compiled(COMBINED, true)),
             FormatSpec::Common => LogFormat::Text(compiled(COMMON, true)),
-            FormatSpec::Json => LogFormat::Json(Box::new(json.clone())),
+            FormatSpec::Json => LogFormat::Json(JsonFormat::new(json)),
             FormatSpec::Nginx(s) => CompiledFormat::compile(s, false).ok().map(LogFormat::Text)?,
         })
     }
