@@ -658,6 +658,13 @@ impl KeyTable {
         segment.str(segment.entries[at % SEGMENT].params)
     }
 
+    /// A byte of the key and one of the parameters of the entry at a position, for reading a
+    /// batch of them ahead of the work on them (see [`KeyEntry::read_ahead`]).
+    pub fn read_ahead_text(&self, at: usize) -> u8 {
+        let first = |text: &str| text.as_bytes().first().copied().unwrap_or(0);
+        first(self.key(at)) ^ first(self.params(at))
+    }
+
     /// The entries, in the order first seen.
     pub fn iter(&self) -> impl Iterator<Item = &KeyEntry> {
         self.segments.iter().flat_map(|s| &s.entries)
