@@ -70,6 +70,20 @@ echo "| --- | --- | --- |"
 awk -v t="$t_zcat" 'BEGIN { printf "| zcat > /dev/null | %.2f s | 1.0x |\n", t }'
 awk -v t="$t_pregz" -v z="$t_zcat" 'BEGIN { printf "| preheat analyze | %.2f s | %.2fx the time |\n", t, t / z }'
 echo
+# The same requests as JSON lines (nginx's `escape=json` shape): about twice the bytes.
+json="$work/access.json"
+"$preheat" -q generate-log --config "$config" --lines "$LINES" --keys 100000 --seed 7 --format json -o "$json"
+cat "$json" > /dev/null
+json_mb=$(du -m "$json" | cut -f1)
+t_json=""
+for _ in $(seq "$RUNS"); do
+  t_json=$(least "$t_json" "$(timed analyze "$json")")
+done
+rm -f "$json"
+echo "| JSON lines copy | size | wall time (best of $RUNS) | throughput | lines/s |"
+echo "| --- | --- | --- | --- | --- |"
+awk -v t="$t_json" -v mb="$json_mb" -v n="$LINES" 'BEGIN { printf "| preheat analyze | %d MB | %.2f s | %.0f MB/s | %.1fM |\n", mb, t, mb / t, n / t / 1e6 }'
+echo
 # The whole capacity report: the profile's curves, and the log replayed for the LRU curve,
 # the hourly working set and cold against warm.
 t_report=""
