@@ -1,7 +1,7 @@
 //! One pass over the usual shape of a JSON access-log line: a flat object whose values are
 //! strings, numbers, `true`, `false` or `null`.
 //!
-//! serde_json spent about 10,000 instructions on a 340-byte nginx JSON line: it checked each
+//! serde_json spent about 10,900 instructions on a 340-byte nginx JSON line: it checked each
 //! string's UTF-8 on its own, allocated each key, and the visitor compared every key with
 //! every configured name. This reader checks the line's UTF-8 once, finds where strings end
 //! eight bytes at a time, and looks keys up in a table. It declines (`None`) every line it
@@ -329,8 +329,14 @@ mod tests {
         }
 
         #[test]
-        fn never_panics_on_bytes(line in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = read(&line, &names(), &mut Fields::default());
+        fn reads_arbitrary_bytes_as_serde_json_does_or_declines(
+            line in proptest::collection::vec(prop_oneof![Just(b'{'), Just(b'"'), Just(b':'), Just(b'}'), any::<u8>()], 0..200)
+        ) {
+            let format = JsonFormat::new(&JsonFields::default());
+            let mut ours = Fields::default();
+            if read(&line, &format.names, &mut ours).is_some() {
+                prop_assert_eq!(Ok(ours), format.read_with_serde(&line));
+            }
         }
     }
 }
