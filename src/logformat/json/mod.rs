@@ -1,8 +1,8 @@
 //! JSON lines: one object per line, field names configurable.
 //!
 //! Only the fields a [`Record`] needs are decoded, borrowed from the line when they hold no
-//! escapes; every other field is skipped without allocating. Most lines are flat objects,
-//! which [`flat`] reads in one pass; serde_json reads the rest.
+//! escapes; every other field is skipped without allocating. [`flat`] reads most lines in
+//! one pass; serde_json reads the rest.
 
 mod flat;
 
