@@ -68,7 +68,7 @@ fn value(text: &str, at: usize, wanted: bool) -> Option<(Scalar<'_>, usize)> {
     let literal =
         |word: &str| s[at..].starts_with(word.as_bytes()).then_some((Scalar::Null, at + word.len()));
     match *s.get(at)? {
-        b'{' | b'[' if !wanted => Some((Scalar::Null, nested_end(s, at)?)),
+        b'{' | b'[' if !wanted => Some((Scalar::Null, nested_end(text, at)?)),
         b'"' => {
             let (end, escaped) = string_end(s, at + 1, !wanted)?;
             let raw = &text[at + 1..end];
@@ -122,7 +122,8 @@ fn unicode_escape_end(s: &[u8], at: usize) -> Option<usize> {
 /// Where the object or array at `at` ends, checked as serde_json checks a value it skips.
 /// The open containers are kept as bits (set for an object), so nesting deeper than 64
 /// levels is declined.
-fn nested_end(s: &[u8], mut at: usize) -> Option<usize> {
+fn nested_end(text: &str, mut at: usize) -> Option<usize> {
+    let s = text.as_bytes();
     let (mut objects, mut depth) = (0u64, 0u32);
     loop {
         // `at` is where a value starts.
@@ -142,12 +143,8 @@ fn nested_end(s: &[u8], mut at: usize) -> Option<usize> {
                     continue;
                 }
             }
-            b'"' => at = string_end(s, at + 1, true)?.0 + 1,
-            b'-' | b'0'..=b'9' => at += number(&s[at..])?.0,
-            b't' if s[at..].starts_with(b"true") => at += 4,
-            b'f' if s[at..].starts_with(b"false") => at += 5,
-            b'n' if s[at..].starts_with(b"null") => at += 4,
-            _ => return None,
+            // A scalar, skipped as at the top level.
+            _ => at = value(text, at, false)?.1,
         }
         // After a value: a comma and the next member or element, or closing brackets.
         loop {
