@@ -300,7 +300,8 @@ mod tests {
             br#"{"a":"\u00zz","request":"GET / HTTP/1.1"}"#, // a bad \u escape
             br#"{"a":[1,],"request":"GET / HTTP/1.1"}"#,     // a trailing comma, nested
             br#"{"a":{"b" 1}}"#,                             // no colon, nested
-            br#"{"a":[1}"#,                                  // mismatched brackets
+            br#"{"a":[1},"request":"GET / HTTP/1.1"}"#,      // mismatched brackets
+            br#"{"a":{"b":1],"request":"GET / HTTP/1.1"}"#,  // and the other way
             br#"{"req\/uest":"GET / HTTP/1.1"}"#,            // escaped key
             br#"{"ts":1.5e300,"request":"GET / HTTP/1.1"}"#, // beyond exact conversion
             br#"{"ts":01}"#,                                 // leading zero
@@ -389,6 +390,8 @@ mod tests {
             Just("null".to_string()),
             Just("{\"a\":[1,2]}".to_string()),
             Just("[]".to_string()),
+            Just("[1}".to_string()),
+            Just("{\"b\":2]".to_string()),
             Just("{}".to_string()),
             Just("[{\"x\":\"\\u00e9\"}, -1.5e3 ,true,null,[[]]]".to_string()),
             Just("{\"k\":{\"k2\":[[\"\\\"\"]]} , \"n\" : 0}".to_string()),
