@@ -5,6 +5,7 @@ use std::io::Write;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use preheat::analyze::aggregate::{Aggregate, TallyContext, tally_chunk};
+use preheat::analyze::decay::HalfLife;
 use preheat::analyze::{AnalyzeOptions, analyze, input};
 use preheat::config::Config;
 use preheat::generate::{GenerateOptions, generate};
@@ -25,7 +26,10 @@ fn log(lines: u64, keys: u32) -> Vec<u8> {
 fn aggregate(c: &mut Criterion) {
     let config = demo_config();
     let format = LogFormat::from_spec(&FormatSpec::Combined, &JsonFields::default()).expect("built in");
-    let ctx = TallyContext { half_life_ms: Some(6.0 * 3_600_000.0), ..TallyContext::new(&config.rules) };
+    let ctx = TallyContext {
+        half_life: Some(HalfLife::new(6.0 * 3_600_000.0)),
+        ..TallyContext::new(&config.rules)
+    };
     // About one 4 MiB chunk of a log with 100k keys per rule.
     let chunk = log(23_000, 100_000);
 
@@ -35,7 +39,7 @@ fn aggregate(c: &mut Criterion) {
     group.bench_function("tally_and_merge", |b| {
         let param_names = ctx.param_names.clone();
         b.iter(|| {
-            let mut agg = Aggregate::new(param_names.clone(), 500_000, ctx.half_life_ms);
+            let mut agg = Aggregate::new(param_names.clone(), 500_000, ctx.half_life.clone());
             let tally = tally_chunk(&chunk, &format, &ctx);
             agg.merge(&tally);
             agg.merge_sketches(&tally);

@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use hashbrown::HashTable;
 use hyperloglogplus::HyperLogLog;
 
+use super::decay::HalfLife;
 use crate::logformat::{CacheStatus, LogFormat, Record};
 use crate::rules::{NonUtf8Value, Outcome, RuleSet, same_bytes as same};
 
@@ -67,13 +68,13 @@ impl KeyStats {
         }
     }
 
-    fn add(&mut self, rec: &Record<'_>, half_life_ms: Option<f64>) {
+    fn add(&mut self, rec: &Record<'_>, half_life: Option<&HalfLife>) {
         self.count += 1;
-        if let Some(h) = half_life_ms {
+        if let Some(h) = half_life {
             self.decay = match rec.time_ms {
                 Some(_) if self.last_ms == i64::MIN => self.decay + 1.0,
-                Some(t) if t > self.last_ms => self.decay * ((self.last_ms - t) as f64 / h).exp2() + 1.0,
-                Some(t) => self.decay + ((t - self.last_ms) as f64 / h).exp2(),
+                Some(t) if t > self.last_ms => self.decay * h.weight(t - self.last_ms) + 1.0,
+                Some(t) => self.decay + h.weight(self.last_ms - t),
                 None => self.decay + 1.0,
             };
         }
@@ -98,8 +99,8 @@ impl KeyStats {
     }
 
     /// Folds `other` (a later chunk's stats for the same key) into `self`.
-    fn merge(&mut self, other: &KeyStats, half_life_ms: Option<f64>) {
-        if let Some(h) = half_life_ms {
+    fn merge(&mut self, other: &KeyStats, half_life: Option<&HalfLife>) {
+        if let Some(h) = half_life {
             let newest = self.last_ms.max(other.last_ms);
             // The newer side needs no scaling (2^0): skipping it saves one of two exp2 calls
             // per merged key and changes no bit.
@@ -107,7 +108,7 @@ impl KeyStats {
                 if at == i64::MIN || newest == i64::MIN || at == newest {
                     d
                 } else {
-                    d * ((at - newest) as f64 / h).exp2()
+                    d * h.weight(newest - at)
                 }
             };
             self.decay = scale(self.decay, self.last_ms) + scale(other.decay, other.last_ms);
@@ -132,11 +133,9 @@ impl KeyStats {
     }
 
     /// The recency-decayed count as of `at` (Unix ms); the plain count without a half-life.
-    pub fn decayed_count(&self, at: i64, half_life_ms: Option<f64>) -> f64 {
-        match half_life_ms {
-            Some(h) if self.last_ms != i64::MIN && at != i64::MIN => {
-                self.decay * ((self.last_ms - at) as f64 / h).exp2()
-            }
+    pub fn decayed_count(&self, at: i64, half_life: Option<&HalfLife>) -> f64 {
+        match half_life {
+            Some(h) if self.last_ms != i64::MIN && at != i64::MIN => self.decay * h.weight(at - self.last_ms),
             Some(_) => self.decay,
             None => self.count as f64,
         }
@@ -163,8 +162,8 @@ pub struct TallyContext<'a> {
     pub since_ms: Option<i64>,
     /// Only requests before this time (Unix ms).
     pub until_ms: Option<i64>,
-    /// Half-life in ms, if recency counts.
-    pub half_life_ms: Option<f64>,
+    /// The half-life, if recency counts.
+    pub half_life: Option<HalfLife>,
     /// Hashes keys and paths. One per run (randomly seeded: paths come from the internet) and
     /// shared by chunk and run-wide tables, so a hash computed in a chunk is reused by the merge.
     pub hasher: ahash::RandomState,
@@ -180,7 +179,7 @@ impl TallyContext<'_> {
             param_names: rules.rules().iter().map(|r| r.params()).collect(),
             since_ms: None,
             until_ms: None,
-            half_life_ms: None,
+            half_life: None,
             hasher: ahash::RandomState::new(),
             check_hasher: ahash::RandomState::new(),
         }
@@ -405,7 +404,7 @@ pub fn tally_chunk_into(t: &mut ChunkTally, data: &[u8], format: &LogFormat, ctx
                         write_raw_params(arena, &values);
                         ChunkKey { params_end: arena.len(), stats: KeyStats::new() }
                     });
-                    entry.stats.add(rec, ctx.half_life_ms);
+                    entry.stats.add(rec, ctx.half_life.as_ref());
                     if let Some(c) = &rec.client {
                         rt.clients.insert(c.as_ref());
                     }
@@ -785,7 +784,7 @@ pub struct RuleAggregate {
 /// Run-wide counts that chunk tallies merge into.
 pub struct Aggregate {
     capacity: usize,
-    half_life_ms: Option<f64>,
+    half_life: Option<HalfLife>,
     param_names: Vec<Vec<String>>,
     /// Lines read.
     pub lines: u64,
@@ -809,11 +808,11 @@ pub struct Aggregate {
 
 impl Aggregate {
     /// An empty aggregate for rules whose parameter names are `param_names`.
-    pub fn new(param_names: Vec<Vec<String>>, capacity: usize, half_life_ms: Option<f64>) -> Self {
+    pub fn new(param_names: Vec<Vec<String>>, capacity: usize, half_life: Option<HalfLife>) -> Self {
         let n_rules = param_names.len();
         Aggregate {
             capacity,
-            half_life_ms,
+            half_life,
             param_names,
             lines: 0,
             rejected: BTreeMap::new(),
@@ -835,6 +834,11 @@ impl Aggregate {
             min_ms: i64::MAX,
             max_ms: i64::MIN,
         }
+    }
+
+    /// The half-life the counts decay with, if recency counts.
+    pub fn half_life(&self) -> Option<&HalfLife> {
+        self.half_life.as_ref()
     }
 
     /// Distinct clients overall: the union of the rules' sketches and the unmatched one. The
@@ -889,7 +893,7 @@ impl Aggregate {
             prune(&mut self.unmatched_paths, UNMATCHED_CAPACITY, |p| p.count, |p, c| p.count = c);
         }
 
-        let h = self.half_life_ms;
+        let h = self.half_life.as_ref();
         let mut json = String::new();
         for ((agg, rt), names) in self.rules.iter_mut().zip(&t.rules).zip(&self.param_names) {
             agg.requests += rt.requests;
@@ -1076,7 +1080,8 @@ mod tests {
 
     #[test]
     fn decay_merges_like_one_stream() {
-        let h = Some(1000.0);
+        let half_life = HalfLife::new(1000.0);
+        let h = Some(&half_life);
         let rec = |t| Record { time_ms: Some(t), ..Record::default() };
         let mut whole = KeyStats::new();
         let mut a = KeyStats::new();

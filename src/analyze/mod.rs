@@ -8,6 +8,7 @@
 //! profile is the caller's job (see [`crate::profile`]).
 
 pub mod aggregate;
+pub mod decay;
 pub mod input;
 pub mod trace;
 
@@ -31,6 +32,7 @@ use crate::rules::RuleSet;
 use aggregate::{
     Aggregate, ChunkTally, KeyStats, KeyTable, SAMPLES_PER_REASON, TallyContext, tally_chunk_into,
 };
+use decay::HalfLife;
 use input::{Event, Input};
 
 /// What an analysis does besides the rules.
@@ -115,11 +117,11 @@ pub fn analyze(
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Analysis {
     let started = Instant::now();
-    let half_life_ms = opts.score.half_life.map(|h| h.as_secs_f64() * 1000.0);
+    let half_life = opts.score.half_life.map(|h| HalfLife::new(h.as_secs_f64() * 1000.0));
     let ctx = TallyContext {
         since_ms: opts.since_ms,
         until_ms: opts.until_ms,
-        half_life_ms,
+        half_life: half_life.clone(),
         ..TallyContext::new(rules)
     };
     let bytes_total = inputs.iter().map(Input::size).sum::<Option<u64>>();
@@ -137,7 +139,7 @@ pub fn analyze(
 
     // Merged tallies come back here for the next chunk (at most `in_flight` of them exist).
     let tally_pool: Mutex<Vec<ChunkTally>> = Mutex::new(Vec::new());
-    let mut state = MergeState::new(inputs, rules, opts.max_keys_per_rule, half_life_ms);
+    let mut state = MergeState::new(inputs, rules, opts.max_keys_per_rule, half_life);
     let reader = input::Reader::new(inputs, &opts.format, &opts.json_fields, spare_rx, bytes_read.clone());
     std::thread::scope(|scope| {
         let state = &mut state;
@@ -301,9 +303,9 @@ struct MergeState {
 }
 
 impl MergeState {
-    fn new(inputs: &[Input], rules: &RuleSet, capacity: usize, half_life_ms: Option<f64>) -> Self {
+    fn new(inputs: &[Input], rules: &RuleSet, capacity: usize, half_life: Option<HalfLife>) -> Self {
         MergeState {
-            agg: Aggregate::new(rules.rules().iter().map(|r| r.params()).collect(), capacity, half_life_ms),
+            agg: Aggregate::new(rules.rules().iter().map(|r| r.params()).collect(), capacity, half_life),
             rule_names: rules.rules().iter().map(|r| r.name.clone()).collect(),
             inputs: inputs
                 .iter()
@@ -353,7 +355,7 @@ impl MergeState {
 
     fn finish(self, opts: &AnalyzeOptions, bytes_read: u64, started: Instant) -> Analysis {
         let MergeState { mut agg, rule_names, inputs, samples } = self;
-        let half_life_ms = opts.score.half_life.map(|h| h.as_secs_f64() * 1000.0);
+        let half_life = agg.half_life().cloned();
         let window_end = agg.max_ms;
         let rejected: u64 = agg.rejected.values().sum();
         let matched: u64 = agg.rules.iter().map(|r| r.requests).sum();
@@ -382,7 +384,7 @@ impl MergeState {
                 Weight::Latency => s.mean_latency_ms().map_or(1.0, |l| l.max(0.001)),
                 Weight::Bytes => s.mean_bytes().map_or(1.0, |b| b.max(1.0) / 1024.0),
             };
-            s.decayed_count(window_end, half_life_ms) * cost
+            s.decayed_count(window_end, half_life.as_ref()) * cost
         };
         let tables: Vec<KeyTable> = agg.rules.iter_mut().map(|r| r.keys.take()).collect();
         // Encoding the sketches (a few ms on one core) overlaps the ranking.
