@@ -30,11 +30,18 @@ pub(super) fn parse(line: &[u8], format: Clf) -> Result<Record<'_>, ParseError> 
     if !is_dash(addr) {
         rec.client = Some(Cow::Borrowed(addr));
     }
-    literal(&mut rest, b" ")?;
-    field(&mut rest, b' ')?; // $ident
-    literal(&mut rest, b" ")?;
-    field(&mut rest, b' ')?; // $remote_user
-    literal(&mut rest, b" [")?;
+    // $ident and $remote_user, kept by neither format's record, are `-` on nearly every line:
+    // a test of the six bytes spares two searches for their ends.
+    match rest.split_first_chunk::<6>() {
+        Some((b" - - [", after)) => rest = after,
+        _ => {
+            literal(&mut rest, b" ")?;
+            field(&mut rest, b' ')?; // $ident
+            literal(&mut rest, b" ")?;
+            field(&mut rest, b' ')?; // $remote_user
+            literal(&mut rest, b" [")?;
+        }
+    }
     rec.time_ms = Some(time(&mut rest)?);
     literal(&mut rest, b"] \"")?;
     let request = quoted(&mut rest)?;
@@ -44,7 +51,7 @@ pub(super) fn parse(line: &[u8], format: Clf) -> Result<Record<'_>, ParseError> 
     rec.query = target.query.map(Cow::Borrowed);
     rec.host = target.host.map(Cow::Borrowed);
     literal(&mut rest, b"\" ")?;
-    rec.status = Some(parse_status(field(&mut rest, b' ')?)?);
+    rec.status = Some(status(&mut rest)?);
     literal(&mut rest, b" ")?;
     let bytes = match format {
         Clf::Combined => field(&mut rest, b' ')?,
@@ -93,6 +100,20 @@ fn time(rest: &mut &[u8]) -> Result<i64, ParseError> {
         return Ok(ms);
     }
     parse_clf(field(rest, b']')?).ok_or(ParseError::BadTime)
+}
+
+/// `$status`, up to the first space, which stays in `rest`. A valid one is three digits, and
+/// when a space follows them, no search for it is needed.
+#[inline(always)]
+fn status(rest: &mut &[u8]) -> Result<u16, ParseError> {
+    if let Some((digits, after)) = rest.split_first_chunk::<3>()
+        && after.first() == Some(&b' ')
+        && let Ok(status) = parse_status(digits)
+    {
+        *rest = after;
+        return Ok(status);
+    }
+    parse_status(field(rest, b' ')?)
 }
 
 /// An unquoted field: up to the first `end`, which stays in `rest`.
