@@ -49,7 +49,12 @@ const TOKEN: [bool; 256] = {
 /// Splits `METHOD TARGET [PROTOCOL]`; `None` for `-`, binary junk, or a missing target.
 /// Whatever follows the protocol is tolerated, and the protocol may be missing (HTTP/0.9).
 pub fn parse_request(line: &[u8]) -> Option<Target<'_>> {
-    let method_len = line.iter().take(MAX_METHOD + 1).position(|&c| !TOKEN[usize::from(c)])?;
+    // Most requests are GETs: one test instead of a table lookup per byte of the method.
+    let method_len = if line.starts_with(b"GET ") {
+        3
+    } else {
+        line.iter().take(MAX_METHOD + 1).position(|&c| !TOKEN[usize::from(c)])?
+    };
     if method_len == 0 || line[method_len] != b' ' {
         return None;
     }
