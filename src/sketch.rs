@@ -61,9 +61,12 @@ pub fn merge(into: &mut Hll, from: &Hll) {
 pub fn encode(sketch: &Hll) -> String {
     let json = serde_json::to_vec(sketch).unwrap_or_default();
     let packed = zstd::encode_all(json.as_slice(), 3).unwrap_or_default();
+    // A formatted string per byte cost half the encoding's instructions.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(2 * packed.len());
     for b in packed {
-        text.push_str(&format!("{b:02x}"));
+        text.push(char::from(HEX[usize::from(b >> 4)]));
+        text.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     text
 }
