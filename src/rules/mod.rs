@@ -179,7 +179,11 @@ impl RuleSet {
     /// (captures, then kept query parameters, `None` when absent).
     pub fn classify<'a>(&self, rec: &'a Record<'_>, values: &mut Vec<Option<&'a [u8]>>) -> Outcome {
         let method = pattern::method_word(&rec.method);
+        let head = pattern::path_head(&rec.path);
         for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.pattern.starts_like(head) {
+                continue;
+            }
             values.clear();
             if !rule.pattern.method_matches(&rec.method, method) {
                 continue;

@@ -55,6 +55,10 @@ pub struct MatchPattern {
     /// How many leading literal segments `fixed_start` covers with their `/`, and the length
     /// of that text: matching resumes after them instead of splitting them again.
     fixed_segments: (usize, usize),
+    /// The first eight bytes of `fixed_start` (all of it when shorter) as a [`path_head`],
+    /// and the mask of the bytes they fill (see [`MatchPattern::starts_like`]).
+    start_word: u64,
+    start_mask: u64,
 }
 
 fn ident(i: &str) -> IResult<&str, &str> {
@@ -161,6 +165,9 @@ impl MatchPattern {
         }
         let fixed_start = fixed_start(&segments);
         let fixed_segments = fixed_segments(&segments);
+        let known = fixed_start.len().min(8);
+        let start_word = path_head(&fixed_start[..known]);
+        let start_mask = u64::MAX.checked_shr(64 - 8 * known as u32).unwrap_or(0);
         let method_words = methods.as_ref().and_then(|ms| ms.iter().map(|m| method_word(m)).collect());
         Ok(MatchPattern {
             source: src.trim().to_string(),
@@ -170,6 +177,8 @@ impl MatchPattern {
             captures,
             fixed_start,
             fixed_segments,
+            start_word,
+            start_mask,
         })
     }
 
@@ -194,6 +203,14 @@ impl MatchPattern {
     /// The methods accepted (`None`: any).
     pub fn methods(&self) -> Option<&[Vec<u8>]> {
         self.methods.as_deref()
+    }
+
+    /// Whether a path whose [`path_head`] is `head` may match: false only when its first
+    /// bytes differ from those every match starts with. One comparison, in the rule's own
+    /// memory, refuses most requests a rule is tried against; `path_matches` still decides.
+    #[inline]
+    pub fn starts_like(&self, head: u64) -> bool {
+        head & self.start_mask == self.start_word
     }
 
     /// Matches a path; on success the capture values are appended to `caps` in pattern order.
@@ -340,6 +357,17 @@ fn fixed_segments(segments: &[Seg]) -> (usize, usize) {
     (n, len)
 }
 
+/// A path's first eight bytes as one word (little-endian, zeros after a shorter path), for
+/// [`MatchPattern::starts_like`]: made once per request for all the rules it is tried
+/// against.
+#[inline]
+pub fn path_head(path: &[u8]) -> u64 {
+    match path.first_chunk::<8>() {
+        Some(word) => u64::from_le_bytes(*word),
+        None => path.iter().rev().fold(0, |w, &b| w << 8 | u64::from(b)),
+    }
+}
+
 /// A method of at most seven bytes as one word: its bytes, and its length in the top byte;
 /// `None` for longer ones. Rules then compare methods in one instruction each.
 #[inline]
@@ -448,6 +476,53 @@ mod tests {
         assert_eq!(caps(&deep, "/api/v1/7/x"), Some(vec!["7"]));
         for other in ["/api/v1/7/y", "/api/v1//x", "/api/v1/7", "/api/v1/7/x/"] {
             assert_eq!(caps(&deep, other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_start_word_refuses_only_paths_that_cannot_match() {
+        for pattern in ["/a", "/ab/{x}", "/api/products/{id:int}", "/p-{id}", "/{a}/x"] {
+            let p = MatchPattern::parse(pattern).expect("valid");
+            let start = &p.fixed_start[..p.fixed_start.len().min(8)];
+            for path in
+                ["", "/", "/a", "/ab", "/ab/", "/ab/7", "/api/pro", "/api/products/42", "/p-", "/p-9", "/q/x"]
+            {
+                // Exactly the paths that begin with the start's first (up to eight) bytes.
+                let expected = path.as_bytes().starts_with(start);
+                assert_eq!(p.starts_like(path_head(path.as_bytes())), expected, "{pattern} {path}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The start word never refuses a path the matcher accepts: over paths rendered from
+        /// the patterns (with values of every kind, some of which match), cut short or not,
+        /// and over arbitrary paths of the characters the patterns are made of.
+        #[test]
+        fn the_start_word_never_refuses_a_match(
+            pattern in proptest::sample::select(vec![
+                "/a/{b}", "/ab/c", "/api/products/{id:int}", "/v1/item-{id}.json", "/{a}/x",
+                "/pages/{p:path}", "/abcdefgh/{x}", "/abcdefg",
+            ]),
+            values in proptest::collection::vec(proptest::prop_oneof!["[0-9]{1,6}", "[a-z0-9./-]{0,6}"], 2),
+            cut in 0usize..30,
+            other in "[/abcdefghitemprodus0-9.-]{0,20}",
+        ) {
+            let p = MatchPattern::parse(pattern).expect("valid");
+            let rendered = p.render_path(&values);
+            let short = &rendered[..cut.min(rendered.len())];
+            let mut matched = 0;
+            for path in [rendered.as_str(), short, other.as_str()] {
+                let mut caps = Vec::new();
+                if p.path_matches(path.as_bytes(), &mut caps) {
+                    matched += 1;
+                    proptest::prop_assert!(p.starts_like(path_head(path.as_bytes())), "{pattern} {path}");
+                }
+            }
+            // Rendered paths of non-empty values match, so the property is not vacuous.
+            if values.iter().all(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())) {
+                proptest::prop_assert!(matched > 0, "{pattern} {rendered}");
+            }
         }
     }
 
