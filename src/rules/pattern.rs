@@ -205,7 +205,7 @@ impl MatchPattern {
         self.methods.as_deref()
     }
 
-    /// Whether a path whose [`path_head`] is `head` may match: false only when its first
+    /// Whether a path whose `path_head` is `head` may match: false only when its first
     /// bytes differ from those every match starts with. One comparison, in the rule's own
     /// memory, refuses most requests a rule is tried against; `path_matches` still decides.
     #[inline]
