@@ -102,8 +102,8 @@ impl KeyStats {
     fn merge(&mut self, other: &KeyStats, half_life: Option<&HalfLife>) {
         if let Some(h) = half_life {
             let newest = self.last_ms.max(other.last_ms);
-            // The newer side needs no scaling (2^0): skipping it saves one of two exp2 calls
-            // per merged key and changes no bit.
+            // The newer side needs no scaling (2^0): skipping it saves one of two weights per
+            // merged key and changes no bit.
             let scale = |d: f64, at: i64| {
                 if at == i64::MIN || newest == i64::MIN || at == newest {
                     d

@@ -214,8 +214,9 @@ impl MatchPattern {
     }
 
     /// Matches a path; on success the capture values are appended to `caps` in pattern order.
-    /// The test of the fixed start, which refuses most paths, is inlined where rules are
-    /// tried: calling the whole matcher only to be refused cost as much as the test itself.
+    /// The test of the whole fixed start, past the eight bytes `starts_like` compares, is
+    /// inlined where rules are tried: calling the whole matcher only to be refused cost as
+    /// much as the test itself.
     #[inline]
     pub fn path_matches<'a>(&self, path: &'a [u8], caps: &mut Vec<Option<&'a [u8]>>) -> bool {
         let n = self.fixed_start.len();
@@ -519,7 +520,7 @@ mod tests {
                     proptest::prop_assert!(p.starts_like(path_head(path.as_bytes())), "{pattern} {path}");
                 }
             }
-            // Rendered paths of non-empty values match, so the property is not vacuous.
+            // Every pattern here matches its path rendered from digits: the property is tested.
             if values.iter().all(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())) {
                 proptest::prop_assert!(matched > 0, "{pattern} {rendered}");
             }
