@@ -857,8 +857,7 @@ impl Aggregate {
     /// Adds a tally's client sketches to the run's. A union of sketches is exact and neither
     /// depends on order nor counts a sketch twice, so a tally may keep its sketches across
     /// the chunks it tallies and have them merged once, at the end: merging them with every
-    /// chunk took an eighth of the merge thread's time, which the tallying workers shared
-    /// the cores with.
+    /// chunk took an eighth of the merge's time.
     pub fn merge_sketches(&mut self, t: &ChunkTally) {
         merge_hll(&mut self.unmatched_clients, &t.unmatched_clients);
         for (agg, rt) in self.rules.iter_mut().zip(&t.rules) {

@@ -1,11 +1,12 @@
 //! The analyzer: access logs in, ranked (rule, key) rows and a summary out.
 //!
 //! rayon workers take turns reading the inputs in order (decompressing them and cutting them
-//! into chunks of whole lines), each tallying the chunk it read; a merge thread folds the
-//! tallies into the run-wide [`Aggregate`] strictly in reading order, so the result does not
-//! depend on the number of threads. A fixed number of permits bounds the chunks in flight, so
-//! memory is bounded by them and the per-rule key tables, not by the log's length. Writing the
-//! profile is the caller's job (see [`crate::profile`]).
+//! into chunks of whole lines), each tallying the chunk it read; the worker that finishes the
+//! tally due next folds it, and any later ones already done, into the run-wide [`Aggregate`],
+//! strictly in reading order, so the result does not depend on the number of threads. A
+//! fixed number of permits bounds the chunks in flight, so memory is bounded by them and the
+//! per-rule key tables, not by the log's length. Writing the profile is the caller's job (see
+//! [`crate::profile`]).
 
 pub mod aggregate;
 pub mod decay;
@@ -15,7 +16,7 @@ pub mod trace;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use hyperloglogplus::HyperLogLog;
@@ -126,7 +127,6 @@ pub fn analyze(
     };
     let bytes_total = inputs.iter().map(Input::size).sum::<Option<u64>>();
     let bytes_read = Arc::new(AtomicU64::new(0));
-    let (done_tx, done_rx) = channel::<(u64, Tallied)>();
     let (spare_tx, spare_rx) = channel::<Vec<u8>>();
     // Permits bound the events between the reader and the merge (queued, being tallied, or
     // waiting for an earlier one to merge), and with them memory, whatever the log's size.
@@ -139,44 +139,29 @@ pub fn analyze(
 
     // Merged tallies come back here for the next chunk (at most `in_flight` of them exist).
     let tally_pool: Mutex<Vec<ChunkTally>> = Mutex::new(Vec::new());
-    let mut state = MergeState::new(inputs, rules, opts.max_keys_per_rule, half_life);
-    let reader = input::Reader::new(inputs, &opts.format, &opts.json_fields, spare_rx, bytes_read.clone());
-    std::thread::scope(|scope| {
-        let state = &mut state;
-        let bytes_read = &bytes_read;
-        let pool = &tally_pool;
-        scope.spawn(move || {
-            // Merge strictly in reading order, holding early arrivals until their turn.
-            let mut early: BTreeMap<u64, Tallied> = BTreeMap::new();
-            let mut next = 0u64;
-            for (seq, tallied) in done_rx {
-                early.insert(seq, tallied);
-                while let Some(t) = early.remove(&next) {
-                    state.apply(t, &spare_tx, pool);
-                    next += 1;
-                    let _ = permit_tx.send(());
-                }
-                progress(&Progress {
-                    bytes_read: bytes_read.load(Ordering::Relaxed),
-                    bytes_total,
-                    lines: state.agg.lines,
-                    elapsed: started.elapsed(),
-                });
-            }
+    let in_order = InOrder::new(MergeState::new(inputs, rules, opts.max_keys_per_rule, half_life));
+    let merge = |state: &mut MergeState, tallied: Tallied| {
+        state.apply(tallied, &spare_tx, &tally_pool);
+        let _ = permit_tx.send(());
+        progress(&Progress {
+            bytes_read: bytes_read.load(Ordering::Relaxed),
+            bytes_total,
+            lines: state.agg.lines,
+            elapsed: started.elapsed(),
         });
-        // Each event waits for a permit, then goes to the worker that asked for it, which
-        // read it too (see `input::Reader`).
-        reader
-            .map_while(move |event| permit_rx.recv().ok().map(|()| event))
-            .enumerate()
-            .par_bridge()
-            .for_each_with(done_tx, |done, (seq, event)| {
-                let _ = done.send((seq as u64, tally_event(event, &ctx, &tally_pool)));
-            });
-    });
+    };
+    let reader = input::Reader::new(inputs, &opts.format, &opts.json_fields, spare_rx, bytes_read.clone());
+    // Each event waits for a permit, then goes to the worker that asked for it, which read it
+    // too (see `input::Reader`), tallies it and offers it for merging.
+    reader
+        .map_while(move |event| permit_rx.recv().ok().map(|()| event))
+        .enumerate()
+        .par_bridge()
+        .for_each(|(seq, event)| in_order.offer(seq as u64, tally_event(event, &ctx, &tally_pool), &merge));
 
+    let mut state = in_order.into_state();
     // Every tally is back in the pool, holding the client sketches of the chunks it tallied.
-    for tally in tally_pool.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    for tally in tally_pool.into_inner().unwrap_or_else(PoisonError::into_inner) {
         state.agg.merge_sketches(&tally);
     }
     tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "logs read and merged; ranking keys");
@@ -272,6 +257,59 @@ fn name_ranks(names: &[String]) -> Vec<u32> {
 /// Profile rows written together after their entries were read (see `MergeState::finish`).
 const ROW_BATCH: usize = 16;
 
+/// Tallies merged in reading order by the workers themselves: whichever worker finishes the
+/// tally due next merges it, and every later one already waiting. A merge thread of its own
+/// made three busy threads on two cores; when it took the core of a worker that was reading
+/// a chunk, the other worker waited for that read with its core idle (`perf sched`: a sixth
+/// of both cores idle while logs were read).
+struct InOrder<T, S> {
+    /// Items not merged yet, by their place in reading order.
+    arrivals: Mutex<BTreeMap<u64, T>>,
+    /// What they are merged into, held by the worker merging, and the place of the next.
+    merging: Mutex<(S, u64)>,
+}
+
+impl<T, S> InOrder<T, S> {
+    fn new(state: S) -> Self {
+        InOrder { arrivals: Mutex::new(BTreeMap::new()), merging: Mutex::new((state, 0)) }
+    }
+
+    /// Queues item `seq` (each of 0, 1, 2, ... is offered once), then merges what is due,
+    /// unless another worker is merging: that one takes this item too when it is due.
+    fn offer(&self, seq: u64, item: T, merge: &impl Fn(&mut S, T)) {
+        lock(&self.arrivals).insert(seq, item);
+        let mut m = match self.merging.try_lock() {
+            Ok(m) => m,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        loop {
+            let mut arrivals = lock(&self.arrivals);
+            let Some(item) = arrivals.remove(&m.1) else {
+                // Let go of the merge while no item can be queued: one queued after this look
+                // finds the merge free, and one queued before it was looked for.
+                drop(m);
+                return;
+            };
+            drop(arrivals);
+            merge(&mut m.0, item);
+            m.1 += 1;
+        }
+    }
+
+    /// The merged state, once every item was offered.
+    fn into_state(self) -> S {
+        let arrivals = self.arrivals.into_inner().unwrap_or_else(PoisonError::into_inner);
+        debug_assert!(arrivals.is_empty(), "an item was left unmerged");
+        self.merging.into_inner().unwrap_or_else(PoisonError::into_inner).0
+    }
+}
+
+/// Locks `m`, even if a worker panicked while holding it: that panic is the one to report.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// An event with its chunk tallied.
 enum Tallied {
     Opened { input: usize, format: String, compression: String },
@@ -285,7 +323,7 @@ fn tally_event(e: Event, ctx: &TallyContext<'_>, pool: &Mutex<Vec<ChunkTally>>) 
             Tallied::Opened { input, format, compression: format!("{compression:?}").to_lowercase() }
         }
         Event::Chunk(c) => {
-            let reused = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let reused = lock(pool).pop();
             let mut tally = Box::new(reused.unwrap_or_else(|| ChunkTally::new(ctx.rules.rules().len())));
             tally_chunk_into(&mut tally, &c.data, &c.format, ctx);
             Tallied::Chunk { input: c.input, tally, buffer: c.data }
@@ -344,7 +382,7 @@ impl MergeState {
                 self.agg.merge(&tally);
                 let _ = spare.send(buffer); // the reader may be gone; the buffer is then freed
                 tally.clear();
-                pool.lock().unwrap_or_else(|e| e.into_inner()).push(*tally);
+                lock(pool).push(*tally);
             }
             Tallied::Failed { input, error } => {
                 tracing::error!(input = %self.inputs[input].name, %error, "cannot read log; skipping the rest of it");
@@ -442,5 +480,40 @@ impl MergeState {
             elapsed_ms: started.elapsed().as_millis() as u64,
         };
         Analysis { summary, profile, sketches }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Items offered from several threads, in whatever order their work ends, are merged
+    /// once each and in sequence: the profile's independence of the thread count rests on it.
+    #[test]
+    fn offered_items_merge_once_each_in_order() {
+        const ITEMS: u64 = 50_000;
+        for threads in [1, 2, 4, 8] {
+            let in_order = InOrder::new(Vec::new());
+            let taken = AtomicU64::new(0);
+            std::thread::scope(|s| {
+                for t in 0..threads {
+                    let (in_order, taken) = (&in_order, &taken);
+                    s.spawn(move || {
+                        loop {
+                            let seq = taken.fetch_add(1, Ordering::Relaxed);
+                            if seq >= ITEMS {
+                                break;
+                            }
+                            // Uneven work, so that items arrive out of order.
+                            if (seq + t) % 3 == 0 {
+                                std::thread::yield_now();
+                            }
+                            in_order.offer(seq, seq, &|merged: &mut Vec<u64>, item| merged.push(item));
+                        }
+                    });
+                }
+            });
+            assert_eq!(in_order.into_state(), (0..ITEMS).collect::<Vec<_>>(), "{threads} threads");
+        }
     }
 }
