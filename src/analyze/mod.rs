@@ -260,8 +260,8 @@ const ROW_BATCH: usize = 16;
 /// Tallies merged in reading order by the workers themselves: whichever worker finishes the
 /// tally due next merges it, and every later one already waiting. A merge thread of its own
 /// made three busy threads on two cores; when it took the core of a worker that was reading
-/// a chunk, the other worker waited for that read with its core idle (`perf sched`: a sixth
-/// of both cores idle while logs were read).
+/// a chunk, the other worker waited for that read with its core idle (`perf sched`, two
+/// runs on the benchmark log: a tenth and a sixth of both cores' time idle).
 struct InOrder<T, S> {
     /// Items not merged yet, by their place in reading order.
     arrivals: Mutex<BTreeMap<u64, T>>,
