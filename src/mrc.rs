@@ -89,7 +89,10 @@ impl Marks {
 /// of distinct keys.
 fn stack_distances(trace: &[u64]) -> (Vec<u64>, u64) {
     let mut marks = Marks::new(trace.len());
-    let mut last: HashMap<u64, usize> = HashMap::with_capacity(trace.len() / 4);
+    // The keys are hashes already: ahash mixes them again in a few instructions, where the
+    // standard SipHash took as long as the rest of the loop's work on a hit in cache.
+    let mut last: HashMap<u64, usize, ahash::RandomState> =
+        HashMap::with_capacity_and_hasher(trace.len() / 4, ahash::RandomState::new());
     let mut histogram = vec![0u64; 2];
     for (t, key) in trace.iter().enumerate() {
         if let Some(prev) = last.insert(*key, t) {

@@ -50,7 +50,8 @@ pub struct ColdVsWarm {
 /// An LRU cache of keys (no values): a doubly linked list in a vector, indexed by a map.
 struct Lru {
     capacity: usize,
-    index: HashMap<u64, usize>,
+    /// Keys are hashes already, so a fast hasher serves (see `mrc::stack_distances`).
+    index: HashMap<u64, usize, ahash::RandomState>,
     nodes: Vec<Node>,
     /// Most recently used.
     head: usize,
@@ -71,7 +72,7 @@ impl Lru {
     fn new(capacity: usize) -> Self {
         Lru {
             capacity,
-            index: HashMap::with_capacity(capacity),
+            index: HashMap::with_capacity_and_hasher(capacity, ahash::RandomState::new()),
             nodes: Vec::with_capacity(capacity),
             head: NIL,
             tail: NIL,
@@ -131,7 +132,7 @@ impl Lru {
 pub fn cold_vs_warm(trace: &[u64], split: usize, capacity: usize, stretches: usize) -> ColdVsWarm {
     let split = split.min(trace.len());
     let (profile, replay) = trace.split_at(split);
-    let mut counts: HashMap<u64, u64> = HashMap::new();
+    let mut counts: HashMap<u64, u64, ahash::RandomState> = HashMap::default();
     for k in profile {
         *counts.entry(*k).or_insert(0) += 1;
     }
