@@ -228,23 +228,6 @@ pub enum Event {
     },
 }
 
-/// Reads every input in order and hands each event to `send`, which returns `false` when the
-/// analyzer stopped listening; `spare` returns used buffers.
-pub fn read_all(
-    inputs: &[Input],
-    spec: &FormatSpec,
-    json: &JsonFields,
-    spare: Receiver<Vec<u8>>,
-    bytes_read: Arc<AtomicU64>,
-    mut send: impl FnMut(Event) -> bool,
-) {
-    for event in Reader::new(inputs, spec, json, spare, bytes_read) {
-        if !send(event) {
-            return;
-        }
-    }
-}
-
 /// The inputs' events in order, read by whichever thread asks for the next one. The analyzer
 /// asks from the worker that will tally the chunk, so the bytes it parses are the ones it just
 /// copied, still in its core's cache; read on another core, they came to the parser from
@@ -460,13 +443,12 @@ mod tests {
         let (_keep, spare) = std::sync::mpsc::channel();
         let mut lines = Vec::new();
         let counter = Arc::new(AtomicU64::new(0));
-        read_all(&inputs, &FormatSpec::Combined, &JsonFields::default(), spare, counter, |event| {
+        for event in Reader::new(&inputs, &FormatSpec::Combined, &JsonFields::default(), spare, counter) {
             if let Event::Chunk(c) = event {
                 let whole = c.data.strip_suffix(b"\n").unwrap_or(&c.data);
                 lines.extend(whole.split(|&b| b == b'\n').map(<[u8]>::to_vec));
             }
-            true
-        });
+        }
         lines
     }
 

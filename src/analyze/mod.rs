@@ -11,12 +11,12 @@
 pub mod aggregate;
 pub mod decay;
 pub mod input;
+mod ordered;
 pub mod trace;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{channel, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError, TryLockError};
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hyperloglogplus::HyperLogLog;
@@ -35,6 +35,7 @@ use aggregate::{
 };
 use decay::HalfLife;
 use input::{Event, Input};
+use ordered::lock;
 
 /// What an analysis does besides the rules.
 #[derive(Debug, Clone)]
@@ -128,38 +129,23 @@ pub fn analyze(
     let bytes_total = inputs.iter().map(Input::size).sum::<Option<u64>>();
     let bytes_read = Arc::new(AtomicU64::new(0));
     let (spare_tx, spare_rx) = channel::<Vec<u8>>();
-    // Permits bound the events between the reader and the merge (queued, being tallied, or
-    // waiting for an earlier one to merge), and with them memory, whatever the log's size.
-    // Enough to keep every worker busy; the count never changes the result.
-    let in_flight = 2 * rayon::current_num_threads() + 2;
-    let (permit_tx, permit_rx) = sync_channel::<()>(in_flight);
-    for _ in 0..in_flight {
-        let _ = permit_tx.send(());
-    }
-
-    // Merged tallies come back here for the next chunk (at most `in_flight` of them exist).
+    // Merged tallies come back here for the next chunk (as many exist as chunks in flight).
     let tally_pool: Mutex<Vec<ChunkTally>> = Mutex::new(Vec::new());
-    let in_order = InOrder::new(MergeState::new(inputs, rules, opts.max_keys_per_rule, half_life));
-    let merge = |state: &mut MergeState, tallied: Tallied| {
-        state.apply(tallied, &spare_tx, &tally_pool);
-        let _ = permit_tx.send(());
-        progress(&Progress {
-            bytes_read: bytes_read.load(Ordering::Relaxed),
-            bytes_total,
-            lines: state.agg.lines,
-            elapsed: started.elapsed(),
-        });
-    };
     let reader = input::Reader::new(inputs, &opts.format, &opts.json_fields, spare_rx, bytes_read.clone());
-    // Each event waits for a permit, then goes to the worker that asked for it, which read it
-    // too (see `input::Reader`), tallies it and offers it for merging.
-    reader
-        .map_while(move |event| permit_rx.recv().ok().map(|()| event))
-        .enumerate()
-        .par_bridge()
-        .for_each(|(seq, event)| in_order.offer(seq as u64, tally_event(event, &ctx, &tally_pool), &merge));
-
-    let mut state = in_order.into_state();
+    let mut state = ordered::for_each_in_order(
+        reader,
+        MergeState::new(inputs, rules, opts.max_keys_per_rule, half_life),
+        |event| tally_event(event, &ctx, &tally_pool),
+        |state, tallied| {
+            state.apply(tallied, &spare_tx, &tally_pool);
+            progress(&Progress {
+                bytes_read: bytes_read.load(Ordering::Relaxed),
+                bytes_total,
+                lines: state.agg.lines,
+                elapsed: started.elapsed(),
+            });
+        },
+    );
     // Every tally is back in the pool, holding the client sketches of the chunks it tallied.
     for tally in tally_pool.into_inner().unwrap_or_else(PoisonError::into_inner) {
         state.agg.merge_sketches(&tally);
@@ -256,59 +242,6 @@ fn name_ranks(names: &[String]) -> Vec<u32> {
 
 /// Profile rows written together after their entries were read (see `MergeState::finish`).
 const ROW_BATCH: usize = 16;
-
-/// Tallies merged in reading order by the workers themselves: whichever worker finishes the
-/// tally due next merges it, and every later one already waiting. A merge thread of its own
-/// made three busy threads on two cores; when it took the core of a worker that was reading
-/// a chunk, the other worker waited for that read with its core idle (`perf sched`, two
-/// runs on the benchmark log: a tenth and a sixth of both cores' time idle).
-struct InOrder<T, S> {
-    /// Items not merged yet, by their place in reading order.
-    arrivals: Mutex<BTreeMap<u64, T>>,
-    /// What they are merged into, held by the worker merging, and the place of the next.
-    merging: Mutex<(S, u64)>,
-}
-
-impl<T, S> InOrder<T, S> {
-    fn new(state: S) -> Self {
-        InOrder { arrivals: Mutex::new(BTreeMap::new()), merging: Mutex::new((state, 0)) }
-    }
-
-    /// Queues item `seq` (each of 0, 1, 2, ... is offered once), then merges what is due,
-    /// unless another worker is merging: that one takes this item too when it is due.
-    fn offer(&self, seq: u64, item: T, merge: &impl Fn(&mut S, T)) {
-        lock(&self.arrivals).insert(seq, item);
-        let mut m = match self.merging.try_lock() {
-            Ok(m) => m,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return,
-        };
-        loop {
-            let mut arrivals = lock(&self.arrivals);
-            let Some(item) = arrivals.remove(&m.1) else {
-                // Let go of the merge while no item can be queued: one queued after this look
-                // finds the merge free, and one queued before it was looked for.
-                drop(m);
-                return;
-            };
-            drop(arrivals);
-            merge(&mut m.0, item);
-            m.1 += 1;
-        }
-    }
-
-    /// The merged state, once every item was offered.
-    fn into_state(self) -> S {
-        let arrivals = self.arrivals.into_inner().unwrap_or_else(PoisonError::into_inner);
-        debug_assert!(arrivals.is_empty(), "an item was left unmerged");
-        self.merging.into_inner().unwrap_or_else(PoisonError::into_inner).0
-    }
-}
-
-/// Locks `m`, even if a worker panicked while holding it: that panic is the one to report.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// An event with its chunk tallied.
 enum Tallied {
@@ -480,40 +413,5 @@ impl MergeState {
             elapsed_ms: started.elapsed().as_millis() as u64,
         };
         Analysis { summary, profile, sketches }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Items offered from several threads, in whatever order their work ends, are merged
-    /// once each and in sequence: the profile's independence of the thread count rests on it.
-    #[test]
-    fn offered_items_merge_once_each_in_order() {
-        const ITEMS: u64 = 50_000;
-        for threads in [1, 2, 4, 8] {
-            let in_order = InOrder::new(Vec::new());
-            let taken = AtomicU64::new(0);
-            std::thread::scope(|s| {
-                for t in 0..threads {
-                    let (in_order, taken) = (&in_order, &taken);
-                    s.spawn(move || {
-                        loop {
-                            let seq = taken.fetch_add(1, Ordering::Relaxed);
-                            if seq >= ITEMS {
-                                break;
-                            }
-                            // Uneven work, so that items arrive out of order.
-                            if (seq + t) % 3 == 0 {
-                                std::thread::yield_now();
-                            }
-                            in_order.offer(seq, seq, &|merged: &mut Vec<u64>, item| merged.push(item));
-                        }
-                    });
-                }
-            });
-            assert_eq!(in_order.into_state(), (0..ITEMS).collect::<Vec<_>>(), "{threads} threads");
-        }
     }
 }

@@ -3,14 +3,15 @@
 //! that followed it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
 
 use hyperloglogplus::HyperLogLog;
 
 use super::aggregate::{Hll, new_hll, recycle};
-use super::input::{Event, Input, read_all};
+use super::input::{Chunk, Event, Input, Reader};
+use super::ordered::{for_each_in_order, lock};
 use crate::config::Config;
 use crate::logformat::CacheStatus;
 use crate::rules::Outcome;
@@ -44,50 +45,120 @@ pub struct ReadStats {
 }
 
 /// Reads `inputs` in order (plain, gzip or zstd) with `config`'s format and rules, and hands
-/// every matched request to `visit`.
-pub fn for_each_request(inputs: &[Input], config: &Config, mut visit: impl FnMut(&Request<'_>)) -> ReadStats {
-    let mut stats = ReadStats::default();
+/// every matched request to `visit`, in log order. The rayon workers parse chunks side by
+/// side; `visit` sees one chunk's requests at a time, in order.
+pub fn for_each_request(
+    inputs: &[Input],
+    config: &Config,
+    visit: impl FnMut(&Request<'_>) + Send,
+) -> ReadStats {
     let (spare_tx, spare_rx) = channel::<Vec<u8>>();
-    let mut spare_values: Vec<Option<&[u8]>> = Vec::new();
-    let mut key = Vec::with_capacity(64);
-    read_all(inputs, &config.format, &config.json_fields, spare_rx, Arc::new(AtomicU64::new(0)), |event| {
-        match event {
-            Event::Opened { .. } => {}
-            Event::Failed { input, error } => stats.failed_inputs.push((inputs[input].name(), error)),
+    let reader =
+        Reader::new(inputs, &config.format, &config.json_fields, spare_rx, Arc::new(AtomicU64::new(0)));
+    // Visited chunks' request lists come back here for the next chunk.
+    let pool: Mutex<Vec<ChunkRequests>> = Mutex::new(Vec::new());
+    let (_, stats) = for_each_in_order(
+        reader,
+        (visit, ReadStats::default()),
+        |event| match event {
+            Event::Opened { .. } => Parsed::Opened,
+            Event::Failed { input, error } => Parsed::Failed { input, error },
             Event::Chunk(chunk) => {
-                for line in chunk.data.split(|&b| b == b'\n') {
-                    if line.is_empty() {
-                        continue;
-                    }
-                    stats.lines += 1;
-                    let Ok(rec) = chunk.format.parse_line(line) else {
-                        stats.rejected += 1;
-                        continue;
-                    };
-                    let mut values = recycle(std::mem::take(&mut spare_values));
-                    match config.rules.classify(&rec, &mut values) {
-                        Outcome::Matched(rule) => {
-                            match config.rules.rules()[rule].key.render(&values, &mut key) {
-                                Ok(key) => visit(&Request {
-                                    rule,
-                                    key,
-                                    time_ms: rec.time_ms,
-                                    cache: rec.cache,
-                                    bytes: rec.bytes,
-                                }),
-                                Err(_) => stats.rejected += 1,
-                            }
-                        }
-                        Outcome::StatusFiltered(_) | Outcome::Unmatched => stats.not_cached += 1,
-                    }
-                    spare_values = recycle(values);
-                }
-                let _ = spare_tx.send(chunk.data);
+                let mut requests = Box::new(lock(&pool).pop().unwrap_or_default());
+                requests.parse(&chunk, config);
+                Parsed::Chunk { requests, buffer: chunk.data }
             }
-        }
-        true
-    });
+        },
+        |(visit, stats), parsed| match parsed {
+            Parsed::Opened => {}
+            Parsed::Failed { input, error } => stats.failed_inputs.push((inputs[input].name(), error)),
+            Parsed::Chunk { mut requests, buffer } => {
+                let _ = spare_tx.send(buffer); // the reader may be gone; the buffer is then freed
+                requests.visit(visit, stats);
+                lock(&pool).push(*requests);
+            }
+        },
+    );
     stats
+}
+
+/// An event with its chunk parsed.
+enum Parsed {
+    Opened,
+    Chunk { requests: Box<ChunkRequests>, buffer: Vec<u8> },
+    Failed { input: usize, error: String },
+}
+
+/// The matched requests of a chunk, in order, with what else its lines held.
+#[derive(Default)]
+struct ChunkRequests {
+    requests: Vec<ChunkRequest>,
+    /// The requests' keys, end to end.
+    keys: String,
+    lines: u64,
+    rejected: u64,
+    not_cached: u64,
+}
+
+/// A [`Request`] whose key ends at `key_end` in [`ChunkRequests::keys`], where the previous
+/// one's ends.
+struct ChunkRequest {
+    rule: usize,
+    key_end: usize,
+    time_ms: Option<i64>,
+    cache: Option<CacheStatus>,
+    bytes: Option<u64>,
+}
+
+impl ChunkRequests {
+    fn parse(&mut self, chunk: &Chunk, config: &Config) {
+        let mut spare_values: Vec<Option<&[u8]>> = Vec::new();
+        let mut key = Vec::with_capacity(64);
+        for line in chunk.data.split(|&b| b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            self.lines += 1;
+            let Ok(rec) = chunk.format.parse_line(line) else {
+                self.rejected += 1;
+                continue;
+            };
+            let mut values = recycle(std::mem::take(&mut spare_values));
+            match config.rules.classify(&rec, &mut values) {
+                Outcome::Matched(rule) => match config.rules.rules()[rule].key.render(&values, &mut key) {
+                    Ok(key) => {
+                        self.keys.push_str(key);
+                        self.requests.push(ChunkRequest {
+                            rule,
+                            key_end: self.keys.len(),
+                            time_ms: rec.time_ms,
+                            cache: rec.cache,
+                            bytes: rec.bytes,
+                        });
+                    }
+                    Err(_) => self.rejected += 1,
+                },
+                Outcome::StatusFiltered(_) | Outcome::Unmatched => self.not_cached += 1,
+            }
+            spare_values = recycle(values);
+        }
+    }
+
+    /// Hands the requests to `visit` and adds the counts to `stats`, leaving `self` empty.
+    fn visit(&mut self, visit: &mut impl FnMut(&Request<'_>), stats: &mut ReadStats) {
+        let mut start = 0;
+        for r in &self.requests {
+            let key = &self.keys[start..r.key_end];
+            start = r.key_end;
+            visit(&Request { rule: r.rule, key, time_ms: r.time_ms, cache: r.cache, bytes: r.bytes });
+        }
+        stats.lines += self.lines;
+        stats.rejected += self.rejected;
+        stats.not_cached += self.not_cached;
+        self.requests.clear();
+        self.keys.clear();
+        (self.lines, self.rejected, self.not_cached) = (0, 0, 0);
+    }
 }
 
 /// The requests of some logs that matched a rule, in order.
@@ -167,3 +238,59 @@ pub fn key_trace(inputs: &[Input], config: &Config) -> KeyTrace {
 }
 
 const HOUR_MS: i64 = 3_600_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::input::CHUNK_BYTES;
+
+    /// A log of several chunks, replayed by four workers: every request reaches the visitor
+    /// once and in log order, and the lines no rule caches or no parser reads are counted.
+    #[test]
+    fn requests_reach_the_visitor_in_log_order() {
+        let config =
+            Config::parse("[[rule]]\nname = \"p\"\nmatch = \"GET /p/{id}\"\nkey = \"p:{id}\"\n", "t.toml")
+                .expect("valid");
+        let agent = "a".repeat(900); // about 1 KiB a line, so the log spans several chunks
+        let (mut log, mut expected, mut other, mut malformed) = (String::new(), Vec::new(), 0, 0);
+        for i in 0.. {
+            if log.len() > 3 * CHUNK_BYTES + CHUNK_BYTES / 2 {
+                break;
+            }
+            let path = if i % 50 == 7 {
+                other += 1;
+                "/other".to_string()
+            } else {
+                expected.push(format!("p:{i}"));
+                format!("/p/{i}")
+            };
+            log.push_str(&format!(
+                "10.0.0.1 - - [01/Jan/2026:00:00:00 +0000] \"GET {path} HTTP/1.1\" 200 5 \"-\" \"{agent}\"\n"
+            ));
+            if i % 1000 == 999 {
+                malformed += 1;
+                log.push_str("not a log line\n");
+            }
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("access.log");
+        std::fs::write(&path, &log).expect("written");
+
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().expect("pool");
+        let mut seen = Vec::new();
+        let stats = pool.install(|| {
+            for_each_request(&[Input::File(path)], &config, |r| {
+                assert_eq!(r.rule, 0);
+                seen.push(r.key.to_string());
+            })
+        });
+        assert!(
+            seen == expected,
+            "{} requests seen, {} expected, or not in order",
+            seen.len(),
+            expected.len()
+        );
+        assert_eq!(stats.lines, expected.len() as u64 + other + malformed);
+        assert_eq!((stats.rejected, stats.not_cached), (malformed, other));
+    }
+}
