@@ -132,29 +132,38 @@ impl Lru {
 pub fn cold_vs_warm(trace: &[u64], split: usize, capacity: usize, stretches: usize) -> ColdVsWarm {
     let split = split.min(trace.len());
     let (profile, replay) = trace.split_at(split);
-    let mut counts: HashMap<u64, u64, ahash::RandomState> = HashMap::default();
-    for k in profile {
-        *counts.entry(*k).or_insert(0) += 1;
-    }
-    let mut ranked: Vec<(u64, u64)> = counts.into_iter().collect();
-    ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    ranked.truncate(capacity);
-
-    let mut cold = Lru::new(capacity);
-    let mut warm = Lru::new(capacity);
-    // Coldest first, so the hottest ends up most recently used.
-    for (k, _) in ranked.iter().rev() {
-        warm.access(*k);
-    }
     let stretch_len = replay.len().div_ceil(stretches.max(1)).max(1);
+    // Hits per stretch of the replay through `lru`.
+    let hits = |mut lru: Lru| -> Vec<u64> {
+        replay
+            .chunks(stretch_len)
+            .map(|chunk| chunk.iter().filter(|k| lru.access(**k)).count() as u64)
+            .collect()
+    };
+    // The two caches are independent: the cold one is replayed while the warm one is filled.
+    let (cold_hits, (warm_hits, warmed_keys)) = rayon::join(
+        || hits(Lru::new(capacity)),
+        || {
+            let mut counts: HashMap<u64, u64, ahash::RandomState> = HashMap::default();
+            for k in profile {
+                *counts.entry(*k).or_insert(0) += 1;
+            }
+            let mut ranked: Vec<(u64, u64)> = counts.into_iter().collect();
+            ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            ranked.truncate(capacity);
+            let mut warm = Lru::new(capacity);
+            // Coldest first, so the hottest ends up most recently used.
+            for (k, _) in ranked.iter().rev() {
+                warm.access(*k);
+            }
+            (hits(warm), ranked.len())
+        },
+    );
     let mut out = Vec::new();
     let (mut cold_misses, mut warm_misses) = (0u64, 0u64);
-    for (n, chunk) in replay.chunks(stretch_len).enumerate() {
-        let (mut c, mut w) = (0u64, 0u64);
-        for k in chunk {
-            c += u64::from(cold.access(*k));
-            w += u64::from(warm.access(*k));
-        }
+    for (n, (chunk, (c, w))) in
+        replay.chunks(stretch_len).zip(cold_hits.into_iter().zip(warm_hits)).enumerate()
+    {
         cold_misses += chunk.len() as u64 - c;
         warm_misses += chunk.len() as u64 - w;
         let len = chunk.len() as f64;
@@ -174,7 +183,7 @@ pub fn cold_vs_warm(trace: &[u64], split: usize, capacity: usize, stretches: usi
         if out.is_empty() { (None, None) } else { (steady(|s| s.cold), steady(|s| s.warm)) };
     ColdVsWarm {
         capacity: capacity as u64,
-        warmed_keys: ranked.len() as u64,
+        warmed_keys: warmed_keys as u64,
         profile_requests: profile.len() as u64,
         replayed_requests: replay.len() as u64,
         cold_misses,
