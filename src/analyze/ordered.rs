@@ -8,17 +8,15 @@ use std::sync::{Mutex, PoisonError, TryLockError};
 
 use rayon::prelude::*;
 
-use super::input::Event;
-
 /// Runs `work` on each of `events` on the rayon workers, and `merge` on the results into
 /// `state`, one at a time and in the events' order, whatever the number of threads. A fixed
 /// number of permits bounds the events between the reader and the merge (queued, being worked
 /// on, or waiting for an earlier one to merge), and with them memory, whatever the log's
 /// size; enough to keep every worker busy, and the count never changes the result.
-pub(crate) fn for_each_in_order<T: Send, S: Send>(
-    events: impl Iterator<Item = Event> + Send,
+pub(crate) fn for_each_in_order<E: Send, T: Send, S: Send>(
+    events: impl Iterator<Item = E> + Send,
     state: S,
-    work: impl Fn(Event) -> T + Sync,
+    work: impl Fn(E) -> T + Sync,
     merge: impl Fn(&mut S, T) + Sync,
 ) -> S {
     let in_flight = 2 * rayon::current_num_threads() + 2;
