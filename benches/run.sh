@@ -45,11 +45,12 @@ awk_count() { LC_ALL=C awk '{c[$7]++} END {for (k in c) print c[k], k}' "$1"; }
 
 # The commands take turns, round after round, and each keeps its best time: this shared
 # machine's speed drifts within minutes, and the drift then falls on all of them alike.
-t_wc="" t_awk="" t_pre="" t_zcat="" t_pregz=""
+t_wc="" t_awk="" t_pre="" t_pre1="" t_zcat="" t_pregz=""
 for _ in $(seq "$RUNS"); do
   t_wc=$(least "$t_wc" "$(timed wc -l "$log")")
   t_awk=$(least "$t_awk" "$(timed awk_count "$log")")
   t_pre=$(least "$t_pre" "$(timed analyze "$log")")
+  t_pre1=$(least "$t_pre1" "$(timed analyze --threads 1 "$log")")
   t_zcat=$(least "$t_zcat" "$(timed sh -c "zcat '$log.gz' > /dev/null")")
   t_pregz=$(least "$t_pregz" "$(timed analyze "$log.gz")")
 done
@@ -57,13 +58,17 @@ m_pre=$(rss "$preheat" -q analyze --config "$config" --profiles "$work/profiles"
 
 row() { awk -v n="$1" -v t="$2" -v mb="$mb" -v base="$3" 'BEGIN { printf "| %s | %.2f s | %.0f MB/s | %.1fx |\n", n, t, mb / t, base / t }'; }
 echo
-echo "$LINES lines, $mb MB, combined format, $(nproc) cores ($(date -u +%Y-%m-%d))"
+# The ratio to awk differs between machines of one kind: the CPU and whether its cores are
+# threads of one physical core (which halves what the second worker adds) tell them apart.
+cpu=$(lscpu 2>/dev/null | awk -F: '/^Model name/ { gsub(/^ +/, "", $2); m = $2 } /^Thread\(s\) per core/ { gsub(/ /, "", $2); t = $2 } END { printf "%s, %s thread(s) per core", m, t }')
+echo "$LINES lines, $mb MB, combined format, $(nproc) cores ($(date -u +%Y-%m-%d); $cpu)"
 echo
 echo "| command | wall time (best of $RUNS alternated rounds) | throughput | vs awk |"
 echo "| --- | --- | --- | --- |"
 row 'wc -l (read-speed limit)' "$t_wc" "$t_awk"
 row "awk '{c[\$7]++} ...'" "$t_awk" "$t_awk"
 row 'preheat analyze' "$t_pre" "$t_awk"
+row 'preheat analyze --threads 1' "$t_pre1" "$t_awk"
 echo
 echo "| gzip copy | wall time | vs zcat |"
 echo "| --- | --- | --- |"
