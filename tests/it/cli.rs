@@ -250,22 +250,37 @@ fn generate_log_writes_truth_that_analyze_confirms() {
     }
 }
 
-#[test]
-fn other_parquet_readers_can_read_a_profile() {
-    let has_pyarrow =
-        Command::new("python3").args(["-c", "import pyarrow"]).output().is_ok_and(|o| o.status.success());
-    if !has_pyarrow {
-        // CI installs pyarrow (see .ci/run); a developer machine may not have it.
-        assert!(std::env::var_os("CI").is_none(), "CI must provide python3 with pyarrow");
-        eprintln!("skipped: python3 with pyarrow is not installed");
-        return;
+/// Whether python3 can import `module`. CI installs the ones the tests use (see .ci/run), so
+/// there a missing one fails the test; a developer machine may lack them, and skips it.
+fn python_has(module: &str) -> bool {
+    let found = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "CI must provide python3 with {module}");
+        eprintln!("skipped: python3 with {module} is not installed");
     }
+    found
+}
+
+/// A temporary directory holding `profiles/`, with one profile of the sample log.
+fn analyzed_sample() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = preheat(
         dir.path(),
         &["analyze", "--config", &repo("data/preheat.toml"), &repo("data/access.log.gz")],
     );
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    dir
+}
+
+#[test]
+fn other_parquet_readers_can_read_a_profile() {
+    if !python_has("pyarrow") {
+        return;
+    }
+    let dir = analyzed_sample();
     let script = r#"
 import glob, json, pyarrow.parquet as pq
 path = glob.glob("profiles/*.parquet")[0]
@@ -278,6 +293,38 @@ assert str(t.schema.field("first_seen").type) == "timestamp[ms, tz=UTC]"
 assert sum(r["count"] for r in rows) == summary["lines"]["matched"]
 assert rows[0]["score"] >= rows[-1]["score"]
 print(len(rows))
+"#;
+    let py =
+        Command::new("python3").args(["-c", script]).current_dir(dir.path()).output().expect("python runs");
+    assert!(py.status.success(), "{}", text(&py.stderr));
+    assert!(text(&py.stdout).trim().parse::<u64>().is_ok_and(|n| n > 100));
+}
+
+#[test]
+fn duckdb_can_query_a_profile() {
+    if !python_has("duckdb") {
+        return;
+    }
+    let dir = analyzed_sample();
+    // Column types as SQL sees them, the metadata through DuckDB's own reader, the rows in
+    // file order sorted by score, and a row's parameters as JSON.
+    let script = r#"
+import duckdb, glob, json
+path = glob.glob("profiles/*.parquet")[0]
+con = duckdb.connect()
+q = lambda sql: con.execute(sql).fetchall()
+types = dict(q(f"select column_name, column_type from (describe select * from '{path}')"))
+assert types["first_seen"] == "TIMESTAMP WITH TIME ZONE", types
+assert (types["rule"], types["count"], types["score"], types["params"]) == ("VARCHAR", "BIGINT", "DOUBLE", "VARCHAR"), types
+meta = dict(q(f"select decode(key), decode(value) from parquet_kv_metadata('{path}')"))
+summary = json.loads(meta["preheat.summary"])
+[(rows, total)] = q(f"select count(*), sum(count) from '{path}'")
+assert total == summary["lines"]["matched"], (total, summary["lines"])
+[(out_of_order,)] = q(f"select count(*) from (select score, lag(score) over (order by file_row_number) as prev from read_parquet('{path}', file_row_number = true)) where prev < score")
+assert out_of_order == 0, out_of_order
+[(key, params)] = q(f"select key, params from '{path}' where rule = 'product' order by score desc limit 1")
+assert key == "product:" + json.loads(params)["id"], (key, params)
+print(rows)
 "#;
     let py =
         Command::new("python3").args(["-c", script]).current_dir(dir.path()).output().expect("python runs");
