@@ -250,9 +250,11 @@ fn generate_log_writes_truth_that_analyze_confirms() {
     }
 }
 
-/// Whether python3 can import `module`. CI installs the ones the tests use (see .ci/run), so
-/// there a missing one fails the test; a developer machine may lack them, and skips it.
-fn python_has(module: &str) -> bool {
+/// Analyzes the sample log into a temporary store, then runs `script` with python3 beside its
+/// `profiles/`; the script asserts what a reader using `module` sees and prints the row count.
+/// CI installs the modules (see .ci/run), so there a missing one fails the test; a developer
+/// machine may lack them, and skips it.
+fn check_profile_with_python(module: &str, script: &str) {
     let found = Command::new("python3")
         .args(["-c", &format!("import {module}")])
         .output()
@@ -260,28 +262,25 @@ fn python_has(module: &str) -> bool {
     if !found {
         assert!(std::env::var_os("CI").is_none(), "CI must provide python3 with {module}");
         eprintln!("skipped: python3 with {module} is not installed");
+        return;
     }
-    found
-}
-
-/// A temporary directory holding `profiles/`, with one profile of the sample log.
-fn analyzed_sample() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = preheat(
         dir.path(),
         &["analyze", "--config", &repo("data/preheat.toml"), &repo("data/access.log.gz")],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    dir
+    let py =
+        Command::new("python3").args(["-c", script]).current_dir(dir.path()).output().expect("python runs");
+    assert!(py.status.success(), "{}", text(&py.stderr));
+    assert!(text(&py.stdout).trim().parse::<u64>().is_ok_and(|n| n > 100));
 }
 
 #[test]
 fn other_parquet_readers_can_read_a_profile() {
-    if !python_has("pyarrow") {
-        return;
-    }
-    let dir = analyzed_sample();
-    let script = r#"
+    check_profile_with_python(
+        "pyarrow",
+        r#"
 import glob, json, pyarrow.parquet as pq
 path = glob.glob("profiles/*.parquet")[0]
 t = pq.read_table(path)
@@ -293,22 +292,17 @@ assert str(t.schema.field("first_seen").type) == "timestamp[ms, tz=UTC]"
 assert sum(r["count"] for r in rows) == summary["lines"]["matched"]
 assert rows[0]["score"] >= rows[-1]["score"]
 print(len(rows))
-"#;
-    let py =
-        Command::new("python3").args(["-c", script]).current_dir(dir.path()).output().expect("python runs");
-    assert!(py.status.success(), "{}", text(&py.stderr));
-    assert!(text(&py.stdout).trim().parse::<u64>().is_ok_and(|n| n > 100));
+"#,
+    );
 }
 
+/// Column types as SQL sees them, the metadata through DuckDB's own reader, the rows in file
+/// order sorted by score, and a row's parameters as JSON.
 #[test]
 fn duckdb_can_query_a_profile() {
-    if !python_has("duckdb") {
-        return;
-    }
-    let dir = analyzed_sample();
-    // Column types as SQL sees them, the metadata through DuckDB's own reader, the rows in
-    // file order sorted by score, and a row's parameters as JSON.
-    let script = r#"
+    check_profile_with_python(
+        "duckdb",
+        r#"
 import duckdb, glob, json
 path = glob.glob("profiles/*.parquet")[0]
 con = duckdb.connect()
@@ -325,11 +319,8 @@ assert out_of_order == 0, out_of_order
 [(key, params)] = q(f"select key, params from '{path}' where rule = 'product' order by score desc limit 1")
 assert key == "product:" + json.loads(params)["id"], (key, params)
 print(rows)
-"#;
-    let py =
-        Command::new("python3").args(["-c", script]).current_dir(dir.path()).output().expect("python runs");
-    assert!(py.status.success(), "{}", text(&py.stderr));
-    assert!(text(&py.stdout).trim().parse::<u64>().is_ok_and(|n| n > 100));
+"#,
+    );
 }
 
 #[test]
