@@ -277,7 +277,8 @@ mod tests {
         std::fs::write(&path, &log).expect("written");
 
         let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().expect("pool");
-        // A few rounds: the chunks finish in a different order each time.
+        // A few rounds: with four workers the chunks may finish in another order each time,
+        // and the requests must come out in the log's order all the same.
         for round in 0..3 {
             let mut seen = Vec::new();
             let stats = pool.install(|| {
