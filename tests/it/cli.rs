@@ -252,18 +252,9 @@ fn generate_log_writes_truth_that_analyze_confirms() {
 
 /// Analyzes the sample log into a temporary store, then runs `script` with python3 beside its
 /// `profiles/`; the script asserts what a reader using `module` sees and prints the row count.
-/// CI installs the modules (see .ci/run), so there a missing one fails the test; a developer
-/// machine may lack them, and skips it.
+/// A missing module fails the test with the install hint (`scripts/test.sh` installs it).
 fn check_profile_with_python(module: &str, script: &str) {
-    let found = Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "CI must provide python3 with {module}");
-        eprintln!("skipped: python3 with {module} is not installed");
-        return;
-    }
+    require_python_module(module);
     let dir = tempfile::tempdir().expect("temp dir");
     let out = preheat(
         dir.path(),
@@ -384,7 +375,7 @@ fn promtool_accepts(metrics: &str) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool is installed (apt-get install prometheus)");
+        .expect("promtool runs (Debian's prometheus; `bash scripts/test.sh` installs it)");
     child.stdin.take().expect("stdin").write_all(metrics.as_bytes()).expect("written");
     let out = child.wait_with_output().expect("promtool ran");
     assert!(out.status.success(), "promtool: {}{}\n{metrics}", text(&out.stdout), text(&out.stderr));
@@ -649,7 +640,7 @@ fn report_sizes_the_cache_from_the_latest_profile() {
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("file://{}", dir.path().join("report.html").display()))
         .output()
-        .expect("chromium is installed (apt-get install chromium)");
+        .expect("chromium runs (`bash scripts/test.sh` installs it)");
     assert!(out.status.success(), "chromium: {}", text(&out.stderr));
     let console_errors: Vec<&str> =
         std::str::from_utf8(&out.stderr).unwrap_or("").lines().filter(|l| l.contains("CONSOLE")).collect();

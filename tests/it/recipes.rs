@@ -78,6 +78,7 @@ fn recipes() -> Vec<PathBuf> {
 
 /// YAML as JSON, through PyYAML.
 fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
+    require_python_module("yaml");
     let out = Command::new("python3")
         .args([
             "-c",
@@ -85,7 +86,7 @@ fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
         ])
         .arg(path)
         .output()
-        .expect("python3 runs (with PyYAML: pip install pyyaml)");
+        .expect("python3 runs");
     assert!(out.status.success(), "{} is not valid YAML: {}", path.display(), text(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
@@ -215,7 +216,7 @@ fn the_systemd_units_verify() {
         .arg("verify")
         .args(&units)
         .output()
-        .expect("systemd-analyze runs (Debian's systemd package)");
+        .expect("systemd-analyze runs (Debian's systemd; `bash scripts/test.sh` installs it)");
     let complaints: Vec<String> = text(&out.stderr)
         .lines()
         .filter(|l| units.iter().any(|u| l.contains(&*u.to_string_lossy())))

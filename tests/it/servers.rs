@@ -217,7 +217,11 @@ fn make_certificates(dir: &Path) {
 
 /// Runs openssl with `args` in `dir`.
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (`bash scripts/test.sh` installs it)");
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -265,7 +269,10 @@ impl Redis {
                     "ca.crt",
                 ]),
         };
-        let child = cmd.stdout(std::process::Stdio::null()).spawn().expect("redis-server runs");
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (`bash scripts/test.sh` installs it)");
         let redis = Redis { child, port: port.parse().expect("a port"), tls };
         let started = Instant::now();
         while redis.client().get_connection().is_err() {
@@ -499,7 +506,7 @@ impl RedisCluster {
                 .current_dir(dir.path())
                 .stdout(std::process::Stdio::null())
                 .spawn()
-                .expect("redis-server runs");
+                .expect("redis-server runs (`bash scripts/test.sh` installs it)");
             children.push(Some(child));
         }
         let cluster = RedisCluster { children, ports, _dir: dir };
@@ -516,7 +523,7 @@ impl RedisCluster {
             .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .output()
-            .expect("redis-cli runs");
+            .expect("redis-cli runs (`bash scripts/test.sh` installs it)");
         assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
         let started = Instant::now();
         while !cluster.ports.iter().all(|p| cluster.info(*p).contains("cluster_state:ok")) {

@@ -191,3 +191,18 @@ pub fn after_the_demo() -> (tempfile::TempDir, Output) {
 pub fn stderr_has(out: &Output, needle: &str) -> bool {
     text(&out.stderr).contains(needle)
 }
+
+/// Fails the test, with the install hint, unless python3 can import `module` (`scripts/test.sh`
+/// installs every module the tests use).
+pub fn require_python_module(module: &str) {
+    let found = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let package = if module == "yaml" { "pyyaml" } else { module };
+    assert!(
+        found,
+        "python3 cannot import {module}: run `bash scripts/test.sh`, which installs what the tests need, \
+         or `python3 -m pip install {package}`"
+    );
+}
