@@ -5,9 +5,9 @@
 #   CMD ["/app/server", "--port", "8080"]
 #
 # preheat exits 0 on a degraded warm (database down, deadline reached, no profile), so the
-# application starts whatever happens, unless PREHEAT_STRICT=1 asks to fail the start. A
-# hard timeout (PREHEAT_HARD_TIMEOUT seconds, default: the 5-minute deadline plus its grace)
-# guards against anything else. Settings come from PREHEAT_* variables (README, "Precedence").
+# application starts whatever happens, unless PREHEAT_STRICT=1 (or true, yes) asks to fail the
+# start. A hard timeout (PREHEAT_HARD_TIMEOUT seconds, default: the 5-minute deadline plus its
+# grace) guards against anything else. Settings come from PREHEAT_* variables (README, "Precedence").
 set -u
 
 preheat=${PREHEAT_BIN:-preheat}
@@ -26,7 +26,7 @@ fi
 status=$?
 if [ "$status" -ne 0 ]; then
   case "${PREHEAT_STRICT:-}" in
-    1 | true | yes)
+    1 | [Tt][Rr][Uu][Ee] | [Yy][Ee][Ss])
       echo "preheat-entrypoint: the warm exited $status and PREHEAT_STRICT is set: not starting" >&2
       exit "$status"
       ;;

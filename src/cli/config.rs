@@ -43,6 +43,8 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<Exit> {
     let ConfigCommand::Check(args) = command;
     let mut config = load_config(args.config.as_ref())?;
     config.apply(&args.overrides.to_overrides())?;
+    // An unreadable PREHEAT_SKIP is a config problem like any other.
+    super::warm::skip_requested()?;
     // Fails on an unusable backend URL before anything else is said.
     let backend = super::warm::open_backend(&config)?;
     let profile = profile_state(&args, &config);
@@ -149,7 +151,7 @@ fn duration(d: Duration) -> String {
 fn skip_reason(config: &Config) -> Option<&'static str> {
     if !config.warm.enabled {
         Some("warm.enabled = false")
-    } else if super::warm::skip_requested() {
+    } else if super::warm::skip_requested().unwrap_or(false) {
         Some("PREHEAT_SKIP is set")
     } else {
         None

@@ -123,6 +123,33 @@ impl WarmOverrides {
     }
 }
 
+/// The yes/no values flags and `PREHEAT_*` variables accept, as the README documents them.
+pub const BOOL_VALUES: &str = "1, 0, true, false, yes or no";
+
+/// Parses a yes/no value (`1/0/true/false/yes/no`, any case): the value parser of boolean
+/// flags backed by a variable, and of `PREHEAT_SKIP`.
+pub fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err(format!("expected {BOOL_VALUES}")),
+    }
+}
+
+/// A yes/no environment variable: `false` when unset or empty, a usage error naming the
+/// variable when it holds something else.
+pub fn env_bool(name: &str) -> Result<bool, UsageError> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => parse_bool(&v).map_err(|why| {
+            UsageError::new(
+                format!("{name}={v:?}: {why}"),
+                Some("set it to 1 or 0 (true/false and yes/no work too), or unset it"),
+            )
+        }),
+        _ => Ok(false),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)

@@ -38,19 +38,28 @@ pub struct WarmArgs {
     pub metrics_file: Option<PathBuf>,
     /// Exit non-zero (4) when any key failed, was invalid or was not started, or the profile
     /// is missing or stale; without it a degraded warm still exits 0.
-    #[arg(long, env = "PREHEAT_STRICT")]
+    #[arg(
+        long,
+        env = "PREHEAT_STRICT",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = super::parse_bool,
+        hide_possible_values = true
+    )]
     pub strict: bool,
 }
 
-/// Whether `PREHEAT_SKIP` asks to skip (set and not `0`/`false`/empty).
-pub fn skip_requested() -> bool {
-    std::env::var("PREHEAT_SKIP").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
+/// Whether `PREHEAT_SKIP` asks to skip (`1`, `true` or `yes`); any other value than those and
+/// `0`, `false`, `no` or empty is a usage error.
+pub fn skip_requested() -> Result<bool, super::UsageError> {
+    super::env_bool("PREHEAT_SKIP")
 }
 
 pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let mut config = load_config(args.config.as_ref())?;
     config.apply(&args.overrides.to_overrides())?;
-    if skip_requested() || !config.warm.enabled {
+    if skip_requested()? || !config.warm.enabled {
         let why = if config.warm.enabled { "PREHEAT_SKIP is set" } else { "warm.enabled = false" };
         tracing::info!(reason = why, "warm skipped");
         let report = RunReport::skipped(config.warm.backend_url.clone());

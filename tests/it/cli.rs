@@ -365,6 +365,30 @@ fn warm_can_be_skipped_by_config_or_environment() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("skipped"));
+
+    // `PREHEAT_SKIP=0` does not skip (here the warm then fails to start: there is no profile),
+    // and a value that is neither yes nor no is refused with the accepted values, not guessed.
+    let with_skip = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_preheat"))
+            .args(["warm"])
+            .current_dir(dir.path())
+            .env("PREHEAT_SKIP", value)
+            .output()
+            .expect("runs")
+    };
+    let out = with_skip("no");
+    assert!(text(&out.stdout).contains("failed"), "{}", text(&out.stdout));
+    let out = with_skip("maybe");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_has(&out, "PREHEAT_SKIP=\"maybe\": expected 1, 0, true, false, yes or no"));
+    let out = Command::new(env!("CARGO_BIN_EXE_preheat"))
+        .args(["warm"])
+        .current_dir(dir.path())
+        .env("PREHEAT_STRICT", "maybe")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_has(&out, "expected 1, 0, true, false, yes or no"), "{}", text(&out.stderr));
 }
 
 /// Checks Prometheus text with `promtool check metrics` (Debian's `prometheus` package).

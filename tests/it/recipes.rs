@@ -30,6 +30,20 @@ fn the_entrypoint_warms_then_starts_the_application_whatever_happens() {
     let app = stdout.find("app started").expect("the application started");
     assert!(warm < app, "warm first: {stdout}");
 
+    // Strict, as the README spells it, on a healthy warm: the warm runs and the application
+    // starts; every documented spelling of yes and no is understood.
+    for yes in ["1", "true", "yes", "TRUE"] {
+        let out = entrypoint(dir.path(), &[("PREHEAT_STRICT", yes)]);
+        assert_eq!(out.status.code(), Some(0), "PREHEAT_STRICT={yes}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("warm      completed"), "{}", text(&out.stdout));
+        assert!(text(&out.stdout).contains("app started"));
+    }
+    for no in ["0", "false", "no"] {
+        let out = entrypoint(dir.path(), &[("PREHEAT_PROFILES", "no-such-store"), ("PREHEAT_STRICT", no)]);
+        assert_eq!(out.status.code(), Some(0), "PREHEAT_STRICT={no}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("app started"));
+    }
+
     // No profile: the warm degrades, the application starts.
     let out = entrypoint(dir.path(), &[("PREHEAT_PROFILES", "no-such-store")]);
     assert_eq!(out.status.code(), Some(0));
