@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::verify::{Hits, Verification};
-use crate::warm::{RunReport, RunStatus};
+use crate::warm::{RunReport, RunStatus, WarmOutcome};
 
 /// Every way a run can end, so the status gauge has one series per value.
 const STATUSES: [(RunStatus, &str); 8] = [
@@ -25,6 +25,10 @@ const STATUSES: [(RunStatus, &str); 8] = [
     (RunStatus::Stale, "stale"),
     (RunStatus::Failed, "failed"),
 ];
+
+/// Every verdict, so the outcome gauge has one series per value.
+const OUTCOMES: [WarmOutcome; 4] =
+    [WarmOutcome::Completed, WarmOutcome::Degraded, WarmOutcome::Failed, WarmOutcome::Skipped];
 
 /// A label value with `\`, `"` and newlines escaped.
 fn escape(value: &str) -> String {
@@ -54,6 +58,11 @@ impl Exposition {
 pub fn render(report: &RunReport, now: f64) -> String {
     let mut out = Exposition(String::new());
     out.gauge("preheat_warm_last_run_timestamp_seconds", "When the last warm ended (Unix time).", now);
+    out.family("preheat_warm_outcome", "The last warm's verdict: 1 for its outcome, 0 for the others.");
+    for outcome in OUTCOMES {
+        let value = f64::from(u8::from(report.outcome == outcome));
+        out.sample("preheat_warm_outcome", &[("outcome", outcome.as_str())], value);
+    }
     out.family("preheat_warm_status", "How the last warm ended: 1 for its status, 0 for the others.");
     for (status, name) in STATUSES {
         out.sample("preheat_warm_status", &[("status", name)], f64::from(u8::from(report.status == status)));
@@ -211,9 +220,13 @@ mod tests {
             }],
         );
         report.failed.insert("source_timeout".into(), 3);
+        report.written = 7;
         report.duration_ms = 1500;
+        report.conclude();
         let text = render(&report, 1_700_000_000.0);
         for line in [
+            "preheat_warm_outcome{outcome=\"degraded\"} 1",
+            "preheat_warm_outcome{outcome=\"completed\"} 0",
             "preheat_warm_status{status=\"completed\"} 1",
             "preheat_warm_status{status=\"deadline\"} 0",
             "preheat_warm_success 0",

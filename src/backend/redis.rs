@@ -128,11 +128,43 @@ impl RedisBackend {
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        self.connection
+        let connected = self
+            .connection
             .get_or_try_init(|| async { self.client.get_connection_manager_with_config(config).await })
             .await
-            .cloned()
-            .map_err(|e| self.error(&e))
+            .cloned();
+        match connected {
+            Ok(c) => Ok(c),
+            Err(e) if e.is_timeout() => Err(self.timed_out_connecting(&e).await),
+            Err(e) => Err(self.error(&e)),
+        }
+    }
+
+    /// Says why connecting timed out. When the port takes a TCP connection at once but the
+    /// client still got nothing, the two ends disagree about TLS (`rediss://` to a server
+    /// without TLS waits forever for a handshake): a configuration error, not worth retrying.
+    async fn timed_out_connecting(&self, e: &RedisError) -> BackendError {
+        let mut err = self.error(e);
+        let redis::ConnectionAddr::TcpTls { host, port, .. } = self.client.get_connection_info().addr()
+        else {
+            err.message.push_str(": no answer in time (a firewall dropping packets, or a server too busy)");
+            return err;
+        };
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect((host.as_str(), *port)),
+        )
+        .await;
+        if matches!(tcp, Ok(Ok(_))) {
+            err.message = format!(
+                "{host}:{port} accepts connections but did not answer the TLS handshake: is it a port without \
+                 TLS? Use redis:// for a server without TLS, rediss:// only where it has TLS"
+            );
+            err.retryable = false;
+        } else {
+            err.message.push_str(": no answer in time (a firewall dropping packets, or a server too busy)");
+        }
+        err
     }
 
     /// Runs any command on the backend's connection (for checks such as `INFO stats`), with

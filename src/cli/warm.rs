@@ -12,7 +12,7 @@ use preheat::config::{Config, StalePolicy};
 use preheat::plan::Plan;
 use preheat::profile::open_profile;
 use preheat::source::{redact_url, resolve_secret};
-use preheat::warm::{self, Progress, RunReport, RunStatus};
+use preheat::warm::{self, Progress, RunReport, RunStatus, WarmOutcome};
 
 use super::{Exit, GlobalArgs, RunError, load_config, show_bar};
 
@@ -228,13 +228,17 @@ impl WarmProgress {
         if p.elapsed >= *last + Duration::from_secs(5) {
             *last = p.elapsed;
             let rate = p.done as f64 / p.elapsed.as_secs_f64().max(1e-3);
-            let eta = p.planned.saturating_sub(p.done) as f64 / rate.max(1e-3);
+            // No estimate before the first keys are done: nothing may have connected yet.
+            let eta = match p.done {
+                0 => "no estimate yet".to_string(),
+                _ => format!("ETA {:.0} s", p.planned.saturating_sub(p.done) as f64 / rate),
+            };
             tracing::info!(
                 done = p.done,
                 planned = p.planned,
                 written = p.written,
                 failed = p.failed,
-                "warm progress: {}/{} keys, {rate:.0} keys/s, ETA {eta:.0} s, {} failed",
+                "warm progress: {}/{} keys, {rate:.0} keys/s, {eta}, {} failed",
                 p.done,
                 p.planned,
                 p.failed
@@ -264,10 +268,12 @@ fn degraded(err: anyhow::Error, config: &Config, args: &WarmArgs) -> anyhow::Res
 }
 
 fn finish(report: RunReport, args: &WarmArgs) -> anyhow::Result<Exit> {
-    let level_ok = report.is_clean();
+    let ok = matches!(report.outcome, WarmOutcome::Completed | WarmOutcome::Skipped);
+    let outcome = report.outcome.as_str();
     let status = format!("{:?}", report.status).to_lowercase();
-    if level_ok {
+    if ok {
         tracing::info!(
+            outcome,
             status,
             written = report.written,
             skipped_existing = report.skipped_existing,
@@ -276,16 +282,18 @@ fn finish(report: RunReport, args: &WarmArgs) -> anyhow::Result<Exit> {
         );
     } else {
         tracing::warn!(
+            outcome,
             status,
             written = report.written,
             failed = report.failures(),
             not_started = report.not_started,
             duration_ms = report.duration_ms,
-            "warm finished degraded"
+            cause = report.cause.as_deref().unwrap_or("-"),
+            "warm finished"
         );
     }
     emit(&report, args)?;
-    Ok(if args.strict && !level_ok { Exit::Strict } else { Exit::Ok })
+    Ok(if args.strict && !ok { Exit::Strict } else { Exit::Ok })
 }
 
 fn emit(report: &RunReport, args: &WarmArgs) -> anyhow::Result<()> {
@@ -318,30 +326,37 @@ fn write_report(report: &RunReport, path: &Path) -> anyhow::Result<()> {
 /// The terminal table.
 pub fn render(r: &RunReport) -> String {
     let mut o = String::new();
-    if r.status == RunStatus::Skipped {
-        let _ = writeln!(o, "warm      skipped");
-        return o;
+    let cause = r.cause.as_deref().unwrap_or("-");
+    match (r.outcome, r.status) {
+        (WarmOutcome::Skipped, RunStatus::Skipped) => {
+            let _ = writeln!(o, "warm      skipped");
+            return o;
+        }
+        (WarmOutcome::Skipped, RunStatus::Stale) => {
+            let _ = writeln!(o, "warm      skipped: the profile is stale ({})", r.errors.join("; "));
+            return o;
+        }
+        (WarmOutcome::Skipped, _) => {
+            let _ = writeln!(o, "warm      skipped: another run holds the lock and does the work");
+        }
+        (WarmOutcome::Failed, RunStatus::Failed) => {
+            let _ = writeln!(o, "warm      failed to start: {cause}");
+            return o;
+        }
+        (outcome, _) => {
+            let timing = format!(
+                "in {:.2} s ({:.0} keys/s) into {}",
+                r.duration_ms as f64 / 1000.0,
+                r.keys_per_sec,
+                r.backend
+            );
+            let _ = match outcome {
+                WarmOutcome::Completed => writeln!(o, "warm      completed {timing}"),
+                WarmOutcome::Failed => writeln!(o, "warm      failed: nothing written {timing}: {cause}"),
+                _ => writeln!(o, "warm      degraded {timing}: {cause}"),
+            };
+        }
     }
-    if r.status == RunStatus::Failed {
-        let _ = writeln!(o, "warm      failed to start: {}", r.errors.join("; "));
-        return o;
-    }
-    if r.status == RunStatus::Stale {
-        let _ = writeln!(o, "warm      not run: the profile is stale ({})", r.errors.join("; "));
-        return o;
-    }
-    let status = match r.status {
-        RunStatus::Completed => "completed".to_string(),
-        RunStatus::Locked => "locked: another run holds the lock and does the work".to_string(),
-        other => format!("stopped: {}", format!("{other:?}").to_lowercase()),
-    };
-    let _ = writeln!(
-        o,
-        "warm      {status} in {:.2} s ({:.0} keys/s) into {}",
-        r.duration_ms as f64 / 1000.0,
-        r.keys_per_sec,
-        r.backend
-    );
     let _ = writeln!(
         o,
         "keys      {} planned: {} written, {} overwritten, {} already cached, {} not in source",

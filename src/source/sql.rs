@@ -6,10 +6,12 @@
 //! rewritten to `IN (...)` on SQLite). The first result column is matched against the key
 //! parameter; the value is the second column (bytes or text) or the whole row as JSON.
 
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Row, TypeInfo, ValueRef};
 
 use super::sqlite::{Param, SqliteDb, SqliteFailure};
 use super::{SourceError, redact_url, scrub};
@@ -107,7 +109,22 @@ impl SqlQuery {
 
 enum Pool {
     Sqlite(SqliteDb),
-    Postgres(PgPool),
+    // Boxed: its connect options are several times the size of the SQLite handle.
+    Postgres(Box<Postgres>),
+}
+
+/// A PostgreSQL pool, and what it takes to say why it cannot connect.
+///
+/// sqlx's pool retries a refused connection until its acquire timeout and then reports only
+/// "pool timed out", so while the pool holds no connection a batch first connects once by
+/// itself: a refused connection, a failed login or an unknown host is then named at once.
+struct Postgres {
+    pool: PgPool,
+    options: PgConnectOptions,
+    /// A direct connection has succeeded since the last connection failure.
+    reached: AtomicBool,
+    /// One direct connection at a time.
+    probing: tokio::sync::Mutex<()>,
 }
 
 /// A SQL database to load values from.
@@ -130,14 +147,19 @@ impl SqlSource {
                 .map_err(|e| err(format!("bad SQLite URL `{redacted}`: {e}")))?;
             Pool::Sqlite(db)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url).map_err(|e| {
+                err(format!("bad PostgreSQL URL `{redacted}`: {}", scrub(&e.to_string(), url)))
+            })?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(timeout)
-                .connect_lazy(url)
-                .map_err(|e| {
-                    err(format!("bad PostgreSQL URL `{redacted}`: {}", scrub(&e.to_string(), url)))
-                })?;
-            Pool::Postgres(pool)
+                .connect_lazy_with(options.clone());
+            Pool::Postgres(Box::new(Postgres {
+                pool,
+                options,
+                reached: AtomicBool::new(false),
+                probing: tokio::sync::Mutex::new(()),
+            }))
         } else {
             return Err(err(format!("`{redacted}` is not a `postgres://` or `sqlite://` URL")));
         };
@@ -150,21 +172,47 @@ impl SqlSource {
     }
 
     fn error(&self, e: &sqlx::Error) -> SourceError {
-        let retryable = matches!(
-            e,
-            sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed
-                | sqlx::Error::Protocol(_)
-        );
+        let (message, retryable) = match &self.pool {
+            Pool::Postgres(pg) => describe_pg_error(e, &pg.options, self.timeout),
+            Pool::Sqlite(_) => (e.to_string(), false),
+        };
+        if let Pool::Postgres(pg) = &self.pool
+            && is_connection_error(e)
+        {
+            pg.reached.store(false, Ordering::Relaxed);
+        }
         SourceError {
             source_name: self.name.clone(),
-            message: scrub(&e.to_string(), &self.url),
+            message: scrub(&message, &self.url),
             retryable,
-            reason: "source_error",
+            reason: if matches!(e, sqlx::Error::PoolTimedOut) { "source_timeout" } else { "source_error" },
         }
+    }
+
+    /// While the pool holds no connection, connects once directly so that a connection that
+    /// fails says why (see [`Postgres`]).
+    async fn reach(&self, pg: &Postgres) -> Result<(), SourceError> {
+        if pg.pool.size() > 0 || pg.reached.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let _one_at_a_time = pg.probing.lock().await;
+        if pg.pool.size() > 0 || pg.reached.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let conn = tokio::time::timeout(self.timeout, pg.options.connect()).await.map_err(|_| SourceError {
+            source_name: self.name.clone(),
+            message: format!(
+                "{} did not answer within {}: a firewall dropping packets, or a server too busy to accept",
+                pg_address(&pg.options),
+                humantime::format_duration(self.timeout)
+            ),
+            retryable: true,
+            reason: "source_timeout",
+        })?;
+        let conn = conn.map_err(|e| self.error(&e))?;
+        let _ = conn.close().await;
+        pg.reached.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     fn sqlite_error(&self, e: SqliteFailure) -> SourceError {
@@ -220,7 +268,9 @@ impl SqlSource {
                 let sql = query.expand(keys.len(), false);
                 db.fetch(sql, params, query.encoding).await.map_err(|e| self.sqlite_error(e))
             }
-            Pool::Postgres(pool) => {
+            Pool::Postgres(pg) => {
+                self.reach(pg).await?;
+                let pool = &pg.pool;
                 let q = sqlx::query(AssertSqlSafe(query.expand(keys.len(), true)));
                 let q = match (query.batch, query.int_keys) {
                     (Batch::AnyArray, true) => q.bind(ints.iter().flatten().copied().collect::<Vec<i64>>()),
@@ -240,7 +290,10 @@ impl SqlSource {
     pub async fn ping(&self) -> Result<(), SourceError> {
         match &self.pool {
             Pool::Sqlite(db) => db.ping().await.map_err(|e| self.sqlite_error(e)),
-            Pool::Postgres(pool) => self.timed(sqlx::query("SELECT 1").execute(pool)).await.map(|_| ()),
+            Pool::Postgres(pg) => {
+                self.reach(pg).await?;
+                self.timed(sqlx::query("SELECT 1").execute(&pg.pool)).await.map(|_| ())
+            }
         }
     }
 
@@ -253,6 +306,76 @@ impl SqlSource {
             .await
             .map_err(|_| self.timed_out())?
             .map_err(|e| self.error(&e))
+    }
+}
+
+/// `host:port` (or the socket) a PostgreSQL URL names.
+fn pg_address(options: &PgConnectOptions) -> String {
+    match options.get_socket() {
+        Some(socket) => format!("PostgreSQL at `{}`", socket.display()),
+        None => format!("PostgreSQL at {}:{}", options.get_host(), options.get_port()),
+    }
+}
+
+/// Whether the error means the connection itself failed (so the next batch connects anew).
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut)
+}
+
+/// A PostgreSQL error in words that name the cause and the fix, and whether retrying may help.
+/// The server's own message is used, never its source file and line (sqlx's `Display` adds
+/// "at line N", which reads like a place in the user's config).
+fn describe_pg_error(e: &sqlx::Error, options: &PgConnectOptions, timeout: Duration) -> (String, bool) {
+    let at = pg_address(options);
+    match e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            (format!("connection refused by {at}: is the server running and listening there?"), true)
+        }
+        sqlx::Error::Io(io) if io.to_string().contains("lookup") || io.to_string().contains("resolve") => {
+            (format!("unknown host `{}`: check the host name in the source URL", options.get_host()), false)
+        }
+        sqlx::Error::Io(io) => (format!("cannot talk to {at}: {io}"), true),
+        sqlx::Error::Tls(tls) => {
+            (format!("TLS with {at} failed: {tls} (check `sslmode` and `sslrootcert` in the URL)"), false)
+        }
+        sqlx::Error::PoolTimedOut => (
+            format!(
+                "no connection to {at} within {}: every connection was busy or the server did not answer",
+                humantime::format_duration(timeout)
+            ),
+            true,
+        ),
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            let user = options.get_username();
+            let database = options.get_database().unwrap_or(user);
+            let message = match code.as_ref() {
+                "28P01" | "28000" => format!(
+                    "authentication failed for user `{user}` at {at}: check the password (in the URL, or the \
+                     variable or file it names) and the server's pg_hba.conf"
+                ),
+                "3D000" => format!("database `{database}` does not exist at {at}: check the URL's path"),
+                "42P01" | "42703" | "42601" | "42883" => {
+                    let position = db
+                        .try_downcast_ref::<PgDatabaseError>()
+                        .and_then(|pg| match pg.position() {
+                            Some(sqlx::postgres::PgErrorPosition::Original(n)) => Some(n),
+                            _ => None,
+                        })
+                        .map_or(String::new(), |n| format!(" (at character {n} of the rule's query)"));
+                    format!("the rule's query is wrong: {}{position}", db.message())
+                }
+                _ => db.message().to_string(),
+            };
+            // Too many connections, a server starting or shutting down: may pass.
+            let retryable =
+                matches!(code.as_ref(), "53300" | "57P01" | "57P02" | "57P03" | "40001" | "40P01");
+            (message, retryable)
+        }
+        sqlx::Error::Protocol(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            (e.to_string(), true)
+        }
+        other => (other.to_string(), false),
     }
 }
 

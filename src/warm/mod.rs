@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
 
 use self::breaker::{Breaker, Gate};
-pub use report::{RuleReport, RunReport, RunStatus};
+pub use report::{RuleReport, RunReport, RunStatus, WarmOutcome};
 
 use crate::backend::{Backend, BackendError, Entry, WriteMode, Written};
 use crate::config::{Config, Invalidations, LockPolicy, RuleLoad};
@@ -95,6 +95,8 @@ pub struct Progress {
 struct Batch {
     rule: usize,
     keys: Vec<Job>,
+    /// Each key's index in the plan, to tell which planned keys reached the cache.
+    planned_at: Vec<u32>,
     /// The plan's estimate of the values' size.
     est_bytes: u64,
 }
@@ -112,6 +114,9 @@ struct Outcome {
     bytes: u64,
     /// Keys failed, by reason, with the first message of each reason.
     failed: Vec<(&'static str, u64, String)>,
+    /// Plan indices of the keys the cache holds afterwards (written, replaced, already there,
+    /// or replayed for the application to cache).
+    landed: Vec<u32>,
 }
 
 impl Outcome {
@@ -171,9 +176,11 @@ async fn run_batch<B: Backend>(
     let verify = load.invalidations.unwrap_or(config_invalidations) == Invalidations::Verify;
     let mut outcome = Outcome::default();
     let mut entries = Vec::with_capacity(n);
+    // The plan indices of `entries`.
+    let mut entry_at = Vec::with_capacity(n);
     // The jobs of `entries`, to read them again after the write.
     let mut again: Vec<Job> = Vec::new();
-    for (job, result) in batch.keys.into_iter().zip(results) {
+    for ((job, result), at) in batch.keys.into_iter().zip(results).zip(batch.planned_at) {
         if verify && matches!(result, Ok(Fetched::Value { .. } | Fetched::Dump { .. })) {
             again.push(job.clone());
         }
@@ -188,13 +195,18 @@ async fn run_batch<B: Backend>(
                     (t, cap) => t.or(cap),
                 };
                 entries.push(Entry { key: job.key, value, ttl, dump: false });
+                entry_at.push(at);
             }
             Ok(Fetched::Dump { payload, ttl }) => {
                 entries.push(Entry { key: job.key, value: payload, ttl, dump: true });
+                entry_at.push(at);
             }
             Ok(Fetched::Missing) => outcome.missing += 1,
             Ok(Fetched::Uncacheable) => outcome.uncacheable += 1,
-            Ok(Fetched::Replayed) => outcome.replayed += 1,
+            Ok(Fetched::Replayed) => {
+                outcome.replayed += 1;
+                outcome.landed.push(at);
+            }
             Err(e) => outcome.fail(e.reason, 1, e.to_string()),
         }
     }
@@ -213,6 +225,7 @@ async fn run_batch<B: Backend>(
     })
     .await;
     let mut wrote = Vec::new();
+    let mut landed = vec![false; entries.len()];
     for (i, (entry, result)) in entries.iter().zip(written).enumerate() {
         let size = entry.value.len() as u64;
         match result {
@@ -220,19 +233,29 @@ async fn run_batch<B: Backend>(
                 outcome.written += 1;
                 outcome.bytes += size;
                 wrote.push((i, Written::Created));
+                landed[i] = true;
             }
             Ok(Written::Replaced) => {
                 outcome.overwritten += 1;
                 outcome.bytes += size;
                 wrote.push((i, Written::Replaced));
+                landed[i] = true;
             }
-            Ok(Written::Existed) => outcome.existed += 1,
+            Ok(Written::Existed) => {
+                outcome.existed += 1;
+                landed[i] = true;
+            }
             Err(e) => outcome.fail("backend_error", 1, e.to_string()),
         }
     }
     if verify && !wrote.is_empty() {
-        verify_written(&source, &load, &target, &again, &entries, &wrote, &mut outcome).await;
+        for taken_back in
+            verify_written(&source, &load, &target, &again, &entries, &wrote, &mut outcome).await
+        {
+            landed[taken_back] = false;
+        }
     }
+    outcome.landed.extend(entry_at.iter().zip(landed).filter(|(_, l)| *l).map(|(at, _)| *at));
     outcome
 }
 
@@ -241,7 +264,8 @@ async fn run_batch<B: Backend>(
 /// application's invalidation may have come before the write (deleting a key that was not
 /// there yet, which nothing can observe): such a key is taken back, deleted while it still
 /// holds the warm's value. Any later change invalidates after the write, as usual. A key the
-/// source cannot answer for now is taken back too: it cannot be vouched for.
+/// source cannot answer for now is taken back too: it cannot be vouched for. Returns the
+/// entries taken back.
 async fn verify_written<B: Backend>(
     source: &OpenSource,
     load: &RuleLoad,
@@ -250,7 +274,7 @@ async fn verify_written<B: Backend>(
     entries: &[Entry],
     wrote: &[(usize, Written)],
     outcome: &mut Outcome,
-) {
+) -> Vec<usize> {
     let asked: Vec<&Job> = wrote.iter().map(|(i, _)| &jobs[*i]).collect();
     let mut seed = clock_seed();
     let (asked_ref, fetch, from) = (&asked, &load.fetch, &source.source);
@@ -270,7 +294,7 @@ async fn verify_written<B: Backend>(
         }
     }
     if back.is_empty() {
-        return;
+        return Vec::new();
     }
     let changed = back.iter().filter(|(_, _, e)| e.is_none()).count();
     outcome.invalidated += changed as u64;
@@ -283,6 +307,7 @@ async fn verify_written<B: Backend>(
         );
     }
     let refs: Vec<&Entry> = back.iter().map(|(i, _, _)| &entries[*i]).collect();
+    let mut taken_back = Vec::new();
     for ((i, how, unverifiable), result) in back.into_iter().zip(target.backend.take_back(&refs).await) {
         let taken = match result {
             Ok(taken) => taken,
@@ -302,8 +327,10 @@ async fn verify_written<B: Backend>(
             if let Some(why) = unverifiable {
                 outcome.fail("unverified", 1, why);
             }
+            taken_back.push(i);
         }
     }
+    taken_back
 }
 
 /// An error that may go away if the same request is tried again.
@@ -512,6 +539,7 @@ pub async fn run<B: Backend + 'static>(
         rule_defs.iter().map(|r| RuleReport { name: r.name.clone(), ..RuleReport::default() }).collect(),
     );
     let batches = make_batches(plan, config, &mut report);
+    let mut landed = vec![false; plan.keys.len()];
     let available = crate::memory::available();
     report.memory_budget = available.map(|a| config.warm.max_memory.bytes(a.bytes));
     if available.is_none() {
@@ -533,7 +561,12 @@ pub async fn run<B: Backend + 'static>(
             tracing::error!(error = %e, "the backend refused the connection; nothing is warmed");
             for batch in batches {
                 let n = batch.keys.len() as u64;
-                record(&mut report, batch.rule, Outcome::failed("backend_error", n, e.to_string()));
+                record(
+                    &mut report,
+                    &mut landed,
+                    batch.rule,
+                    Outcome::failed("backend_error", n, e.to_string()),
+                );
             }
         }
         Locking::Stopped(status) => {
@@ -551,7 +584,8 @@ pub async fn run<B: Backend + 'static>(
             );
             let target = Target { backend: backend.clone(), breaker: Breaker::default() };
             let hooks = Hooks { deadline, progress, started };
-            drive(batches, config, sources, Arc::new(target), &mut report, stop, hooks).await;
+            let tally = Tally { report: &mut report, landed: &mut landed };
+            drive(batches, config, sources, Arc::new(target), tally, stop, hooks).await;
         }
     }
     if let Locking::Held(token) = &lock
@@ -568,6 +602,13 @@ pub async fn run<B: Backend + 'static>(
         + report.replayed;
     report.keys_per_sec = tried as f64 / started.elapsed().as_secs_f64().max(1e-3);
     report.peak_memory = crate::memory::peak_resident();
+    // When nothing landed, every planned key is unwritten and the counts say so already.
+    if report.landed() > 0 {
+        for (k, _) in plan.keys.iter().zip(&landed).filter(|(_, landed)| !**landed) {
+            report.not_written.entry(report.rules[k.rule].name.clone()).or_default().push(k.key.clone());
+        }
+    }
+    report.conclude();
     report
 }
 
@@ -575,11 +616,12 @@ pub async fn run<B: Backend + 'static>(
 /// keys of rules without a source are counted in `report`.
 fn make_batches(plan: &Plan, config: &Config, report: &mut RunReport) -> VecDeque<Batch> {
     let rule_defs = config.rules.rules();
-    let mut pending: Vec<Batch> =
-        (0..rule_defs.len()).map(|rule| Batch { rule, keys: Vec::new(), est_bytes: 0 }).collect();
+    let mut pending: Vec<Batch> = (0..rule_defs.len())
+        .map(|rule| Batch { rule, keys: Vec::new(), planned_at: Vec::new(), est_bytes: 0 })
+        .collect();
     let mut batches = VecDeque::new();
     let mut invalid_samples = Vec::new();
-    for k in &plan.keys {
+    for (index, k) in plan.keys.iter().enumerate() {
         let rr = &mut report.rules[k.rule];
         rr.planned += 1;
         let Some(load) = &config.loads[k.rule] else {
@@ -601,9 +643,11 @@ fn make_batches(plan: &Plan, config: &Config, report: &mut RunReport) -> VecDequ
         };
         let batch = &mut pending[k.rule];
         batch.keys.push(Job { key: k.key.clone(), input });
+        batch.planned_at.push(index as u32);
         batch.est_bytes += k.est_bytes;
         if batch.keys.len() >= config.warm.batch_size {
-            let full = std::mem::replace(batch, Batch { rule: k.rule, keys: Vec::new(), est_bytes: 0 });
+            let empty = Batch { rule: k.rule, keys: Vec::new(), planned_at: Vec::new(), est_bytes: 0 };
+            let full = std::mem::replace(batch, empty);
             batches.push_back(full);
         }
     }
@@ -613,6 +657,12 @@ fn make_batches(plan: &Plan, config: &Config, report: &mut RunReport) -> VecDequ
     }
     report.invalid_samples = invalid_samples;
     batches
+}
+
+/// What the scheduler counts into: the report, and which planned keys landed.
+struct Tally<'a> {
+    report: &'a mut RunReport,
+    landed: &'a mut [bool],
 }
 
 /// What the scheduler reports to, and when it must stop.
@@ -629,10 +679,11 @@ async fn drive<B: Backend + 'static>(
     config: &Config,
     sources: &[Result<Arc<OpenSource>, SourceError>],
     target: Arc<Target<B>>,
-    report: &mut RunReport,
+    tally: Tally<'_>,
     mut stop: std::pin::Pin<&mut impl Future<Output = ()>>,
     hooks: Hooks<'_>,
 ) {
+    let Tally { report, landed } = tally;
     let planned: u64 = batches.iter().map(|b| b.keys.len() as u64).sum();
     // Values are held two or three times over while a batch is decoded and written.
     let bytes_cap = report.memory_budget.map(|b| b / 8);
@@ -683,7 +734,7 @@ async fn drive<B: Backend + 'static>(
                 Pick::Fail(i, reason, message) => {
                     let batch = batches.remove(i).expect("picked index exists");
                     let n = batch.keys.len() as u64;
-                    record(report, batch.rule, Outcome::failed(reason, n, message));
+                    record(report, landed, batch.rule, Outcome::failed(reason, n, message));
                     done += n;
                     continue;
                 }
@@ -709,7 +760,7 @@ async fn drive<B: Backend + 'static>(
                     None => continue,
                 };
                 bytes_in_flight -= est;
-                record(report, rule, outcome);
+                record(report, landed, rule, outcome);
                 done += n;
                 (hooks.progress)(&progress_of(report, done, planned, hooks.started));
             }
@@ -744,8 +795,11 @@ fn progress_of(report: &RunReport, done: u64, planned: u64, started: Instant) ->
     }
 }
 
-/// Adds a batch's outcome to the report.
-fn record(report: &mut RunReport, rule: usize, o: Outcome) {
+/// Adds a batch's outcome to the report, and marks the planned keys it landed.
+fn record(report: &mut RunReport, landed: &mut [bool], rule: usize, o: Outcome) {
+    for at in o.landed {
+        landed[at as usize] = true;
+    }
     let rr = &mut report.rules[rule];
     rr.written += o.written;
     rr.overwritten += o.overwritten;

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a warm ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Every planned key was tried.
@@ -27,8 +27,36 @@ pub enum RunStatus {
     Failed,
 }
 
+/// The verdict on a warm, the first thing its report says: did the cache get what was planned?
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmOutcome {
+    /// Every planned key was tried and none failed.
+    Completed,
+    /// Some keys reached the cache, others failed or were not started ([`RunReport::cause`]).
+    Degraded,
+    /// Nothing reached the cache although keys were planned, or the warm could not start
+    /// ([`RunReport::cause`]).
+    Failed,
+    /// Not run, by choice: disabled, `PREHEAT_SKIP`, a stale profile with `stale_profile =
+    /// "skip"`, or another run holding the lock.
+    Skipped,
+}
+
+impl WarmOutcome {
+    /// The word reports print.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarmOutcome::Completed => "completed",
+            WarmOutcome::Degraded => "degraded",
+            WarmOutcome::Failed => "failed",
+            WarmOutcome::Skipped => "skipped",
+        }
+    }
+}
+
 /// One rule's share of a run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuleReport {
     /// Rule name.
     pub name: String,
@@ -55,8 +83,13 @@ pub struct RuleReport {
 }
 
 /// What a warm did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
+    /// The verdict: completed, degraded, failed or skipped (set by [`RunReport::conclude`]).
+    pub outcome: WarmOutcome,
+    /// Why it was not completed: the largest cause, with an example error; `None` when it
+    /// completed.
+    pub cause: Option<String>,
     /// How it ended.
     pub status: RunStatus,
     /// The backend (password removed).
@@ -108,12 +141,19 @@ pub struct RunReport {
     pub invalid_samples: Vec<String>,
     /// The first distinct error messages (passwords removed).
     pub errors: Vec<String>,
+    /// Per rule, the planned keys the cache does not hold after the run (failed, invalid, not
+    /// in source, not started, taken back), so that `preheat verify` counts as warmed only
+    /// the keys that were; empty when nothing landed at all ([`RunReport::landed`] is 0).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub not_written: BTreeMap<String, Vec<String>>,
 }
 
 impl RunReport {
     /// An empty report.
     pub fn new(backend: String, planned: u64, predicted_coverage: f64, rules: Vec<RuleReport>) -> Self {
         RunReport {
+            outcome: WarmOutcome::Completed,
+            cause: None,
             status: RunStatus::Completed,
             backend,
             planned,
@@ -140,6 +180,7 @@ impl RunReport {
             rules,
             invalid_samples: Vec::new(),
             errors: Vec::new(),
+            not_written: BTreeMap::new(),
         }
     }
 
@@ -147,6 +188,7 @@ impl RunReport {
     pub fn skipped(backend: String) -> Self {
         let mut r = RunReport::new(backend, 0, 0.0, Vec::new());
         r.status = RunStatus::Skipped;
+        r.conclude();
         r
     }
 
@@ -155,6 +197,7 @@ impl RunReport {
         let mut r = RunReport::new(backend, 0, 0.0, Vec::new());
         r.status = RunStatus::Stale;
         r.errors = why;
+        r.conclude();
         r
     }
 
@@ -163,7 +206,76 @@ impl RunReport {
         let mut r = RunReport::new(backend, 0, 0.0, Vec::new());
         r.status = RunStatus::Failed;
         r.errors.push(why);
+        r.conclude();
         r
+    }
+
+    /// Keys the cache holds a value for after the run, whoever wrote it: written, overwritten,
+    /// already cached, or (HTTP `replay`) replayed for the application to cache.
+    pub fn landed(&self) -> u64 {
+        self.written + self.overwritten + self.skipped_existing + self.replayed
+    }
+
+    /// Sets [`RunReport::outcome`] and [`RunReport::cause`] from the counts; called once the
+    /// counts are final.
+    pub fn conclude(&mut self) {
+        self.outcome = match self.status {
+            RunStatus::Skipped | RunStatus::Stale | RunStatus::Locked => WarmOutcome::Skipped,
+            RunStatus::Failed => WarmOutcome::Failed,
+            _ if self.planned > 0 && self.landed() == 0 => WarmOutcome::Failed,
+            _ if self.is_clean() => WarmOutcome::Completed,
+            _ => WarmOutcome::Degraded,
+        };
+        self.cause = match self.outcome {
+            WarmOutcome::Completed => None,
+            WarmOutcome::Skipped | WarmOutcome::Failed if self.failures() == 0 => {
+                self.not_written_cause().or_else(|| self.errors.first().cloned())
+            }
+            _ => self.largest_failure(),
+        };
+    }
+
+    /// The largest reason keys failed, with the first error message that goes with it.
+    fn largest_failure(&self) -> Option<String> {
+        let stopped = match self.status {
+            RunStatus::Deadline => "the deadline",
+            RunStatus::Memory => "the memory budget",
+            RunStatus::Interrupted => "a stop signal",
+            _ => "the run's end",
+        };
+        // (keys, what, whether the run's error messages speak of it)
+        let mut counts: Vec<(u64, String, bool)> =
+            self.failed.iter().map(|(reason, n)| (*n, reason.replace('_', " "), true)).collect();
+        counts.push((self.invalid_keys, "invalid key".to_string(), false));
+        counts.push((self.not_started, format!("not started: stopped by {stopped}"), false));
+        let (n, what, has_messages) = counts.into_iter().filter(|c| c.0 > 0).max_by_key(|c| c.0)?;
+        let example = match self.errors.first() {
+            Some(e) if has_messages => format!(" ({e})"),
+            _ => String::new(),
+        };
+        Some(format!("{what}: {n} of {} keys{example}", self.planned))
+    }
+
+    /// Why nothing was written when nothing failed either.
+    fn not_written_cause(&self) -> Option<String> {
+        if self.missing_in_source > 0
+            && self.missing_in_source + self.uncacheable + self.no_source >= self.planned
+        {
+            return Some(format!(
+                "no planned key was found in its source ({} of {} not in source): check the rules' queries or URLs",
+                self.missing_in_source, self.planned
+            ));
+        }
+        if self.no_source > 0 {
+            return Some(format!(
+                "{} of {} keys belong to rules without a source",
+                self.no_source, self.planned
+            ));
+        }
+        if self.uncacheable > 0 {
+            return Some(format!("{} of {} responses may not be stored", self.uncacheable, self.planned));
+        }
+        None
     }
 
     /// Keys that did not reach the cache for a reason worth failing a `--strict` run over.
@@ -176,5 +288,64 @@ impl RunReport {
     pub fn is_clean(&self) -> bool {
         matches!(self.status, RunStatus::Completed | RunStatus::Skipped | RunStatus::Locked)
             && self.failures() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(planned: u64) -> RunReport {
+        RunReport::new("redis://127.0.0.1:6379".into(), planned, 0.8, Vec::new())
+    }
+
+    #[test]
+    fn a_warm_that_wrote_everything_it_planned_completed() {
+        let mut r = report(10);
+        (r.written, r.skipped_existing, r.missing_in_source) = (7, 2, 1);
+        r.conclude();
+        assert_eq!((r.outcome, r.cause), (WarmOutcome::Completed, None));
+    }
+
+    #[test]
+    fn a_warm_that_wrote_nothing_failed_and_says_why() {
+        let mut r = report(10);
+        r.failed.insert("backend_down".into(), 10);
+        r.errors.push("connection refused (redis://127.0.0.1:6379)".into());
+        r.conclude();
+        assert_eq!(r.outcome, WarmOutcome::Failed);
+        assert_eq!(
+            r.cause.as_deref(),
+            Some("backend down: 10 of 10 keys (connection refused (redis://127.0.0.1:6379))")
+        );
+
+        let mut r = report(10);
+        r.missing_in_source = 10;
+        r.conclude();
+        assert_eq!(r.outcome, WarmOutcome::Failed);
+        assert!(r.cause.as_deref().is_some_and(|c| c.contains("no planned key was found in its source")));
+    }
+
+    #[test]
+    fn a_warm_that_wrote_some_keys_is_degraded_by_its_largest_cause() {
+        let mut r = report(10);
+        r.written = 4;
+        r.failed.insert("source_timeout".into(), 2);
+        r.not_started = 4;
+        r.status = RunStatus::Deadline;
+        r.conclude();
+        assert_eq!(r.outcome, WarmOutcome::Degraded);
+        assert_eq!(r.cause.as_deref(), Some("not started: stopped by the deadline: 4 of 10 keys"));
+    }
+
+    #[test]
+    fn an_already_warm_cache_is_a_completed_warm_and_a_skip_is_a_skip() {
+        let mut r = report(10);
+        r.skipped_existing = 10;
+        r.conclude();
+        assert_eq!(r.outcome, WarmOutcome::Completed);
+        assert_eq!(RunReport::skipped("memory://".into()).outcome, WarmOutcome::Skipped);
+        let failed = RunReport::failed_to_start("memory://".into(), "no profile".into());
+        assert_eq!((failed.outcome, failed.cause.as_deref()), (WarmOutcome::Failed, Some("no profile")));
     }
 }

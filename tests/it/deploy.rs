@@ -128,7 +128,7 @@ fn a_stale_profile_is_warned_about_or_not_used() {
     let metrics_arg = metrics.display().to_string();
     let out = preheat(dir.path(), &["warm", "--config", "skip.toml", "--metrics-file", &metrics_arg]);
     assert_eq!(out.status.code(), Some(0), "a stale profile never fails a deploy by itself");
-    assert!(text(&out.stdout).contains("not run: the profile is stale"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("warm      skipped: the profile is stale"), "{}", text(&out.stdout));
     assert!(
         fs::read_to_string(&metrics).expect("written").contains("preheat_warm_status{status=\"stale\"} 1")
     );

@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod deploy;
 mod invalidation;
+mod outcomes;
 mod plan;
 mod properties;
 mod recipes;

@@ -83,6 +83,54 @@ impl Postgres {
         pg
     }
 
+    /// A cluster that asks for a password (`scram-sha-256` on TCP): user `postgres` with
+    /// `password`.
+    pub fn start_with_password(password: &str) -> Postgres {
+        let pg = Postgres::start();
+        pg.psql(&format!("ALTER USER postgres PASSWORD '{password}'"));
+        let hba = pg.dir.path().join("data/pg_hba.conf");
+        let rules = fs::read_to_string(&hba).expect("pg_hba.conf");
+        let with_password: String = rules
+            .lines()
+            .map(|l| if l.starts_with("host ") { l.replace("trust", "scram-sha-256") } else { l.to_string() })
+            .collect::<Vec<_>>()
+            .join("\n");
+        fs::write(&hba, with_password + "\n").expect("writable");
+        // Reloaded, not restarted: an immediate stop could lose the uncommitted-to-disk
+        // password (the test clusters run with `synchronous_commit=off`).
+        let out = as_postgres(&pg_bin("pg_ctl"))
+            .args(["reload", "-D"])
+            .arg(pg.dir.path().join("data"))
+            .output()
+            .expect("pg_ctl runs");
+        assert!(out.status.success(), "pg_ctl reload failed: {}", String::from_utf8_lossy(&out.stderr));
+        // The reload is a signal: wait until a connection without the password is refused.
+        let started = Instant::now();
+        loop {
+            let out = as_postgres(&pg_bin("psql"))
+                .args([
+                    "-w",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &pg.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-c",
+                    "SELECT 1",
+                ])
+                .env("PGPASSWORD", "")
+                .output()
+                .expect("psql runs");
+            if !out.status.success() {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "pg_hba.conf was not reloaded");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pg
+    }
+
     /// The CA certificate of a TLS cluster.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.crt")
