@@ -30,6 +30,10 @@ pub struct PlannedKey {
     pub requests: u64,
     /// Estimated value size in bytes.
     pub est_bytes: u64,
+    /// Cache hits the profile's log recorded for the key.
+    pub cache_hits: u64,
+    /// Cache misses the profile's log recorded for the key.
+    pub cache_misses: u64,
 }
 
 /// One rule's share of the plan.
@@ -164,6 +168,8 @@ impl Plan {
                 score: row.score,
                 requests: row.count,
                 est_bytes,
+                cache_hits: row.cache_hits,
+                cache_misses: row.cache_misses,
             });
         }
         plan.predicted_coverage = if plan.requests_profiled == 0 {

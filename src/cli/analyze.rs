@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Args;
 use preheat::analyze::{self, AnalyzeOptions, Progress, input};
-use preheat::logformat::FormatSpec;
 use preheat::logformat::time::parse_iso8601;
 use preheat::profile::{ProfileColumns, ProfileRow, Store, Summary, store};
 
@@ -20,10 +19,8 @@ pub struct AnalyzeArgs {
     /// Config file [default: ./preheat.toml if present, else built-in rules].
     #[arg(long, short, env = "PREHEAT_CONFIG")]
     config: Option<PathBuf>,
-    /// Log format: `auto`, `combined`, `common`, `json`, or an nginx `log_format` string
-    /// (overrides the config's `[log] format`).
-    #[arg(long)]
-    format: Option<String>,
+    #[command(flatten)]
+    format: super::AccessLogFormat,
     /// Profile store directory.
     #[arg(long, default_value = "profiles", env = "PREHEAT_PROFILES")]
     profiles: PathBuf,
@@ -76,13 +73,8 @@ fn parse_time(flag: &str, value: &str) -> Result<i64, UsageError> {
 pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let config = load_config(args.config.as_ref())?;
     let mut opts = AnalyzeOptions::from_config(&config);
-    if let Some(f) = &args.format {
-        opts.format = FormatSpec::parse(f).map_err(|e| {
-            UsageError::new(
-                format!("--format: {e}"),
-                Some("use `combined`, `common`, `json`, `auto` or an nginx `log_format` string"),
-            )
-        })?;
+    if let Some(format) = args.format.parse()? {
+        opts.format = format;
     }
     opts.since_ms = args.since.as_deref().map(|s| parse_time("--since", s)).transpose()?;
     opts.until_ms = args.until.as_deref().map(|s| parse_time("--until", s)).transpose()?;

@@ -86,6 +86,28 @@ impl ProfileChoice {
     }
 }
 
+/// The access logs' format (`analyze`, `report`, `verify`): one flag, one meaning.
+#[derive(Debug, Args)]
+pub struct AccessLogFormat {
+    /// Log format: `auto`, `combined`, `common`, `json`, or an nginx `log_format` string
+    /// (overrides the config's `[log] format`).
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+impl AccessLogFormat {
+    /// The format the flag names, if given.
+    pub fn parse(&self) -> Result<Option<preheat::logformat::FormatSpec>, UsageError> {
+        let Some(f) = &self.format else { return Ok(None) };
+        preheat::logformat::FormatSpec::parse(f).map(Some).map_err(|e| {
+            UsageError::new(
+                format!("--format: {e}"),
+                Some("use `combined`, `common`, `json`, `auto` or an nginx `log_format` string"),
+            )
+        })
+    }
+}
+
 /// Warm settings that flags and `PREHEAT_*` variables override (`plan`, `warm`, `config
 /// check`): a flag wins over its variable, which wins over the config file.
 #[derive(Debug, Args)]

@@ -19,9 +19,9 @@ pub struct PlanArgs {
     profile: super::ProfileChoice,
     #[command(flatten)]
     overrides: super::WarmOverrides,
-    /// Planned keys to list.
-    #[arg(long, default_value_t = 10)]
-    top: usize,
+    /// Planned keys to list [default: 10 in the table, every one with --json].
+    #[arg(long)]
+    top: Option<usize>,
     /// Print the plan as JSON on stdout (every planned key when `--top` is not given).
     #[arg(long)]
     json: bool,
@@ -48,14 +48,14 @@ pub fn run(args: PlanArgs) -> anyhow::Result<Exit> {
     }
     if args.json {
         let mut v = serde_json::to_value(&plan)?;
-        if let Some(keys) = v.get_mut("keys").and_then(|k| k.as_array_mut()) {
-            keys.truncate(args.top);
+        if let (Some(top), Some(keys)) = (args.top, v.get_mut("keys").and_then(|k| k.as_array_mut())) {
+            keys.truncate(top);
         }
         v["profile"] = serde_json::json!(path);
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(Exit::Ok);
     }
-    print!("{}", render(&plan, &path, args.top, &config));
+    print!("{}", render(&plan, &path, args.top.unwrap_or(10), &config));
     Ok(Exit::Ok)
 }
 

@@ -30,6 +30,8 @@ pub struct ReportArgs {
     #[arg(long, short, env = "PREHEAT_CONFIG")]
     config: Option<PathBuf>,
     #[command(flatten)]
+    format: super::AccessLogFormat,
+    #[command(flatten)]
     profile: super::ProfileChoice,
     /// Print the report as JSON on stdout.
     #[arg(long)]
@@ -102,7 +104,10 @@ fn replay(
     args: &ReportArgs,
     recommended: Option<u64>,
 ) -> anyhow::Result<(MissRatioCurve, Vec<Hour>, ColdVsWarm)> {
-    let config = load_config(args.config.as_ref())?;
+    let mut config = load_config(args.config.as_ref())?;
+    if let Some(format) = args.format.parse()? {
+        config.format = format;
+    }
     let inputs = input::expand(&args.logs).context("reading the logs to replay")?;
     let trace = key_trace(&inputs, &config);
     for (name, error) in &trace.stats.failed_inputs {

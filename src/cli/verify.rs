@@ -13,9 +13,12 @@ use preheat::config::Config;
 use preheat::plan::Plan;
 use preheat::profile::open_profile;
 use preheat::source::resolve_secret;
-use preheat::verify::{Hits, ReadSignal, RedisObservation, Verification, observe, verify, verify_app_log};
+use preheat::verify::{
+    Baseline, Hits, ReadSignal, RedisObservation, Verification, keep_landed, observe, verify, verify_app_log,
+};
+use preheat::warm::RunReport;
 
-use super::{Exit, load_config};
+use super::{Exit, UsageError, load_config};
 
 /// Flags of `preheat verify`.
 #[derive(Debug, Args)]
@@ -47,7 +50,12 @@ pub struct VerifyArgs {
     #[arg(long, short, env = "PREHEAT_CONFIG")]
     config: Option<PathBuf>,
     #[command(flatten)]
+    format: super::AccessLogFormat,
+    #[command(flatten)]
     profile: super::ProfileChoice,
+    /// The budgets the warm used, when flags or variables overrode the config's.
+    #[command(flatten)]
+    overrides: super::WarmOverrides,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -58,27 +66,42 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
-    let config = load_config(args.config.as_ref())?;
+    let mut config = load_config(args.config.as_ref())?;
+    config.apply(&args.overrides.to_overrides())?;
+    if let Some(format) = args.format.parse()? {
+        config.format = format;
+    }
     let path = args.profile.resolve()?;
     let (meta, rows) = open_profile(&path)?;
-    // The profile's own cache statuses give the hit ratio before the deploy.
+    // The profile's own cache statuses give the hit ratio before the deploy: of all its rows,
+    // not only of the prefix the plan reads.
     let before = Cell::new(Hits::default());
-    let rows = rows.inspect(|r| {
+    let mut rows = rows.inspect(|r| {
         if let Ok(r) = r {
             let b = before.get();
             before.set(Hits { hits: b.hits + r.cache_hits, misses: b.misses + r.cache_misses });
         }
     });
-    let plan = Plan::build(rows, &meta.summary, &config)?;
+    let mut plan = Plan::build(rows.by_ref(), &meta.summary, &config)?;
+    for row in rows {
+        row?;
+    }
+    let warm_report = args.warm_report.as_deref().map(read_warm_report).transpose()?;
+    if let Some(report) = &warm_report {
+        keep_landed(&mut plan, report)
+            .map_err(|why| UsageError::new(why, Some("pass the same --profile and --config as the warm")))?;
+    }
+    let baseline =
+        Baseline { hit_ratio_before: before.get().ratio(), warmed_from_report: warm_report.is_some() };
     let inputs = if args.logs.is_empty() {
         Vec::new()
     } else {
         input::expand(&args.logs).context("reading the logs to verify against")?
     };
     let (mut v, stats) = if args.app_log {
-        verify_app_log(&plan, before.get().ratio(), &inputs, &config)
+        verify_app_log(&plan, baseline, &inputs, &config)
     } else {
-        verify(&plan, before.get().ratio(), &inputs, &config)
+        verify(&plan, baseline, &inputs, &config)
     };
     for (name, error) in &stats.failed_inputs {
         tracing::warn!(input = %name, error = %error, "input not read in full; the check uses what was read");
@@ -87,7 +110,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
         v.verdict.clear();
     }
     if let Some(url) = &args.redis {
-        let observation = ask_redis(url, &config, &plan, &args)?;
+        let observation = ask_redis(url, &config, &plan, warm_report.as_ref(), &args)?;
         v.verdict.extend(redis_verdict(&observation));
         v.redis = Some(observation);
     }
@@ -112,7 +135,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
 }
 
 /// Redis's own view: its hit counters over the window and a sample of warmed keys.
-fn ask_redis(url: &str, config: &Config, plan: &Plan, args: &VerifyArgs) -> anyhow::Result<RedisObservation> {
+fn ask_redis(
+    url: &str,
+    config: &Config,
+    plan: &Plan,
+    warm_report: Option<&RunReport>,
+    args: &VerifyArgs,
+) -> anyhow::Result<RedisObservation> {
     let url = resolve_secret(url).map_err(|e| anyhow::anyhow!("--redis: {e}"))?;
     let backend = match &config.warm.backend_ca_file {
         Some(ca) if url.starts_with("rediss://") => RedisBackend::with_root_ca(
@@ -121,22 +150,23 @@ fn ask_redis(url: &str, config: &Config, plan: &Plan, args: &VerifyArgs) -> anyh
         )?,
         _ => RedisBackend::new(&url)?,
     };
-    let warm_ended_ms = match &args.warm_report {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the warm report `{}`", path.display()))?;
-            let report: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("`{}` is not a warm report (JSON)", path.display()))?;
-            let started = report["started_at_ms"].as_i64().with_context(|| {
-                format!("`{}` has no `started_at_ms`: write it with `preheat warm --report`", path.display())
-            })?;
-            Some(started + report["duration_ms"].as_i64().unwrap_or(0))
-        }
-        None => None,
-    };
+    let warm_ended_ms = warm_report.map(|r| r.started_at_ms + r.duration_ms as i64);
     tracing::info!(window = %humantime::format_duration(args.window), "watching Redis's hit and miss counters");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     Ok(runtime.block_on(observe(&backend, plan, warm_ended_ms, args.window, args.sample))?)
+}
+
+/// The run report `preheat warm --report` wrote.
+fn read_warm_report(path: &std::path::Path) -> anyhow::Result<RunReport> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the warm report `{}`", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        UsageError::new(
+            format!("`{}` is not a warm report: {e}", path.display()),
+            Some("pass the file `preheat warm --report FILE` wrote"),
+        )
+        .into()
+    })
 }
 
 fn redis_verdict(o: &RedisObservation) -> Vec<String> {

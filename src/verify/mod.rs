@@ -17,8 +17,40 @@ use crate::analyze::trace::{ReadStats, for_each_request};
 use crate::config::Config;
 use crate::logformat::CacheStatus;
 use crate::plan::Plan;
+use crate::warm::RunReport;
 
 pub use self::redis::{ReadSignal, RedisObservation, observe};
+
+/// Narrows `plan` to the keys a warm landed, as its report says: none when nothing landed,
+/// else every planned key but those it lists as not written. `Err` says why the report does
+/// not fit the plan (another profile or config).
+pub fn keep_landed(plan: &mut Plan, report: &RunReport) -> Result<(), String> {
+    if report.planned != plan.keys.len() as u64 && report.planned > 0 {
+        return Err(format!(
+            "the warm report planned {} keys but this profile and config plan {}: verify with the \
+             profile and config the warm used",
+            report.planned,
+            plan.keys.len()
+        ));
+    }
+    if report.landed() == 0 {
+        plan.keys.clear();
+        return Ok(());
+    }
+    let not_written: Vec<std::collections::HashSet<&str>> = plan
+        .rules
+        .iter()
+        .map(|r| {
+            report
+                .not_written
+                .get(&r.name)
+                .map(|keys| keys.iter().map(String::as_str).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    plan.keys.retain(|k| !not_written[k.rule].contains(k.key.as_str()));
+    Ok(())
+}
 
 /// Hits and misses of some requests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -86,8 +118,13 @@ pub struct Verification {
     pub observed_coverage: f64,
     /// The plan's prediction of it.
     pub predicted_coverage: f64,
-    /// The hit ratio recorded in the profile (the traffic before the deploy).
+    /// The hit ratio of all the profile's requests (the traffic before the deploy).
     pub hit_ratio_before: Option<f64>,
+    /// The warmed keys' own hit ratio in the profile, before the deploy.
+    pub warmed_hit_ratio_before: Option<f64>,
+    /// Whether the warmed set is the keys a warm report says were written (else every
+    /// planned key is taken as warmed).
+    pub warmed_from_report: bool,
     /// Hits for warmed keys after the deploy.
     pub warmed: Hits,
     /// Hits for other keys after the deploy.
@@ -119,15 +156,21 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(plan: &Plan, hit_ratio_before: Option<f64>, config: &Config) -> Tally {
+    fn new(plan: &Plan, baseline: Baseline, config: &Config) -> Tally {
         let rule_defs = config.rules.rules();
         let mut warmed: Vec<HashMap<String, u64>> = vec![HashMap::new(); rule_defs.len()];
         for k in &plan.keys {
             warmed[k.rule].insert(k.key.clone(), 0);
         }
+        let warmed_before = plan.keys.iter().fold(Hits::default(), |h, k| Hits {
+            hits: h.hits + k.cache_hits,
+            misses: h.misses + k.cache_misses,
+        });
         let v = Verification {
             predicted_coverage: plan.predicted_coverage,
-            hit_ratio_before,
+            hit_ratio_before: baseline.hit_ratio_before,
+            warmed_hit_ratio_before: warmed_before.ratio(),
+            warmed_from_report: baseline.warmed_from_report,
             warmed_keys: plan.keys.len() as u64,
             rules: rule_defs
                 .iter()
@@ -199,14 +242,23 @@ impl Tally {
     }
 }
 
+/// What the traffic after the deploy is held against, besides the plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Baseline {
+    /// The hit ratio of all the profile's requests.
+    pub hit_ratio_before: Option<f64>,
+    /// Whether the plan was narrowed to the keys a warm report says landed ([`keep_landed`]).
+    pub warmed_from_report: bool,
+}
+
 /// Reads the access logs of the traffic after a warm and checks it against `plan`.
 pub fn verify(
     plan: &Plan,
-    hit_ratio_before: Option<f64>,
+    baseline: Baseline,
     inputs: &[Input],
     config: &Config,
 ) -> (Verification, ReadStats) {
-    let mut tally = Tally::new(plan, hit_ratio_before, config);
+    let mut tally = Tally::new(plan, baseline, config);
     let stats = for_each_request(inputs, config, |r| tally.add(Some(r.rule), r.key, r.time_ms, r.cache));
     (tally.finish(), stats)
 }
@@ -216,11 +268,11 @@ pub fn verify(
 /// and optionally when (`time`, `ts` or `timestamp`: RFC 3339, or Unix seconds or ms).
 pub fn verify_app_log(
     plan: &Plan,
-    hit_ratio_before: Option<f64>,
+    baseline: Baseline,
     inputs: &[Input],
     config: &Config,
 ) -> (Verification, ReadStats) {
-    let mut tally = Tally::new(plan, hit_ratio_before, config);
+    let mut tally = Tally::new(plan, baseline, config);
     let mut stats = ReadStats::default();
     for input in inputs {
         let reader = match crate::analyze::input::open_decompressed(input) {
@@ -302,11 +354,18 @@ fn verdict(v: &Verification) -> Vec<String> {
     let all = Hits { hits: v.warmed.hits + v.other.hits, misses: v.warmed.misses + v.other.misses };
     match (all.ratio(), v.hit_ratio_before) {
         (Some(after), Some(before)) => {
-            let mut line = format!("hit ratio after the deploy {}, before it {}", pct(after), pct(before));
-            if let (Some(w), Some(o)) = (v.warmed.ratio(), v.other.ratio()) {
-                line.push_str(&format!(" (warmed keys {}, others {})", pct(w), pct(o)));
+            out.push(format!(
+                "hit ratio of all requests: after the deploy {}, before it {}",
+                pct(after),
+                pct(before)
+            ));
+            if let Some(w) = v.warmed.ratio() {
+                let was =
+                    v.warmed_hit_ratio_before.map_or(String::new(), |b| format!(", before it {}", pct(b)));
+                let others =
+                    v.other.ratio().map_or(String::new(), |o| format!("; other keys after it {}", pct(o)));
+                out.push(format!("hit ratio of the warmed keys: after the deploy {}{was}{others}", pct(w)));
             }
-            out.push(line);
             if let Some(m) = v.minutes.iter().find(|m| {
                 Hits { hits: m.warmed.hits + m.other.hits, misses: m.warmed.misses + m.other.misses }
                     .ratio()
@@ -320,6 +379,13 @@ fn verdict(v: &Verification) -> Vec<String> {
         }
         (Some(after), None) => out.push(format!("hit ratio after the deploy {}", pct(after))),
         (None, _) => out.push("the logs have no cache status, so hit ratios are unknown".into()),
+    }
+    if !v.warmed_from_report {
+        out.push(
+            "every planned key was counted as warmed: pass --warm-report (from `preheat warm --report`) to \
+             count only the keys the warm wrote"
+                .into(),
+        );
     }
     let unread = v.warmed_keys - v.warmed_keys_read;
     if v.warmed_keys > 0 && share(unread, v.warmed_keys) > 0.10 {
