@@ -207,8 +207,8 @@ enum Command {
     /// Check a config: what a warm would do, and whether its backend and sources answer.
     #[command(subcommand)]
     Config(config::ConfigCommand),
-    /// Inspect and tidy the profile store: show, list, prune.
-    #[command(subcommand, alias = "profiles")]
+    /// Inspect and tidy the profile store: list, show, prune, merge.
+    #[command(subcommand, visible_alias = "profiles")]
     Profile(profile::ProfileCommand),
     /// Write a synthetic Zipf-distributed access log and its exact ground truth.
     GenerateLog(generate::GenerateArgs),

@@ -813,3 +813,57 @@ fn verify_asks_redis_which_warmed_keys_were_read_and_how_it_hits() {
         "{v}"
     );
 }
+
+#[test]
+fn one_flag_name_means_one_thing_and_help_lists_every_subcommand() {
+    // `--format` is the access log's format for analyze, report and verify alike.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = repo("data/preheat.toml");
+    let out = preheat(dir.path(), &["analyze", "--config", &config, &repo("data/access.log.gz")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    fs::write(dir.path().join("x.log"), "").expect("writable");
+    for command in ["analyze", "report", "verify"] {
+        let out = preheat(dir.path(), &[command, "--config", &config, "--format", "hello", "x.log"]);
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", text(&out.stderr));
+        assert!(stderr_has(&out, "--format:"), "{command}: {}", text(&out.stderr));
+    }
+    // A combined log read as JSON lines matches nothing: the flag is used, not ignored.
+    let log = repo("data/access.log.gz");
+    let out = preheat(dir.path(), &["report", "--config", &config, "--format", "json", &log]);
+    assert!(stderr_has(&out, "matched a rule"), "{}", text(&out.stderr));
+    let out = preheat(dir.path(), &["verify", "--config", &config, "--format", "json", &log]);
+    assert!(text(&out.stdout).contains("no request in the logs matched a rule"), "{}", text(&out.stdout));
+    let out = preheat(dir.path(), &["verify", "--config", &config, "--format", "combined", &log]);
+    assert!(text(&out.stdout).contains("the warm set covered"), "{}", text(&out.stdout));
+
+    // `profile --help` names every subcommand, and so does `profiles`, its visible alias.
+    for name in ["profile", "profiles"] {
+        let out = preheat(dir.path(), &[name, "--help"]);
+        let help = text(&out.stdout);
+        for sub in ["list", "show", "prune", "merge"] {
+            assert!(
+                help.lines().any(|l| l.trim_start().starts_with(sub)),
+                "{name} --help lacks {sub}: {help}"
+            );
+        }
+        assert!(help.contains("list, show, prune, merge"), "{help}");
+    }
+
+    // bash completes `preheat profiles <TAB>` with its subcommands.
+    let script = preheat(dir.path(), &["completions", "bash"]);
+    fs::write(dir.path().join("preheat.bash"), &script.stdout).expect("writable");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(
+            "source ./preheat.bash; COMP_WORDS=(preheat profiles ''); COMP_CWORD=2; \
+             COMP_LINE='preheat profiles '; COMP_POINT=${#COMP_LINE}; _preheat preheat '' profiles; \
+             echo \"${COMPREPLY[@]}\"",
+        )
+        .current_dir(dir.path())
+        .output()
+        .expect("bash runs");
+    let offered = text(&out.stdout);
+    for sub in ["list", "show", "prune", "merge"] {
+        assert!(offered.split_whitespace().any(|w| w == sub), "`preheat profiles <TAB>` offers: {offered}");
+    }
+}
