@@ -197,7 +197,14 @@ fn render(config: &Config, profile: &ProfileState, checks: &[(String, Result<(),
     );
     let profile_line = match (&profile.path, &profile.problem) {
         (_, Some(problem)) => format!("not usable: {problem}"),
-        (Some(path), None) if profile.stale.is_empty() => format!("{} (fresh)", path.display()),
+        (Some(path), None) if profile.stale.is_empty() => match w.max_profile_age {
+            Some(limit) => {
+                format!("{} (fresh: younger than warm.max_profile_age = {})", path.display(), duration(limit))
+            }
+            None => {
+                format!("{} (no age limit: set warm.max_profile_age to refuse old profiles)", path.display())
+            }
+        },
         (Some(path), None) => format!(
             "{} is stale: {}; warm.stale_profile = {}",
             path.display(),

@@ -324,11 +324,25 @@ pub fn exit_code_for(err: &anyhow::Error) -> Exit {
     if is_usage(err) { Exit::Usage } else { Exit::Failure }
 }
 
+/// The error and its causes, one line each; a cause whose text the line before already
+/// quotes (`cannot read config `x`: No such file...`, then the I/O error itself) is left out.
+fn error_lines(err: &anyhow::Error) -> Vec<String> {
+    let mut said = err.to_string();
+    let mut lines = vec![format!("error: {said}")];
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !said.contains(&text) {
+            lines.push(format!("  caused by: {text}"));
+        }
+        said = text;
+    }
+    lines
+}
+
 /// Prints an error and its causes to stderr, with a hint where one helps.
 pub fn report_error(err: &anyhow::Error) {
-    eprintln!("error: {err}");
-    for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+    for line in error_lines(err) {
+        eprintln!("{line}");
     }
     let hint = err.chain().find_map(|e| {
         if let Some(u) = e.downcast_ref::<UsageError>() {
@@ -359,6 +373,20 @@ mod tests {
     #[test]
     fn the_version_names_the_profile_schema() {
         assert!(super::VERSION.ends_with(&format!("(profile schema {})", preheat::profile::SCHEMA_VERSION)));
+    }
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let read = preheat::config::ConfigError::Read { path: "x.toml".into(), source: io };
+        let err = anyhow::Error::new(read).context("loading the config");
+        assert_eq!(
+            super::error_lines(&err),
+            [
+                "error: loading the config",
+                "  caused by: cannot read config `x.toml`: No such file or directory (os error 2)",
+            ]
+        );
     }
 
     #[test]

@@ -46,7 +46,7 @@ fn list(store: &Store, json: bool) -> anyhow::Result<Exit> {
     );
     for r in &rows {
         let name = r["path"].as_str().and_then(|p| p.rsplit('/').next()).unwrap_or("?");
-        let field = |k: &str| r[k].as_str().map_or("-".to_string(), |s| s.chars().take(20).collect());
+        let field = |k: &str| r[k].as_str().map_or("-".to_string(), to_the_second);
         let _ = writeln!(
             o,
             "{:<2} {:<32} {:<21} {:<21} {:>10} {:>9} {:>9}{}",
@@ -69,6 +69,15 @@ fn list(store: &Store, json: bool) -> anyhow::Result<Exit> {
     );
     print!("{o}");
     Ok(Exit::Ok)
+}
+
+/// An RFC 3339 time to the second (`2026-12-07T16:38:04Z`), whole: the table has room for
+/// that, and cutting the milliseconds off by width left `16:38:04.` without its zone.
+fn to_the_second(time: &str) -> String {
+    match (time.find('.'), time.find(['Z', '+'])) {
+        (Some(dot), Some(zone)) if dot < zone => format!("{}{}", &time[..dot], &time[zone..]),
+        _ => time.to_string(),
+    }
 }
 
 /// Profile subcommands.
@@ -185,7 +194,11 @@ pub fn run(cmd: ProfileCommand) -> anyhow::Result<Exit> {
             for path in &doomed {
                 println!("{} {}", if dry_run { "would delete" } else { "deleted" }, path.display());
             }
-            tracing::info!(count = doomed.len(), dry_run, "profiles pruned");
+            if dry_run {
+                tracing::info!(count = doomed.len(), "dry run: profiles that would be deleted");
+            } else {
+                tracing::info!(count = doomed.len(), "profiles pruned");
+            }
             Ok(Exit::Ok)
         }
         ProfileCommand::Show { profile, profiles, top, json } => {

@@ -196,6 +196,20 @@ pub fn open_backend(config: &Config) -> anyhow::Result<AnyBackend> {
     .into())
 }
 
+/// A rate as people read it: `2 keys/s`, never `2.2183/s`.
+fn rate_text(per_sec: f64) -> String {
+    format!("{per_sec:.0} keys/s")
+}
+
+/// The time left at the current rate; none before the first keys are done, when nothing may
+/// have connected yet and any estimate would be thousands of seconds of noise.
+fn eta_text(done: u64, planned: u64, per_sec: f64) -> String {
+    if done == 0 || per_sec <= 0.0 {
+        return "no estimate yet".to_string();
+    }
+    format!("{:.0} s left", planned.saturating_sub(done) as f64 / per_sec)
+}
+
 /// Warm progress as a bar on a terminal, else a log line every few seconds.
 struct WarmProgress {
     bar: Option<indicatif::ProgressBar>,
@@ -208,9 +222,18 @@ impl WarmProgress {
             let b = indicatif::ProgressBar::new(planned);
             b.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{spinner} {pos}/{len} keys {per_sec} {wide_bar} {eta} {msg}",
+                    "{spinner} {pos}/{len} keys {rate} {wide_bar} {left} {msg}",
                 )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&rate_text(s.per_sec()));
+                })
+                .with_key(
+                    "left",
+                    |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&eta_text(s.pos(), s.len().unwrap_or(0), s.per_sec()));
+                    },
+                ),
             );
             b.enable_steady_tick(Duration::from_millis(200));
             b
@@ -228,19 +251,16 @@ impl WarmProgress {
         if p.elapsed >= *last + Duration::from_secs(5) {
             *last = p.elapsed;
             let rate = p.done as f64 / p.elapsed.as_secs_f64().max(1e-3);
-            // No estimate before the first keys are done: nothing may have connected yet.
-            let eta = match p.done {
-                0 => "no estimate yet".to_string(),
-                _ => format!("ETA {:.0} s", p.planned.saturating_sub(p.done) as f64 / rate),
-            };
             tracing::info!(
                 done = p.done,
                 planned = p.planned,
                 written = p.written,
                 failed = p.failed,
-                "warm progress: {}/{} keys, {rate:.0} keys/s, {eta}, {} failed",
+                "warm progress: {}/{} keys, {}, {}, {} failed",
                 p.done,
                 p.planned,
+                rate_text(rate),
+                eta_text(p.done, p.planned, rate),
                 p.failed
             );
         }
@@ -420,4 +440,17 @@ pub fn render(r: &RunReport) -> String {
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_reads_as_whole_keys_a_second_and_guesses_no_time_before_the_first_keys() {
+        assert_eq!(rate_text(2.2183), "2 keys/s");
+        assert_eq!(eta_text(0, 1634, 0.0), "no estimate yet");
+        assert_eq!(eta_text(0, 1634, 0.001), "no estimate yet");
+        assert_eq!(eta_text(100, 1100, 50.0), "20 s left");
+    }
 }

@@ -867,3 +867,50 @@ fn one_flag_name_means_one_thing_and_help_lists_every_subcommand() {
         assert!(offered.split_whitespace().any(|w| w == sub), "`preheat profiles <TAB>` offers: {offered}");
     }
 }
+
+#[test]
+fn small_things_read_right() {
+    let (dir, _) = after_the_demo();
+    // Two profiles, so that prune has something to do.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = preheat(dir.path(), &["analyze", "--config", "data/preheat.toml", "data/access.log.gz"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // `profiles list` shows whole timestamps, to the second with their zone.
+    let out = preheat(dir.path(), &["profiles", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let created = rows[0]["created"].as_str().expect("a time");
+    let to_the_second = format!("{}Z", &created[..created.find('.').unwrap_or(19)]);
+    let table = text(&preheat(dir.path(), &["profiles", "list"]).stdout);
+    assert!(table.contains(&format!(" {to_the_second} ")), "{to_the_second} in\n{table}");
+
+    // `prune --dry-run` deletes nothing and does not log that it pruned.
+    let out = preheat(dir.path(), &["profiles", "prune", "--keep", "1", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("would delete"), "{}", text(&out.stdout));
+    assert!(!stderr_has(&out, "pruned") && stderr_has(&out, "would be deleted"), "{}", text(&out.stderr));
+    assert_eq!(
+        fs::read_dir(dir.path().join("profiles")).expect("store").count(),
+        3,
+        "two profiles and latest"
+    );
+
+    // `config check` calls a profile fresh only against an age limit.
+    let out = preheat(dir.path(), &["config", "check", "--config", "data/preheat.toml"]);
+    assert!(text(&out.stdout).contains("(no age limit: set warm.max_profile_age"), "{}", text(&out.stdout));
+    // (The sample log is from 2026-01-01.)
+    let out = preheat(
+        dir.path(),
+        &["config", "check", "--config", "data/preheat.toml", "--max-profile-age", "10000d"],
+    );
+    assert!(
+        text(&out.stdout).contains("(fresh: younger than warm.max_profile_age = "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // An error says its cause once.
+    let out = preheat(dir.path(), &["config", "check", "--config", "no-such.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stderr).matches("No such file or directory").count(), 1, "{}", text(&out.stderr));
+}
