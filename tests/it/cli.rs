@@ -914,3 +914,29 @@ fn small_things_read_right() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(text(&out.stderr).matches("No such file or directory").count(), 1, "{}", text(&out.stderr));
 }
+
+#[test]
+fn the_demo_runs_from_any_directory() {
+    // No sample here: the one built into the binary is used, and nothing is left behind but
+    // the profile store.
+    let empty = tempfile::tempdir().expect("temp dir");
+    let out = preheat(empty.path(), &["demo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("using the one built into preheat"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("warm      completed"), "{}", text(&out.stdout));
+    let left: Vec<_> =
+        fs::read_dir(empty.path()).expect("listable").filter_map(Result::ok).map(|e| e.file_name()).collect();
+    assert_eq!(left, ["profiles"], "only the profile store is written here");
+
+    // A sample elsewhere, named with --data from another directory: its own database is used.
+    let (elsewhere, _) = after_the_demo();
+    let out =
+        preheat(empty.path(), &["demo", "--data", &elsewhere.path().join("data").display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("warm      completed"), "{}", text(&out.stdout));
+
+    let out = preheat(empty.path(), &["demo", "--data", "profiles"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_has(&out, "--data `profiles` has no `preheat.toml`"), "{}", text(&out.stderr));
+    assert!(stderr_has(&out, "leave it out to use the sample built into preheat"), "{}", text(&out.stderr));
+}
