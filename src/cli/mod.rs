@@ -5,6 +5,7 @@ mod config;
 mod demo;
 mod generate;
 mod html;
+mod manual;
 mod plan;
 mod profile;
 mod report;
@@ -217,7 +218,8 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff): `preheat man > /usr/local/share/man/man1/preheat.1`.
+    /// Print the manual (roff): every command and option, the configuration file, the
+    /// environment and the exit codes (`preheat man > /usr/local/share/man/man1/preheat.1`).
     Man,
 }
 
@@ -260,7 +262,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            print!("{}", manual::render(&Cli::command()));
             Ok(Exit::Ok)
         }
     }
@@ -353,7 +355,7 @@ pub fn report_error(err: &anyhow::Error) {
         }
         if let Some(ConfigError::Invalid { .. }) = e.downcast_ref::<ConfigError>() {
             return Some(
-                "fix the lines above; the README's \"Configuration\" section lists every field".into(),
+                "fix the lines above; docs/configuration.md (or `preheat man`) lists every field".into(),
             );
         }
         if let Some(preheat::analyze::input::InputError::NotFound(_)) = e.downcast_ref() {

@@ -940,3 +940,84 @@ fn the_demo_runs_from_any_directory() {
     assert!(stderr_has(&out, "--data `profiles` has no `preheat.toml`"), "{}", text(&out.stderr));
     assert!(stderr_has(&out, "leave it out to use the sample built into preheat"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn the_manual_has_every_command_and_option_the_configuration_the_environment_and_exit_codes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = preheat(dir.path(), &["man"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    fs::write(dir.path().join("preheat.1"), &out.stdout).expect("writable");
+    // Rendered as man(1) does it (preconv for UTF-8), with every warning on.
+    let rendered = Command::new("groff")
+        .args(["-k", "-man", "-Tutf8", "-ww", "-P", "-c", "-rLL=200n"])
+        .arg(dir.path().join("preheat.1"))
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .expect("groff runs (Debian's groff-base; `bash scripts/test.sh` installs it)");
+    assert!(rendered.status.success() && rendered.stderr.is_empty(), "groff: {}", text(&rendered.stderr));
+    // Bold text is overstruck (`-P -c` keeps the backspaces): read the letters only.
+    let page = strip_overstrike(&text(&rendered.stdout));
+    for section in ["GLOBAL OPTIONS", "COMMANDS", "CONFIGURATION", "ENVIRONMENT", "EXIT STATUS"] {
+        assert!(page.lines().any(|l| l == section), "no {section} section");
+    }
+    // Every command and subcommand, and every option each one has in its --help.
+    let commands = [
+        "analyze",
+        "demo",
+        "plan",
+        "warm",
+        "report",
+        "verify",
+        "config check",
+        "profile list",
+        "profile prune",
+        "profile merge",
+        "profile show",
+        "generate-log",
+        "completions",
+        "man",
+    ];
+    for command in commands {
+        assert!(page.contains(&format!("preheat {command}")), "`preheat {command}` is not in the manual");
+        let words: Vec<&str> = command.split(' ').collect();
+        let help = preheat(dir.path(), &[&words[..], &["--help"]].concat());
+        for flag in text(&help.stdout).split_whitespace().filter(|w| w.starts_with("--")) {
+            let flag = flag.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+            if flag != "--help" {
+                assert!(page.contains(flag), "`preheat {command}` {flag} is not in the manual");
+            }
+        }
+    }
+    for field in ["max_keys_per_rule", "on_existing", "stale_profile", "keep_query", "ttl_jitter", "ca_file"]
+    {
+        assert!(page.contains(field), "configuration field {field} is not in the manual");
+    }
+    for variable in [
+        "PREHEAT_STRICT",
+        "PREHEAT_SKIP",
+        "PREHEAT_CONFIG",
+        "PREHEAT_PROFILES",
+        "PREHEAT_BACKEND",
+        "RUST_LOG",
+    ] {
+        assert!(page.contains(variable), "{variable} is not in the manual");
+    }
+    let exit = &page[page.find("EXIT STATUS").expect("the section")..];
+    for code in 0..=4 {
+        let explained = exit.lines().any(|l| l.split_whitespace().next() == Some(&code.to_string()));
+        assert!(explained, "exit status {code} is not explained");
+    }
+}
+
+/// Text of an overstruck (bold) terminal rendering: `x\bx` becomes `x`, `_\bx` becomes `x`.
+fn strip_overstrike(page: &str) -> String {
+    let mut out = String::new();
+    for c in page.chars() {
+        if c == '\u{8}' {
+            out.pop();
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
