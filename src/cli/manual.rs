@@ -48,7 +48,9 @@ pub fn render(cli: &Command) -> String {
     cli.build();
     let mut page = Roff::new();
     let version = cli.get_version().unwrap_or_default().to_string();
-    page.control("TH", ["PREHEAT", "1", "", &format!("preheat {version}"), "User Commands"]);
+    // No date: the page is made from the binary, whenever it was built. An empty argument
+    // must be written as `""`, or the next one would take its place.
+    page.control("TH", ["PREHEAT", "1", "\"\"", &format!("preheat {version}"), "User Commands"]);
     page.control("SH", ["NAME"]);
     page.text([roman(format!("preheat - {}", about(&cli)))]);
     page.control("SH", ["SYNOPSIS"]);

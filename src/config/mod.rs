@@ -20,6 +20,7 @@ pub use crate::source::SourceSettings;
 
 mod overrides;
 mod sources;
+mod tolerant;
 
 pub use overrides::Overrides;
 
@@ -534,15 +535,18 @@ impl Config {
     /// Validates config text; `origin` names it in messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let mut problems = Problems { positions: Positions(text), list: Vec::new() };
-        let file: ConfigFile = match toml::from_str(text) {
-            Ok(f) => f,
-            Err(e) => {
-                let offset = e.span().map_or(0, |s| s.start);
-                problems.add(offset, e.message().trim_end());
-                return Err(problems.into_error(origin));
-            }
-        };
+        let (file, structural, removed) = tolerant::deserialize::<ConfigFile>(text);
+        problems.list.extend(structural);
+        let Some(file) = file else { return Err(problems.into_error(origin)) };
+        let before = problems.list.len();
         let config = validate(file, origin, text, &mut problems);
+        // An entry taken out for a wrong type is then missing; what the checks say of its
+        // absence repeats the problem already reported.
+        let mut semantic = problems.list.split_off(before);
+        semantic.retain(|(offset, message)| {
+            !removed.iter().any(|r| r.parent.contains(offset) && message.contains(r.key.as_str()))
+        });
+        problems.list.extend(semantic);
         if problems.list.is_empty() { Ok(config) } else { Err(problems.into_error(origin)) }
     }
 }

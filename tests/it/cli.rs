@@ -40,10 +40,35 @@ fn a_bad_config_lists_every_problem_with_its_place() {
     let out = preheat(dir.path(), &["analyze", "--config", "bad.toml", "a.log"]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    // toml reports the unknown field first; our own checks run once the file deserializes.
-    assert!(err.contains("error: invalid config `bad.toml`"), "{err}");
-    assert!(err.contains("bad.toml:10:1: unknown field `tll`"), "{err}");
+    // Unknown fields and the checks of what is known, all at once.
+    assert!(err.contains("error: invalid config `bad.toml` (3 problems)"), "{err}");
+    assert!(err.contains("bad.toml:10:1: rule[1].tll: unknown field `tll`"), "{err}");
+    assert!(err.contains("bad.toml:3:17: rule `product`: match: unknown capture type `uuid`"), "{err}");
+    assert!(err.contains("bad.toml:9:13: rule `page`: key: `{sulg}` is not a capture"), "{err}");
     assert!(err.contains("hint:"), "{err}");
+
+    // Wrong types name the field's path and both types, beside unknown fields and semantic
+    // problems; a value refused for its type is not reported again as missing.
+    fs::write(
+        dir.path().join("types.toml"),
+        "[warm]\nmax_keys = \"lots\"\ndeadlne = \"1m\"\n\n[sources.shop]\nurl = \"sqlite://x.db\"\ntimeout = 5\n\n\
+         [[rule]]\nname = \"product\"\nmatch = \"GET /p/{id:uuid}\"\nkey = \"product:{id}\"\nttl = 5\nsource = \"shop\"\n\
+         sql = \"SELECT id, body FROM products WHERE id IN ($1)\"\n",
+    )
+    .expect("writable");
+    let out = preheat(dir.path(), &["config", "check", "--config", "types.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    for line in [
+        "error: invalid config `types.toml` (5 problems)",
+        "types.toml:2:12: warm.max_keys: expected an integer, found a string",
+        "types.toml:3:1: warm.deadlne: unknown field `deadlne`",
+        "types.toml:7:11: sources.shop.timeout: expected a string, found an integer",
+        "types.toml:11:17: rule `product`: match: unknown capture type `uuid`",
+        "types.toml:13:7: rule[0].ttl: expected a string, found an integer",
+    ] {
+        assert!(err.contains(line), "no `{line}` in\n{err}");
+    }
 
     fs::write(
         dir.path().join("bad.toml"),

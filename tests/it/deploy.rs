@@ -26,7 +26,7 @@ fn config_check_says_what_would_run_and_whether_it_answers() {
         "backend   memory://",
         "source    shop         sql      sqlite://data/shop.db",
         "rule      product      GET /api/products/{id:int} -> product:{id}: from `shop`, ttl 10m",
-        "(fresh)",
+        "(no age limit: set warm.max_profile_age",
         "connect   backend: ok",
         "connect   source `shop`: ok",
     ] {
@@ -161,8 +161,7 @@ fn completions_and_the_man_page_come_from_the_cli() {
     let man = preheat(dir.path(), &["man"]);
     assert_eq!(man.status.code(), Some(0));
     let page = text(&man.stdout);
-    assert!(page.contains(".TH preheat 1") && page.contains("profile schema 1"), "{page}");
-    assert!(page.contains("preheat\\-warm") || page.contains("warm"), "{page}");
+    assert!(page.contains(".TH PREHEAT 1 \"\" \"preheat ") && page.contains("profile schema 1"), "{page}");
     let version = preheat(dir.path(), &["--version"]);
     assert_eq!(
         text(&version.stdout).trim(),
