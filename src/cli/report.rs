@@ -49,7 +49,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
     let capacity = match args.profile.resolve() {
         Ok(path) => {
             let (meta, rows) = open_profile(&path)?;
-            Some((CapacityReport::build(rows, &meta.summary)?, path))
+            let window = (meta.summary.window.start.clone(), meta.summary.window.end.clone());
+            Some((CapacityReport::build(rows, &meta.summary)?, path, window))
         }
         // With logs to replay, the miss-ratio curve is worth showing on its own.
         Err(e) if !args.logs.is_empty() => {
@@ -58,22 +59,29 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
         }
         Err(e) => return Err(e.into()),
     };
-    let recommended = capacity.as_ref().and_then(|(r, _)| r.overall.recommendations.get(1)?.keys);
+    let recommended = capacity.as_ref().and_then(|(r, _, _)| r.overall.recommendations.get(1)?.keys);
     let replayed = if args.logs.is_empty() { None } else { Some(replay(&args, recommended)?) };
     let (curve, hours, simulation) = match replayed {
         Some((curve, hours, simulation)) => (Some(curve), hours, Some(simulation)),
         None => (None, Vec::new(), None),
     };
     if let Some(file) = &args.html {
-        let page =
-            super::html::page(capacity.as_ref().map(|(r, _)| r), curve.as_ref(), &hours, simulation.as_ref());
+        let provenance = super::html::Provenance {
+            profile: capacity
+                .as_ref()
+                .map(|(_, path, (start, end))| (path.display().to_string(), start.clone(), end.clone())),
+            logs: args.logs.clone(),
+            made_ms: super::now_ms(),
+        };
+        let report = capacity.as_ref().map(|(r, _, _)| r);
+        let page = super::html::page(&provenance, report, curve.as_ref(), &hours, simulation.as_ref());
         std::fs::write(file, page)
             .with_context(|| format!("writing the HTML report to `{}`", file.display()))?;
         tracing::info!(file = %file.display(), "HTML report written");
     }
     if args.json {
         let mut v = serde_json::json!({});
-        if let Some((report, path)) = &capacity {
+        if let Some((report, path, _)) = &capacity {
             v = serde_json::to_value(report)?;
             v["profile"] = serde_json::json!(path);
         }
@@ -85,11 +93,11 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(Exit::Ok);
     }
-    if let Some((report, path)) = &capacity {
+    if let Some((report, path, _)) = &capacity {
         print!("{}", render(report, path));
     }
     if let Some(curve) = &curve {
-        print!("{}", render_curve(curve, capacity.as_ref().map(|(r, _)| r)));
+        print!("{}", render_curve(curve, capacity.as_ref().map(|(r, _, _)| r)));
         print!("{}", render_hours(&hours));
     }
     if let Some(s) = &simulation {

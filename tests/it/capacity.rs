@@ -2,6 +2,8 @@
 
 use preheat::capacity::{CapacityReport, TARGETS};
 
+use std::fs;
+
 use crate::support::*;
 
 #[test]
@@ -123,4 +125,108 @@ fn the_cold_cache_replay_agrees_with_the_miss_ratio_curve_and_warming_saves_miss
     assert!(r.warm_misses < r.cold_misses, "{r:?}");
     assert!(r.stretches[0].warm > r.stretches[0].cold, "the warm cache leads at the start: {r:?}");
     assert_eq!(r.stretches.iter().map(|s| s.requests).sum::<u64>(), r.replayed_requests);
+}
+
+/// Measures the rendered page in the browser: legends over plots, text over text, text cut
+/// off at a chart's edge. The report has no script of its own; this one is added to a copy.
+const LAYOUT_CHECK: &str = r#"<script>
+const out = [];
+const meet = (a, b) => a.left < b.right - 0.5 && b.left < a.right - 0.5 && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5;
+for (const fig of document.querySelectorAll('figure')) {
+  const name = fig.querySelector('figcaption').textContent;
+  const svg = fig.querySelector('svg').getBoundingClientRect();
+  const plot = fig.querySelector('rect.plot').getBoundingClientRect();
+  for (const item of fig.querySelectorAll('g.legend')) {
+    if (meet(item.getBoundingClientRect(), plot)) out.push('legend over the plot: ' + name);
+  }
+  const texts = [...fig.querySelectorAll('text')].map(t => [t.textContent, t.getBoundingClientRect()]);
+  texts.forEach(([label, box], i) => {
+    if (box.left < svg.left - 0.5 || box.right > svg.right + 0.5) out.push('cut off: ' + label + ' in ' + name);
+    texts.slice(i + 1).forEach(([other, o]) => { if (meet(box, o)) out.push('overlap: ' + label + ' / ' + other + ' in ' + name); });
+  });
+}
+document.body.insertAdjacentHTML('beforeend', '<pre id="layout">' + JSON.stringify(out) + '</pre>');
+</script>"#;
+
+#[test]
+fn the_html_report_names_its_sources_and_its_charts_read_clearly_in_a_browser() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::write(dir.path().join("preheat.toml"), RULES).expect("writable");
+    // Two stretches of traffic with no request for three hours between them, forty products
+    // requested unevenly, and a single page requested once.
+    let mut log = String::new();
+    for hour in [10, 11, 15, 16] {
+        for id in 1..=40u32 {
+            for n in 0..(80 / id) {
+                log.push_str(&format!(
+                    "203.0.113.{} - - [01/Dec/2026:{hour}:{:02}:00 +0000] \"GET /api/products/{id} HTTP/1.1\" 200 900 \"-\" \"t\"\n",
+                    n % 200,
+                    (n + id) % 60
+                ));
+            }
+        }
+    }
+    log.push_str(
+        "203.0.113.9 - - [01/Dec/2026:16:59:00 +0000] \"GET /pages/about HTTP/1.1\" 200 5000 \"-\" \"t\"\n",
+    );
+    fs::write(dir.path().join("shop.log"), log).expect("writable");
+    let out = preheat(dir.path(), &["analyze", "shop.log"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = preheat(dir.path(), &["report", "--html", "report.html", "shop.log"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let page = fs::read_to_string(dir.path().join("report.html")).expect("written");
+
+    // What it was made from, and when.
+    let profile = fs::read_dir(dir.path().join("profiles"))
+        .expect("the store")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with(".parquet"))
+        .expect("a profile");
+    assert!(page.contains(&profile), "the profile is not named");
+    assert!(
+        page.contains("2026-12-01T10:00:00Z to 2026-12-01T16:59:00Z"),
+        "the profile's window is not named"
+    );
+    assert!(page.contains("Logs replayed: <code>shop.log</code>"), "the log is not named");
+    let today = format_rfc3339_date();
+    assert!(page.contains(&format!("Made {today}")), "the date is not named");
+    // The working set runs on the clock: the three quiet hours are a gap, not a joined line.
+    let working_set = &page[page.find("Working set by hour").expect("the chart")..];
+    let working_set = &working_set[..working_set.find("</figure>").expect("its end")];
+    assert_eq!(working_set.matches("data-series=\"distinct keys\"").count(), 2, "{working_set}");
+    assert!(working_set.contains(">12-01 10:00<") && working_set.contains(">12-01 16:00<"), "{working_set}");
+    // A rule with a single key gets no curve, and the page says so.
+    assert!(page.contains("Not drawn, too few points for a curve: page (1)."), "{page}");
+
+    // Rendered by a real browser: no legend over a plot, no label over another or cut off.
+    fs::write(dir.path().join("check.html"), page.replace("</body>", &format!("{LAYOUT_CHECK}</body>")))
+        .expect("writable");
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--window-size=800,2400",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", dir.path().join("chromium").display()))
+        .arg(format!("file://{}", dir.path().join("check.html").display()))
+        .output()
+        .expect("chromium runs (`bash scripts/test.sh` installs it)");
+    assert!(out.status.success(), "chromium: {}", text(&out.stderr));
+    let dom = text(&out.stdout);
+    let start = dom.rfind("<pre id=\"layout\">").expect("the check ran") + "<pre id=\"layout\">".len();
+    let found = &dom[start..start + dom[start..].find("</pre>").expect("its end")];
+    assert_eq!(found, "[]", "layout problems: {found}");
+}
+
+/// Today's date as the page writes it (`2026-12-07`).
+fn format_rfc3339_date() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    preheat::logformat::time::format_rfc3339(now.as_millis() as i64)[..10].to_string()
 }
