@@ -110,6 +110,19 @@ fn a_postgres_connection_that_fails_names_its_cause_within_seconds() {
     let (failed, _) = connect_check(dir.path(), ok_backend, &no_db);
     assert!(failed.contains("database `no_such_db` does not exist"), "{failed}");
 
+    // A port that takes the connection and never answers: a timeout, said as one, on time.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let silent_url = format!("postgres://postgres@{}/postgres", silent.local_addr().expect("bound"));
+    let holder = std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(7));
+        drop(held);
+    });
+    let (failed, took) = connect_check(dir.path(), ok_backend, &silent_url);
+    assert!(failed.contains("did not answer within 5s"), "{failed}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    holder.join().expect("held");
+
     let (failed, took) = connect_check(dir.path(), ok_backend, "postgres://postgres@no-such-host.invalid/db");
     assert!(failed.contains("unknown host `no-such-host.invalid`"), "{failed}");
     assert!(took < Duration::from_secs(3), "took {took:?}");
