@@ -50,6 +50,10 @@ pub(super) fn classify(e: &RedisError, url: &str, redacted: &str) -> BackendErro
         message.push_str(" (check the user name and password in the backend URL)");
         return BackendError { backend: redacted.to_string(), message, retryable: false };
     }
+    if message.contains("failed to lookup address") {
+        let message = format!("unknown host: the backend URL's host name does not resolve ({message})");
+        return BackendError { backend: redacted.to_string(), message, retryable: false };
+    }
     if message.contains("invalid peer certificate") {
         message.push_str(" (trust the CA that signed the server's certificate with [backend] ca_file)");
         return BackendError { backend: redacted.to_string(), message, retryable: false };

@@ -136,6 +136,10 @@ fn a_redis_connection_that_fails_names_its_cause_within_seconds() {
     assert!(failed.to_lowercase().contains("connection refused"), "{failed}");
     assert!(took < Duration::from_secs(3), "took {took:?}");
 
+    let (failed, took) = connect_check(dir.path(), "redis://no-such-host.invalid:6379", source);
+    assert!(failed.contains("unknown host: the backend URL's host name does not resolve"), "{failed}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+
     // TLS asked of a server without it: said so, not a bare "timed out" after a long wait.
     let plain = Redis::start();
     let (failed, took) = connect_check(dir.path(), &format!("rediss://127.0.0.1:{}", plain.port), source);
