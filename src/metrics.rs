@@ -15,11 +15,13 @@ use crate::verify::{Hits, Verification};
 use crate::warm::{RunReport, RunStatus, WarmOutcome};
 
 /// Every way a run can end, so the status gauge has one series per value.
-const STATUSES: [(RunStatus, &str); 8] = [
+const STATUSES: [(RunStatus, &str); 10] = [
     (RunStatus::Completed, "completed"),
     (RunStatus::Deadline, "deadline"),
     (RunStatus::Interrupted, "interrupted"),
     (RunStatus::Memory, "memory"),
+    (RunStatus::Headroom, "headroom"),
+    (RunStatus::Evicting, "evicting"),
     (RunStatus::Locked, "locked"),
     (RunStatus::Skipped, "skipped"),
     (RunStatus::Stale, "stale"),
@@ -76,6 +78,11 @@ pub fn render(report: &RunReport, now: f64) -> String {
         "preheat_warm_duration_seconds",
         "Wall time of the last warm.",
         report.duration_ms as f64 / 1e3,
+    );
+    out.gauge(
+        "preheat_warm_evicted_during_warm",
+        "Keys the cache evicted for room while the last warm wrote (it stops at the first).",
+        report.evicted_during_warm as f64,
     );
     out.gauge("preheat_warm_written_bytes", "Value bytes the last warm wrote.", report.bytes_written as f64);
     out.gauge(
@@ -231,6 +238,8 @@ mod tests {
             "preheat_warm_status{status=\"deadline\"} 0",
             "preheat_warm_success 0",
             "preheat_warm_duration_seconds 1.5",
+            "preheat_warm_evicted_during_warm 0",
+            "preheat_warm_status{status=\"headroom\"} 0",
             "preheat_warm_predicted_coverage_ratio 0.75",
             "preheat_warm_keys_planned{rule=\"product\"} 10",
             "preheat_warm_keys{rule=\"product\",outcome=\"written\"} 7",

@@ -21,7 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ServerErrorKind, Value};
 
 use super::redis::{RESTORE_SCRIPT, classify};
-use super::{Backend, BackendError, Entry, WriteMode, Written};
+use super::{Backend, BackendError, Entry, NodeMemory, WriteMode, Written};
 use crate::source::redact_url;
 
 /// Hash slots in a Redis Cluster.
@@ -605,6 +605,19 @@ impl Backend for RedisClusterBackend {
             redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| self.error(addr, &e))?;
         }
         Ok(())
+    }
+
+    async fn memory(&self) -> Result<Vec<NodeMemory>, BackendError> {
+        let topology = self.topology().await?;
+        let mut nodes = Vec::with_capacity(topology.masters.len());
+        for addr in &topology.masters {
+            let mut conn = self.connection(addr).await?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("INFO").arg("memory").cmd("INFO").arg("stats");
+            let replies: Vec<String> = pipe.query_async(&mut conn).await.map_err(|e| self.error(addr, &e))?;
+            nodes.push(NodeMemory::from_info(addr, &replies.join("\n")));
+        }
+        Ok(nodes)
     }
 
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {

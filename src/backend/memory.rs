@@ -1,13 +1,14 @@
 //! The in-process backend: a moka cache with a per-entry TTL and a size bound in bytes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
 
-use super::{Backend, BackendError, Entry, WriteMode, Written};
+use super::{Backend, BackendError, Entry, NodeMemory, WriteMode, Written};
 
 /// A stored value and the expiry rule of its last write.
 #[derive(Debug, Clone)]
@@ -52,17 +53,28 @@ pub struct MemoryBackend {
     /// Run locks: key to (token, expiry). Kept apart from the cache so they never count as
     /// cached entries nor get evicted.
     locks: Arc<Mutex<HashMap<String, (String, Instant)>>>,
+    /// The size bound in bytes.
+    max_bytes: u64,
+    /// Entries evicted for room (not expired, replaced or removed).
+    evicted: Arc<AtomicU64>,
 }
 
 impl MemoryBackend {
     /// A cache holding at most `max_bytes` of keys and values (least recently used go first).
     pub fn new(max_bytes: u64) -> Self {
+        let evicted = Arc::new(AtomicU64::new(0));
+        let counter = evicted.clone();
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &String, v: &Stored| u32::try_from(k.len() + v.value.len()).unwrap_or(u32::MAX))
             .expire_after(PerEntryTtl)
+            .eviction_listener(move |_, _, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
             .build();
-        MemoryBackend { cache, locks: Arc::default() }
+        MemoryBackend { cache, locks: Arc::default(), max_bytes, evicted }
     }
 
     /// The value under `key`, if present and not expired.
@@ -132,6 +144,18 @@ impl Backend for MemoryBackend {
 
     async fn ping(&self) -> Result<(), BackendError> {
         Ok(())
+    }
+
+    async fn memory(&self) -> Result<Vec<NodeMemory>, BackendError> {
+        self.cache.run_pending_tasks().await;
+        Ok(vec![NodeMemory {
+            node: "memory://".to_string(),
+            used_bytes: self.cache.weighted_size(),
+            // Unbounded (a library caller's `u64::MAX`) is no limit, as Redis's `maxmemory 0`.
+            max_bytes: if self.max_bytes == u64::MAX { 0 } else { self.max_bytes },
+            policy: "tinylfu".to_string(),
+            evicted_keys: self.evicted.load(Ordering::Relaxed),
+        }])
     }
 
     async fn take_back(&self, entries: &[&Entry]) -> Vec<Result<bool, BackendError>> {

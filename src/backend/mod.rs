@@ -72,6 +72,37 @@ pub fn all_alike(n: usize, result: Result<Vec<Written>, BackendError>) -> Vec<Re
     }
 }
 
+/// One cache node's memory, which a warm watches so that it never makes the cache evict.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeMemory {
+    /// The node (`host:port`, or `memory://`).
+    pub node: String,
+    /// Bytes in use.
+    pub used_bytes: u64,
+    /// The node's limit (Redis `maxmemory`); 0 for none.
+    pub max_bytes: u64,
+    /// What the node does at its limit (Redis `maxmemory-policy`).
+    pub policy: String,
+    /// Keys evicted for room since the node started.
+    pub evicted_keys: u64,
+}
+
+impl NodeMemory {
+    /// Reads a Redis node's `INFO memory` and `INFO stats` replies (`field:value` lines).
+    pub(crate) fn from_info(node: &str, info: &str) -> NodeMemory {
+        let field = |name: &str| {
+            info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(str::trim).unwrap_or("")
+        };
+        NodeMemory {
+            node: node.to_string(),
+            used_bytes: field("used_memory").parse().unwrap_or(0),
+            max_bytes: field("maxmemory").parse().unwrap_or(0),
+            policy: field("maxmemory_policy").to_string(),
+            evicted_keys: field("evicted_keys").parse().unwrap_or(0),
+        }
+    }
+}
+
 /// A write that failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{backend}: {message}")]
@@ -104,6 +135,10 @@ pub trait Backend: Send + Sync {
 
     /// Reaches the backend once without writing (`PING`; every master of a cluster).
     fn ping(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Each node's memory, read without writing (Redis `INFO memory` and `INFO stats`; every
+    /// master of a cluster).
+    fn memory(&self) -> impl Future<Output = Result<Vec<NodeMemory>, BackendError>> + Send;
 
     /// Takes the run lock `key` for `ttl` if nobody holds it (Redis `SET key token NX PX`);
     /// `false` when another run holds it. The TTL frees the lock of a run that died.

@@ -17,7 +17,7 @@ use redis::{RedisError, RetryMethod, Value};
 use tokio::sync::OnceCell;
 
 use super::resp::{Failure, SetPipeline};
-use super::{Backend, BackendError, Entry, WriteMode, Written, all_alike};
+use super::{Backend, BackendError, Entry, NodeMemory, WriteMode, Written, all_alike};
 use crate::source::{redact_url, scrub};
 
 /// Restores one `DUMP` payload: KEYS[1] the key; ARGV the TTL in ms (0: none), the payload
@@ -178,6 +178,12 @@ impl RedisBackend {
         cmd.query_async(&mut conn).await.map_err(|e| self.error(&e))
     }
 
+    /// Runs a pipeline of commands on the backend's connection, its replies as `T`.
+    async fn pipeline_as<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, BackendError> {
+        let mut conn = self.connection().await?;
+        pipe.query_async(&mut conn).await.map_err(|e| self.error(&e))
+    }
+
     /// Runs a pipeline of commands on the backend's connection; one reply per command.
     pub async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, BackendError> {
         let mut conn = self.connection().await?;
@@ -334,6 +340,14 @@ impl Backend for RedisBackend {
 
     async fn ping(&self) -> Result<(), BackendError> {
         self.command::<String>(&redis::cmd("PING")).await.map(|_| ())
+    }
+
+    async fn memory(&self) -> Result<Vec<NodeMemory>, BackendError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO").arg("memory").cmd("INFO").arg("stats");
+        let replies: Vec<String> = self.pipeline_as(&pipe).await?;
+        let node = self.client.get_connection_info().addr().to_string();
+        Ok(vec![NodeMemory::from_info(&node, &replies.join("\n"))])
     }
 
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BackendError> {

@@ -421,6 +421,29 @@ pub fn render(r: &RunReport) -> String {
         let budget = r.memory_budget.map_or("no budget".to_string(), |b| format!("budget {} MiB", b >> 20));
         let _ = writeln!(o, "memory    peak {} MiB ({budget})", peak >> 20);
     }
+    if !r.cache_memory_after.is_empty() {
+        let mib = |f: &dyn Fn(&preheat::backend::NodeMemory) -> u64,
+                   nodes: &[preheat::backend::NodeMemory]| {
+            nodes.iter().map(f).sum::<u64>() as f64 / (1 << 20) as f64
+        };
+        let watched: Vec<_> = r
+            .cache_memory_before
+            .iter()
+            .filter(|b| r.cache_memory_after.iter().any(|a| a.node == b.node))
+            .cloned()
+            .collect();
+        let _ = writeln!(
+            o,
+            "cache     {:.1} MiB used before, {:.1} MiB after, of {:.1} MiB ({}, {} node{}); {} evicted during the warm",
+            mib(&|n| n.used_bytes, &watched),
+            mib(&|n| n.used_bytes, &r.cache_memory_after),
+            mib(&|n| n.max_bytes, &r.cache_memory_after),
+            r.cache_memory_after[0].policy,
+            r.cache_memory_after.len(),
+            if r.cache_memory_after.len() == 1 { "" } else { "s" },
+            r.evicted_during_warm
+        );
+    }
     let _ = writeln!(
         o,
         "\n{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",

@@ -156,6 +156,9 @@ pub struct WarmSettings {
     /// Whether written values are checked against a second read of their source (a rule may
     /// override it).
     pub invalidations: Invalidations,
+    /// The share of each cache node's memory limit (`maxmemory`) the warm may fill up to:
+    /// no batch starts that would take a node past it, so warming never makes the cache evict.
+    pub cache_headroom: f64,
 }
 
 /// `invalidations`: how a warm avoids writing back a value the application changed (and
@@ -235,7 +238,22 @@ impl Default for WarmSettings {
             max_profile_age: None,
             stale_profile: StalePolicy::Warn,
             invalidations: Invalidations::Verify,
+            cache_headroom: DEFAULT_CACHE_HEADROOM,
         }
+    }
+}
+
+/// `warm.cache_headroom` unless set: stop before a node's used memory would pass 90% of its
+/// limit.
+pub const DEFAULT_CACHE_HEADROOM: f64 = 0.9;
+
+/// `90%`: the share of a cache node's memory limit a warm may fill up to.
+fn parse_cache_headroom(text: &str) -> Result<f64, String> {
+    match text.trim().strip_suffix('%').map(|p| p.trim().parse::<f64>()) {
+        Some(Ok(p)) if p > 0.0 && p <= 100.0 => Ok(p / 100.0),
+        _ => Err(format!(
+            "`{text}` is not a share of the cache's memory limit such as `90%` (more than 0%, at most 100%)"
+        )),
     }
 }
 
@@ -379,6 +397,7 @@ struct WarmFile {
     max_profile_age: Option<Spanned<String>>,
     stale_profile: Option<Spanned<String>>,
     invalidations: Option<Spanned<String>>,
+    cache_headroom: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -683,6 +702,12 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
                 ca.span().start,
                 format!("backend.ca_file: `{}` is not a readable file (a PEM CA certificate)", ca.get_ref()),
             );
+        }
+    }
+    if let Some(h) = &w.cache_headroom {
+        match parse_cache_headroom(h.get_ref()) {
+            Ok(share) => warm.cache_headroom = share,
+            Err(why) => problems.add(h.span().start, format!("warm.cache_headroom: {why}")),
         }
     }
     if let Some(m) = &w.max_memory {

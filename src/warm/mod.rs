@@ -18,6 +18,7 @@
 
 mod breaker;
 mod report;
+mod room;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
 
 use self::breaker::{Breaker, Gate};
+use self::room::CacheRoom;
 pub use report::{RuleReport, RunReport, RunStatus, WarmOutcome};
 
 use crate::backend::{Backend, BackendError, Entry, WriteMode, Written};
@@ -688,9 +690,13 @@ async fn drive<B: Backend + 'static>(
     // Values are held two or three times over while a batch is decoded and written.
     let bytes_cap = report.memory_budget.map(|b| b / 8);
     let mut memory = MemoryWatch { budget: report.memory_budget, checked: None, over: false };
+    let (mut cache, readings) = CacheRoom::read(&*target.backend, config.warm.cache_headroom).await;
+    report.cache_memory_before = readings;
     let mut tasks: JoinSet<(usize, u64, u64, Outcome)> = JoinSet::new();
-    let mut in_flight: HashMap<tokio::task::Id, (usize, u64, u64)> = HashMap::new();
+    // Per batch in flight: its rule, keys, estimated value bytes and cost in the cache.
+    let mut in_flight: HashMap<tokio::task::Id, (usize, u64, u64, u64)> = HashMap::new();
     let mut bytes_in_flight = 0u64;
+    let mut cache_in_flight = 0u64;
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
     ticker.tick().await;
     let mut done = 0u64;
@@ -716,8 +722,20 @@ async fn drive<B: Backend + 'static>(
                 _ => None,
             };
             match pick(&batches, config, sources, &target, room) {
+                Pick::Start(i)
+                    if cache.watched() && !cache.fits(cache_in_flight, cache_cost(&batches[i])) =>
+                {
+                    tracing::warn!(
+                        headroom = format!("{:.0}%", 100.0 * config.warm.cache_headroom),
+                        "the cache's memory would pass warm.cache_headroom; no new batches start"
+                    );
+                    stopped = Some(RunStatus::Headroom);
+                    cancel_at = Some(tokio::time::Instant::now() + GRACE);
+                    continue;
+                }
                 Pick::Start(i) => {
                     let batch = batches.remove(i).expect("picked index exists");
+                    let cost = cache_cost(&batch);
                     let (rule, n, est) = (batch.rule, batch.keys.len() as u64, batch.est_bytes);
                     let load = config.loads[rule].clone().expect("batched rules have a load");
                     let source = sources[load.source].as_ref().expect("picked sources are open").clone();
@@ -726,8 +744,9 @@ async fn drive<B: Backend + 'static>(
                     let handle = tasks.spawn(async move {
                         (rule, n, est, run_batch(batch, load, source, target, mode, invalidations).await)
                     });
-                    in_flight.insert(handle.id(), (rule, n, est));
+                    in_flight.insert(handle.id(), (rule, n, est, cost));
                     bytes_in_flight += est;
+                    cache_in_flight += cost;
                     wake = None;
                     continue;
                 }
@@ -747,21 +766,29 @@ async fn drive<B: Backend + 'static>(
         }
         tokio::select! {
             joined = tasks.join_next_with_id() => {
-                let (rule, n, est, outcome) = match joined {
-                    Some(Ok((id, (rule, n, est, outcome)))) => {
-                        in_flight.remove(&id);
-                        (rule, n, est, outcome)
-                    }
-                    Some(Err(e)) => {
-                        let Some((rule, n, est)) = in_flight.remove(&e.id()) else { continue };
-                        let reason = if e.is_cancelled() { "cancelled" } else { "panicked" };
-                        (rule, n, est, Outcome::failed(reason, n, String::new()))
-                    }
+                let (id, outcome) = match joined {
+                    Some(Ok((id, (_, _, _, outcome)))) => (id, Ok(outcome)),
+                    Some(Err(e)) => (e.id(), Err(if e.is_cancelled() { "cancelled" } else { "panicked" })),
                     None => continue,
                 };
+                let Some((rule, n, est, cost)) = in_flight.remove(&id) else { continue };
+                let outcome = outcome.unwrap_or_else(|reason| Outcome::failed(reason, n, String::new()));
                 bytes_in_flight -= est;
+                cache_in_flight -= cost;
                 record(report, landed, rule, outcome);
                 done += n;
+                if cache.watched() {
+                    report.evicted_during_warm = cache.refresh(&*target.backend).await;
+                    if report.evicted_during_warm > 0 && stopped != Some(RunStatus::Evicting) {
+                        tracing::error!(
+                            evicted = report.evicted_during_warm,
+                            "the cache is evicting keys to make room: the warm stops writing at once"
+                        );
+                        stopped = Some(RunStatus::Evicting);
+                        tasks.abort_all();
+                        cancel_at = None;
+                    }
+                }
                 (hooks.progress)(&progress_of(report, done, planned, hooks.started));
             }
             _ = tokio::time::sleep_until(wake.unwrap_or(hooks.deadline)), if wake.is_some() && stopped.is_none() => wake = None,
@@ -783,6 +810,15 @@ async fn drive<B: Backend + 'static>(
     // Left over only when the run stopped early.
     report.not_started += batches.iter().map(|b| b.keys.len() as u64).sum::<u64>();
     report.status = stopped.unwrap_or(RunStatus::Completed);
+    report.cache_memory_after = cache.readings().to_vec();
+}
+
+/// What a batch may take of the cache's memory while it is written: its estimated values
+/// twice (stored, and in the server's buffer of the pipelined write, which counts against the
+/// limit as well), its keys and their overhead.
+fn cache_cost(batch: &Batch) -> u64 {
+    let keys: u64 = batch.keys.iter().map(|j| j.key.len() as u64 + room::PER_KEY_OVERHEAD).sum();
+    2 * batch.est_bytes + keys
 }
 
 fn progress_of(report: &RunReport, done: u64, planned: u64, started: Instant) -> Progress {

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::NodeMemory;
+
 /// How a warm ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -16,6 +18,12 @@ pub enum RunStatus {
     Interrupted,
     /// The process reached its memory budget; keys not started are counted as `not_started`.
     Memory,
+    /// The next batch would have filled a cache node past `warm.cache_headroom` of its memory
+    /// limit; keys not started are counted as `not_started`.
+    Headroom,
+    /// The cache evicted keys during the warm (`evicted_during_warm`): writing stopped at once,
+    /// batches in flight were cancelled.
+    Evicting,
     /// Another run held the lock (`warm.lock = "skip"`), so this one warmed nothing.
     Locked,
     /// Disabled by configuration or `PREHEAT_SKIP`.
@@ -141,6 +149,16 @@ pub struct RunReport {
     pub invalid_samples: Vec<String>,
     /// The first distinct error messages (passwords removed).
     pub errors: Vec<String>,
+    /// Keys the cache evicted for room while the warm wrote (0 where its memory is not
+    /// watched: no limit, or unreadable).
+    #[serde(default)]
+    pub evicted_during_warm: u64,
+    /// Each cache node's memory before the warm (Redis `INFO`; the in-process cache's size).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_memory_before: Vec<NodeMemory>,
+    /// The same after the warm, for the nodes with a memory limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_memory_after: Vec<NodeMemory>,
     /// Per rule, the planned keys the cache does not hold after the run (failed, invalid, not
     /// in source, not started, taken back), so that `preheat verify` counts as warmed only
     /// the keys that were; empty when nothing landed at all ([`RunReport::landed`] is 0).
@@ -181,6 +199,9 @@ impl RunReport {
             invalid_samples: Vec::new(),
             errors: Vec::new(),
             not_written: BTreeMap::new(),
+            evicted_during_warm: 0,
+            cache_memory_before: Vec::new(),
+            cache_memory_after: Vec::new(),
         }
     }
 
@@ -237,10 +258,17 @@ impl RunReport {
 
     /// The largest reason keys failed, with the first error message that goes with it.
     fn largest_failure(&self) -> Option<String> {
+        if self.evicted_during_warm > 0 {
+            return Some(format!(
+                "evicting: the cache evicted {} keys for room while the warm wrote, so writing stopped ({} of {} keys written)",
+                self.evicted_during_warm, self.written, self.planned
+            ));
+        }
         let stopped = match self.status {
             RunStatus::Deadline => "the deadline",
             RunStatus::Memory => "the memory budget",
             RunStatus::Interrupted => "a stop signal",
+            RunStatus::Headroom => "the cache's free room (warm.cache_headroom)",
             _ => "the run's end",
         };
         // (keys, what, whether the run's error messages speak of it)
@@ -284,10 +312,11 @@ impl RunReport {
     }
 
     /// Whether the run went as planned: it completed (or was skipped, or left the work to the
-    /// run holding the lock) and nothing failed.
+    /// run holding the lock), nothing failed and the cache evicted nothing.
     pub fn is_clean(&self) -> bool {
         matches!(self.status, RunStatus::Completed | RunStatus::Skipped | RunStatus::Locked)
             && self.failures() == 0
+            && self.evicted_during_warm == 0
     }
 }
 

@@ -168,6 +168,15 @@ async fn conformance(b: &impl Backend, look: &impl Inspect) {
         b.describe().starts_with("redis"),
         "memory locks are no entries"
     );
+
+    // Its memory, read without writing: one reading per node, holding what was written.
+    let nodes = b.memory().await.expect("reads its memory");
+    assert!(
+        !nodes.is_empty() && nodes.iter().all(|n| !n.policy.is_empty() && !n.node.is_empty()),
+        "{nodes:?}"
+    );
+    assert!(nodes.iter().map(|n| n.used_bytes).sum::<u64>() > 300 * 8, "{nodes:?}");
+    assert!(nodes.iter().all(|n| n.evicted_keys == 0), "{nodes:?}");
 }
 
 #[tokio::test]

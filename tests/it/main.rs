@@ -11,6 +11,7 @@ mod outcomes;
 mod plan;
 mod properties;
 mod recipes;
+mod room;
 mod servers;
 mod sources;
 mod support;

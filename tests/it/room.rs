@@ -1,0 +1,232 @@
+//! A warm never makes the cache evict: against a Redis with `maxmemory` and `allkeys-lru`
+//! holding live keys, a cluster whose nodes have different limits, and the in-process cache,
+//! a warm of far more than fits stops at the cache's headroom and every live key stays.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use preheat::backend::{Backend, MemoryBackend, RedisBackend, RedisClusterBackend};
+use preheat::config::Config;
+use preheat::plan::Plan;
+use preheat::source::run_script;
+use preheat::warm::{self, RunReport, RunStatus, WarmOutcome};
+
+use crate::servers::{Redis, RedisCluster};
+use crate::support::*;
+
+/// Bytes of each warmed value.
+const VALUE: u64 = 100_000;
+
+/// A database of `keys` products of [`VALUE`] random bytes, a log requesting each (hotter
+/// ones more) with responses of `logged` bytes, and the plan of a warm of them all.
+fn big_plan(dir: &Path, keys: u32, logged: u64) -> (Config, Plan) {
+    let db = dir.join("big.db");
+    let script = format!(
+        "CREATE TABLE products (id INTEGER PRIMARY KEY, body BLOB NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {keys})
+         INSERT INTO products SELECT i, randomblob({VALUE}) FROM n;"
+    );
+    block(run_script(&format!("sqlite://{}?mode=rwc", db.display()), &script)).expect("the database");
+    let text = format!(
+        r#"
+[warm]
+max_keys = {keys}
+batch_size = 20
+concurrency = 2
+invalidations = "off"
+
+[sources.big]
+url = "sqlite://{db}"
+
+[[rule]]
+name = "product"
+match = "GET /api/products/{{id:int}}"
+key = "product:{{id}}"
+source = "big"
+sql = "SELECT id, body FROM products WHERE id IN ($1)"
+ttl = "10m"
+"#,
+        db = db.display()
+    );
+    let config = Config::parse(&text, "big.toml").expect("valid config");
+    let mut log = String::new();
+    for id in 1..=keys {
+        for _ in 0..(1 + keys / id).min(20) {
+            log.push_str(&format!(
+                "203.0.113.1 - - [01/Dec/2026:10:00:00 +0000] \"GET /api/products/{id} HTTP/1.1\" 200 {logged} \"-\" \"t\"\n"
+            ));
+        }
+    }
+    let path = dir.join("access.log");
+    std::fs::write(&path, log).expect("writable");
+    let analysis = analyze_files(&[path], &config, 2);
+    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
+    assert_eq!(plan.keys.len() as u32, keys);
+    (config, plan)
+}
+
+fn warm_into<B: Backend + 'static>(config: &Config, plan: &Plan, backend: Arc<B>) -> RunReport {
+    block(async {
+        let sources = warm::open_sources(config);
+        warm::run(plan, config, &sources, backend, std::future::pending::<()>(), &|_| {}).await
+    })
+}
+
+/// Writes `count` live keys of `size` bytes, without expiry, as the application would.
+fn live_keys(c: &mut redis::Connection, prefix: &str, count: usize, size: usize) {
+    let value = vec![b'x'; size];
+    for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("SET").arg(format!("{prefix}{i}")).arg(&value).ignore();
+        }
+        let () = pipe.query(c).expect("SET");
+    }
+}
+
+fn count_live(c: &mut redis::Connection, prefix: &str, count: usize) -> usize {
+    let mut pipe = redis::pipe();
+    for i in 0..count {
+        pipe.cmd("EXISTS").arg(format!("{prefix}{i}"));
+    }
+    let found: Vec<i64> = pipe.query(c).expect("EXISTS");
+    found.iter().filter(|&&n| n == 1).count()
+}
+
+#[test]
+fn a_warm_into_a_full_redis_stops_at_its_headroom_and_evicts_no_live_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, plan) = big_plan(dir.path(), 2_000, VALUE);
+    let redis = Redis::start();
+    let mut c = redis.client().get_connection().expect("connects");
+    let () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("64mb").query(&mut c).expect("CONFIG");
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut c)
+        .expect("CONFIG");
+    live_keys(&mut c, "live:", 4_000, 10_000);
+
+    let report = warm_into(&config, &plan, Arc::new(RedisBackend::new(&redis.url()).expect("valid URL")));
+    assert_eq!(count_live(&mut c, "live:", 4_000), 4_000, "a live key was evicted: {:?}", report.status);
+    assert_eq!(report.status, RunStatus::Headroom, "{:?}", report.errors);
+    assert_eq!(report.evicted_during_warm, 0);
+    let evicted: String = redis::cmd("INFO").arg("stats").query(&mut c).expect("INFO");
+    assert!(evicted.contains("evicted_keys:0\r\n"), "{evicted}");
+    // The report says how many fit: some, far from all, and the rest were not started.
+    assert!(report.written > 20 && report.written < 200, "{} written", report.written);
+    assert_eq!(report.written + report.not_started, 2_000);
+    assert_eq!(report.outcome, WarmOutcome::Degraded);
+    assert!(report.cause.as_deref().is_some_and(|c| c.contains("warm.cache_headroom")), "{:?}", report.cause);
+    let before = &report.cache_memory_before[0];
+    assert_eq!((before.max_bytes, before.policy.as_str()), (64 << 20, "allkeys-lru"));
+    let after = report.cache_memory_after[0].used_bytes;
+    assert!(after < 64 << 20, "{after} bytes used: at the limit");
+}
+
+#[test]
+fn a_warm_stops_at_once_when_the_cache_starts_evicting() {
+    // The profile logged a tenth of the values' real size and the headroom is the whole
+    // limit, so the estimates let the warm overfill the cache: only the eviction rule stops it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut config, plan) = big_plan(dir.path(), 600, VALUE / 10);
+    config.warm.cache_headroom = 1.0;
+    let redis = Redis::start();
+    let mut c = redis.client().get_connection().expect("connects");
+    let () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("24mb").query(&mut c).expect("CONFIG");
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut c)
+        .expect("CONFIG");
+    live_keys(&mut c, "live:", 1_500, 10_000);
+    let report = warm_into(&config, &plan, Arc::new(RedisBackend::new(&redis.url()).expect("valid URL")));
+    assert_eq!(report.status, RunStatus::Evicting, "{report:?}");
+    assert!(report.evicted_during_warm > 0);
+    // 24 MB hold about 200 values of 100 kB: the warm stopped soon after the cache was full.
+    assert!(
+        report.written < 150 && report.not_started > 300,
+        "{} written, {} not started",
+        report.written,
+        report.not_started
+    );
+    assert!(report.cause.as_deref().is_some_and(|c| c.starts_with("evicting")), "{:?}", report.cause);
+    let metrics = preheat::metrics::render(&report, 0.0);
+    assert!(metrics.contains(&format!("preheat_warm_evicted_during_warm {}", report.evicted_during_warm)));
+}
+
+#[test]
+fn a_cluster_node_with_a_smaller_limit_bounds_the_warm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, plan) = big_plan(dir.path(), 1_000, VALUE);
+    let cluster = RedisCluster::start(3);
+    for (i, limit) in [(0, "400mb"), (1, "48mb"), (2, "400mb")] {
+        let mut node = cluster.node(i);
+        let () =
+            redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(limit).query(&mut node).expect("CONFIG");
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg("allkeys-lru")
+            .query(&mut node)
+            .expect("CONFIG");
+    }
+    // Live keys on the small node, found by their slots.
+    let mut small = cluster.node(1);
+    let mut live = Vec::new();
+    let mut i = 0;
+    while live.len() < 3_000 {
+        let key = format!("live:{i}");
+        if cluster.owner(&key) == 1 {
+            live.push(key);
+        }
+        i += 1;
+    }
+    let value = vec![b'x'; 10_000];
+    for chunk in live.chunks(500) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.cmd("SET").arg(key).arg(&value).ignore();
+        }
+        let () = pipe.query(&mut small).expect("SET");
+    }
+    let backend = Arc::new(RedisClusterBackend::new(&cluster.url()).expect("valid URL"));
+    let report = warm_into(&config, &plan, backend);
+    assert_eq!(report.status, RunStatus::Headroom, "{:?}", report.errors);
+    assert_eq!(report.cache_memory_before.len(), 3);
+    let mut pipe = redis::pipe();
+    for key in &live {
+        pipe.cmd("EXISTS").arg(key);
+    }
+    let found: Vec<i64> = pipe.query(&mut small).expect("EXISTS");
+    assert!(found.iter().all(|&n| n == 1), "a live key on the small node was evicted");
+    assert!(report.written > 0 && report.written < 1_000, "{} written", report.written);
+}
+
+#[test]
+fn a_warm_into_the_in_process_cache_leaves_the_applications_entries() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, plan) = big_plan(dir.path(), 300, VALUE);
+    // 20 MB of cache, half of it the application's.
+    let backend = Arc::new(MemoryBackend::new(20 << 20));
+    let value = vec![b'a'; 10_000];
+    block(async {
+        for i in 0..1_000 {
+            backend.insert(&format!("app:{i}"), &value, None).await;
+        }
+    });
+    let report = warm_into(&config, &plan, backend.clone());
+    assert_eq!(report.status, RunStatus::Headroom, "{:?}", report.errors);
+    assert_eq!(report.evicted_during_warm, 0);
+    assert!(report.written > 10 && report.written < 300, "{} written", report.written);
+    let kept = block(async {
+        let mut kept = 0;
+        for i in 0..1_000 {
+            kept += usize::from(backend.get(&format!("app:{i}")).await.is_some());
+        }
+        kept
+    });
+    assert_eq!(kept, 1_000, "the application's entries stay");
+}
