@@ -1,13 +1,14 @@
-//! A service that warms its own in-process cache at start-up, and reports ready only when the
-//! warm has ended (or its deadline has passed).
+//! A service that warms its own in-process cache at start-up, and reports ready once the warm
+//! set covers enough of its traffic (`warm.ready_at`), or the warm has ended.
 //!
 //! The nightly job (`preheat analyze`) leaves profiles in a store. At start-up the service
 //! opens its port at once, but its readiness endpoint answers 503 while a background task
 //! plans from the latest profile and loads the hottest values from the database into a
 //! [`MemoryBackend`]; a load balancer or Kubernetes readiness probe sends no traffic until
-//! `/ready` answers 200. The flag turns on when the warm returns, or when its deadline plus
-//! grace has passed, whichever is first: a warm never keeps the service out of rotation for
-//! longer than that. Here the "nightly job" runs first on the sample log in `data/`, and the
+//! `/ready` answers 200. The flag turns on when the warmed keys reach `warm.ready_at` (here 80%
+//! of the plan's predicted coverage: the hottest keys come first, so that is early), when the
+//! warm returns, or when its deadline plus grace has passed, whichever is first: a warm never
+//! keeps the service out of rotation for longer than that. Here the "nightly job" runs first on the sample log in `data/`, and the
 //! database is a SQLite file built from `data/shop.sql`.
 //!
 //! Run it with `cargo run --release --example warm_in_process`.
@@ -97,7 +98,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     let text = std::fs::read_to_string(data.join("preheat.toml"))?
-        .replace("sqlite://data/shop.db", &format!("sqlite://{}", db.display()));
+        .replace("sqlite://data/shop.db", &format!("sqlite://{}", db.display()))
+        .replacen("[warm]\n", "[warm]\nready_at = \"80%\"\n", 1);
     let config = Config::parse(&text, "preheat.toml")?;
 
     // The nightly job: analyze the logs into the profile store.
@@ -133,7 +135,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (cache, ready) = (service.cache.clone(), service.ready.clone());
     let warming = tokio::spawn(async move {
         let sources = warm::open_sources(&config);
-        let report = warm::run(&plan, &config, &sources, cache, std::future::pending(), &|_| {}).await;
+        let ready_early = ready.clone();
+        let on_progress = move |p: &warm::Progress| {
+            if p.ready {
+                ready_early.store(true, Ordering::Release);
+            }
+        };
+        let report = warm::run(&plan, &config, &sources, cache, std::future::pending(), &on_progress).await;
         ready.store(true, Ordering::Release);
         report
     });
@@ -143,8 +151,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let report = warming.await?;
+    let at = report.ready_after_ms.map_or("at its end".to_string(), |ms| format!("after {ms} ms"));
     println!(
-        "ready: warmed {} of {} planned keys in {} ms ({:?}); {} not in the database",
+        "ready: warm.ready_at reached {at}; the warm wrote {} of {} planned keys in {} ms ({:?}); {} not in the database",
         report.written, report.planned, report.duration_ms, report.status, report.missing_in_source
     );
 

@@ -80,6 +80,18 @@ pub fn render(report: &RunReport, now: f64) -> String {
         report.duration_ms as f64 / 1e3,
     );
     out.gauge(
+        "preheat_warm_warmed_coverage_ratio",
+        "Share of the profile's requests whose keys the cache holds after the last warm.",
+        report.warmed_coverage,
+    );
+    if let Some(ms) = report.ready_after_ms {
+        out.gauge(
+            "preheat_warm_ready_after_seconds",
+            "When the last warm's keys reached warm.ready_at, after its start.",
+            ms as f64 / 1e3,
+        );
+    }
+    out.gauge(
         "preheat_warm_evicted_during_warm",
         "Keys the cache evicted for room while the last warm wrote (it stops at the first).",
         report.evicted_during_warm as f64,

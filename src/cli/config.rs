@@ -195,6 +195,19 @@ fn render(config: &Config, profile: &ProfileState, checks: &[(String, Result<(),
         w.batch_size,
         w.concurrency
     );
+    let ready = match w.ready_at {
+        None => "when the warm ends".to_string(),
+        Some(preheat::config::ReadyAt::Coverage(share)) => {
+            format!("at {:.0}% of the predicted coverage", 100.0 * share)
+        }
+        Some(preheat::config::ReadyAt::Keys(n)) => format!("at {n} keys warmed"),
+    };
+    let anyway = if w.ready_anyway && w.ready_at.is_some() { ", or when it ends anyway" } else { "" };
+    let _ = writeln!(
+        o,
+        "          fills the cache up to {:.0}% of its memory limit; ready {ready}{anyway}",
+        100.0 * w.cache_headroom
+    );
     let profile_line = match (&profile.path, &profile.problem) {
         (_, Some(problem)) => format!("not usable: {problem}"),
         (Some(path), None) if profile.stale.is_empty() => match w.max_profile_age {

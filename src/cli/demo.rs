@@ -85,7 +85,12 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     );
 
     println!("\n== 3. warm an in-memory cache from {}\n", data.join("shop.db").display());
-    let report = runtime.block_on(super::warm::warm_into(&plan, &config, show_bar(global)))?;
+    let report = runtime.block_on(super::warm::warm_into(
+        &plan,
+        &config,
+        show_bar(global),
+        &super::warm::ReadyFile::none(),
+    ))?;
     print!("{}", super::warm::render(&report));
 
     println!("\n== 4. size the cache (preheat report)\n");

@@ -36,6 +36,10 @@ pub struct WarmArgs {
     /// collector), replacing it atomically.
     #[arg(long, env = "PREHEAT_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// Write this file the moment the warm set is good enough for traffic (`warm.ready_at`,
+    /// else when the warm ends), for a readiness probe; an old one is removed at the start.
+    #[arg(long, env = "PREHEAT_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
     /// Exit non-zero (4) when any key failed, was invalid or was not started, or the profile
     /// is missing or stale; without it a degraded warm still exits 0.
     #[arg(
@@ -59,20 +63,23 @@ pub fn skip_requested() -> Result<bool, super::UsageError> {
 pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let mut config = load_config(args.config.as_ref())?;
     config.apply(&args.overrides.to_overrides())?;
+    let ready = ReadyFile::new(args.ready_file.clone(), &config)?;
+    let run = Run { args, ready };
+    let args = &run.args;
     if skip_requested()? || !config.warm.enabled {
         let why = if config.warm.enabled { "PREHEAT_SKIP is set" } else { "warm.enabled = false" };
         tracing::info!(reason = why, "warm skipped");
         let report = RunReport::skipped(config.warm.backend_url.clone());
-        emit(&report, &args)?;
+        emit(&report, &run)?;
         return Ok(Exit::Ok);
     }
     let path = match args.profile.resolve() {
         Ok(p) => p,
-        Err(e) => return degraded(e.into(), &config, &args),
+        Err(e) => return degraded(e.into(), &config, &run),
     };
     let (meta, rows) = match open_profile(&path) {
         Ok(x) => x,
-        Err(e) => return degraded(e.into(), &config, &args),
+        Err(e) => return degraded(e.into(), &config, &run),
     };
     let stale = meta.staleness(&config.fingerprint, config.warm.max_profile_age, super::now_ms());
     for why in &stale {
@@ -83,12 +90,12 @@ pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             "warm not run: warm.stale_profile = \"skip\"; the deploy goes on (use --strict to fail it)"
         );
         let report = RunReport::stale(redact_url(&config.warm.backend_url), stale);
-        emit(&report, &args)?;
+        emit(&report, &run)?;
         return Ok(if args.strict { Exit::Strict } else { Exit::Ok });
     }
     let plan = match Plan::build(rows, &meta.summary, &config) {
         Ok(p) => p,
-        Err(e) => return degraded(e.into(), &config, &args),
+        Err(e) => return degraded(e.into(), &config, &run),
     };
     tracing::info!(
         profile = %path.display(),
@@ -106,16 +113,21 @@ pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    match runtime.block_on(warm_into(&plan, &config, show_bar(global))) {
-        Ok(report) => finish(report, &args),
-        Err(e) => degraded(e, &config, &args),
+    match runtime.block_on(warm_into(&plan, &config, show_bar(global), &run.ready)) {
+        Ok(report) => finish(report, &run),
+        Err(e) => degraded(e, &config, &run),
     }
 }
 
 /// Warms the configured backend and reports it, with a progress bar when `bar`, else a log
 /// line every few seconds; `Err` only when the backend URL itself is unusable (nothing was
 /// attempted).
-pub async fn warm_into(plan: &Plan, config: &Config, bar: bool) -> anyhow::Result<RunReport> {
+pub async fn warm_into(
+    plan: &Plan,
+    config: &Config,
+    bar: bool,
+    ready: &ReadyFile,
+) -> anyhow::Result<RunReport> {
     let backend = open_backend(config)?;
     let sources = warm::open_sources(config);
     for s in sources.iter().filter_map(|s| s.as_ref().err()) {
@@ -125,7 +137,12 @@ pub async fn warm_into(plan: &Plan, config: &Config, bar: bool) -> anyhow::Resul
         let _ = tokio::signal::ctrl_c().await;
     };
     let progress = WarmProgress::new(bar, plan.keys.len() as u64);
-    let on_progress = |p: &Progress| progress.update(p);
+    let on_progress = |p: &Progress| {
+        progress.update(p);
+        if p.ready {
+            ready.declare("the warmed keys reached warm.ready_at", p.warmed_coverage);
+        }
+    };
     let report = match backend {
         AnyBackend::Memory(backend) => {
             let report = warm::run(plan, config, &sources, backend.clone(), stop, &on_progress).await;
@@ -194,6 +211,82 @@ pub fn open_backend(config: &Config) -> anyhow::Result<AnyBackend> {
         "set --backend / PREHEAT_BACKEND, or backend.url (or the variable or file it names), to such a URL",
     )
     .into())
+}
+
+/// The flags and the ready file of one run.
+struct Run {
+    args: WarmArgs,
+    ready: ReadyFile,
+}
+
+/// The `--ready-file`: written once, atomically, the moment the warm set is good enough for
+/// traffic, so a readiness probe (`test -f`) passes before the warm has ended.
+pub struct ReadyFile {
+    path: Option<PathBuf>,
+    written: std::sync::atomic::AtomicBool,
+    /// Whether `warm.ready_at` sets a threshold (else: ready when the warm ends).
+    threshold: bool,
+    /// `warm.ready_anyway`.
+    anyway: bool,
+}
+
+impl ReadyFile {
+    /// Removes what an earlier run left at `path`, so that a probe never passes on it.
+    pub fn new(path: Option<PathBuf>, config: &Config) -> anyhow::Result<ReadyFile> {
+        if let Some(path) = &path {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("removing the old ready file `{}`", path.display())));
+                }
+                _ => {}
+            }
+        }
+        Ok(ReadyFile {
+            path,
+            written: std::sync::atomic::AtomicBool::new(false),
+            threshold: config.warm.ready_at.is_some(),
+            anyway: config.warm.ready_anyway,
+        })
+    }
+
+    /// No file: for the demo.
+    pub fn none() -> ReadyFile {
+        ReadyFile { path: None, written: false.into(), threshold: false, anyway: true }
+    }
+
+    /// Writes the file (once), saying why and how much of the traffic the warm set covers.
+    fn declare(&self, why: &str, warmed_coverage: f64) {
+        let Some(path) = &self.path else { return };
+        if self.written.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let text =
+            serde_json::json!({"ready": true, "reason": why, "warmed_coverage": warmed_coverage}).to_string();
+        let tmp = path.with_extension("tmp");
+        match std::fs::write(&tmp, text + "\n").and_then(|()| std::fs::rename(&tmp, path)) {
+            Ok(()) => tracing::info!(file = %path.display(), reason = why, "ready file written"),
+            Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot write the ready file"),
+        }
+    }
+
+    /// At the end of a run: ready if the threshold was reached, or the warm ended and either
+    /// no threshold was set or `warm.ready_anyway` says deploys must not wait on it.
+    fn settle(&self, report: &RunReport) {
+        if self.written.load(std::sync::atomic::Ordering::Acquire) || self.path.is_none() {
+            return;
+        }
+        if report.ready_after_ms.is_some() {
+            self.declare("the warmed keys reached warm.ready_at", report.warmed_coverage);
+        } else if !self.threshold && (self.anyway || report.outcome == WarmOutcome::Completed) {
+            self.declare("the warm ended", report.warmed_coverage);
+        } else if self.anyway {
+            tracing::warn!("the warm ended before warm.ready_at; ready anyway (warm.ready_anyway = true)");
+            self.declare("the warm ended before warm.ready_at (warm.ready_anyway)", report.warmed_coverage);
+        } else {
+            tracing::warn!("the warm ended before warm.ready_at and warm.ready_anyway = false: not ready");
+        }
+    }
 }
 
 /// A rate as people read it: `2 keys/s`, never `2.2183/s`.
@@ -275,19 +368,19 @@ impl WarmProgress {
 
 /// A warm that could not start (no profile, unreadable profile, unusable backend URL):
 /// logged, reported (status `failed`), and only fatal with `--strict`.
-fn degraded(err: anyhow::Error, config: &Config, args: &WarmArgs) -> anyhow::Result<Exit> {
+fn degraded(err: anyhow::Error, config: &Config, run: &Run) -> anyhow::Result<Exit> {
     let why = format!("{err:#}");
     let report = RunReport::failed_to_start(redact_url(&config.warm.backend_url), why.clone());
-    if args.strict {
-        emit(&report, args)?;
+    if run.args.strict {
+        emit(&report, run)?;
         return Err(err);
     }
     tracing::error!(error = %why, "warm not run; the deploy goes on (use --strict to fail it)");
-    emit(&report, args)?;
+    emit(&report, run)?;
     Ok(Exit::Ok)
 }
 
-fn finish(report: RunReport, args: &WarmArgs) -> anyhow::Result<Exit> {
+fn finish(report: RunReport, run: &Run) -> anyhow::Result<Exit> {
     let ok = matches!(report.outcome, WarmOutcome::Completed | WarmOutcome::Skipped);
     let outcome = report.outcome.as_str();
     let status = format!("{:?}", report.status).to_lowercase();
@@ -312,11 +405,13 @@ fn finish(report: RunReport, args: &WarmArgs) -> anyhow::Result<Exit> {
             "warm finished"
         );
     }
-    emit(&report, args)?;
-    Ok(if args.strict && !ok { Exit::Strict } else { Exit::Ok })
+    emit(&report, run)?;
+    Ok(if run.args.strict && !ok { Exit::Strict } else { Exit::Ok })
 }
 
-fn emit(report: &RunReport, args: &WarmArgs) -> anyhow::Result<()> {
+fn emit(report: &RunReport, run: &Run) -> anyhow::Result<()> {
+    run.ready.settle(report);
+    let args = &run.args;
     if let Some(path) = &args.report {
         write_report(report, path)?;
     }

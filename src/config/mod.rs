@@ -159,6 +159,21 @@ pub struct WarmSettings {
     /// The share of each cache node's memory limit (`maxmemory`) the warm may fill up to:
     /// no batch starts that would take a node past it, so warming never makes the cache evict.
     pub cache_headroom: f64,
+    /// When the warm is good enough for traffic (`warm.ready_at`); `None`: when it ends.
+    pub ready_at: Option<ReadyAt>,
+    /// Whether a warm that ends (deadline, failure) before `ready_at` still declares ready:
+    /// deploys must not hang on a warm.
+    pub ready_anyway: bool,
+}
+
+/// `warm.ready_at`: when the warm set is good enough for traffic.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyAt {
+    /// When the warmed keys cover this share of the plan's predicted coverage (`"80%"`).
+    Coverage(f64),
+    /// When this many keys are warmed (at most the plan's).
+    Keys(u64),
 }
 
 /// `invalidations`: how a warm avoids writing back a value the application changed (and
@@ -239,6 +254,8 @@ impl Default for WarmSettings {
             stale_profile: StalePolicy::Warn,
             invalidations: Invalidations::Verify,
             cache_headroom: DEFAULT_CACHE_HEADROOM,
+            ready_at: None,
+            ready_anyway: true,
         }
     }
 }
@@ -398,6 +415,16 @@ struct WarmFile {
     stale_profile: Option<Spanned<String>>,
     invalidations: Option<Spanned<String>>,
     cache_headroom: Option<Spanned<String>>,
+    ready_at: Option<Spanned<ReadyAtFile>>,
+    ready_anyway: Option<bool>,
+}
+
+/// `ready_at = "80%"` or `ready_at = 5000`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ReadyAtFile {
+    Keys(u64),
+    Share(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -703,6 +730,22 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
                 format!("backend.ca_file: `{}` is not a readable file (a PEM CA certificate)", ca.get_ref()),
             );
         }
+    }
+    if let Some(r) = &w.ready_at {
+        match r.get_ref() {
+            ReadyAtFile::Keys(0) => problems.add(r.span().start, "warm.ready_at: a key count must be at least 1"),
+            ReadyAtFile::Keys(n) => warm.ready_at = Some(ReadyAt::Keys(*n)),
+            ReadyAtFile::Share(text) => match text.trim().strip_suffix('%').map(|p| p.trim().parse::<f64>()) {
+                Some(Ok(p)) if p > 0.0 && p <= 100.0 => warm.ready_at = Some(ReadyAt::Coverage(p / 100.0)),
+                _ => problems.add(
+                    r.span().start,
+                    format!("warm.ready_at: `{text}` is neither a share of the predicted coverage such as `80%` nor a number of keys"),
+                ),
+            },
+        }
+    }
+    if let Some(anyway) = w.ready_anyway {
+        warm.ready_anyway = anyway;
     }
     if let Some(h) = &w.cache_headroom {
         match parse_cache_headroom(h.get_ref()) {

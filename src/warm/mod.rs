@@ -32,7 +32,7 @@ use self::room::CacheRoom;
 pub use report::{RuleReport, RunReport, RunStatus, WarmOutcome};
 
 use crate::backend::{Backend, BackendError, Entry, WriteMode, Written};
-use crate::config::{Config, Invalidations, LockPolicy, RuleLoad};
+use crate::config::{Config, Invalidations, LockPolicy, ReadyAt, RuleLoad};
 use crate::plan::Plan;
 use crate::source::{Fetched, Job, Source, SourceError};
 
@@ -91,6 +91,11 @@ pub struct Progress {
     pub failed: u64,
     /// Time since the run started.
     pub elapsed: Duration,
+    /// Whether the warmed keys have reached `warm.ready_at`: the warm set is good enough for
+    /// traffic (a readiness probe may pass), though the run goes on.
+    pub ready: bool,
+    /// The share of the profile's requests the keys warmed so far cover.
+    pub warmed_coverage: f64,
 }
 
 /// A batch of keys of one rule.
@@ -541,7 +546,20 @@ pub async fn run<B: Backend + 'static>(
         rule_defs.iter().map(|r| RuleReport { name: r.name.clone(), ..RuleReport::default() }).collect(),
     );
     let batches = make_batches(plan, config, &mut report);
-    let mut landed = vec![false; plan.keys.len()];
+    let ready_when = config.warm.ready_at.map(|at| match at {
+        ReadyAt::Coverage(share) => ((share * plan.requests_covered as f64).ceil() as u64, u64::MAX),
+        ReadyAt::Keys(n) => (u64::MAX, n.min(plan.keys.len() as u64)),
+    });
+    let mut tally = Tally {
+        report,
+        plan,
+        landed: vec![false; plan.keys.len()],
+        landed_keys: 0,
+        covered: 0,
+        ready_when,
+        started,
+    };
+    let report = &mut tally.report;
     let available = crate::memory::available();
     report.memory_budget = available.map(|a| config.warm.max_memory.bytes(a.bytes));
     if available.is_none() {
@@ -563,12 +581,7 @@ pub async fn run<B: Backend + 'static>(
             tracing::error!(error = %e, "the backend refused the connection; nothing is warmed");
             for batch in batches {
                 let n = batch.keys.len() as u64;
-                record(
-                    &mut report,
-                    &mut landed,
-                    batch.rule,
-                    Outcome::failed("backend_error", n, e.to_string()),
-                );
+                tally.record(batch.rule, Outcome::failed("backend_error", n, e.to_string()));
             }
         }
         Locking::Stopped(status) => {
@@ -586,8 +599,7 @@ pub async fn run<B: Backend + 'static>(
             );
             let target = Target { backend: backend.clone(), breaker: Breaker::default() };
             let hooks = Hooks { deadline, progress, started };
-            let tally = Tally { report: &mut report, landed: &mut landed };
-            drive(batches, config, sources, Arc::new(target), tally, stop, hooks).await;
+            drive(batches, config, sources, Arc::new(target), &mut tally, stop, hooks).await;
         }
     }
     if let Locking::Held(token) = &lock
@@ -595,6 +607,9 @@ pub async fn run<B: Backend + 'static>(
     {
         tracing::warn!(lock = %config.warm.lock_key, error = %e, "cannot release the run lock; it expires by itself");
     }
+    let warmed_coverage = tally.coverage();
+    let Tally { mut report, landed, .. } = tally;
+    report.warmed_coverage = warmed_coverage;
     report.duration_ms = started.elapsed().as_millis() as u64;
     let tried = report.written
         + report.overwritten
@@ -661,10 +676,19 @@ fn make_batches(plan: &Plan, config: &Config, report: &mut RunReport) -> VecDequ
     batches
 }
 
-/// What the scheduler counts into: the report, and which planned keys landed.
+/// What a run counts: the report, which planned keys landed, and how much of the profile's
+/// traffic they cover.
 struct Tally<'a> {
-    report: &'a mut RunReport,
-    landed: &'a mut [bool],
+    report: RunReport,
+    plan: &'a Plan,
+    landed: Vec<bool>,
+    landed_keys: u64,
+    /// Profiled requests of the landed keys.
+    covered: u64,
+    /// What `warm.ready_at` asks for, as (covered requests, landed keys), either of which
+    /// will do; `None`: ready when the run ends.
+    ready_when: Option<(u64, u64)>,
+    started: Instant,
 }
 
 /// What the scheduler reports to, and when it must stop.
@@ -681,17 +705,16 @@ async fn drive<B: Backend + 'static>(
     config: &Config,
     sources: &[Result<Arc<OpenSource>, SourceError>],
     target: Arc<Target<B>>,
-    tally: Tally<'_>,
+    tally: &mut Tally<'_>,
     mut stop: std::pin::Pin<&mut impl Future<Output = ()>>,
     hooks: Hooks<'_>,
 ) {
-    let Tally { report, landed } = tally;
     let planned: u64 = batches.iter().map(|b| b.keys.len() as u64).sum();
     // Values are held two or three times over while a batch is decoded and written.
-    let bytes_cap = report.memory_budget.map(|b| b / 8);
-    let mut memory = MemoryWatch { budget: report.memory_budget, checked: None, over: false };
+    let bytes_cap = tally.report.memory_budget.map(|b| b / 8);
+    let mut memory = MemoryWatch { budget: tally.report.memory_budget, checked: None, over: false };
     let (mut cache, readings) = CacheRoom::read(&*target.backend, config.warm.cache_headroom).await;
-    report.cache_memory_before = readings;
+    tally.report.cache_memory_before = readings;
     let mut tasks: JoinSet<(usize, u64, u64, Outcome)> = JoinSet::new();
     // Per batch in flight: its rule, keys, estimated value bytes and cost in the cache.
     let mut in_flight: HashMap<tokio::task::Id, (usize, u64, u64, u64)> = HashMap::new();
@@ -709,7 +732,7 @@ async fn drive<B: Backend + 'static>(
         if stopped.is_none() && !batches.is_empty() && tasks.len() < config.warm.concurrency {
             if memory.over_budget() {
                 tracing::warn!(
-                    budget_mib = report.memory_budget.map(|b| b >> 20),
+                    budget_mib = tally.report.memory_budget.map(|b| b >> 20),
                     "memory budget reached; no new batches start"
                 );
                 stopped = Some(RunStatus::Memory);
@@ -753,7 +776,7 @@ async fn drive<B: Backend + 'static>(
                 Pick::Fail(i, reason, message) => {
                     let batch = batches.remove(i).expect("picked index exists");
                     let n = batch.keys.len() as u64;
-                    record(report, landed, batch.rule, Outcome::failed(reason, n, message));
+                    tally.record(batch.rule, Outcome::failed(reason, n, message));
                     done += n;
                     continue;
                 }
@@ -775,13 +798,13 @@ async fn drive<B: Backend + 'static>(
                 let outcome = outcome.unwrap_or_else(|reason| Outcome::failed(reason, n, String::new()));
                 bytes_in_flight -= est;
                 cache_in_flight -= cost;
-                record(report, landed, rule, outcome);
+                tally.record(rule, outcome);
                 done += n;
                 if cache.watched() {
-                    report.evicted_during_warm = cache.refresh(&*target.backend).await;
-                    if report.evicted_during_warm > 0 && stopped != Some(RunStatus::Evicting) {
+                    tally.report.evicted_during_warm = cache.refresh(&*target.backend).await;
+                    if tally.report.evicted_during_warm > 0 && stopped != Some(RunStatus::Evicting) {
                         tracing::error!(
-                            evicted = report.evicted_during_warm,
+                            evicted = tally.report.evicted_during_warm,
                             "the cache is evicting keys to make room: the warm stops writing at once"
                         );
                         stopped = Some(RunStatus::Evicting);
@@ -789,7 +812,7 @@ async fn drive<B: Backend + 'static>(
                         cancel_at = None;
                     }
                 }
-                (hooks.progress)(&progress_of(report, done, planned, hooks.started));
+                (hooks.progress)(&progress_of(tally, done, planned, hooks.started));
             }
             _ = tokio::time::sleep_until(wake.unwrap_or(hooks.deadline)), if wake.is_some() && stopped.is_none() => wake = None,
             _ = tokio::time::sleep_until(hooks.deadline), if stopped.is_none() => {
@@ -804,13 +827,13 @@ async fn drive<B: Backend + 'static>(
                 tasks.abort_all();
                 cancel_at = None;
             }
-            _ = ticker.tick() => (hooks.progress)(&progress_of(report, done, planned, hooks.started)),
+            _ = ticker.tick() => (hooks.progress)(&progress_of(tally, done, planned, hooks.started)),
         }
     }
     // Left over only when the run stopped early.
-    report.not_started += batches.iter().map(|b| b.keys.len() as u64).sum::<u64>();
-    report.status = stopped.unwrap_or(RunStatus::Completed);
-    report.cache_memory_after = cache.readings().to_vec();
+    tally.report.not_started += batches.iter().map(|b| b.keys.len() as u64).sum::<u64>();
+    tally.report.status = stopped.unwrap_or(RunStatus::Completed);
+    tally.report.cache_memory_after = cache.readings().to_vec();
 }
 
 /// What a batch may take of the cache's memory while it is written: its estimated values
@@ -821,43 +844,76 @@ fn cache_cost(batch: &Batch) -> u64 {
     2 * batch.est_bytes + keys
 }
 
-fn progress_of(report: &RunReport, done: u64, planned: u64, started: Instant) -> Progress {
+fn progress_of(tally: &Tally<'_>, done: u64, planned: u64, started: Instant) -> Progress {
+    let report = &tally.report;
     Progress {
         done,
         planned,
         written: report.written + report.overwritten,
         failed: report.failed.values().sum(),
         elapsed: started.elapsed(),
+        ready: report.ready_after_ms.is_some(),
+        warmed_coverage: tally.coverage(),
     }
 }
 
-/// Adds a batch's outcome to the report, and marks the planned keys it landed.
-fn record(report: &mut RunReport, landed: &mut [bool], rule: usize, o: Outcome) {
-    for at in o.landed {
-        landed[at as usize] = true;
+impl Tally<'_> {
+    /// Adds a batch's outcome to the report, marks the planned keys it landed, and notes when
+    /// they first reach `warm.ready_at`.
+    fn record(&mut self, rule: usize, o: Outcome) {
+        for at in o.landed {
+            let at = at as usize;
+            if !self.landed[at] {
+                self.landed[at] = true;
+                self.landed_keys += 1;
+                self.covered += self.plan.keys[at].requests;
+            }
+        }
+        if self.report.ready_after_ms.is_none()
+            && self
+                .ready_when
+                .is_some_and(|(requests, keys)| self.covered >= requests || self.landed_keys >= keys)
+        {
+            self.report.ready_after_ms = Some(self.started.elapsed().as_millis() as u64);
+            tracing::info!(
+                keys = self.landed_keys,
+                coverage = format!("{:.1}%", 100.0 * self.coverage()),
+                "ready: the warmed keys reached warm.ready_at"
+            );
+        }
+        let report = &mut self.report;
+        let rr = &mut report.rules[rule];
+        rr.written += o.written;
+        rr.overwritten += o.overwritten;
+        rr.skipped_existing += o.existed;
+        rr.missing_in_source += o.missing;
+        rr.uncacheable += o.uncacheable;
+        rr.replayed += o.replayed;
+        rr.invalidated += o.invalidated;
+        report.invalidated += o.invalidated;
+        report.uncacheable += o.uncacheable;
+        report.replayed += o.replayed;
+        report.written += o.written;
+        report.overwritten += o.overwritten;
+        report.skipped_existing += o.existed;
+        report.missing_in_source += o.missing;
+        report.bytes_written += o.bytes;
+        for (reason, failed, message) in o.failed {
+            rr.failed += failed;
+            *report.failed.entry(reason.to_string()).or_insert(0) += failed;
+            if !message.is_empty() && report.errors.len() < SAMPLES && !report.errors.contains(&message) {
+                tracing::warn!(rule = %rr.name, keys = failed, error = %message, "batch failed");
+                report.errors.push(message);
+            }
+        }
     }
-    let rr = &mut report.rules[rule];
-    rr.written += o.written;
-    rr.overwritten += o.overwritten;
-    rr.skipped_existing += o.existed;
-    rr.missing_in_source += o.missing;
-    rr.uncacheable += o.uncacheable;
-    rr.replayed += o.replayed;
-    rr.invalidated += o.invalidated;
-    report.invalidated += o.invalidated;
-    report.uncacheable += o.uncacheable;
-    report.replayed += o.replayed;
-    report.written += o.written;
-    report.overwritten += o.overwritten;
-    report.skipped_existing += o.existed;
-    report.missing_in_source += o.missing;
-    report.bytes_written += o.bytes;
-    for (reason, failed, message) in o.failed {
-        rr.failed += failed;
-        *report.failed.entry(reason.to_string()).or_insert(0) += failed;
-        if !message.is_empty() && report.errors.len() < SAMPLES && !report.errors.contains(&message) {
-            tracing::warn!(rule = %rr.name, keys = failed, error = %message, "batch failed");
-            report.errors.push(message);
+
+    /// The share of the profile's requests the landed keys cover.
+    fn coverage(&self) -> f64 {
+        if self.plan.requests_profiled == 0 {
+            0.0
+        } else {
+            self.covered as f64 / self.plan.requests_profiled as f64
         }
     }
 }

@@ -149,6 +149,14 @@ pub struct RunReport {
     pub invalid_samples: Vec<String>,
     /// The first distinct error messages (passwords removed).
     pub errors: Vec<String>,
+    /// The share of the profile's requests the keys in the cache after the run cover (the
+    /// plan's `predicted_coverage` when every planned key landed).
+    #[serde(default)]
+    pub warmed_coverage: f64,
+    /// When the warmed keys reached `warm.ready_at`, ms after the start; `None` when they
+    /// did not (or no `ready_at` was set).
+    #[serde(default)]
+    pub ready_after_ms: Option<u64>,
     /// Keys the cache evicted for room while the warm wrote (0 where its memory is not
     /// watched: no limit, or unreadable).
     #[serde(default)]
@@ -199,6 +207,8 @@ impl RunReport {
             invalid_samples: Vec::new(),
             errors: Vec::new(),
             not_written: BTreeMap::new(),
+            warmed_coverage: 0.0,
+            ready_after_ms: None,
             evicted_during_warm: 0,
             cache_memory_before: Vec::new(),
             cache_memory_after: Vec::new(),

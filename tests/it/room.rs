@@ -230,3 +230,99 @@ fn a_warm_into_the_in_process_cache_leaves_the_applications_entries() {
     });
     assert_eq!(kept, 1_000, "the application's entries stay");
 }
+
+#[test]
+fn the_ready_file_appears_when_the_warm_set_covers_enough_not_when_the_warm_ends() {
+    // An application that takes 40 ms to render each product, one request at a time.
+    let app = crate::servers::HttpServer::start(|seen| {
+        let mut reply = crate::servers::Reply::ok(format!("rendered {}", seen.target));
+        reply.delay = std::time::Duration::from_millis(40);
+        reply
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!(
+        r#"
+[warm]
+batch_size = 5
+concurrency = 1
+invalidations = "off"
+ready_at = "50%"
+[backend]
+url = "memory://"
+[sources.app]
+url = "{}"
+mode = "store"
+concurrency = 1
+[[rule]]
+name = "product"
+match = "GET /api/products/{{id:int}}"
+key = "product:{{id}}"
+source = "app"
+ttl = "10m"
+"#,
+        app.url()
+    );
+    std::fs::write(dir.path().join("preheat.toml"), config).expect("writable");
+    // Zipf-like: product i is requested 400 / i times, so half the traffic is a few keys.
+    let requests: Vec<(String, u32)> =
+        (1..=120).map(|i| (format!("/api/products/{i}"), (400 / i).max(1))).collect();
+    write_requests(&dir.path().join("access.log"), &requests);
+    let out = preheat(dir.path(), &["analyze", "access.log"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_preheat"));
+    cmd.args(["warm", "--ready-file", "ready.json", "--report", "run.json"]).current_dir(dir.path());
+    isolate(&mut cmd, &[]);
+    std::fs::write(dir.path().join("ready.json"), "left by an earlier run").expect("writable");
+    let mut warm =
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("runs");
+    let ready = dir.path().join("ready.json");
+    // The old file is gone at once, and the new one comes while the warm is still running.
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready)
+            && text.contains("\"ready\":true")
+        {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "no ready file");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(warm.try_wait().expect("waits").is_none(), "the warm had already ended");
+    assert!(warm.wait().expect("ends").success());
+    let report: RunReport =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run.json")).expect("written"))
+            .expect("a report");
+    let ready_after = report.ready_after_ms.expect("ready_at was reached");
+    assert!(ready_after * 2 < report.duration_ms, "ready after {ready_after} of {} ms", report.duration_ms);
+    assert_eq!(report.written, 120);
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ready).expect("kept")).expect("JSON");
+    assert_eq!(file["reason"], "the warmed keys reached warm.ready_at");
+    let covered = file["warmed_coverage"].as_f64().expect("a share");
+    assert!(covered >= 0.5 * report.predicted_coverage && covered < report.warmed_coverage, "{covered}");
+}
+
+#[test]
+fn a_warm_that_ends_before_ready_at_is_ready_anyway_unless_told_otherwise() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = "[warm]\nready_at = 100000\n[backend]\nurl = \"memory://\"\n[[rule]]\nname = \"u\"\nmatch = \"GET /{p:path}\"\nkey = \"u:{p}\"\n";
+    std::fs::write(dir.path().join("preheat.toml"), base).expect("writable");
+    write_requests(&dir.path().join("access.log"), &[("/a".to_string(), 3)]);
+    let out = preheat(dir.path(), &["analyze", "access.log"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The rule has no source: nothing is warmed, the threshold is never reached.
+    let out = preheat(dir.path(), &["warm", "--ready-file", "ready.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let file = std::fs::read_to_string(dir.path().join("ready.json")).expect("ready anyway");
+    assert!(file.contains("before warm.ready_at (warm.ready_anyway)"), "{file}");
+    std::fs::write(
+        dir.path().join("preheat.toml"),
+        base.replace("ready_at = 100000\n", "ready_at = 100000\nready_anyway = false\n"),
+    )
+    .expect("writable");
+    let out = preheat(dir.path(), &["warm", "--ready-file", "ready.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!dir.path().join("ready.json").exists(), "not ready, and the old file is gone");
+    assert!(stderr_has(&out, "not ready"), "{}", text(&out.stderr));
+}
