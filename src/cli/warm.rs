@@ -516,6 +516,13 @@ pub fn render(r: &RunReport) -> String {
         let budget = r.memory_budget.map_or("no budget".to_string(), |b| format!("budget {} MiB", b >> 20));
         let _ = writeln!(o, "memory    peak {} MiB ({budget})", peak >> 20);
     }
+    for p in &r.pacing {
+        let _ = writeln!(
+            o,
+            "source    {}: {} batches, latency best {} ms, p50 {} ms, p95 {} ms; batches in flight up to {}, {} at the end",
+            p.source, p.batches, p.best_ms, p.p50_ms, p.p95_ms, p.max_limit, p.final_limit
+        );
+    }
     if !r.cache_memory_after.is_empty() {
         let mib = |f: &dyn Fn(&preheat::backend::NodeMemory) -> u64,
                    nodes: &[preheat::backend::NodeMemory]| {

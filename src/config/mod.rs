@@ -131,8 +131,12 @@ pub struct WarmSettings {
     pub on_existing: WriteMode,
     /// Keys per source query and per backend write.
     pub batch_size: usize,
-    /// Batches in flight at once (bounds concurrent queries on each source).
+    /// Batches in flight at once (bounds concurrent queries on each source); with
+    /// `adaptive_concurrency` the ceiling each source's limit grows towards.
     pub concurrency: usize,
+    /// Whether each source's batches in flight start at one and follow its latency (AIMD),
+    /// rather than staying at `concurrency`.
+    pub adaptive_concurrency: bool,
     /// Plan budgets.
     pub budgets: WarmBudgets,
     /// Backend URL as configured: `redis://...`, `memory://`, or `env:`/`file:` holding one.
@@ -244,6 +248,7 @@ impl Default for WarmSettings {
             on_existing: WriteMode::IfAbsent,
             batch_size: 500,
             concurrency: 4,
+            adaptive_concurrency: true,
             budgets: WarmBudgets::default(),
             backend_url: "memory://".into(),
             backend_ca_file: None,
@@ -417,6 +422,7 @@ struct WarmFile {
     cache_headroom: Option<Spanned<String>>,
     ready_at: Option<Spanned<ReadyAtFile>>,
     ready_anyway: Option<bool>,
+    adaptive_concurrency: Option<bool>,
 }
 
 /// `ready_at = "80%"` or `ready_at = 5000`.
@@ -746,6 +752,9 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
     }
     if let Some(anyway) = w.ready_anyway {
         warm.ready_anyway = anyway;
+    }
+    if let Some(adaptive) = w.adaptive_concurrency {
+        warm.adaptive_concurrency = adaptive;
     }
     if let Some(h) = &w.cache_headroom {
         match parse_cache_headroom(h.get_ref()) {

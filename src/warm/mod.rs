@@ -17,6 +17,7 @@
 //! cancelled. The caller passes the stop signal, so tests can use a short timer.
 
 mod breaker;
+mod pacing;
 mod report;
 mod room;
 
@@ -28,6 +29,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
 
 use self::breaker::{Breaker, Gate};
+use self::pacing::Pacing;
+pub use self::pacing::{PacingStep, SourcePacing};
 use self::room::CacheRoom;
 pub use report::{RuleReport, RunReport, RunStatus, WarmOutcome};
 
@@ -62,10 +65,11 @@ pub fn validate_key(key: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A source with its circuit breaker.
+/// A source with its circuit breaker and its adaptive concurrency.
 pub struct OpenSource {
     source: Source,
     breaker: Breaker,
+    pacing: Pacing,
 }
 
 /// Opens every configured source (lazily: nothing connects yet). A source that cannot be set
@@ -74,7 +78,13 @@ pub fn open_sources(config: &Config) -> Vec<Result<Arc<OpenSource>, SourceError>
     config
         .sources
         .iter()
-        .map(|s| Ok(Arc::new(OpenSource { source: Source::open(s)?, breaker: Breaker::default() })))
+        .map(|s| {
+            let pacing = match config.warm.adaptive_concurrency {
+                true => Pacing::new(config.warm.concurrency),
+                false => Pacing::fixed(config.warm.concurrency),
+            };
+            Ok(Arc::new(OpenSource { source: Source::open(s)?, breaker: Breaker::default(), pacing }))
+        })
         .collect()
 }
 
@@ -124,6 +134,10 @@ struct Outcome {
     /// Plan indices of the keys the cache holds afterwards (written, replaced, already there,
     /// or replayed for the application to cache).
     landed: Vec<u32>,
+    /// How long the source took to answer the batch, retries included.
+    source_latency: Option<Duration>,
+    /// Whether a query timed out or a connection failed on the way.
+    source_trouble: bool,
 }
 
 impl Outcome {
@@ -175,13 +189,18 @@ async fn run_batch<B: Backend>(
     let n = batch.keys.len();
     let mut seed = clock_seed();
     let (keys, fetch, from) = (&batch.keys, &load.fetch, &source.source);
+    let asked = Instant::now();
     let results = with_retries(n, &source.breaker, &mut seed, |pending| async move {
         let jobs: Vec<&Job> = pending.iter().map(|&i| &keys[i]).collect();
         from.fetch(fetch, &jobs).await
     })
     .await;
     let verify = load.invalidations.unwrap_or(config_invalidations) == Invalidations::Verify;
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        source_latency: Some(asked.elapsed()),
+        source_trouble: results.iter().any(|r| r.as_ref().is_err_and(|e| e.retryable)),
+        ..Outcome::default()
+    };
     let mut entries = Vec::with_capacity(n);
     // The plan indices of `entries`.
     let mut entry_at = Vec::with_capacity(n);
@@ -502,7 +521,7 @@ fn pick<B>(
             Ok(source) => source,
             Err(e) => return Pick::Fail(i, "source_error", e.to_string()),
         };
-        if bytes_room.is_some_and(|room| batch.est_bytes > room) {
+        if bytes_room.is_some_and(|room| batch.est_bytes > room) || !source.pacing.allows() {
             continue;
         }
         match source.breaker.gate(now) {
@@ -716,8 +735,9 @@ async fn drive<B: Backend + 'static>(
     let (mut cache, readings) = CacheRoom::read(&*target.backend, config.warm.cache_headroom).await;
     tally.report.cache_memory_before = readings;
     let mut tasks: JoinSet<(usize, u64, u64, Outcome)> = JoinSet::new();
-    // Per batch in flight: its rule, keys, estimated value bytes and cost in the cache.
-    let mut in_flight: HashMap<tokio::task::Id, (usize, u64, u64, u64)> = HashMap::new();
+    // Per batch in flight: its rule, keys, estimated value bytes, cost in the cache, and the
+    // batches of its source in flight when it started.
+    let mut in_flight: HashMap<tokio::task::Id, (usize, u64, u64, u64, usize)> = HashMap::new();
     let mut bytes_in_flight = 0u64;
     let mut cache_in_flight = 0u64;
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
@@ -762,12 +782,13 @@ async fn drive<B: Backend + 'static>(
                     let (rule, n, est) = (batch.rule, batch.keys.len() as u64, batch.est_bytes);
                     let load = config.loads[rule].clone().expect("batched rules have a load");
                     let source = sources[load.source].as_ref().expect("picked sources are open").clone();
+                    let ran_with = source.pacing.started();
                     let mode = load.on_existing.unwrap_or(config.warm.on_existing);
                     let (target, invalidations) = (target.clone(), config.warm.invalidations);
                     let handle = tasks.spawn(async move {
                         (rule, n, est, run_batch(batch, load, source, target, mode, invalidations).await)
                     });
-                    in_flight.insert(handle.id(), (rule, n, est, cost));
+                    in_flight.insert(handle.id(), (rule, n, est, cost, ran_with));
                     bytes_in_flight += est;
                     cache_in_flight += cost;
                     wake = None;
@@ -794,8 +815,14 @@ async fn drive<B: Backend + 'static>(
                     Some(Err(e)) => (e.id(), Err(if e.is_cancelled() { "cancelled" } else { "panicked" })),
                     None => continue,
                 };
-                let Some((rule, n, est, cost)) = in_flight.remove(&id) else { continue };
+                let Some((rule, n, est, cost, ran_with)) = in_flight.remove(&id) else { continue };
                 let outcome = outcome.unwrap_or_else(|reason| Outcome::failed(reason, n, String::new()));
+                if let Some(source) = source_of(config, sources, rule) {
+                    let fullness = n as f64 / config.warm.batch_size.max(1) as f64;
+                    let at = hooks.started.elapsed();
+                    let (latency, trouble) = (outcome.source_latency, outcome.source_trouble);
+                    source.pacing.finished(latency, fullness, ran_with, trouble, at);
+                }
                 bytes_in_flight -= est;
                 cache_in_flight -= cost;
                 tally.record(rule, outcome);
@@ -834,6 +861,23 @@ async fn drive<B: Backend + 'static>(
     tally.report.not_started += batches.iter().map(|b| b.keys.len() as u64).sum::<u64>();
     tally.report.status = stopped.unwrap_or(RunStatus::Completed);
     tally.report.cache_memory_after = cache.readings().to_vec();
+    tally.report.pacing = config
+        .sources
+        .iter()
+        .zip(sources)
+        .filter_map(|(settings, open)| Some(open.as_ref().ok()?.pacing.report(&settings.name)))
+        .filter(|p| p.batches > 0)
+        .collect();
+}
+
+/// The open source a rule loads from.
+fn source_of<'a>(
+    config: &Config,
+    sources: &'a [Result<Arc<OpenSource>, SourceError>],
+    rule: usize,
+) -> Option<&'a OpenSource> {
+    let load = config.loads[rule].as_ref()?;
+    sources[load.source].as_deref().ok()
 }
 
 /// What a batch may take of the cache's memory while it is written: its estimated values

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::SourcePacing;
 use crate::backend::NodeMemory;
 
 /// How a warm ended.
@@ -157,6 +158,10 @@ pub struct RunReport {
     /// did not (or no `ready_at` was set).
     #[serde(default)]
     pub ready_after_ms: Option<u64>,
+    /// How each source was paced: its batch latencies and its adaptive concurrency over the
+    /// run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pacing: Vec<SourcePacing>,
     /// Keys the cache evicted for room while the warm wrote (0 where its memory is not
     /// watched: no limit, or unreadable).
     #[serde(default)]
@@ -209,6 +214,7 @@ impl RunReport {
             not_written: BTreeMap::new(),
             warmed_coverage: 0.0,
             ready_after_ms: None,
+            pacing: Vec::new(),
             evicted_during_warm: 0,
             cache_memory_before: Vec::new(),
             cache_memory_after: Vec::new(),

@@ -8,6 +8,7 @@ mod cluster;
 mod deploy;
 mod invalidation;
 mod outcomes;
+mod pacing;
 mod plan;
 mod properties;
 mod recipes;
