@@ -91,6 +91,26 @@ pub fn render(report: &RunReport, now: f64) -> String {
             ms as f64 / 1e3,
         );
     }
+    if !report.pacing.is_empty() {
+        out.family("preheat_warm_source_latency_seconds", "Batch latency of each source in the last warm.");
+        for p in &report.pacing {
+            // Not `quantile`: that label belongs to summaries, and these are gauges.
+            for (percentile, ms) in [("50", p.p50_ms), ("95", p.p95_ms)] {
+                let labels = [("source", p.source.as_str()), ("percentile", percentile)];
+                out.sample("preheat_warm_source_latency_seconds", &labels, ms as f64 / 1e3);
+            }
+        }
+        out.family(
+            "preheat_warm_source_concurrency",
+            "Batches in flight each source was allowed in the last warm: the highest limit and the last.",
+        );
+        for p in &report.pacing {
+            for (limit, value) in [("max", p.max_limit), ("final", p.final_limit)] {
+                let labels = [("source", p.source.as_str()), ("limit", limit)];
+                out.sample("preheat_warm_source_concurrency", &labels, f64::from(value));
+            }
+        }
+    }
     out.gauge(
         "preheat_warm_evicted_during_warm",
         "Keys the cache evicted for room while the last warm wrote (it stops at the first).",
@@ -239,6 +259,16 @@ mod tests {
             }],
         );
         report.failed.insert("source_timeout".into(), 3);
+        report.pacing.push(crate::warm::SourcePacing {
+            source: "db".into(),
+            batches: 4,
+            best_ms: 20,
+            p50_ms: 25,
+            p95_ms: 40,
+            max_limit: 3,
+            final_limit: 2,
+            timeline: Vec::new(),
+        });
         report.written = 7;
         report.duration_ms = 1500;
         report.conclude();
@@ -251,6 +281,8 @@ mod tests {
             "preheat_warm_success 0",
             "preheat_warm_duration_seconds 1.5",
             "preheat_warm_evicted_during_warm 0",
+            "preheat_warm_source_latency_seconds{source=\"db\",percentile=\"95\"} 0.04",
+            "preheat_warm_source_concurrency{source=\"db\",limit=\"max\"} 3",
             "preheat_warm_status{status=\"headroom\"} 0",
             "preheat_warm_predicted_coverage_ratio 0.75",
             "preheat_warm_keys_planned{rule=\"product\"} 10",

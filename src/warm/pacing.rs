@@ -2,10 +2,12 @@
 //! database that the new deployment's first requests already load is not flooded by the warm.
 //!
 //! A source starts with one batch in flight. After each batch (but the first, which also paid
-//! for connecting) its latency is compared with the best seen: near the best (within [`GROW_BELOW`] of it) the limit grows by one batch per
-//! window (`+1/limit` per batch); past [`CUT_ABOVE`] of it the limit shrinks by a fifth, and a
-//! timeout or connection error halves it. `warm.concurrency` is the ceiling; `qps` and the
-//! source's own `concurrency` still cap what a batch sends.
+//! for connecting) its latency is compared with the best seen: near the best (within
+//! [`GROW_BELOW`] times it, or a few milliseconds) the limit grows by one batch per window
+//! (`+1/limit` per batch that ran at the limit); past [`CUT_ABOVE`] times it (and ten
+//! milliseconds) the limit shrinks by a fifth, and a timeout or connection error halves it.
+//! `warm.concurrency` is the ceiling; `qps` and the source's own `concurrency` still cap what a
+//! batch sends.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,6 +18,12 @@ use serde::{Deserialize, Serialize};
 pub const GROW_BELOW: f64 = 1.25;
 /// Latency over this many times the best seen cuts the limit.
 pub const CUT_ABOVE: f64 = 1.5;
+/// Below these margins over the best, a change of latency is noise, not load: a source that
+/// answers in a millisecond jitters by more than half of it (measured: a SQLite source's
+/// batches of 500 keys held at one in flight, a quarter slower than at four).
+const GROW_MARGIN: Duration = Duration::from_millis(5);
+/// See [`GROW_MARGIN`].
+const CUT_MARGIN: Duration = Duration::from_millis(10);
 /// Batches smaller than this share of the batch size say little about latency (fixed costs
 /// dominate them): they neither set the best latency nor cut the limit.
 const FULL_ENOUGH: f64 = 0.5;
@@ -152,10 +160,11 @@ impl Pacing {
                 s.best = Some(latency);
             }
             // A small batch is light: it may show room to grow, never a reason to cut.
-            let ratio = s.best.map(|b| latency.as_secs_f64() / b.as_secs_f64().max(1e-6));
-            if warmed_up && saturated && ratio.is_none_or(|r| r <= GROW_BELOW) {
+            let near = s.best.is_none_or(|b| latency <= b.mul_f64(GROW_BELOW).max(b + GROW_MARGIN));
+            let slow = s.best.is_some_and(|b| latency > b.mul_f64(CUT_ABOVE).max(b + CUT_MARGIN));
+            if warmed_up && saturated && near {
                 s.limit = (s.limit + 1.0 / s.limit).min(s.ceiling);
-            } else if warmed_up && full && ratio.is_some_and(|r| r > CUT_ABOVE) {
+            } else if warmed_up && full && slow {
                 s.limit = (s.limit * 0.8).max(1.0);
             }
         }
