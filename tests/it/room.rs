@@ -72,6 +72,13 @@ fn warm_into<B: Backend + 'static>(config: &Config, plan: &Plan, backend: Arc<B>
     })
 }
 
+/// Sets a Redis node's memory limit, with the production set-up's eviction policy.
+fn limit_memory(c: &mut redis::Connection, limit: &str) {
+    for (setting, value) in [("maxmemory", limit), ("maxmemory-policy", "allkeys-lru")] {
+        let () = redis::cmd("CONFIG").arg("SET").arg(setting).arg(value).query(c).expect("CONFIG SET");
+    }
+}
+
 /// Writes `count` live keys of `size` bytes, without expiry, as the application would.
 fn live_keys(c: &mut redis::Connection, prefix: &str, count: usize, size: usize) {
     let value = vec![b'x'; size];
@@ -99,13 +106,7 @@ fn a_warm_into_a_full_redis_stops_at_its_headroom_and_evicts_no_live_key() {
     let (config, plan) = big_plan(dir.path(), 2_000, VALUE);
     let redis = Redis::start();
     let mut c = redis.client().get_connection().expect("connects");
-    let () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("64mb").query(&mut c).expect("CONFIG");
-    let () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("allkeys-lru")
-        .query(&mut c)
-        .expect("CONFIG");
+    limit_memory(&mut c, "64mb");
     live_keys(&mut c, "live:", 4_000, 10_000);
 
     let report = warm_into(&config, &plan, Arc::new(RedisBackend::new(&redis.url()).expect("valid URL")));
@@ -134,13 +135,7 @@ fn a_warm_stops_at_once_when_the_cache_starts_evicting() {
     config.warm.cache_headroom = 1.0;
     let redis = Redis::start();
     let mut c = redis.client().get_connection().expect("connects");
-    let () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("24mb").query(&mut c).expect("CONFIG");
-    let () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("allkeys-lru")
-        .query(&mut c)
-        .expect("CONFIG");
+    limit_memory(&mut c, "24mb");
     live_keys(&mut c, "live:", 1_500, 10_000);
     let report = warm_into(&config, &plan, Arc::new(RedisBackend::new(&redis.url()).expect("valid URL")));
     assert_eq!(report.status, RunStatus::Evicting, "{report:?}");
@@ -163,15 +158,7 @@ fn a_cluster_node_with_a_smaller_limit_bounds_the_warm() {
     let (config, plan) = big_plan(dir.path(), 1_000, VALUE);
     let cluster = RedisCluster::start(3);
     for (i, limit) in [(0, "400mb"), (1, "48mb"), (2, "400mb")] {
-        let mut node = cluster.node(i);
-        let () =
-            redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(limit).query(&mut node).expect("CONFIG");
-        let () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("maxmemory-policy")
-            .arg("allkeys-lru")
-            .query(&mut node)
-            .expect("CONFIG");
+        limit_memory(&mut cluster.node(i), limit);
     }
     // Live keys on the small node, found by their slots.
     let mut small = cluster.node(1);
