@@ -58,7 +58,7 @@ pub struct SourcePacing {
     pub max_limit: u32,
     /// See `max_limit`.
     pub final_limit: u32,
-    /// The limit's changes over the run (the first [`TIMELINE`]).
+    /// The limit's changes over the run (the first 200).
     pub timeline: Vec<PacingStep>,
 }
 
