@@ -734,7 +734,7 @@ async fn drive<B: Backend + 'static>(
     let mut memory = MemoryWatch { budget: tally.report.memory_budget, checked: None, over: false };
     let (mut cache, readings) = CacheRoom::read(&*target.backend, config.warm.cache_headroom).await;
     tally.report.cache_memory_before = readings;
-    let mut tasks: JoinSet<(usize, u64, u64, Outcome)> = JoinSet::new();
+    let mut tasks: JoinSet<Outcome> = JoinSet::new();
     // Per batch in flight: its rule, keys, estimated value bytes, cost in the cache, and the
     // batches of its source in flight when it started.
     let mut in_flight: HashMap<tokio::task::Id, (usize, u64, u64, u64, usize)> = HashMap::new();
@@ -785,9 +785,7 @@ async fn drive<B: Backend + 'static>(
                     let ran_with = source.pacing.started();
                     let mode = load.on_existing.unwrap_or(config.warm.on_existing);
                     let (target, invalidations) = (target.clone(), config.warm.invalidations);
-                    let handle = tasks.spawn(async move {
-                        (rule, n, est, run_batch(batch, load, source, target, mode, invalidations).await)
-                    });
+                    let handle = tasks.spawn(run_batch(batch, load, source, target, mode, invalidations));
                     in_flight.insert(handle.id(), (rule, n, est, cost, ran_with));
                     bytes_in_flight += est;
                     cache_in_flight += cost;
@@ -811,7 +809,7 @@ async fn drive<B: Backend + 'static>(
         tokio::select! {
             joined = tasks.join_next_with_id() => {
                 let (id, outcome) = match joined {
-                    Some(Ok((id, (_, _, _, outcome)))) => (id, Ok(outcome)),
+                    Some(Ok((id, outcome))) => (id, Ok(outcome)),
                     Some(Err(e)) => (e.id(), Err(if e.is_cancelled() { "cancelled" } else { "panicked" })),
                     None => continue,
                 };
