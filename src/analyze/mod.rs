@@ -23,13 +23,13 @@ use hyperloglogplus::HyperLogLog;
 use rayon::prelude::*;
 
 use crate::config::{Config, ScoreConfig, Weight};
-use crate::logformat::time::format_rfc3339;
 use crate::logformat::{FormatSpec, JsonFields};
 use crate::profile::{
     InputSummary, LineCounts, PathCount, ProfileColumns, ProfileRow, RowGroup, RowValues, RuleSketches,
     RuleSummary, Sample, Sketches, Summary, Window, row_group_size,
 };
 use crate::rules::RuleSet;
+use crate::timestamp::format_rfc3339;
 use aggregate::{
     Aggregate, ChunkTally, KeyStats, KeyTable, SAMPLES_PER_REASON, TallyContext, tally_chunk_into,
 };

@@ -22,7 +22,7 @@ use redis::{ServerErrorKind, Value};
 
 use super::redis::{RESTORE_SCRIPT, classify};
 use super::{Backend, BackendError, Entry, NodeMemory, WriteMode, Written};
-use crate::source::redact_url;
+use crate::secret::redact_url;
 
 /// Hash slots in a Redis Cluster.
 const SLOTS: usize = 16384;

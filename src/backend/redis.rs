@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 
 use super::resp::{Failure, SetPipeline};
 use super::{Backend, BackendError, Entry, NodeMemory, WriteMode, Written, all_alike};
-use crate::source::{redact_url, scrub};
+use crate::secret::{redact_url, scrub};
 
 /// Restores one `DUMP` payload: KEYS[1] the key; ARGV the TTL in ms (0: none), the payload
 /// and the mode (`nx` leaves an existing key, `keep` replaces it keeping its remaining TTL,

@@ -3,13 +3,14 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use preheat::analyze::{self, AnalyzeOptions, Progress, input};
 use preheat::logformat::time::parse_iso8601;
 use preheat::profile::{ProfileColumns, ProfileRow, Store, Summary, store};
+use preheat::timestamp::now_ms;
 
 use super::{Exit, GlobalArgs, RunError, UsageError, load_config, show_bar};
 
@@ -50,10 +51,6 @@ pub struct AnalyzeArgs {
     /// Logs: files, directories, globs, or `-` for stdin. Gzip and zstd are detected.
     #[arg(required = true, value_name = "LOG")]
     logs: Vec<String>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `2026-01-01T00:00:00Z` or an age such as `24h` (that long before now).

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use preheat::backend::WriteMode;
 use preheat::config::{Config, MemoryLimit, StalePolicy};
-use preheat::source::{Fetch, HttpMode, Source, SourceKind, redact_url};
+use preheat::secret::redact_url;
+use preheat::source::{Fetch, HttpMode, Source, SourceKind};
 use serde_json::json;
 
 use super::{Exit, load_config, now_ms};
@@ -102,7 +103,7 @@ async fn connect_all(
 
 /// Where a source is, password removed.
 fn location(kind: &SourceKind) -> String {
-    let shown = |url: &str| match preheat::source::resolve_secret(url) {
+    let shown = |url: &str| match preheat::secret::resolve_secret(url) {
         Ok(resolved) if url.starts_with("env:") || url.starts_with("file:") => {
             format!("{} (from {url})", redact_url(&resolved))
         }
@@ -230,7 +231,7 @@ fn render(config: &Config, profile: &ProfileState, checks: &[(String, Result<(),
     let _ = writeln!(
         o,
         "backend   {}",
-        redact_url(&preheat::source::resolve_secret(&w.backend_url).unwrap_or_default())
+        redact_url(&preheat::secret::resolve_secret(&w.backend_url).unwrap_or_default())
     );
     for s in &config.sources {
         let _ = writeln!(
@@ -307,7 +308,7 @@ fn as_json(
         .collect();
     let mut warm = serde_json::to_value(&config.warm).unwrap_or_default();
     warm["backend_url"] =
-        json!(redact_url(&preheat::source::resolve_secret(&config.warm.backend_url).unwrap_or_default()));
+        json!(redact_url(&preheat::secret::resolve_secret(&config.warm.backend_url).unwrap_or_default()));
     json!({
         "config": config.origin,
         "valid": true,

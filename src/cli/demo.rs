@@ -7,7 +7,6 @@
 //! temporary directory for the run.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Args;
@@ -65,7 +64,7 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     println!("== 1. analyze {}\n", data.join("access.log.gz").display());
     let inputs = input::expand(&[data.join("access.log.gz").display().to_string()])?;
     let analysis = analyze(&inputs, &config.rules, &AnalyzeOptions::from_config(&config), &|_| {});
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = preheat::timestamp::now_ms();
     let store = Store::new(&args.profiles);
     let path = store.write(
         &analysis.profile,

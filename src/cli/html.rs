@@ -10,9 +10,9 @@ use std::fmt::Write as _;
 
 use preheat::analyze::trace::Hour;
 use preheat::capacity::CapacityReport;
-use preheat::logformat::time::format_rfc3339;
 use preheat::mrc::MissRatioCurve;
 use preheat::simulate::ColdVsWarm;
+use preheat::timestamp::format_rfc3339;
 
 const COLORS: [&str; 8] =
     ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4b5563"];

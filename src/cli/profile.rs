@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use preheat::logformat::time::format_rfc3339;
 use preheat::profile::{Store, read_profile, store};
+use preheat::timestamp::format_rfc3339;
 
 use super::Exit;
 use super::analyze::render_rows;

@@ -188,10 +188,7 @@ working set by hour (distinct keys, estimated):"
     );
     let _ = writeln!(o, "{:<17} {:>9} {:>9} {:>12}", "hour (UTC)", "requests", "keys", "memory");
     for h in hours {
-        let when = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(h.start_ms.max(0) as u64),
-        )
-        .to_string();
+        let when = preheat::timestamp::format_rfc3339(h.start_ms);
         let _ = writeln!(
             o,
             "{:<17} {:>9} {:>9} {:>12}",

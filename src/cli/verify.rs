@@ -12,7 +12,7 @@ use preheat::backend::RedisBackend;
 use preheat::config::Config;
 use preheat::plan::Plan;
 use preheat::profile::open_profile;
-use preheat::source::resolve_secret;
+use preheat::secret::resolve_secret;
 use preheat::verify::{
     Baseline, Hits, ReadSignal, RedisObservation, Verification, keep_landed, observe, verify, verify_app_log,
 };

@@ -11,7 +11,7 @@ use preheat::backend::{MemoryBackend, RedisBackend, RedisClusterBackend};
 use preheat::config::{Config, StalePolicy};
 use preheat::plan::Plan;
 use preheat::profile::open_profile;
-use preheat::source::{redact_url, resolve_secret};
+use preheat::secret::{redact_url, resolve_secret};
 use preheat::warm::{self, Progress, RunReport, RunStatus, WarmOutcome};
 
 use super::{Exit, GlobalArgs, RunError, load_config, show_bar};

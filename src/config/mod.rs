@@ -721,7 +721,7 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
                 0,
                 format!(
                     "backend.url: `{}` is not a `redis://`, `rediss://`, `redis+cluster://host:port,...` or `memory://` URL, nor `env:NAME` or `file:PATH`",
-                    crate::source::redact_url(url)
+                    crate::secret::redact_url(url)
                 ),
             );
         }

@@ -125,7 +125,7 @@ fn source(name: &str, src: &SourceFile, problems: &mut Problems) -> SourceSettin
                 0,
                 format!(
                     "sources.{name}.url: `{}` is not a {} URL, nor `env:NAME` or `file:PATH`",
-                    crate::source::redact_url(&url),
+                    crate::secret::redact_url(&url),
                     wanted.join(" or ")
                 ),
             );

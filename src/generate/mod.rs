@@ -371,7 +371,7 @@ impl Fields<'_> {
             Var::RemoteAddr => self.client.to_string(),
             Var::TimeLocal => clf_time(self.t),
             Var::TimeIso8601 => {
-                crate::logformat::time::format_rfc3339(self.t - self.t % 1000).replace('Z', "+00:00")
+                crate::timestamp::format_rfc3339(self.t - self.t % 1000).replace('Z', "+00:00")
             }
             Var::Msec => format!("{}.{:03}", self.t / 1000, self.t % 1000),
             Var::Request => format!("{} {} HTTP/1.1", self.method, self.target),

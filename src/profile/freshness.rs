@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use super::ProfileMeta;
-use crate::logformat::time::parse_iso8601;
+use crate::timestamp::parse_rfc3339;
 
 impl ProfileMeta {
     /// How old its data is at `now_ms`: since the end of its log window, or, for logs without
     /// timestamps, since it was written. `None` when neither can be read.
     pub fn age(&self, now_ms: i64) -> Option<Duration> {
         let end = self.summary.window.end.as_deref().or(Some(self.created.as_str()))?;
-        let end_ms = parse_iso8601(end.as_bytes())?;
+        let end_ms = parse_rfc3339(end)?;
         Some(Duration::from_millis(now_ms.saturating_sub(end_ms).max(0) as u64))
     }
 

@@ -9,8 +9,8 @@ use super::{
     LineCounts, PathCount, ProfileError, ProfileMeta, ProfileRow, RuleSketches, SCHEMA_VERSION, Sketches,
     Summary, Window,
 };
-use crate::logformat::time::{format_rfc3339, parse_iso8601};
 use crate::sketch::{self, Hll};
+use crate::timestamp::{format_rfc3339, parse_rfc3339};
 
 /// Samples of rejected lines kept in a merged summary.
 const SAMPLES: usize = 20;
@@ -88,13 +88,10 @@ pub fn merge(parts: Vec<Part>, now_ms: i64) -> Result<(ProfileMeta, Vec<ProfileR
         .as_deref()
         .and_then(|h| humantime::parse_duration(h).ok())
         .map(|d| d.as_secs_f64() * 1000.0);
-    let ends: Vec<Option<i64>> = parts
-        .iter()
-        .map(|p| p.meta.summary.window.end.as_deref().and_then(|e| parse_iso8601(e.as_bytes())))
-        .collect();
-    let starts = parts
-        .iter()
-        .filter_map(|p| p.meta.summary.window.start.as_deref().and_then(|e| parse_iso8601(e.as_bytes())));
+    let ends: Vec<Option<i64>> =
+        parts.iter().map(|p| p.meta.summary.window.end.as_deref().and_then(|e| parse_rfc3339(e))).collect();
+    let starts =
+        parts.iter().filter_map(|p| p.meta.summary.window.start.as_deref().and_then(|e| parse_rfc3339(e)));
     let end = ends.iter().flatten().copied().max();
     let start = starts.min();
 

@@ -10,7 +10,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::{ProfileColumns, ProfileError, ProfileMeta, write_profile};
-use crate::logformat::time::format_rfc3339;
+use crate::timestamp::{format_rfc3339, parse_rfc3339};
 
 /// Name of the pointer file.
 pub const LATEST: &str = "latest";
@@ -152,7 +152,7 @@ impl Store {
             let too_old = older_than.is_none_or(|limit| {
                 super::read_summary(path)
                     .ok()
-                    .and_then(|meta| crate::logformat::time::parse_iso8601(meta.created.as_bytes()))
+                    .and_then(|meta| parse_rfc3339(&meta.created))
                     .is_some_and(|created| now_ms - created > limit.as_millis() as i64)
             });
             if beyond_keep && too_old && (keep.is_some() || older_than.is_some()) {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::http1::{Answer, Failure, Http1Pool, cache_control};
-use super::{Fetched, SourceError, redact_url, scrub};
+use super::{Fetched, SourceError};
+use crate::secret::{redact_url, scrub};
 
 /// What an HTTP source does with a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

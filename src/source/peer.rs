@@ -11,7 +11,8 @@ use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
-use super::{Fetched, SourceError, redact_url, scrub};
+use super::{Fetched, SourceError};
+use crate::secret::{redact_url, scrub};
 
 /// A Redis server to copy from.
 pub struct PeerRedisSource {

@@ -13,8 +13,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Row, TypeInfo, ValueRef};
 
+use super::SourceError;
 use super::sqlite::{Param, SqliteDb, SqliteFailure};
-use super::{SourceError, redact_url, scrub};
+use crate::secret::{redact_url, scrub};
 
 /// How a row becomes a cached value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -2,7 +2,7 @@
 //! and whether warmed keys were read since the warm (`OBJECT IDLETIME` on a sample, or
 //! `OBJECT FREQ` when an LFU eviction policy keeps no idle times).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::Value;
 use serde::Serialize;
@@ -100,7 +100,7 @@ pub async fn observe(
     let read_since_warm = match signal {
         ReadSignal::LfuFrequency => numbers.iter().filter(|&&f| f > LFU_INITIAL).count(),
         ReadSignal::IdleTime => {
-            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            let now_ms = crate::timestamp::now_ms();
             let since_warm_s = match warm_ended_ms {
                 Some(ended) => (now_ms - ended) / 1000,
                 None => numbers.iter().copied().max().unwrap_or(0),

@@ -200,9 +200,7 @@ impl RunReport {
             failed: BTreeMap::new(),
             not_started: 0,
             bytes_written: 0,
-            started_at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            started_at_ms: crate::timestamp::now_ms(),
             duration_ms: 0,
             keys_per_sec: 0.0,
             memory_budget: None,

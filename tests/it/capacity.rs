@@ -228,5 +228,5 @@ fn the_html_report_names_its_sources_and_its_charts_read_clearly_in_a_browser() 
 /// Today's date as the page writes it (`2026-12-07`).
 fn format_rfc3339_date() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
-    preheat::logformat::time::format_rfc3339(now.as_millis() as i64)[..10].to_string()
+    preheat::timestamp::format_rfc3339(now.as_millis() as i64)[..10].to_string()
 }
