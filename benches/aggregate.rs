@@ -6,7 +6,7 @@ use std::io::Write;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use preheat::analyze::aggregate::{Aggregate, TallyContext, tally_chunk};
 use preheat::analyze::decay::HalfLife;
-use preheat::analyze::{AnalyzeOptions, analyze, input};
+use preheat::analyze::{analyze, input};
 use preheat::config::Config;
 use preheat::generate::{GenerateOptions, generate};
 use preheat::logformat::{FormatSpec, JsonFields, LogFormat};
@@ -54,7 +54,7 @@ fn aggregate(c: &mut Criterion) {
     let path = dir.path().join("access.log");
     std::fs::File::create(&path).and_then(|mut f| f.write_all(&data)).expect("writable");
     let inputs = input::expand(&[path.display().to_string()]).expect("exists");
-    let opts = AnalyzeOptions::from_config(&config);
+    let opts = config.analyze_options();
     let mut group = c.benchmark_group("analyze");
     group.throughput(Throughput::Bytes(data.len() as u64));
     group.sample_size(10);

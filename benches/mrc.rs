@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use preheat::mrc::{self, MissRatioCurve};
+use preheat::report::mrc::{self, MissRatioCurve};
 
 const REQUESTS: usize = 10_000_000;
 const KEYS: usize = 1_000_000;

@@ -16,13 +16,12 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use preheat::analyze::{AnalyzeOptions, analyze, input};
+use preheat::analyze::{analyze, input};
 use preheat::backend::MemoryBackend;
 use preheat::config::Config;
 use preheat::plan::Plan;
-use preheat::profile::{Store, open_profile, store};
+use preheat::profile::{Store, open_profile};
 use preheat::source::run_script;
 use preheat::warm;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -105,13 +104,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The nightly job: analyze the logs into the profile store.
     let profiles = Store::new(work.path().join("profiles"));
     let inputs = input::expand(&[data.join("access.log.gz").display().to_string()])?;
-    let analysis = analyze(&inputs, &config.rules, &AnalyzeOptions::from_config(&config), &|_| {});
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
-    profiles.write(
-        &analysis.profile,
-        &store::meta_now(analysis.summary, Some(analysis.sketches), now),
-        now,
-    )?;
+    let analysis = analyze(&inputs, &config.rules, &config.analyze_options(), &|_| {});
+    analysis.save(&profiles, preheat::timestamp::now_ms())?;
 
     // Start-up: the port opens at once, not ready yet.
     let service =
@@ -123,7 +117,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The warm, in the background; the flag turns on when it ends or its deadline passes.
     let (meta, rows) = open_profile(&profiles.latest()?)?;
-    let plan = Plan::build(rows, &meta.summary, &config)?;
+    let plan = Plan::build(rows, &meta.summary, &config.plan_settings())?;
     let hottest =
         plan.keys.iter().find(|k| k.rule == 0).map(|k| k.key.clone()).ok_or("no product in the plan")?;
     let ready = service.ready.clone();
@@ -134,14 +128,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let (cache, ready) = (service.cache.clone(), service.ready.clone());
     let warming = tokio::spawn(async move {
-        let sources = warm::open_sources(&config);
+        let sources = warm::open_sources(&config.sources, &config.warm);
         let ready_early = ready.clone();
         let on_progress = move |p: &warm::Progress| {
             if p.ready {
                 ready_early.store(true, Ordering::Release);
             }
         };
-        let report = warm::run(&plan, &config, &sources, cache, std::future::pending(), &on_progress).await;
+        let report =
+            warm::run(&plan, &config.warm_job(), &sources, cache, std::future::pending(), &on_progress).await;
         ready.store(true, Ordering::Release);
         report
     });

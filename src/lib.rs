@@ -1,25 +1,25 @@
 //! preheat learns from access logs which cache entries are hot and warms them before traffic
 //! arrives.
 //!
-//! Layout, in pipeline order:
+//! Layout, in pipeline order (`docs/ARCHITECTURE.md` says what each may import):
 //! - [`logformat`]: one log line → [`logformat::Record`] (combined, common, JSON, nginx
 //!   `log_format` strings).
 //! - [`rules`]: a record → (rule, key) via match patterns and key templates.
-//! - [`config`]: `preheat.toml` → validated [`config::Config`].
 //! - [`analyze`]: logs → ranked (rule, key) rows and a summary, in parallel, in bounded memory.
 //! - [`profile`]: those rows as Parquet, in a store with a `latest` pointer; merging
 //!   profiles of several hosts; [`sketch`]: the HyperLogLog sketches they carry.
 //! - [`plan`]: the hottest profiled keys that fit the warm budgets, and their predicted
 //!   coverage.
 //! - [`warm`]: a plan's values loaded from [`source`]s in batches and written to a
-//!   [`backend`] (Redis, or an in-process cache), inside the deadline and the [`memory`]
-//!   budget, with the run report; [`metrics`] turns the report into Prometheus metrics.
-//! - [`capacity`]: from a profile, how many keys and how much memory buy which coverage;
-//!   [`mrc`]: from a request trace, the hit ratio of an LRU cache of each size;
-//!   [`simulate`]: the same traffic through a cold and a pre-warmed cache.
-//! - [`verify`]: the traffic after a deploy against the warm's plan: did it pay off?
-//! - [`generate`]: synthetic Zipf-distributed logs with exact ground truth, for demos, tests
-//!   and benchmarks.
+//!   [`backend`] (Redis, Redis Cluster, or an in-process cache), inside the deadline and the
+//!   [`memory`] budget, with the run report.
+//! - [`report`]: capacity, miss-ratio curves, cold against warm, verification of a warm, its
+//!   metrics and the HTML page.
+//! - [`config`]: `preheat.toml` → validated [`config::Config`], which builds each stage's
+//!   settings; no stage reads it.
+//! - Shared by all: [`secret`] (passwords kept out of output), [`timestamp`] and [`units`]
+//!   (times, sizes and durations as text), [`generate`] (synthetic Zipf-distributed logs with
+//!   exact ground truth, for demos, tests and benchmarks).
 //!
 //! The `preheat` binary (`src/cli/`) is a thin layer over these modules;
 //! `examples/warm_in_process.rs` shows a service warming its own cache at start-up.
@@ -55,20 +55,18 @@
 
 pub mod analyze;
 pub mod backend;
-pub mod capacity;
 pub mod config;
+pub mod failure;
 pub mod generate;
 pub mod logformat;
 pub mod memory;
-pub mod metrics;
-pub mod mrc;
 pub mod plan;
 pub mod profile;
+pub mod report;
 pub mod rules;
 pub mod secret;
-pub mod simulate;
 pub mod sketch;
 pub mod source;
 pub mod timestamp;
-pub mod verify;
+pub mod units;
 pub mod warm;

@@ -89,6 +89,30 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The warm's memory budget (`warm.max_memory`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryLimit {
+    /// A share of the available memory, at most [`MAX_MEMORY_SHARE`].
+    Share(f64),
+    /// Bytes; at run time never more than [`MAX_MEMORY_SHARE`] of the available memory.
+    Bytes(u64),
+}
+
+/// The largest share of the available memory a warm may use.
+pub const MAX_MEMORY_SHARE: f64 = 0.5;
+
+impl MemoryLimit {
+    /// The budget in bytes, given the available memory.
+    pub fn bytes(self, available: u64) -> u64 {
+        let ceiling = (available as f64 * MAX_MEMORY_SHARE) as u64;
+        match self {
+            MemoryLimit::Share(s) => (available as f64 * s) as u64,
+            MemoryLimit::Bytes(b) => b.min(ceiling),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,12 +8,36 @@
 
 use serde::Serialize;
 
-use crate::config::{Config, WarmBudgets};
 use crate::profile::{ProfileError, ProfileRow, Summary};
 
 /// Value size assumed for a key whose profile row has no response size (the log had no
 /// bytes field).
 pub const DEFAULT_VALUE_BYTES: u64 = 1024;
+
+/// Budgets of a warm plan (`[warm]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct WarmBudgets {
+    /// At most this many keys in total.
+    pub max_keys: u64,
+    /// At most this many bytes of values in total, estimated from the profile's mean response
+    /// sizes; `None` for no byte budget.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for WarmBudgets {
+    fn default() -> Self {
+        WarmBudgets { max_keys: 100_000, max_bytes: None }
+    }
+}
+
+/// What a plan may hold: the budgets and, in config order, each rule's name and quota.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PlanSettings {
+    /// The warm's key and byte budgets.
+    pub budgets: WarmBudgets,
+    /// Per configured rule: its name and its key quota (`None`: no quota).
+    pub rules: Vec<(String, Option<u64>)>,
+}
 
 /// One key to warm.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -98,24 +122,18 @@ impl Plan {
     pub fn build(
         rows: impl IntoIterator<Item = Result<ProfileRow, ProfileError>>,
         summary: &Summary,
-        config: &Config,
+        settings: &PlanSettings,
     ) -> Result<Plan, ProfileError> {
-        let budgets = config.warm.budgets;
-        let mut rules: Vec<RulePlan> = config
+        let budgets = settings.budgets;
+        let mut rules: Vec<RulePlan> = settings
             .rules
-            .rules()
             .iter()
-            .zip(&config.quotas)
-            .map(|(rule, quota)| RulePlan {
-                name: rule.name.clone(),
+            .map(|(name, quota)| RulePlan {
+                name: name.clone(),
                 keys: 0,
                 est_bytes: 0,
                 requests_covered: 0,
-                requests_profiled: summary
-                    .rules
-                    .iter()
-                    .find(|s| s.name == rule.name)
-                    .map_or(0, |s| s.requests),
+                requests_profiled: summary.rules.iter().find(|s| s.name == *name).map_or(0, |s| s.requests),
                 quota: *quota,
                 over_quota: 0,
             })
@@ -204,14 +222,12 @@ mod tests {
     use super::*;
     use crate::profile::{LineCounts, RuleSummary, Window};
 
-    /// Rules `a` and `b`, with `warm` as the `[warm]` table's body and an optional quota on `a`.
-    fn config(warm: &str, quota_a: Option<u64>) -> Config {
-        let quota = quota_a.map_or(String::new(), |q| format!("quota = {q}"));
-        let text = format!(
-            "[warm]\n{warm}\n[[rule]]\nname = \"a\"\nmatch = \"GET /a/{{id}}\"\nkey = \"a:{{id}}\"\n{quota}\n\
-             [[rule]]\nname = \"b\"\nmatch = \"GET /b/{{id}}\"\nkey = \"b:{{id}}\"\n"
-        );
-        Config::parse(&text, "t").expect("valid")
+    /// Rules `a` and `b`, with `max_keys` and `max_bytes` budgets and an optional quota on `a`.
+    fn config(max_keys: u64, max_bytes: Option<u64>, quota_a: Option<u64>) -> PlanSettings {
+        PlanSettings {
+            budgets: WarmBudgets { max_keys, max_bytes },
+            rules: vec![("a".into(), quota_a), ("b".into(), None)],
+        }
     }
 
     fn row(rule: &str, n: u64, bytes: Option<f64>) -> Result<ProfileRow, ProfileError> {
@@ -282,7 +298,8 @@ mod tests {
 
     #[test]
     fn everything_fits() {
-        let p = Plan::build(rows(), &summary(100, &[("a", 70), ("b", 30)]), &config("", None)).expect("plan");
+        let p = Plan::build(rows(), &summary(100, &[("a", 70), ("b", 30)]), &config(100_000, None, None))
+            .expect("plan");
         assert_eq!(p.limit, PlanLimit::ProfileExhausted);
         assert_eq!(p.keys.len(), 4);
         assert_eq!(p.rows_of_unknown_rules, 1);
@@ -294,11 +311,11 @@ mod tests {
 
     #[test]
     fn an_empty_plan_says_why() {
-        let full =
-            Plan::build(rows(), &summary(100, &[("a", 70), ("b", 30)]), &config("", None)).expect("plan");
+        let full = Plan::build(rows(), &summary(100, &[("a", 70), ("b", 30)]), &config(100_000, None, None))
+            .expect("plan");
         assert_eq!(full.why_empty(), None);
 
-        let no_keys = Plan::build(vec![], &summary(0, &[]), &config("", None)).expect("plan");
+        let no_keys = Plan::build(vec![], &summary(0, &[]), &config(100_000, None, None)).expect("plan");
         assert!(
             no_keys.why_empty().is_some_and(|w| w.contains("holds no keys")),
             "{:?}",
@@ -306,7 +323,8 @@ mod tests {
         );
 
         let renamed =
-            Plan::build(vec![row("x", 5, None)], &summary(5, &[("x", 5)]), &config("", None)).expect("plan");
+            Plan::build(vec![row("x", 5, None)], &summary(5, &[("x", 5)]), &config(100_000, None, None))
+                .expect("plan");
         assert!(
             renamed.why_empty().is_some_and(|w| w.contains("rule this config defines")),
             "{:?}",
@@ -314,14 +332,14 @@ mod tests {
         );
 
         let budget =
-            Plan::build(rows(), &summary(100, &[("a", 70), ("b", 30)]), &config("max_bytes = \"1\"", None));
+            Plan::build(rows(), &summary(100, &[("a", 70), ("b", 30)]), &config(100_000, Some(1), None));
         let budget = budget.expect("plan");
         assert!(budget.why_empty().is_some_and(|w| w.contains("budgets")), "{:?}", budget.why_empty());
     }
 
     #[test]
     fn key_budget_takes_the_hottest() {
-        let p = Plan::build(rows(), &summary(100, &[]), &config("max_keys = 2", None)).expect("plan");
+        let p = Plan::build(rows(), &summary(100, &[]), &config(2, None, None)).expect("plan");
         assert_eq!(p.limit, PlanLimit::MaxKeys);
         let keys: Vec<&str> = p.keys.iter().map(|k| k.key.as_str()).collect();
         assert_eq!(keys, ["a:50", "b:30"]);
@@ -329,7 +347,7 @@ mod tests {
 
     #[test]
     fn byte_budget_stops_at_the_first_row_that_does_not_fit() {
-        let p = Plan::build(rows(), &summary(100, &[]), &config("max_bytes = \"1100\"", None)).expect("plan");
+        let p = Plan::build(rows(), &summary(100, &[]), &config(100_000, Some(1100), None)).expect("plan");
         assert_eq!(p.limit, PlanLimit::MaxBytes);
         assert_eq!(p.keys.len(), 1, "b:30 (1024 bytes assumed) does not fit beside a:50");
         assert!(p.est_bytes <= 1100);
@@ -337,7 +355,7 @@ mod tests {
 
     #[test]
     fn quotas_pass_over_a_full_rule() {
-        let p = Plan::build(rows(), &summary(100, &[]), &config("", Some(2))).expect("plan");
+        let p = Plan::build(rows(), &summary(100, &[]), &config(100_000, None, Some(2))).expect("plan");
         let keys: Vec<&str> = p.keys.iter().map(|k| k.key.as_str()).collect();
         assert_eq!(keys, ["a:50", "b:30", "a:10"]);
         assert_eq!(p.rules[0].over_quota, 1);

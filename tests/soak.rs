@@ -9,7 +9,7 @@ mod servers;
 
 use std::sync::Arc;
 
-use preheat::analyze::{AnalyzeOptions, analyze, input};
+use preheat::analyze::{analyze, input};
 use preheat::backend::RedisBackend;
 use preheat::config::Config;
 use preheat::plan::Plan;
@@ -50,19 +50,20 @@ fn repeated_warms_across_redis_restarts_keep_memory_flat() {
     let log_path = dir.path().join("access.log");
     std::fs::write(&log_path, log).expect("writable");
     let inputs = input::expand(&[log_path.display().to_string()]).expect("input");
-    let analysis = analyze(&inputs, &config.rules, &AnalyzeOptions::from_config(&config), &|_| {});
-    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
+    let analysis = analyze(&inputs, &config.rules, &config.analyze_options(), &|_| {});
+    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config.plan_settings())
+        .expect("plan");
     assert_eq!(plan.keys.len(), KEYS as usize);
 
     let backend = Arc::new(RedisBackend::new(&redis.url()).expect("valid URL"));
-    let sources = rt.block_on(async { warm::open_sources(&config) });
+    let sources = rt.block_on(async { warm::open_sources(&config.sources, &config.warm) });
     let mut resident = Vec::new();
     let started = std::time::Instant::now();
     for run in 0..RUNS {
         redis.restart();
         let report = rt.block_on(warm::run(
             &plan,
-            &config,
+            &config.warm_job(),
             &sources,
             backend.clone(),
             std::future::pending(),

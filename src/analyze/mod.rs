@@ -11,9 +11,11 @@
 pub mod aggregate;
 pub mod decay;
 pub mod input;
+mod options;
 mod ordered;
 pub mod trace;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,11 +24,9 @@ use std::time::{Duration, Instant};
 use hyperloglogplus::HyperLogLog;
 use rayon::prelude::*;
 
-use crate::config::{Config, ScoreConfig, Weight};
-use crate::logformat::{FormatSpec, JsonFields};
 use crate::profile::{
-    InputSummary, LineCounts, PathCount, ProfileColumns, ProfileRow, RowGroup, RowValues, RuleSketches,
-    RuleSummary, Sample, Sketches, Summary, Window, row_group_size,
+    InputSummary, LineCounts, PathCount, ProfileColumns, ProfileError, ProfileRow, RowGroup, RowValues,
+    RuleSketches, RuleSummary, Sample, Sketches, Store, Summary, Window, row_group_size, store,
 };
 use crate::rules::RuleSet;
 use crate::timestamp::format_rfc3339;
@@ -35,44 +35,8 @@ use aggregate::{
 };
 use decay::HalfLife;
 use input::{Event, Input};
+pub use options::{AnalyzeOptions, Scoring, Weight};
 use ordered::lock;
-
-/// What an analysis does besides the rules.
-#[derive(Debug, Clone)]
-pub struct AnalyzeOptions {
-    /// The log format (`Auto` detects per input).
-    pub format: FormatSpec,
-    /// JSON field names.
-    pub json_fields: JsonFields,
-    /// Only requests at or after this time (Unix ms).
-    pub since_ms: Option<i64>,
-    /// Only requests before this time (Unix ms).
-    pub until_ms: Option<i64>,
-    /// Exact distinct keys per rule before the bounded summary takes over.
-    pub max_keys_per_rule: usize,
-    /// How many unmatched paths to report.
-    pub top_unmatched: usize,
-    /// Scoring.
-    pub score: ScoreConfig,
-    /// The config fingerprint stored in the profile.
-    pub config_fingerprint: String,
-}
-
-impl AnalyzeOptions {
-    /// Options as a config sets them.
-    pub fn from_config(config: &Config) -> Self {
-        AnalyzeOptions {
-            format: config.format.clone(),
-            json_fields: config.json_fields.clone(),
-            since_ms: None,
-            until_ms: None,
-            max_keys_per_rule: config.analyze.max_keys_per_rule.get(),
-            top_unmatched: config.analyze.top_unmatched,
-            score: config.analyze.score,
-            config_fingerprint: config.fingerprint.clone(),
-        }
-    }
-}
 
 /// How far an analysis has come.
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +66,13 @@ impl Analysis {
     /// The profile's rows, hottest first, each built now.
     pub fn rows(&self) -> Vec<ProfileRow> {
         self.profile.rows().collect()
+    }
+
+    /// Writes the analysis into `store` as a new profile made at `now_ms`, which becomes the
+    /// store's `latest`; returns its path.
+    pub fn save(&self, store: &Store, now_ms: i64) -> Result<PathBuf, ProfileError> {
+        let meta = store::meta_now(self.summary.clone(), Some(self.sketches.clone()), now_ms);
+        store.write(&self.profile, &meta, now_ms)
     }
 
     /// Whether any input failed to be read in full.

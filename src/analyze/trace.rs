@@ -12,9 +12,8 @@ use hyperloglogplus::HyperLogLog;
 use super::aggregate::{Hll, new_hll, recycle};
 use super::input::{Chunk, Event, Input, Reader};
 use super::ordered::{for_each_in_order, lock};
-use crate::config::Config;
-use crate::logformat::CacheStatus;
-use crate::rules::Outcome;
+use crate::logformat::{CacheStatus, FormatSpec, JsonFields};
+use crate::rules::{Outcome, RuleSet};
 
 /// One request a rule matched.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +30,17 @@ pub struct Request<'a> {
     pub bytes: Option<u64>,
 }
 
+/// How requests are read from logs: the format, and the rules that turn a line into a key.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading<'a> {
+    /// The log format (`Auto` detects per input).
+    pub format: &'a FormatSpec,
+    /// JSON field names.
+    pub json_fields: &'a JsonFields,
+    /// The rules, in the order they are tried.
+    pub rules: &'a RuleSet,
+}
+
 /// What reading the logs met besides matched requests.
 #[derive(Debug, Clone, Default)]
 pub struct ReadStats {
@@ -44,17 +54,17 @@ pub struct ReadStats {
     pub failed_inputs: Vec<(String, String)>,
 }
 
-/// Reads `inputs` in order (plain, gzip or zstd) with `config`'s format and rules, and hands
+/// Reads `inputs` in order (plain, gzip or zstd) with `reading`'s format and rules, and hands
 /// every matched request to `visit`, in log order. The rayon workers parse chunks side by
 /// side; `visit` sees one chunk's requests at a time, in order.
 pub fn for_each_request(
     inputs: &[Input],
-    config: &Config,
+    reading: Reading<'_>,
     visit: impl FnMut(&Request<'_>) + Send,
 ) -> ReadStats {
     let (spare_tx, spare_rx) = channel::<Vec<u8>>();
     let reader =
-        Reader::new(inputs, &config.format, &config.json_fields, spare_rx, Arc::new(AtomicU64::new(0)));
+        Reader::new(inputs, reading.format, reading.json_fields, spare_rx, Arc::new(AtomicU64::new(0)));
     // Visited chunks' request lists come back here for the next chunk.
     let pool: Mutex<Vec<ChunkRequests>> = Mutex::new(Vec::new());
     let (_, stats) = for_each_in_order(
@@ -65,7 +75,7 @@ pub fn for_each_request(
             Event::Failed { input, error } => Parsed::Failed { input, error },
             Event::Chunk(chunk) => {
                 let mut requests = Box::new(lock(&pool).pop().unwrap_or_default());
-                requests.parse(&chunk, config);
+                requests.parse(&chunk, reading.rules);
                 Parsed::Chunk { requests, buffer: chunk.data }
             }
         },
@@ -111,7 +121,7 @@ struct ChunkRequest {
 }
 
 impl ChunkRequests {
-    fn parse(&mut self, chunk: &Chunk, config: &Config) {
+    fn parse(&mut self, chunk: &Chunk, rules: &RuleSet) {
         let mut spare_values: Vec<Option<&[u8]>> = Vec::new();
         let mut key = Vec::with_capacity(64);
         for line in chunk.data.split(|&b| b == b'\n') {
@@ -124,8 +134,8 @@ impl ChunkRequests {
                 continue;
             };
             let mut values = recycle(std::mem::take(&mut spare_values));
-            match config.rules.classify(&rec, &mut values) {
-                Outcome::Matched(rule) => match config.rules.rules()[rule].key.render(&values, &mut key) {
+            match rules.classify(&rec, &mut values) {
+                Outcome::Matched(rule) => match rules.rules()[rule].key.render(&values, &mut key) {
                     Ok(key) => {
                         self.keys.push_str(key);
                         self.requests.push(ChunkRequest {
@@ -195,13 +205,13 @@ struct HourTally {
 
 /// Reads `inputs` into a key trace and the hourly working set. Memory is 8 bytes per matched
 /// request, plus 12 KiB per hour of log.
-pub fn key_trace(inputs: &[Input], config: &Config) -> KeyTrace {
+pub fn key_trace(inputs: &[Input], reading: Reading<'_>) -> KeyTrace {
     // Fixed seeds: the same key hashes alike in every run, so sampled curves are repeatable.
     let hasher = ahash::RandomState::with_seeds(0x7072_6568, 0x6561_7420, 0x7472_6163, 0x6520_6b65);
     let mut keys = Vec::new();
     let mut hours: BTreeMap<i64, HourTally> = BTreeMap::new();
     let mut hashed = Vec::with_capacity(64);
-    let stats = for_each_request(inputs, config, |r| {
+    let stats = for_each_request(inputs, reading, |r| {
         hashed.clear();
         hashed.extend_from_slice(&(r.rule as u32).to_le_bytes());
         hashed.extend_from_slice(r.key.as_bytes());
@@ -248,9 +258,9 @@ mod tests {
     /// once and in log order, and the lines no rule caches or no parser reads are counted.
     #[test]
     fn requests_reach_the_visitor_in_log_order() {
-        let config =
-            Config::parse("[[rule]]\nname = \"p\"\nmatch = \"GET /p/{id}\"\nkey = \"p:{id}\"\n", "t.toml")
-                .expect("valid");
+        let rules = RuleSet::new(vec![crate::rules::Rule::new("p", "GET /p/{id}", "p:{id}").expect("valid")]);
+        let reading =
+            Reading { format: &FormatSpec::Auto, json_fields: &JsonFields::default(), rules: &rules };
         let agent = "a".repeat(900); // about 1 KiB a line, so the log spans several chunks
         let (mut log, mut expected, mut other, mut malformed) = (String::new(), Vec::new(), 0, 0);
         for i in 0.. {
@@ -282,7 +292,7 @@ mod tests {
         for round in 0..3 {
             let mut seen = Vec::new();
             let stats = pool.install(|| {
-                for_each_request(&[Input::File(path.clone())], &config, |r| {
+                for_each_request(&[Input::File(path.clone())], reading, |r| {
                     assert_eq!(r.rule, 0);
                     seen.push(r.key.to_string());
                 })

@@ -9,6 +9,7 @@
 
 mod cluster;
 mod memory;
+mod open;
 mod redis;
 mod resp;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 pub use self::redis::RedisBackend;
 pub use cluster::{RedisClusterBackend, slot};
 pub use memory::MemoryBackend;
+pub use open::{AnyBackend, BackendSettings, OpenError, SCHEMES, known_scheme, open, open_redis};
 
 /// One value to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,4 +154,37 @@ pub trait Backend: Send + Sync {
     /// Releases the lock `key` if it still holds `token` (it may have expired and been taken
     /// by another run, whose lock stays).
     fn unlock(&self, key: &str, token: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
+}
+
+/// Longest key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Why a key is refused.
+pub fn validate_key(key: &str) -> Result<(), &'static str> {
+    if key.is_empty() {
+        return Err("empty");
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err("longer than 1024 bytes");
+    }
+    if key.chars().any(char::is_whitespace) {
+        return Err("contains white space");
+    }
+    if key.chars().any(char::is_control) {
+        return Err("contains a control character");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_validated() {
+        assert!(validate_key("product:42").is_ok());
+        assert_eq!(validate_key(""), Err("empty"));
+        assert_eq!(validate_key("a b"), Err("contains white space"));
+        assert_eq!(validate_key("a\u{7}b"), Err("contains a control character"));
+        assert_eq!(validate_key(&"k".repeat(1025)), Err("longer than 1024 bytes"));
+    }
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use preheat::analyze::{self, AnalyzeOptions, Progress, input};
+use preheat::analyze::{self, Progress, input};
 use preheat::logformat::time::parse_iso8601;
-use preheat::profile::{ProfileColumns, ProfileRow, Store, Summary, store};
+use preheat::profile::{ProfileColumns, ProfileRow, Store, Summary};
 use preheat::timestamp::now_ms;
 
 use super::{Exit, GlobalArgs, RunError, UsageError, load_config, show_bar};
@@ -69,7 +69,7 @@ fn parse_time(flag: &str, value: &str) -> Result<i64, UsageError> {
 
 pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let config = load_config(args.config.as_ref())?;
-    let mut opts = AnalyzeOptions::from_config(&config);
+    let mut opts = config.analyze_options();
     if let Some(format) = args.format.parse()? {
         opts.format = format;
     }
@@ -122,12 +122,9 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let profile_path = if args.dry_run || refused {
         None
     } else {
-        let store = Store::new(&args.profiles);
-        let now = now_ms();
-        let meta = store::meta_now(analysis.summary.clone(), Some(analysis.sketches.clone()), now);
         let started = std::time::Instant::now();
-        let path = store
-            .write(&analysis.profile, &meta, now)
+        let path = analysis
+            .save(&Store::new(&args.profiles), now_ms())
             .with_context(|| format!("writing the profile to `{}`", args.profiles.display()))?;
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "profile written");
         Some(path)

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use preheat::backend::WriteMode;
-use preheat::config::{Config, MemoryLimit, StalePolicy};
+use preheat::config::Config;
+use preheat::memory::MemoryLimit;
 use preheat::secret::redact_url;
 use preheat::source::{Fetch, HttpMode, Source, SourceKind};
+use preheat::warm::StalePolicy;
 use serde_json::json;
 
 use super::{Exit, load_config, now_ms};
@@ -88,8 +90,9 @@ fn profile_state(args: &CheckArgs, config: &Config) -> ProfileState {
 /// Reaches the backend and every source; one `(what, result)` each.
 async fn connect_all(
     config: &Config,
-    backend: &super::warm::AnyBackend,
+    backend: &preheat::backend::AnyBackend,
 ) -> Vec<(String, Result<(), String>)> {
+    use preheat::backend::Backend as _;
     let mut out = vec![("backend".to_string(), backend.ping().await.map_err(|e| e.to_string()))];
     for settings in &config.sources {
         let result = match Source::open(settings) {
@@ -198,10 +201,10 @@ fn render(config: &Config, profile: &ProfileState, checks: &[(String, Result<(),
     );
     let ready = match w.ready_at {
         None => "when the warm ends".to_string(),
-        Some(preheat::config::ReadyAt::Coverage(share)) => {
+        Some(preheat::warm::ReadyAt::Coverage(share)) => {
             format!("at {:.0}% of the predicted coverage", 100.0 * share)
         }
-        Some(preheat::config::ReadyAt::Keys(n)) => format!("at {n} keys warmed"),
+        Some(preheat::warm::ReadyAt::Keys(n)) => format!("at {n} keys warmed"),
     };
     let anyway = if w.ready_anyway && w.ready_at.is_some() { ", or when it ends anyway" } else { "" };
     let _ = writeln!(
@@ -231,7 +234,7 @@ fn render(config: &Config, profile: &ProfileState, checks: &[(String, Result<(),
     let _ = writeln!(
         o,
         "backend   {}",
-        redact_url(&preheat::secret::resolve_secret(&w.backend_url).unwrap_or_default())
+        redact_url(&preheat::secret::resolve_secret(&config.backend.url).unwrap_or_default())
     );
     for s in &config.sources {
         let _ = writeln!(
@@ -308,7 +311,7 @@ fn as_json(
         .collect();
     let mut warm = serde_json::to_value(&config.warm).unwrap_or_default();
     warm["backend_url"] =
-        json!(redact_url(&preheat::secret::resolve_secret(&config.warm.backend_url).unwrap_or_default()));
+        json!(redact_url(&preheat::secret::resolve_secret(&config.backend.url).unwrap_or_default()));
     json!({
         "config": config.origin,
         "valid": true,

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use preheat::analyze::{AnalyzeOptions, analyze, input};
-use preheat::capacity::CapacityReport;
+use preheat::analyze::{analyze, input};
 use preheat::config::Config;
 use preheat::plan::Plan;
-use preheat::profile::{Store, open_profile, store};
+use preheat::profile::{Store, open_profile};
+use preheat::report::capacity::CapacityReport;
 
 use super::{Exit, GlobalArgs, UsageError, show_bar};
 
@@ -63,19 +63,14 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
 
     println!("== 1. analyze {}\n", data.join("access.log.gz").display());
     let inputs = input::expand(&[data.join("access.log.gz").display().to_string()])?;
-    let analysis = analyze(&inputs, &config.rules, &AnalyzeOptions::from_config(&config), &|_| {});
-    let now = preheat::timestamp::now_ms();
+    let analysis = analyze(&inputs, &config.rules, &config.analyze_options(), &|_| {});
     let store = Store::new(&args.profiles);
-    let path = store.write(
-        &analysis.profile,
-        &store::meta_now(analysis.summary.clone(), Some(analysis.sketches.clone()), now),
-        now,
-    )?;
+    let path = analysis.save(&store, preheat::timestamp::now_ms())?;
     print!("{}", super::analyze::render_summary(&analysis.summary, &analysis.profile, 5, Ok(&path)));
 
     println!("\n== 2. plan from the latest profile\n");
     let (meta, rows) = open_profile(&store.latest()?)?;
-    let plan = Plan::build(rows, &meta.summary, &config)?;
+    let plan = Plan::build(rows, &meta.summary, &config.plan_settings())?;
     println!(
         "{} keys, ~{:.1} MiB, predicted to cover {:.1}% of requests",
         plan.keys.len(),

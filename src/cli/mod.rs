@@ -4,7 +4,6 @@ mod analyze;
 mod config;
 mod demo;
 mod generate;
-mod html;
 mod manual;
 mod plan;
 mod profile;

@@ -35,7 +35,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<Exit> {
     for why in meta.staleness(&config.fingerprint, config.warm.max_profile_age, super::now_ms()) {
         tracing::warn!(profile = %path.display(), "stale profile: {why}");
     }
-    let plan = Plan::build(rows, &meta.summary, &config)?;
+    let plan = Plan::build(rows, &meta.summary, &config.plan_settings())?;
     tracing::info!(
         profile = %path.display(),
         keys = plan.keys.len(),

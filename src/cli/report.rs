@@ -7,10 +7,10 @@ use anyhow::Context;
 use clap::Args;
 use preheat::analyze::input;
 use preheat::analyze::trace::{Hour, key_trace};
-use preheat::capacity::{CapacityReport, PER_KEY_OVERHEAD, Scope};
-use preheat::mrc::{self, MissRatioCurve};
 use preheat::profile::open_profile;
-use preheat::simulate::{ColdVsWarm, cold_vs_warm};
+use preheat::report::capacity::{CapacityReport, PER_KEY_OVERHEAD, Scope};
+use preheat::report::mrc::{self, MissRatioCurve};
+use preheat::report::simulate::{ColdVsWarm, cold_vs_warm};
 
 use super::{Exit, RunError, load_config};
 
@@ -66,7 +66,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
         None => (None, Vec::new(), None),
     };
     if let Some(file) = &args.html {
-        let provenance = super::html::Provenance {
+        let provenance = preheat::report::html::Provenance {
             profile: capacity
                 .as_ref()
                 .map(|(_, path, (start, end))| (path.display().to_string(), start.clone(), end.clone())),
@@ -74,7 +74,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Exit> {
             made_ms: super::now_ms(),
         };
         let report = capacity.as_ref().map(|(r, _, _)| r);
-        let page = super::html::page(&provenance, report, curve.as_ref(), &hours, simulation.as_ref());
+        let page =
+            preheat::report::html::page(&provenance, report, curve.as_ref(), &hours, simulation.as_ref());
         std::fs::write(file, page)
             .with_context(|| format!("writing the HTML report to `{}`", file.display()))?;
         tracing::info!(file = %file.display(), "HTML report written");
@@ -117,7 +118,7 @@ fn replay(
         config.format = format;
     }
     let inputs = input::expand(&args.logs).context("reading the logs to replay")?;
-    let trace = key_trace(&inputs, &config);
+    let trace = key_trace(&inputs, config.reading());
     for (name, error) in &trace.stats.failed_inputs {
         tracing::warn!(input = %name, error = %error, "input not read in full; the curve uses what was read");
     }

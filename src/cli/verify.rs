@@ -8,14 +8,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use preheat::analyze::input;
-use preheat::backend::RedisBackend;
 use preheat::config::Config;
 use preheat::plan::Plan;
 use preheat::profile::open_profile;
-use preheat::secret::resolve_secret;
-use preheat::verify::{
+use preheat::report::verify::{
     Baseline, Hits, ReadSignal, RedisObservation, Verification, keep_landed, observe, verify, verify_app_log,
 };
+use preheat::secret::resolve_secret;
 use preheat::warm::RunReport;
 
 use super::{Exit, UsageError, load_config};
@@ -82,7 +81,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
             before.set(Hits { hits: b.hits + r.cache_hits, misses: b.misses + r.cache_misses });
         }
     });
-    let mut plan = Plan::build(rows.by_ref(), &meta.summary, &config)?;
+    let mut plan = Plan::build(rows.by_ref(), &meta.summary, &config.plan_settings())?;
     for row in rows {
         row?;
     }
@@ -99,9 +98,9 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
         input::expand(&args.logs).context("reading the logs to verify against")?
     };
     let (mut v, stats) = if args.app_log {
-        verify_app_log(&plan, baseline, &inputs, &config)
+        verify_app_log(&plan, baseline, &inputs, &config.rules)
     } else {
-        verify(&plan, baseline, &inputs, &config)
+        verify(&plan, baseline, &inputs, config.reading())
     };
     for (name, error) in &stats.failed_inputs {
         tracing::warn!(input = %name, error = %error, "input not read in full; the check uses what was read");
@@ -121,7 +120,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
         "logs read"
     );
     if let Some(file) = &args.metrics_file {
-        preheat::metrics::write_verification_textfile(&v, file)
+        preheat::report::metrics::write_verification_textfile(&v, file)
             .with_context(|| format!("writing the metrics to `{}`", file.display()))?;
     }
     if args.json {
@@ -143,13 +142,7 @@ fn ask_redis(
     args: &VerifyArgs,
 ) -> anyhow::Result<RedisObservation> {
     let url = resolve_secret(url).map_err(|e| anyhow::anyhow!("--redis: {e}"))?;
-    let backend = match &config.warm.backend_ca_file {
-        Some(ca) if url.starts_with("rediss://") => RedisBackend::with_root_ca(
-            &url,
-            &std::fs::read(ca).with_context(|| format!("backend.ca_file: reading `{}`", ca.display()))?,
-        )?,
-        _ => RedisBackend::new(&url)?,
-    };
+    let backend = preheat::backend::open_redis(&url, config.backend.ca_file.as_ref())?;
     let warm_ended_ms = warm_report.map(|r| r.started_at_ms + r.duration_ms as i64);
     tracing::info!(window = %humantime::format_duration(args.window), "watching Redis's hit and miss counters");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

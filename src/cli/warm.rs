@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use preheat::backend::{MemoryBackend, RedisBackend, RedisClusterBackend};
-use preheat::config::{Config, StalePolicy};
+use preheat::backend::{self, AnyBackend, OpenError};
+use preheat::config::Config;
 use preheat::plan::Plan;
 use preheat::profile::open_profile;
-use preheat::secret::{redact_url, resolve_secret};
+use preheat::secret::redact_url;
+use preheat::warm::StalePolicy;
 use preheat::warm::{self, Progress, RunReport, RunStatus, WarmOutcome};
 
 use super::{Exit, GlobalArgs, RunError, load_config, show_bar};
@@ -69,7 +70,7 @@ pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     if skip_requested()? || !config.warm.enabled {
         let why = if config.warm.enabled { "PREHEAT_SKIP is set" } else { "warm.enabled = false" };
         tracing::info!(reason = why, "warm skipped");
-        let report = RunReport::skipped(config.warm.backend_url.clone());
+        let report = RunReport::skipped(config.backend.url.clone());
         emit(&report, &run)?;
         return Ok(Exit::Ok);
     }
@@ -89,11 +90,11 @@ pub fn run(args: WarmArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         tracing::warn!(
             "warm not run: warm.stale_profile = \"skip\"; the deploy goes on (use --strict to fail it)"
         );
-        let report = RunReport::stale(redact_url(&config.warm.backend_url), stale);
+        let report = RunReport::stale(redact_url(&config.backend.url), stale);
         emit(&report, &run)?;
         return Ok(if args.strict { Exit::Strict } else { Exit::Ok });
     }
-    let plan = match Plan::build(rows, &meta.summary, &config) {
+    let plan = match Plan::build(rows, &meta.summary, &config.plan_settings()) {
         Ok(p) => p,
         Err(e) => return degraded(e.into(), &config, &run),
     };
@@ -129,7 +130,7 @@ pub async fn warm_into(
     ready: &ReadyFile,
 ) -> anyhow::Result<RunReport> {
     let backend = open_backend(config)?;
-    let sources = warm::open_sources(config);
+    let sources = warm::open_sources(&config.sources, &config.warm);
     for s in sources.iter().filter_map(|s| s.as_ref().err()) {
         tracing::error!(error = %s, "source unavailable; its rules will not be warmed");
     }
@@ -143,74 +144,27 @@ pub async fn warm_into(
             ready.declare("the warmed keys reached warm.ready_at", p.warmed_coverage);
         }
     };
-    let report = match backend {
-        AnyBackend::Memory(backend) => {
-            let report = warm::run(plan, config, &sources, backend.clone(), stop, &on_progress).await;
-            let (entries, bytes) = backend.stats().await;
-            tracing::debug!(entries, bytes, "in-memory cache after the warm");
-            report
-        }
-        AnyBackend::Cluster(backend) => warm::run(plan, config, &sources, backend, stop, &on_progress).await,
-        AnyBackend::Redis(backend) => warm::run(plan, config, &sources, backend, stop, &on_progress).await,
-    };
+    let backend = Arc::new(backend);
+    let report = warm::run(plan, &config.warm_job(), &sources, backend.clone(), stop, &on_progress).await;
+    if let AnyBackend::Memory(cache) = &*backend {
+        let (entries, bytes) = cache.stats().await;
+        tracing::debug!(entries, bytes, "in-memory cache after the warm");
+    }
     progress.finish();
     Ok(report)
 }
 
-/// The configured backend, whichever kind.
-pub enum AnyBackend {
-    /// `memory://`
-    Memory(Arc<MemoryBackend>),
-    /// `redis://`, `rediss://`
-    Redis(Arc<RedisBackend>),
-    /// `redis+cluster://`, `rediss+cluster://`
-    Cluster(Arc<RedisClusterBackend>),
-}
-
-impl AnyBackend {
-    /// Reaches it once without writing.
-    pub async fn ping(&self) -> Result<(), preheat::backend::BackendError> {
-        use preheat::backend::Backend;
-        match self {
-            AnyBackend::Memory(b) => b.ping().await,
-            AnyBackend::Redis(b) => b.ping().await,
-            AnyBackend::Cluster(b) => b.ping().await,
-        }
-    }
-}
-
-/// Sets up the backend `warm.backend_url` names (nothing connects yet); `Err` when the URL
-/// is unusable.
+/// Sets up the configured backend (nothing connects yet); `Err` when its URL is unusable.
 pub fn open_backend(config: &Config) -> anyhow::Result<AnyBackend> {
-    let url = resolve_secret(&config.warm.backend_url).map_err(|e| anyhow::anyhow!("backend.url: {e}"))?;
-    if url.starts_with("memory:") {
-        // The cache lives in this process, so it gets the run's memory budget.
-        let capacity =
-            preheat::memory::available().map_or(u64::MAX, |a| config.warm.max_memory.bytes(a.bytes));
-        return Ok(AnyBackend::Memory(Arc::new(MemoryBackend::new(capacity))));
+    match backend::open(&config.backend, config.warm.max_memory) {
+        Ok(backend) => Ok(backend),
+        Err(e @ OpenError::UnknownScheme(_)) => Err(RunError::new(
+            e.to_string(),
+            "set --backend / PREHEAT_BACKEND, or backend.url (or the variable or file it names), to such a URL",
+        )
+        .into()),
+        Err(e) => Err(e.into()),
     }
-    if url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://") {
-        return Ok(AnyBackend::Cluster(Arc::new(RedisClusterBackend::new(&url)?)));
-    }
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
-        let backend = match &config.warm.backend_ca_file {
-            Some(path) if url.starts_with("rediss://") => {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("backend.ca_file: reading `{}`", path.display()))?;
-                RedisBackend::with_root_ca(&url, &pem)?
-            }
-            _ => RedisBackend::new(&url)?,
-        };
-        return Ok(AnyBackend::Redis(Arc::new(backend)));
-    }
-    Err(RunError::new(
-        format!(
-            "backend `{}` is not `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://` or `memory://`",
-            redact_url(&url)
-        ),
-        "set --backend / PREHEAT_BACKEND, or backend.url (or the variable or file it names), to such a URL",
-    )
-    .into())
 }
 
 /// The flags and the ready file of one run.
@@ -370,7 +324,7 @@ impl WarmProgress {
 /// logged, reported (status `failed`), and only fatal with `--strict`.
 fn degraded(err: anyhow::Error, config: &Config, run: &Run) -> anyhow::Result<Exit> {
     let why = format!("{err:#}");
-    let report = RunReport::failed_to_start(redact_url(&config.warm.backend_url), why.clone());
+    let report = RunReport::failed_to_start(redact_url(&config.backend.url), why.clone());
     if run.args.strict {
         emit(&report, run)?;
         return Err(err);
@@ -416,7 +370,7 @@ fn emit(report: &RunReport, run: &Run) -> anyhow::Result<()> {
         write_report(report, path)?;
     }
     if let Some(path) = &args.metrics_file
-        && let Err(e) = preheat::metrics::write_textfile(report, path)
+        && let Err(e) = preheat::report::metrics::write_textfile(report, path)
     {
         let e = anyhow::Error::new(e).context(format!("writing the metrics to `{}`", path.display()));
         if args.strict {

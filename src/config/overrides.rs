@@ -4,7 +4,8 @@
 //! default. The command line resolves a flag against its variable; what is set here replaces
 //! the file's value after the same checks the file gets.
 
-use super::{Config, ConfigError, parse_age, parse_deadline, parse_memory_limit};
+use super::warm::{parse_age, parse_deadline, parse_memory_limit};
+use super::{Config, ConfigError};
 
 /// Values from flags or the environment; `None` leaves the file's value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,7 +30,7 @@ impl Config {
     /// Applies `overrides`; the first invalid one is an error naming its flag and variable.
     pub fn apply(&mut self, overrides: &Overrides) -> Result<(), ConfigError> {
         if let Some(url) = &overrides.backend {
-            self.warm.backend_url = url.clone();
+            self.backend.url = url.clone();
         }
         if let Some(d) = &overrides.deadline {
             self.warm.deadline =
@@ -58,7 +59,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::MemoryLimit;
+    use crate::memory::MemoryLimit;
 
     const FILE: &str =
         "[warm]\ndeadline = \"4m\"\nmax_keys = 10\n[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\n";
@@ -76,7 +77,7 @@ mod tests {
             max_profile_age: Some("2d".into()),
         };
         c.apply(&o).expect("valid overrides");
-        assert_eq!(c.warm.backend_url, "redis://cache:6379");
+        assert_eq!(c.backend.url, "redis://cache:6379");
         assert_eq!(c.warm.deadline, Duration::from_secs(90));
         assert_eq!(c.warm.budgets.max_keys, 500);
         assert_eq!(c.warm.max_memory, MemoryLimit::Share(0.2));

@@ -8,14 +8,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{
-    INVALIDATIONS_HELP, ON_EXISTING_HELP, Problems, RuleFile, RuleLoad, parse_bytes, parse_invalidations,
-    parse_on_existing,
-};
+use super::Problems;
+use super::raw::RuleFile;
+use super::warm::{INVALIDATIONS_HELP, ON_EXISTING_HELP, parse_invalidations, parse_on_existing};
 use crate::rules::{CaptureKind, KeyTemplate, MatchPattern, param_names};
 use crate::source::{
     CommandInput, DEFAULT_MAX_VALUE_BYTES, Encoding, Fetch, HttpMode, SourceKind, SourceSettings, SqlQuery,
 };
+use crate::units::parse_bytes;
+use crate::warm::RuleLoad;
 
 /// A raw `[sources.NAME]` table: the fields of every kind, checked against `kind` below.
 #[derive(Debug, Deserialize)]

@@ -89,9 +89,8 @@ pub fn merge(parts: Vec<Part>, now_ms: i64) -> Result<(ProfileMeta, Vec<ProfileR
         .and_then(|h| humantime::parse_duration(h).ok())
         .map(|d| d.as_secs_f64() * 1000.0);
     let ends: Vec<Option<i64>> =
-        parts.iter().map(|p| p.meta.summary.window.end.as_deref().and_then(|e| parse_rfc3339(e))).collect();
-    let starts =
-        parts.iter().filter_map(|p| p.meta.summary.window.start.as_deref().and_then(|e| parse_rfc3339(e)));
+        parts.iter().map(|p| p.meta.summary.window.end.as_deref().and_then(parse_rfc3339)).collect();
+    let starts = parts.iter().filter_map(|p| p.meta.summary.window.start.as_deref().and_then(parse_rfc3339));
     let end = ends.iter().flatten().copied().max();
     let start = starts.min();
 

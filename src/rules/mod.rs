@@ -130,6 +130,22 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// A rule with a match pattern and a key template, any host, the default statuses and no
+    /// kept query parameters: what a `[[rule]]` table with only `name`, `match` and `key`
+    /// gives, for library users who build rules in code.
+    pub fn new(name: &str, pattern: &str, key: &str) -> Result<Rule, String> {
+        let pattern = MatchPattern::parse(pattern).map_err(|e| format!("match: {e}"))?;
+        let key = KeyTemplate::parse(key, &param_names(&pattern, &[])).map_err(|e| format!("key: {e}"))?;
+        Ok(Rule {
+            name: name.to_string(),
+            pattern,
+            host: None,
+            status: StatusFilter::default(),
+            keep_query: Vec::new(),
+            key,
+        })
+    }
+
     /// Names of the values a key template may use: captures, then kept query parameters.
     pub fn params(&self) -> Vec<String> {
         param_names(&self.pattern, &self.keep_query)

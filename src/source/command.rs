@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Fetched, SourceError};
+use crate::failure::FailureReason;
 
 /// How a command receives a key's parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -123,7 +124,7 @@ impl CommandSource {
                     source_name: self.name.clone(),
                     message: format!("`{}` ran longer than {:?} and was killed", self.argv[0], self.timeout),
                     retryable: false,
-                    reason: "source_timeout",
+                    reason: FailureReason::SourceTimeout,
                 });
             }
         };
@@ -135,7 +136,7 @@ impl CommandSource {
                     self.argv[0], self.max_bytes
                 ),
                 retryable: false,
-                reason: "too_large",
+                reason: FailureReason::TooLarge,
             });
         }
         if !status.success() {
@@ -144,7 +145,7 @@ impl CommandSource {
                 source_name: self.name.clone(),
                 message: format!("`{}` failed ({status}): {}", self.argv[0], stderr.trim()),
                 retryable: false,
-                reason: "command_failed",
+                reason: FailureReason::CommandFailed,
             });
         }
         Ok(if out.is_empty() { Fetched::Missing } else { Fetched::Value { value: out, max_ttl: None } })

@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use super::{Fetched, SourceError};
+use crate::failure::FailureReason;
 
 /// Percent-decodes `text` (`%2F` → `/`); a `%` not followed by two hex digits stays as is.
 pub fn percent_decode(text: &str) -> Vec<u8> {
@@ -99,7 +100,7 @@ impl FileSource {
                 source_name: self.name.clone(),
                 message: format!("reading `{relative}` took longer than {:?}", self.timeout),
                 retryable: true,
-                reason: "source_timeout",
+                reason: FailureReason::SourceTimeout,
             }),
         }
     }
@@ -107,31 +108,37 @@ impl FileSource {
 
 /// Reads `path` if, with symlinks resolved, it is a regular file under `root` of at most
 /// `max` bytes.
-fn read_under(root: &Path, path: &Path, max: u64) -> Result<Fetched, (&'static str, String)> {
+fn read_under(root: &Path, path: &Path, max: u64) -> Result<Fetched, (FailureReason, String)> {
     let resolved = match path.canonicalize() {
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Fetched::Missing),
-        Err(e) => return Err(("source_error", e.to_string())),
+        Err(e) => return Err((FailureReason::SourceError, e.to_string())),
     };
     if !resolved.starts_with(root) {
-        return Err(("source_refused", "resolves outside the root (a symlink?); not read".into()));
+        return Err((
+            FailureReason::SourceRefused,
+            "resolves outside the root (a symlink?); not read".into(),
+        ));
     }
-    let file = std::fs::File::open(&resolved).map_err(|e| ("source_error", e.to_string()))?;
-    let meta = file.metadata().map_err(|e| ("source_error", e.to_string()))?;
+    let file = std::fs::File::open(&resolved).map_err(|e| (FailureReason::SourceError, e.to_string()))?;
+    let meta = file.metadata().map_err(|e| (FailureReason::SourceError, e.to_string()))?;
     if meta.is_dir() {
         return Ok(Fetched::Missing);
     }
     if !meta.is_file() {
-        return Err(("source_refused", "is not a regular file; not read".into()));
+        return Err((FailureReason::SourceRefused, "is not a regular file; not read".into()));
     }
     if meta.len() > max {
-        return Err(("too_large", format!("{} bytes, more than max_value_size ({max})", meta.len())));
+        return Err((
+            FailureReason::TooLarge,
+            format!("{} bytes, more than max_value_size ({max})", meta.len()),
+        ));
     }
     let mut value = Vec::with_capacity(meta.len() as usize);
     // The file may grow between the size check and the read: read one byte past the limit.
-    file.take(max + 1).read_to_end(&mut value).map_err(|e| ("source_error", e.to_string()))?;
+    file.take(max + 1).read_to_end(&mut value).map_err(|e| (FailureReason::SourceError, e.to_string()))?;
     if value.len() as u64 > max {
-        return Err(("too_large", format!("more than max_value_size ({max})")));
+        return Err((FailureReason::TooLarge, format!("more than max_value_size ({max})")));
     }
     Ok(Fetched::Value { value, max_ttl: None })
 }

@@ -12,6 +12,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::http1::{Answer, Failure, Http1Pool, cache_control};
 use super::{Fetched, SourceError};
+use crate::failure::FailureReason;
 use crate::secret::{redact_url, scrub};
 
 /// What an HTTP source does with a response.
@@ -151,13 +152,13 @@ impl HttpSource {
                     source_name: self.name.clone(),
                     message: format!("{} took longer than {:?}", self.redacted, self.timeout),
                     retryable: true,
-                    reason: "source_timeout",
+                    reason: FailureReason::SourceTimeout,
                 }),
                 Err(Failure::Io(message)) => Err(SourceError {
                     source_name: self.name.clone(),
                     message: scrub(&message, &self.base),
                     retryable: true,
-                    reason: "source_error",
+                    reason: FailureReason::SourceError,
                 }),
             };
         }
@@ -220,7 +221,7 @@ impl HttpSource {
             source_name: self.name.clone(),
             message: format!("{} answered {status}", self.redacted),
             retryable,
-            reason: "source_status",
+            reason: FailureReason::SourceStatus,
         }
     }
 
@@ -229,7 +230,7 @@ impl HttpSource {
             source_name: self.name.clone(),
             message: format!("a response is larger than max_value_size ({} bytes)", self.max_bytes),
             retryable: false,
-            reason: "too_large",
+            reason: FailureReason::TooLarge,
         }
     }
 
@@ -246,7 +247,7 @@ impl HttpSource {
             source_name: self.name.clone(),
             message,
             retryable: e.is_timeout() || e.is_connect() || e.is_request() || e.is_body(),
-            reason: if e.is_timeout() { "source_timeout" } else { "source_error" },
+            reason: if e.is_timeout() { FailureReason::SourceTimeout } else { FailureReason::SourceError },
         }
     }
 }

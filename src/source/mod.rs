@@ -37,6 +37,7 @@ pub use pacer::Pacer;
 pub use peer::PeerRedisSource;
 pub use sql::{Encoding, SqlQuery, SqlSource, run_script};
 
+use crate::failure::FailureReason;
 use crate::rules::{KeyTemplate, Rule};
 use crate::secret::resolve_secret;
 
@@ -50,10 +51,9 @@ pub struct SourceError {
     pub message: String,
     /// Whether the same request may succeed if retried (connection trouble, timeouts).
     pub retryable: bool,
-    /// The run report's failure reason: `source_error`, `source_timeout`, `source_status`
-    /// (an HTTP error status), `source_refused` (a file outside the root), `too_large`,
-    /// `command_failed`.
-    pub reason: &'static str,
+    /// The run report's failure reason: one of the source's (`source_error`,
+    /// `source_timeout`, `source_status`, `source_refused`, `too_large`, `command_failed`).
+    pub reason: FailureReason,
 }
 
 impl SourceError {
@@ -63,7 +63,7 @@ impl SourceError {
             source_name: source_name.to_string(),
             message,
             retryable: false,
-            reason: "source_error",
+            reason: FailureReason::SourceError,
         }
     }
 }
@@ -79,7 +79,7 @@ pub struct SourceSettings {
     /// What it is and where.
     pub kind: SourceKind,
     /// Per query, request, file read or program run.
-    #[serde(with = "crate::config::duration_text")]
+    #[serde(with = "crate::units::duration_text")]
     pub timeout: Duration,
     /// At most this many queries or requests per second (`None`: no cap).
     pub qps: Option<u32>,

@@ -12,6 +12,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
 use super::{Fetched, SourceError};
+use crate::failure::FailureReason;
 use crate::secret::{redact_url, scrub};
 
 /// A Redis server to copy from.
@@ -49,7 +50,7 @@ impl PeerRedisSource {
             source_name: self.name.clone(),
             message: scrub(&e.to_string(), &self.url),
             retryable,
-            reason: if e.is_timeout() { "source_timeout" } else { "source_error" },
+            reason: if e.is_timeout() { FailureReason::SourceTimeout } else { FailureReason::SourceError },
         }
     }
 

@@ -15,6 +15,7 @@ use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Row, TypeInfo, Val
 
 use super::SourceError;
 use super::sqlite::{Param, SqliteDb, SqliteFailure};
+use crate::failure::FailureReason;
 use crate::secret::{redact_url, scrub};
 
 /// How a row becomes a cached value.
@@ -186,7 +187,11 @@ impl SqlSource {
             source_name: self.name.clone(),
             message: scrub(&message, &self.url),
             retryable,
-            reason: if matches!(e, sqlx::Error::PoolTimedOut) { "source_timeout" } else { "source_error" },
+            reason: if matches!(e, sqlx::Error::PoolTimedOut) {
+                FailureReason::SourceTimeout
+            } else {
+                FailureReason::SourceError
+            },
         }
     }
 
@@ -208,7 +213,7 @@ impl SqlSource {
                 humantime::format_duration(self.timeout)
             ),
             retryable: true,
-            reason: "source_timeout",
+            reason: FailureReason::SourceTimeout,
         })?;
         let conn = conn.map_err(|e| self.error(&e))?;
         let _ = conn.close().await;
@@ -224,7 +229,7 @@ impl SqlSource {
             source_name: self.name.clone(),
             message: scrub(&e.message, &self.url),
             retryable: e.retryable,
-            reason: "source_error",
+            reason: FailureReason::SourceError,
         }
     }
 
@@ -233,7 +238,7 @@ impl SqlSource {
             source_name: self.name.clone(),
             message: format!("query took longer than {:?}", self.timeout),
             retryable: true,
-            reason: "source_timeout",
+            reason: FailureReason::SourceTimeout,
         }
     }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SourcePacing;
 use crate::backend::NodeMemory;
+use crate::failure::FailureReason;
 
 /// How a warm ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,9 +126,8 @@ pub struct RunReport {
     pub invalid_keys: u64,
     /// Keys of rules without a source.
     pub no_source: u64,
-    /// Keys that failed, by reason (`source_error`, `source_timeout`, `source_down`,
-    /// `backend_error`, `backend_down`, `cancelled`).
-    pub failed: BTreeMap<String, u64>,
+    /// Keys that failed, by reason.
+    pub failed: BTreeMap<FailureReason, u64>,
     /// Keys never started because the run stopped.
     pub not_started: u64,
     /// Value bytes written.
@@ -287,7 +287,7 @@ impl RunReport {
         };
         // (keys, what, whether the run's error messages speak of it)
         let mut counts: Vec<(u64, String, bool)> =
-            self.failed.iter().map(|(reason, n)| (*n, reason.replace('_', " "), true)).collect();
+            self.failed.iter().map(|(reason, n)| (*n, reason.as_str().replace('_', " "), true)).collect();
         counts.push((self.invalid_keys, "invalid key".to_string(), false));
         counts.push((self.not_started, format!("not started: stopped by {stopped}"), false));
         let (n, what, has_messages) = counts.into_iter().filter(|c| c.0 > 0).max_by_key(|c| c.0)?;
@@ -353,7 +353,7 @@ mod tests {
     #[test]
     fn a_warm_that_wrote_nothing_failed_and_says_why() {
         let mut r = report(10);
-        r.failed.insert("backend_down".into(), 10);
+        r.failed.insert(FailureReason::BackendDown, 10);
         r.errors.push("connection refused (redis://127.0.0.1:6379)".into());
         r.conclude();
         assert_eq!(r.outcome, WarmOutcome::Failed);
@@ -373,7 +373,7 @@ mod tests {
     fn a_warm_that_wrote_some_keys_is_degraded_by_its_largest_cause() {
         let mut r = report(10);
         r.written = 4;
-        r.failed.insert("source_timeout".into(), 2);
+        r.failed.insert(FailureReason::SourceTimeout, 2);
         r.not_started = 4;
         r.status = RunStatus::Deadline;
         r.conclude();

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 
-use preheat::analyze::AnalyzeOptions;
 use preheat::logformat::FormatSpec;
 use preheat::profile::{ProfileColumns, ProfileRow, Store, read_profile, store};
 
@@ -31,7 +30,7 @@ fn every_format_yields_the_exact_ground_truth() {
             &in_format(gen_opts(20_000, 300, 11), format.clone()),
             Compression::Plain,
         );
-        let mut opts = AnalyzeOptions::from_config(&config);
+        let mut opts = config.analyze_options();
         if let FormatSpec::Nginx(_) = format {
             opts.format = format.clone(); // custom strings are never auto-detected
         }
@@ -59,7 +58,7 @@ fn latency_bytes_and_cache_status_are_aggregated() {
     let path = dir.path().join("access.log");
     let format = FormatSpec::Nginx(r#"$remote_addr [$time_local] "$request" $status $body_bytes_sent $request_time $upstream_cache_status"#.into());
     write_log(&path, &config, &in_format(gen_opts(5_000, 50, 3), format.clone()), Compression::Plain);
-    let mut opts = AnalyzeOptions::from_config(&config);
+    let mut opts = config.analyze_options();
     opts.format = format;
     let a = analyze_with(&[path], &config, opts, 2);
     let top = &a.rows()[0];
@@ -278,7 +277,7 @@ fn since_and_until_select_a_time_window() {
     let path = dir.path().join("day.log");
     let opts = gen_opts(24_000, 100, 4);
     write_log(&path, &config, &opts, Compression::Plain);
-    let mut a_opts = AnalyzeOptions::from_config(&config);
+    let mut a_opts = config.analyze_options();
     let hour = 3_600_000;
     a_opts.since_ms = Some(opts.start_ms + 6 * hour);
     a_opts.until_ms = Some(opts.start_ms + 12 * hour);

@@ -1,6 +1,6 @@
 //! The capacity report against generated logs whose exact counts are known.
 
-use preheat::capacity::{CapacityReport, TARGETS};
+use preheat::report::capacity::{CapacityReport, TARGETS};
 
 use std::fs;
 
@@ -58,12 +58,12 @@ fn the_lru_curve_of_a_log_counts_every_request_and_key() {
     let log = dir.path().join("access.log.gz");
     let truth = write_log(&log, &config, &gen_opts(20_000, 1_000, 5), Compression::Gzip);
     let inputs = preheat::analyze::input::expand(&[log.display().to_string()]).expect("exists");
-    let trace = preheat::analyze::trace::key_trace(&inputs, &config);
+    let trace = preheat::analyze::trace::key_trace(&inputs, config.reading());
     let counts = truth_counts(&truth);
     let requests: u64 = counts.iter().map(|(_, _, c)| c).sum();
     assert_eq!(trace.keys.len() as u64, requests, "one entry per matched request");
 
-    let curve = preheat::mrc::exact(&trace.keys);
+    let curve = preheat::report::mrc::exact(&trace.keys);
     assert_eq!(curve.distinct_keys, counts.len() as u64);
     assert!(curve.points.windows(2).all(|w| w[0].hit_ratio <= w[1].hit_ratio), "{:?}", curve.points);
     // With room for every key, only each key's first request misses.
@@ -72,7 +72,7 @@ fn the_lru_curve_of_a_log_counts_every_request_and_key() {
     let cold_only = 1.0 - counts.len() as f64 / requests as f64;
     assert!((all.hit_ratio - cold_only).abs() < 1e-12, "{} vs {cold_only}", all.hit_ratio);
     // The sampled curve of the same trace stays close.
-    let sampled = preheat::mrc::sampled(&trace.keys, 0.5);
+    let sampled = preheat::report::mrc::sampled(&trace.keys, 0.5);
     for p in &curve.points[curve.points.len() / 2..] {
         assert!((sampled.hit_ratio_at(p.keys) - p.hit_ratio).abs() < 0.05, "{p:?}");
     }
@@ -87,11 +87,11 @@ fn the_hourly_working_set_estimates_the_distinct_keys_of_each_hour() {
     opts.duration = std::time::Duration::from_secs(4 * 3600);
     write_log(&log, &config, &opts, Compression::Plain);
     let inputs = preheat::analyze::input::expand(&[log.display().to_string()]).expect("exists");
-    let trace = preheat::analyze::trace::key_trace(&inputs, &config);
+    let trace = preheat::analyze::trace::key_trace(&inputs, config.reading());
     // The exact distinct keys per hour, from a second pass.
     let mut exact: std::collections::BTreeMap<i64, std::collections::HashSet<(usize, String)>> =
         Default::default();
-    preheat::analyze::trace::for_each_request(&inputs, &config, |r| {
+    preheat::analyze::trace::for_each_request(&inputs, config.reading(), |r| {
         let hour = r.time_ms.expect("timed").div_euclid(3_600_000) * 3_600_000;
         exact.entry(hour).or_default().insert((r.rule, r.key.to_string()));
     });
@@ -112,15 +112,15 @@ fn the_cold_cache_replay_agrees_with_the_miss_ratio_curve_and_warming_saves_miss
     let log = dir.path().join("access.log");
     write_log(&log, &config, &gen_opts(30_000, 3_000, 8), Compression::Plain);
     let inputs = preheat::analyze::input::expand(&[log.display().to_string()]).expect("exists");
-    let trace = preheat::analyze::trace::key_trace(&inputs, &config).keys;
-    let curve = preheat::mrc::exact(&trace);
+    let trace = preheat::analyze::trace::key_trace(&inputs, config.reading()).keys;
+    let curve = preheat::report::mrc::exact(&trace);
     for size in [10usize, 100, 1000] {
         // The whole trace through a cold LRU cache: exactly the curve's hit ratio.
-        let r = preheat::simulate::cold_vs_warm(&trace, 0, size, 1);
+        let r = preheat::report::simulate::cold_vs_warm(&trace, 0, size, 1);
         let hit_ratio = 1.0 - r.cold_misses as f64 / trace.len() as f64;
         assert!((hit_ratio - curve.hit_ratio_at(size as u64)).abs() < 1e-12, "size {size}");
     }
-    let r = preheat::simulate::cold_vs_warm(&trace, trace.len() / 2, 1000, 10);
+    let r = preheat::report::simulate::cold_vs_warm(&trace, trace.len() / 2, 1000, 10);
     assert_eq!(r.warmed_keys, 1000);
     assert!(r.warm_misses < r.cold_misses, "{r:?}");
     assert!(r.stretches[0].warm > r.stretches[0].cold, "the warm cache leads at the start: {r:?}");

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use preheat::backend::{Backend, Entry, RedisClusterBackend, WriteMode, Written, slot};
+use preheat::failure::FailureReason;
 use preheat::warm::RunStatus;
 
 use crate::servers::{Redis, RedisCluster};
@@ -157,7 +158,7 @@ fn a_master_killed_mid_warm_costs_only_its_slots() {
     let (plan, r) = warm.join().expect("the warm ends");
     assert_eq!(plan.keys.len(), 200);
     assert_eq!(r.status, RunStatus::Completed, "{:?}", r.errors);
-    let failed = r.failed.get("backend_error").copied().unwrap_or(0);
+    let failed = r.failed.get(&FailureReason::BackendError).copied().unwrap_or(0);
     assert!(failed > 0 && failed < victim_keys.len() as u64, "{:?} of {}", r.failed, victim_keys.len());
     assert_eq!(r.written + failed, 200, "{:?}", r.failed);
     for id in 1..=200 {

@@ -53,11 +53,12 @@ ttl = "10m"
         (1..=1200).map(|i| (format!("/api/products/{i}"), 1 + 1200 / i)).collect();
     write_requests(&dir.path().join("access.log"), &requests);
     let analysis = analyze_files(&[dir.path().join("access.log")], &config, 2);
-    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
+    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config.plan_settings())
+        .expect("plan");
     block(async {
-        let sources = warm::open_sources(&config);
+        let sources = warm::open_sources(&config.sources, &config.warm);
         let backend = Arc::new(MemoryBackend::new(u64::MAX));
-        warm::run(&plan, &config, &sources, backend, std::future::pending::<()>(), &|_| {}).await
+        warm::run(&plan, &config.warm_job(), &sources, backend, std::future::pending::<()>(), &|_| {}).await
     })
 }
 

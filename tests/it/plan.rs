@@ -47,7 +47,7 @@ proptest! {
     ) {
         let a = analysis();
         let config = config(max_keys, max_bytes, quotas);
-        let plan = Plan::build(a.rows().into_iter().map(Ok), &a.summary, &config).expect("plan");
+        let plan = Plan::build(a.rows().into_iter().map(Ok), &a.summary, &config.plan_settings()).expect("plan");
 
         prop_assert!(plan.keys.len() as u64 <= max_keys);
         prop_assert!(max_bytes.is_none_or(|m| plan.est_bytes <= m));
@@ -88,13 +88,17 @@ proptest! {
 #[test]
 fn the_whole_profile_covers_every_profiled_request() {
     let a = analysis();
-    let plan = Plan::build(a.rows().into_iter().map(Ok), &a.summary, &config(1_000_000, None, [None; 3]))
-        .expect("plan");
+    let plan = Plan::build(
+        a.rows().into_iter().map(Ok),
+        &a.summary,
+        &config(1_000_000, None, [None; 3]).plan_settings(),
+    )
+    .expect("plan");
     assert_eq!(plan.limit, PlanLimit::ProfileExhausted);
     assert_eq!(plan.keys.len(), a.rows().len());
     assert!((plan.predicted_coverage - 1.0).abs() < 1e-12);
     // Zipf traffic: the hottest tenth of the keys covers far more than a tenth of the requests.
     let tenth = config((a.rows().len() / 10) as u64, None, [None; 3]);
-    let plan = Plan::build(a.rows().into_iter().map(Ok), &a.summary, &tenth).expect("plan");
+    let plan = Plan::build(a.rows().into_iter().map(Ok), &a.summary, &tenth.plan_settings()).expect("plan");
     assert!(plan.predicted_coverage > 0.4, "{}", plan.predicted_coverage);
 }

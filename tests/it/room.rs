@@ -60,15 +60,16 @@ ttl = "10m"
     let path = dir.join("access.log");
     std::fs::write(&path, log).expect("writable");
     let analysis = analyze_files(&[path], &config, 2);
-    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
+    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config.plan_settings())
+        .expect("plan");
     assert_eq!(plan.keys.len() as u32, keys);
     (config, plan)
 }
 
 fn warm_into<B: Backend + 'static>(config: &Config, plan: &Plan, backend: Arc<B>) -> RunReport {
     block(async {
-        let sources = warm::open_sources(config);
-        warm::run(plan, config, &sources, backend, std::future::pending::<()>(), &|_| {}).await
+        let sources = warm::open_sources(&config.sources, &config.warm);
+        warm::run(plan, &config.warm_job(), &sources, backend, std::future::pending::<()>(), &|_| {}).await
     })
 }
 
@@ -148,7 +149,7 @@ fn a_warm_stops_at_once_when_the_cache_starts_evicting() {
         report.not_started
     );
     assert!(report.cause.as_deref().is_some_and(|c| c.starts_with("evicting")), "{:?}", report.cause);
-    let metrics = preheat::metrics::render(&report, 0.0);
+    let metrics = preheat::report::metrics::render(&report, 0.0);
     assert!(metrics.contains(&format!("preheat_warm_evicted_during_warm {}", report.evicted_during_warm)));
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use preheat::backend::{MemoryBackend, RedisBackend};
+use preheat::failure::FailureReason;
 use preheat::warm::RunStatus;
 
 use crate::servers::{HttpServer, Redis, Reply, Seen};
@@ -78,7 +79,7 @@ fn http_store_keeps_bodies_the_response_allows_and_sends_only_kept_query() {
     let failing = count(|i| i % 17 == 0);
     let missing = count(|i| i % 17 != 0 && i % 13 == 0);
     let no_store = count(|i| i % 17 != 0 && i % 13 != 0 && i % 11 != 0 && i % 7 == 0);
-    assert_eq!(r.failed.get("source_status"), Some(&failing), "{:?}", r.failed);
+    assert_eq!(r.failed.get(&FailureReason::SourceStatus), Some(&failing), "{:?}", r.failed);
     assert_eq!(r.missing_in_source, missing);
     assert_eq!(r.uncacheable, no_store);
     assert_eq!(r.written, 40 - failing - missing - no_store);
@@ -139,7 +140,7 @@ fn a_slow_application_costs_its_timeout_not_the_deadline() {
     let config = http_config(&app.url(), "store", "concurrency = 8");
     let (_, r) = warm_requests(&config, &products(8), backend);
     // Every request times out after 500 ms, three times over, with a short backoff.
-    assert_eq!(r.failed.get("source_timeout"), Some(&8), "{:?}", r.failed);
+    assert_eq!(r.failed.get(&FailureReason::SourceTimeout), Some(&8), "{:?}", r.failed);
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
 }
 
@@ -193,8 +194,8 @@ fn files_are_read_under_the_root_and_nothing_escapes_it() {
     assert_eq!(block(backend.get("asset:css/site.css")).as_deref(), Some(&b"body{}"[..]));
     assert_eq!(block(backend.get("asset:app.js")).as_deref(), Some(&b"let x = 1;"[..]));
     assert_eq!(r.missing_in_source, 1, "none.css");
-    assert_eq!(r.failed.get("too_large"), Some(&1), "{:?}", r.failed);
-    assert_eq!(r.failed.get("source_refused"), Some(&1), "the symlink out: {:?}", r.failed);
+    assert_eq!(r.failed.get(&FailureReason::TooLarge), Some(&1), "{:?}", r.failed);
+    assert_eq!(r.failed.get(&FailureReason::SourceRefused), Some(&1), "the symlink out: {:?}", r.failed);
     assert_eq!(r.invalid_keys, 3, "three traversal attempts: {:?}", r.invalid_samples);
     for key in ["asset:link.txt", "asset:../secret.txt", "asset:%2e%2e/secret.txt"] {
         assert!(block(backend.get(key)).is_none(), "{key}");
@@ -254,8 +255,8 @@ ttl = "5m"
     let (_, r) = warm_requests(&config, &requests, backend.clone());
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert_eq!(block(backend.get("page:home")).as_deref(), Some(&b"rendered home"[..]));
-    assert_eq!(r.failed.get("command_failed"), Some(&1), "{:?}", r.failed);
-    assert_eq!(r.failed.get("source_timeout"), Some(&1), "{:?}", r.failed);
+    assert_eq!(r.failed.get(&FailureReason::CommandFailed), Some(&1), "{:?}", r.failed);
+    assert_eq!(r.failed.get(&FailureReason::SourceTimeout), Some(&1), "{:?}", r.failed);
     assert!(r.errors.iter().any(|e| e.contains("no template")), "stderr is quoted: {:?}", r.errors);
     assert_eq!(r.missing_in_source, 1, "empty output");
     assert!(!pwned.exists(), "a parameter must never reach a shell");
@@ -388,7 +389,7 @@ fn a_peer_copy_into_the_memory_backend_fails_with_a_fix() {
         peer.url()
     );
     let (_, r) = warm_requests(&config, &products(1), Arc::new(MemoryBackend::new(u64::MAX)));
-    assert_eq!(r.failed.get("backend_error"), Some(&1));
+    assert_eq!(r.failed.get(&FailureReason::BackendError), Some(&1));
     assert!(r.errors[0].contains("redis://"), "{:?}", r.errors);
 }
 

@@ -74,7 +74,7 @@ pub fn gen_opts(lines: u64, keys: u32, seed: u64) -> GenerateOptions {
 
 /// Analyzes files with `threads` worker threads.
 pub fn analyze_files(files: &[PathBuf], config: &Config, threads: usize) -> Analysis {
-    analyze_with(files, config, AnalyzeOptions::from_config(config), threads)
+    analyze_with(files, config, config.analyze_options(), threads)
 }
 
 /// Analyzes files with explicit options.
@@ -129,11 +129,12 @@ pub fn warm_requests<B: preheat::backend::Backend + 'static>(
     let log = dir.path().join("access.log");
     write_requests(&log, requests);
     let analysis = analyze_files(&[log], &config, 2);
-    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
+    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config.plan_settings())
+        .expect("plan");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let report = rt.block_on(async {
-        let sources = warm::open_sources(&config);
-        warm::run(&plan, &config, &sources, backend, std::future::pending::<()>(), &|_| {}).await
+        let sources = warm::open_sources(&config.sources, &config.warm);
+        warm::run(&plan, &config.warm_job(), &sources, backend, std::future::pending::<()>(), &|_| {}).await
     });
     (plan, report)
 }

@@ -3,7 +3,7 @@
 use preheat::analyze::input;
 use preheat::logformat::FormatSpec;
 use preheat::plan::Plan;
-use preheat::verify::{Baseline, verify};
+use preheat::report::verify::{Baseline, verify};
 
 use crate::support::*;
 
@@ -14,7 +14,7 @@ fn coverage_reads_and_hit_ratios_follow_the_traffic_after_the_deploy() {
     let before = dir.path().join("before.log");
     write_log(&before, &config, &in_format(gen_opts(20_000, 1_000, 1), FormatSpec::Json), Compression::Plain);
     let a = analyze_files(&[before], &config, 2);
-    let plan = Plan::build(a.rows().into_iter().map(Ok), &a.summary, &config).expect("plan");
+    let plan = Plan::build(a.rows().into_iter().map(Ok), &a.summary, &config.plan_settings()).expect("plan");
     assert_eq!(plan.keys.len(), 300);
 
     let after = dir.path().join("after.log.zst");
@@ -22,8 +22,12 @@ fn coverage_reads_and_hit_ratios_follow_the_traffic_after_the_deploy() {
     opts.duration = std::time::Duration::from_secs(20 * 60);
     let truth = write_log(&after, &config, &opts, Compression::Zstd);
     let inputs = input::expand(&[after.display().to_string()]).expect("exists");
-    let (v, stats) =
-        verify(&plan, Baseline { hit_ratio_before: Some(0.5), warmed_from_report: false }, &inputs, &config);
+    let (v, stats) = verify(
+        &plan,
+        Baseline { hit_ratio_before: Some(0.5), warmed_from_report: false },
+        &inputs,
+        config.reading(),
+    );
     assert!(stats.failed_inputs.is_empty());
 
     let counts = truth_counts(&truth);
@@ -54,7 +58,7 @@ fn an_applications_own_cache_log_is_checked_by_key() {
     let before = dir.path().join("before.log");
     write_log(&before, &config, &gen_opts(5_000, 200, 4), Compression::Plain);
     let a = analyze_files(&[before], &config, 2);
-    let plan = Plan::build(a.rows().into_iter().map(Ok), &a.summary, &config).expect("plan");
+    let plan = Plan::build(a.rows().into_iter().map(Ok), &a.summary, &config.plan_settings()).expect("plan");
     assert_eq!(plan.keys.len(), 50);
 
     // Ten warmed keys read twice (hit, then hit), five unwarmed keys read once (miss), over
@@ -75,7 +79,8 @@ fn an_applications_own_cache_log_is_checked_by_key() {
     let log = dir.path().join("app.log");
     std::fs::write(&log, lines.join("\n") + "\n").expect("writable");
     let inputs = input::expand(&[log.display().to_string()]).expect("exists");
-    let (v, stats) = preheat::verify::verify_app_log(&plan, Baseline::default(), &inputs, &config);
+    let (v, stats) =
+        preheat::report::verify::verify_app_log(&plan, Baseline::default(), &inputs, &config.rules);
     assert_eq!((stats.lines, stats.rejected), (26, 1));
     assert_eq!((v.requests, v.requests_to_warmed), (25, 20));
     assert_eq!((v.warmed.hits, v.warmed.misses, v.other.hits, v.other.misses), (20, 0, 0, 5));

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use preheat::analyze::Analysis;
 use preheat::backend::{Backend, MemoryBackend, RedisBackend};
 use preheat::config::Config;
+use preheat::failure::FailureReason;
 use preheat::plan::Plan;
 use preheat::source::run_script;
 use preheat::warm::{self, RunReport, RunStatus};
@@ -76,7 +77,8 @@ encoding = "text"
 }
 
 fn plan_of(s: &Shop) -> Plan {
-    Plan::build(s.analysis.rows().into_iter().map(Ok), &s.analysis.summary, &s.config).expect("plan")
+    Plan::build(s.analysis.rows().into_iter().map(Ok), &s.analysis.summary, &s.config.plan_settings())
+        .expect("plan")
 }
 
 fn warm_with<B: Backend + 'static>(
@@ -87,14 +89,14 @@ fn warm_with<B: Backend + 'static>(
 ) -> RunReport {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let sources = warm::open_sources(&s.config);
+        let sources = warm::open_sources(&s.config.sources, &s.config.warm);
         let stop = async move {
             match stop_after {
                 Some(d) => tokio::time::sleep(d).await,
                 None => std::future::pending::<()>().await,
             }
         };
-        warm::run(plan, &s.config, &sources, backend, stop, &|_| {}).await
+        warm::run(plan, &s.config.warm_job(), &sources, backend, stop, &|_| {}).await
     })
 }
 
@@ -184,7 +186,8 @@ fn invalid_keys_never_reach_the_cache() {
     let mut rows = s.analysis.rows().clone();
     let victim = rows.iter_mut().find(|r| r.rule == "page").expect("a page row");
     victim.key = "page:/bad key\twith space".into();
-    let plan = Plan::build(rows.into_iter().map(Ok), &s.analysis.summary, &s.config).expect("plan");
+    let plan =
+        Plan::build(rows.into_iter().map(Ok), &s.analysis.summary, &s.config.plan_settings()).expect("plan");
     let backend = Arc::new(MemoryBackend::new(u64::MAX));
     let r = warm_with(&s, &plan, backend.clone(), None);
     assert_eq!(r.invalid_keys, 1);
@@ -202,7 +205,12 @@ fn an_unreachable_database_costs_only_its_rules() {
     assert_eq!(r.status, RunStatus::Completed);
     let products = plan.keys.iter().filter(|k| k.rule == 0).count() as u64;
     assert_eq!(r.rules[0].failed, products);
-    assert!(r.failed.contains_key("source_error") || r.failed.contains_key("source_down"), "{:?}", r.failed);
+    assert!(
+        r.failed.contains_key(&FailureReason::SourceError)
+            || r.failed.contains_key(&FailureReason::SourceDown),
+        "{:?}",
+        r.failed
+    );
     assert_eq!(r.rules[2].written, plan.keys.iter().filter(|k| k.rule == 2).count() as u64);
     assert!(!r.errors.is_empty());
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -222,7 +230,7 @@ fn a_hanging_query_cannot_hold_the_deadline() {
     let took = started.elapsed();
     assert_eq!(r.status, RunStatus::Deadline);
     assert!(took < Duration::from_secs(1) + warm::GRACE + Duration::from_secs(2), "took {took:?}");
-    assert!(r.failed.get("cancelled").is_some_and(|n| *n > 0) || r.not_started > 0, "{r:?}");
+    assert!(r.failed.get(&FailureReason::Cancelled).is_some_and(|n| *n > 0) || r.not_started > 0, "{r:?}");
 }
 
 #[test]
@@ -301,7 +309,8 @@ fn postgres_values_by_array_and_list_batches() {
     );
     let config = pg_config(&pg.url());
     let analysis = pg_analysis(&config);
-    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
+    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config.plan_settings())
+        .expect("plan");
     let backend = Arc::new(MemoryBackend::new(u64::MAX));
     let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
     let r = warm_with(&shop, &plan, backend.clone(), None);
@@ -353,13 +362,19 @@ fn postgres_over_tls_with_its_own_ca_and_never_without_tls() {
         let config = pg_config(&format!("{}?{query}", pg.url()));
         let analysis = pg_analysis(&config);
         let plan =
-            Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
+            Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config.plan_settings())
+                .expect("plan");
         let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
         warm_with(&shop, &plan, Arc::new(MemoryBackend::new(u64::MAX)), None)
     };
     let ca = pg.ca_file().display().to_string();
     let r = warm(&format!("sslmode=verify-full&sslrootcert={ca}"));
-    assert!(r.written > 0 && !r.failed.contains_key("source_error"), "{:?} {:?}", r.failed, r.errors);
+    assert!(
+        r.written > 0 && !r.failed.contains_key(&FailureReason::SourceError),
+        "{:?} {:?}",
+        r.failed,
+        r.errors
+    );
     // The system's roots do not know this CA: refused, and said so.
     let r = warm("sslmode=verify-full");
     assert_eq!(r.written, 0);
@@ -377,7 +392,8 @@ fn a_postgres_that_is_down_costs_its_rules_and_never_shows_the_password() {
     let url = format!("postgres://app:hunter2-secret@127.0.0.1:{}/postgres", pg.port);
     let config = pg_config(&url);
     let analysis = pg_analysis(&config);
-    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
+    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config.plan_settings())
+        .expect("plan");
     let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
     let started = Instant::now();
     let r = warm_with(&shop, &plan, Arc::new(MemoryBackend::new(u64::MAX)), None);
@@ -385,7 +401,7 @@ fn a_postgres_that_is_down_costs_its_rules_and_never_shows_the_password() {
     assert_eq!(r.written, 0);
     assert_eq!(r.failed.values().sum::<u64>(), plan.keys.len() as u64, "{:?}", r.failed);
     assert!(
-        r.failed.contains_key("source_down"),
+        r.failed.contains_key(&FailureReason::SourceDown),
         "the circuit opens after repeated failures: {:?}",
         r.failed
     );
@@ -406,7 +422,8 @@ fn warming_redis_writes_values_with_ttls_and_leaves_existing_keys_alone() {
     let mut bad_rows = s.analysis.rows().clone();
     bad_rows.iter_mut().find(|r| r.rule == "page" && r.key != existing).expect("another page").key =
         "page:/with space".into();
-    let plan = Plan::build(bad_rows.into_iter().map(Ok), &s.analysis.summary, &s.config).expect("plan");
+    let plan = Plan::build(bad_rows.into_iter().map(Ok), &s.analysis.summary, &s.config.plan_settings())
+        .expect("plan");
 
     let backend = Arc::new(RedisBackend::new(&server.url()).expect("valid URL"));
     let r = warm_with(&s, &plan, backend.clone(), None);
@@ -456,8 +473,12 @@ fn redis_killed_mid_warm_ends_the_run_with_failures_counted() {
     killer.join().expect("killed");
     assert_eq!(r.status, RunStatus::Completed);
     assert!(r.written > 0, "some keys were written before the kill: {r:?}");
-    assert!(r.failed.get("backend_error").is_some_and(|n| *n > 0), "{:?}", r.failed);
-    assert!(r.failed.get("backend_down").is_some_and(|n| *n > 0), "the breaker must open: {:?}", r.failed);
+    assert!(r.failed.get(&FailureReason::BackendError).is_some_and(|n| *n > 0), "{:?}", r.failed);
+    assert!(
+        r.failed.get(&FailureReason::BackendDown).is_some_and(|n| *n > 0),
+        "the breaker must open: {:?}",
+        r.failed
+    );
     let accounted = r.written + r.missing_in_source + r.no_source + r.failed.values().sum::<u64>();
     assert_eq!(accounted, plan.keys.len() as u64);
     assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
@@ -553,7 +574,7 @@ fn a_second_concurrent_run_skips_or_waits_for_the_lock() {
     assert!(skipper.is_clean(), "a locked run is not a failure");
 
     let mut patient = s.config.clone();
-    patient.warm.lock = preheat::config::LockPolicy::Wait;
+    patient.warm.lock = preheat::warm::LockPolicy::Wait;
     let waiter = warm_in_thread(patient, s.analysis.clone(), server.url());
     let first = first.join().expect("runs");
     let waiter = waiter.join().expect("runs");
@@ -579,7 +600,8 @@ fn a_postgres_restarted_mid_warm_costs_a_pause_not_the_rest_of_the_run() {
     config.warm.batch_size = 5;
     config.sources[0].qps = Some(25);
     let analysis = pg_analysis(&config);
-    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config).expect("plan");
+    let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config.plan_settings())
+        .expect("plan");
     let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
     let backend = Arc::new(MemoryBackend::new(u64::MAX));
     let restarter = std::thread::spawn(move || {
@@ -594,7 +616,11 @@ fn a_postgres_restarted_mid_warm_costs_a_pause_not_the_rest_of_the_run() {
     assert!(r.duration_ms > 3300, "the run must span the outage, took {} ms", r.duration_ms);
     assert_eq!(r.status, RunStatus::Completed, "{r:?}");
     let failed: u64 = r.failed.values().sum();
-    assert!(!r.failed.contains_key("source_down"), "a short restart must not count as down: {:?}", r.failed);
+    assert!(
+        !r.failed.contains_key(&FailureReason::SourceDown),
+        "a short restart must not count as down: {:?}",
+        r.failed
+    );
     assert_eq!(r.written + r.missing_in_source + failed, plan.keys.len() as u64);
     // The coldest keys come last, after the restart: they were warmed.
     let coldest = plan.keys.iter().rev().find(|k| k.rule != 1).expect("a product or page");

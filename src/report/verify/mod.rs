@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::analyze::input::Input;
-use crate::analyze::trace::{ReadStats, for_each_request};
-use crate::config::Config;
+use crate::analyze::trace::{ReadStats, Reading, for_each_request};
 use crate::logformat::CacheStatus;
 use crate::plan::Plan;
+use crate::rules::RuleSet;
 use crate::warm::RunReport;
 
 pub use self::redis::{ReadSignal, RedisObservation, observe};
@@ -156,8 +156,8 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(plan: &Plan, baseline: Baseline, config: &Config) -> Tally {
-        let rule_defs = config.rules.rules();
+    fn new(plan: &Plan, baseline: Baseline, rules: &RuleSet) -> Tally {
+        let rule_defs = rules.rules();
         let mut warmed: Vec<HashMap<String, u64>> = vec![HashMap::new(); rule_defs.len()];
         for k in &plan.keys {
             warmed[k.rule].insert(k.key.clone(), 0);
@@ -256,10 +256,10 @@ pub fn verify(
     plan: &Plan,
     baseline: Baseline,
     inputs: &[Input],
-    config: &Config,
+    reading: Reading<'_>,
 ) -> (Verification, ReadStats) {
-    let mut tally = Tally::new(plan, baseline, config);
-    let stats = for_each_request(inputs, config, |r| tally.add(Some(r.rule), r.key, r.time_ms, r.cache));
+    let mut tally = Tally::new(plan, baseline, reading.rules);
+    let stats = for_each_request(inputs, reading, |r| tally.add(Some(r.rule), r.key, r.time_ms, r.cache));
     (tally.finish(), stats)
 }
 
@@ -270,9 +270,9 @@ pub fn verify_app_log(
     plan: &Plan,
     baseline: Baseline,
     inputs: &[Input],
-    config: &Config,
+    rules: &RuleSet,
 ) -> (Verification, ReadStats) {
-    let mut tally = Tally::new(plan, baseline, config);
+    let mut tally = Tally::new(plan, baseline, rules);
     let mut stats = ReadStats::default();
     for input in inputs {
         let reader = match crate::analyze::input::open_decompressed(input) {

@@ -121,7 +121,7 @@ fn curve(
     distinct: u64,
     rate: Option<f64>,
 ) -> MissRatioCurve {
-    let points = crate::capacity::one_two_five(distinct)
+    let points = crate::report::capacity::one_two_five(distinct)
         .into_iter()
         // A sample cannot tell sizes apart below one sampled key's worth.
         .filter(|&size| size as f64 >= scale || size == distinct)

@@ -8,11 +8,11 @@
 
 use std::fmt::Write as _;
 
-use preheat::analyze::trace::Hour;
-use preheat::capacity::CapacityReport;
-use preheat::mrc::MissRatioCurve;
-use preheat::simulate::ColdVsWarm;
-use preheat::timestamp::format_rfc3339;
+use super::capacity::CapacityReport;
+use super::mrc::MissRatioCurve;
+use super::simulate::ColdVsWarm;
+use crate::analyze::trace::Hour;
+use crate::timestamp::format_rfc3339;
 
 const COLORS: [&str; 8] =
     ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4b5563"];

@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::verify::{Hits, Verification};
+use crate::report::verify::{Hits, Verification};
 use crate::warm::{RunReport, RunStatus, WarmOutcome};
 
 /// Every way a run can end, so the status gauge has one series per value.
@@ -155,7 +155,7 @@ pub fn render(report: &RunReport, now: f64) -> String {
     }
     out.family("preheat_warm_keys_failed", "Keys the last warm failed to write, by reason.");
     for (reason, n) in &report.failed {
-        out.sample("preheat_warm_keys_failed", &[("reason", reason)], *n as f64);
+        out.sample("preheat_warm_keys_failed", &[("reason", reason.as_str())], *n as f64);
     }
     out.gauge(
         "preheat_warm_keys_not_started",
@@ -258,7 +258,7 @@ mod tests {
                 ..Default::default()
             }],
         );
-        report.failed.insert("source_timeout".into(), 3);
+        report.failed.insert(crate::failure::FailureReason::SourceTimeout, 3);
         report.pacing.push(crate::warm::SourcePacing {
             source: "db".into(),
             batches: 4,
