@@ -11,8 +11,12 @@
 pub mod aggregate;
 pub mod decay;
 pub mod input;
+mod key_stats;
+mod key_table;
 mod options;
 mod ordered;
+mod params;
+mod tally;
 pub mod trace;
 
 use std::path::PathBuf;

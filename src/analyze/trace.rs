@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use hyperloglogplus::HyperLogLog;
 
-use super::aggregate::{Hll, new_hll, recycle};
 use super::input::{Chunk, Event, Input, Reader};
 use super::ordered::{for_each_in_order, lock};
+use super::tally::recycle;
 use crate::logformat::{CacheStatus, FormatSpec, JsonFields};
 use crate::rules::{Outcome, RuleSet};
+use crate::sketch::{Hll, new_hll};
 
 /// One request a rule matched.
 #[derive(Debug, Clone, Copy)]
