@@ -179,14 +179,38 @@ pub enum Fetch {
 pub struct Job {
     /// The cache key.
     pub key: String,
-    /// The looked-up value, request target, file path, or program input.
-    pub input: String,
+    /// What the source is asked for it.
+    pub input: Input,
+}
+
+/// What a source is asked for one key, by the kind of its fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A SQL lookup value, an HTTP request target, or a file path under the root.
+    Text(String),
+    /// A program's arguments, one string each.
+    Args(Vec<String>),
+    /// A program's standard input: `{"rule": ..., "key": ..., "params": {...}}`.
+    Stdin(String),
+    /// Nothing: a peer copies the key itself.
+    Key,
+}
+
+impl Input {
+    /// The text of a lookup value, request target, file path or standard input; empty for
+    /// the others.
+    pub fn text(&self) -> &str {
+        match self {
+            Input::Text(text) | Input::Stdin(text) => text,
+            Input::Args(_) | Input::Key => "",
+        }
+    }
 }
 
 impl Fetch {
     /// What the source is asked for `key`, from its profiled parameters (a JSON object of
     /// strings); an error says why the key cannot be loaded, and the key counts as invalid.
-    pub fn input(&self, rule: &Rule, key: &str, params: &str) -> Result<String, &'static str> {
+    pub fn input(&self, rule: &Rule, key: &str, params: &str) -> Result<Input, &'static str> {
         type Object = serde_json::Map<String, serde_json::Value>;
         fn get<'a>(o: &'a Object, name: &str) -> Option<&'a str> {
             o.get(name).and_then(|v| v.as_str())
@@ -205,26 +229,29 @@ impl Fetch {
                 let name = rule.param_name(*param).ok_or("has no lookup parameter")?;
                 string_field(params, name)
                     .map_err(|_| "its profiled parameters are not a JSON object")?
+                    .map(Input::Text)
                     .ok_or("has no lookup parameter")
             }
             Fetch::Http { .. } => {
                 let o = object()?;
-                request_target(rule, &|n| get(&o, n))
+                request_target(rule, &|n| get(&o, n)).map(Input::Text)
             }
             Fetch::File { path: Some(template) } => {
-                relative_path(&template.render_str(&values(&object()?, &rule.params())))
+                relative_path(&template.render_str(&values(&object()?, &rule.params()))).map(Input::Text)
             }
             Fetch::File { path: None } => {
                 let o = object()?;
                 let target = request_target(rule, &|n| get(&o, n))?;
-                relative_path(target.split('?').next().unwrap_or_default())
+                relative_path(target.split('?').next().unwrap_or_default()).map(Input::Text)
             }
-            Fetch::Command { stdin_json: true, .. } => Ok(serde_json::json!({
-                "rule": rule.name,
-                "key": key,
-                "params": object()?,
-            })
-            .to_string()),
+            Fetch::Command { stdin_json: true, .. } => Ok(Input::Stdin(
+                serde_json::json!({
+                    "rule": rule.name,
+                    "key": key,
+                    "params": object()?,
+                })
+                .to_string(),
+            )),
             Fetch::Command { args, stdin_json: false } => {
                 let o = object()?;
                 let values = values(&o, &rule.params());
@@ -232,9 +259,9 @@ impl Fetch {
                 if rendered.iter().any(|a| a.contains('\0')) {
                     return Err("an argument would hold a NUL byte");
                 }
-                Ok(serde_json::Value::from(rendered).to_string())
+                Ok(Input::Args(rendered))
             }
-            Fetch::Peer => object().map(|_| String::new()),
+            Fetch::Peer => object().map(|_| Input::Key),
         }
     }
 }
@@ -430,7 +457,7 @@ impl Source {
         match (&self.client, fetch) {
             (Client::Sql(sql), Fetch::Sql { query, .. }) => {
                 let _permit = self.admit().await;
-                let lookups: Vec<String> = jobs.iter().map(|j| j.input.clone()).collect();
+                let lookups: Vec<String> = jobs.iter().map(|j| j.input.text().to_string()).collect();
                 all(sql.fetch(query, &lookups).await.map(|rows| match_rows(jobs, rows)))
             }
             (Client::Peer(peer), Fetch::Peer) => {
@@ -439,16 +466,14 @@ impl Source {
                 all(peer.fetch(&keys).await)
             }
             (Client::Http(http), Fetch::Http { method }) => {
-                self.each(jobs, |job| http.fetch(method, &job.input)).await
+                self.each(jobs, |job| http.fetch(method, job.input.text())).await
             }
-            (Client::File(file), Fetch::File { .. }) => self.each(jobs, |job| file.fetch(&job.input)).await,
-            (Client::Command(command), Fetch::Command { stdin_json, .. }) => {
+            (Client::File(file), Fetch::File { .. }) => self.each(jobs, |job| file.fetch(job.input.text())).await,
+            (Client::Command(command), Fetch::Command { .. }) => {
                 self.each(jobs, |job| async move {
-                    if *stdin_json {
-                        command.fetch(&[], &job.input).await
-                    } else {
-                        let args: Vec<String> = serde_json::from_str(&job.input).unwrap_or_default();
-                        command.fetch(&args, "").await
+                    match &job.input {
+                        Input::Args(args) => command.fetch(args, "").await,
+                        other => command.fetch(&[], other.text()).await,
                     }
                 })
                 .await
@@ -497,7 +522,7 @@ fn match_rows(jobs: &[&Job], rows: Vec<(String, Vec<u8>)>) -> Vec<Fetched> {
         HashMap::with_capacity_and_hasher(n, ahash::RandomState::new());
     let mut next_same = vec![usize::MAX; n];
     for (i, job) in jobs.iter().enumerate().rev() {
-        if let Some(later) = first_of.insert(job.input.as_str(), i) {
+        if let Some(later) = first_of.insert(job.input.text(), i) {
             next_same[i] = later;
         }
     }
