@@ -4,6 +4,12 @@
 //! deciding, for each of their eighteen segments, what the segment is, where it ends and
 //! where its value goes. This parser takes the same steps in their fixed order, so its
 //! records and its errors are the interpreter's, and a property test holds it to that.
+//!
+//! A scanner, not nom combinators, on measurement: the same steps written as nom's sequence
+//! (`tag`, `alt`, `preceded` over field parsers built on [`scan`]), with the same records and
+//! errors, parsed `cargo bench --bench parse`'s combined lines in 3.39, 3.06 and 3.13 ms
+//! against 2.82, 2.58 and 2.68 ms for this code, alternated in one run (18% slower), and
+//! common lines in 2.24 and 2.25 ms against 2.01 and 2.01 ms (12% slower), 2026-12-07.
 
 use std::borrow::Cow;
 
