@@ -17,19 +17,10 @@ command -v /usr/bin/time >/dev/null || { echo "needs GNU time (apt-get install t
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
 preheat="$root/target/release/preheat"
 config="$root/data/preheat.toml"
+# shellcheck source=benches/timing.sh
+. "$root/benches/timing.sh"
 
 gen() { "$preheat" -q generate-log --config "$config" --lines "$1" --keys 100000 --seed 7 -o "$2"; }
-
-# Wall time of one run, in seconds.
-timed() {
-  local t0 t1
-  t0=$(date +%s.%N)
-  "$@" >/dev/null 2>&1
-  t1=$(date +%s.%N)
-  awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
-}
-# The smaller of two times ("" counts as none yet).
-least() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b < a) print b; else print a }'; }
 
 # Peak resident memory in MiB.
 rss() { /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1 | awk '{ printf "%.0f", $1 / 1024 }'; }
