@@ -468,7 +468,9 @@ impl Source {
             (Client::Http(http), Fetch::Http { method }) => {
                 self.each(jobs, |job| http.fetch(method, job.input.text())).await
             }
-            (Client::File(file), Fetch::File { .. }) => self.each(jobs, |job| file.fetch(job.input.text())).await,
+            (Client::File(file), Fetch::File { .. }) => {
+                self.each(jobs, |job| file.fetch(job.input.text())).await
+            }
             (Client::Command(command), Fetch::Command { .. }) => {
                 self.each(jobs, |job| async move {
                     match &job.input {
