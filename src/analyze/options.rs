@@ -28,7 +28,7 @@ pub struct AnalyzeOptions {
 }
 
 /// How a profile entry's score weighs its requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Weight {
     /// Score = (decayed) request count.

@@ -49,19 +49,8 @@ pub(super) fn analyze(file: &AnalyzeFile, problems: &mut Problems) -> AnalyzeCon
             ),
         }
     }
-    if let Some(w) = &file.weight {
-        analyze.score.weight = match w.get_ref().as_str() {
-            "requests" => Weight::Requests,
-            "latency" => Weight::Latency,
-            "bytes" => Weight::Bytes,
-            other => {
-                problems.add(
-                    w.span().start,
-                    format!("analyze.weight: `{other}` is not one of `requests`, `latency`, `bytes`"),
-                );
-                Weight::Requests
-            }
-        };
+    if let Some(weight) = file.weight {
+        analyze.score.weight = weight;
     }
     analyze
 }

@@ -490,6 +490,33 @@ on_existing = "skip"
     }
 
     #[test]
+    fn names_are_checked_by_their_enums_with_line_and_column() {
+        let p = problems(
+            "[analyze]\nweight = \"fast\"\n[warm]\nlock = \"maybe\"\nstale_profile = 3\n[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\n",
+        );
+        let found: Vec<(usize, usize, &str)> =
+            p.iter().map(|p| (p.line, p.column, p.message.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (2, 10, "analyze.weight: `fast` is not one of `requests`, `latency`, `bytes`"),
+                (4, 8, "warm.lock: `maybe` is not `skip` or `wait`"),
+                (5, 17, "warm.stale_profile: expected a string (one of the names this field takes)"),
+            ]
+        );
+        let c = Config::parse(
+            "[analyze]\nweight = \"bytes\"\n[warm]\nlock = \"wait\"\nstale_profile = \"skip\"\n[[rule]]\nname = \"a\"\nmatch = \"GET /\"\nkey = \"k\"\n",
+            "t",
+        )
+        .expect("valid");
+        assert_eq!(c.analyze.score.weight, Weight::Bytes);
+        assert_eq!(
+            (c.warm.lock, c.warm.stale_profile),
+            (crate::warm::LockPolicy::Wait, crate::warm::StalePolicy::Skip)
+        );
+    }
+
+    #[test]
     fn memory_limits() {
         assert_eq!(parse_memory_limit("30%"), Ok(MemoryLimit::Share(0.3)));
         assert_eq!(parse_memory_limit("512MiB"), Ok(MemoryLimit::Bytes(512 << 20)));

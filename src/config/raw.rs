@@ -4,7 +4,9 @@
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::analyze::Weight;
 use crate::logformat::JsonFields;
+use crate::warm::{LockPolicy, StalePolicy};
 
 /// The raw file, as serde reads it.
 #[derive(Debug, Deserialize)]
@@ -34,10 +36,10 @@ pub(super) struct WarmFile {
     pub(super) max_keys: Option<Spanned<u64>>,
     pub(super) max_bytes: Option<Spanned<String>>,
     pub(super) max_memory: Option<Spanned<String>>,
-    pub(super) lock: Option<Spanned<String>>,
+    pub(super) lock: Option<LockPolicy>,
     pub(super) lock_key: Option<Spanned<String>>,
     pub(super) max_profile_age: Option<Spanned<String>>,
-    pub(super) stale_profile: Option<Spanned<String>>,
+    pub(super) stale_profile: Option<StalePolicy>,
     pub(super) invalidations: Option<Spanned<String>>,
     pub(super) cache_headroom: Option<Spanned<String>>,
     pub(super) ready_at: Option<Spanned<ReadyAtFile>>,
@@ -73,7 +75,7 @@ pub(super) struct AnalyzeFile {
     pub(super) max_keys_per_rule: Option<Spanned<u64>>,
     pub(super) top_unmatched: Option<usize>,
     pub(super) half_life: Option<Spanned<String>>,
-    pub(super) weight: Option<Spanned<String>>,
+    pub(super) weight: Option<Weight>,
 }
 
 #[derive(Debug, Deserialize)]

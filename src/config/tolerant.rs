@@ -69,9 +69,20 @@ pub fn deserialize<T: for<'de> Deserialize<'de>>(
 }
 
 /// serde's wording in a person's: `invalid type: string "x", expected u64` becomes `expected
-/// an integer, found a string`.
+/// an integer, found a string`, and `unknown variant `x`, expected `a` or `b`` becomes
+/// `` `x` is not `a` or `b` ``.
 fn plain(message: &str) -> String {
     let message = message.trim_end();
+    // `unknown variant `x`, expected `a` or `b`` (or `expected one of `a`, `b`, `c``).
+    if let Some((value, expected)) =
+        message.strip_prefix("unknown variant ").and_then(|rest| rest.split_once(", expected "))
+    {
+        return format!("{value} is not {expected}");
+    }
+    // A value of another type where one of a set of names goes: toml says what it takes.
+    if message == "wanted string or table" {
+        return "expected a string (one of the names this field takes)".to_string();
+    }
     let Some(rest) = message.strip_prefix("invalid type: ") else { return message.to_string() };
     let Some((found, expected)) = rest.split_once(", expected ") else { return message.to_string() };
     format!("expected {}, found {}", kind(expected), kind(found))

@@ -8,7 +8,7 @@ use super::raw::{BackendFile, ReadyAtFile, WarmFile};
 use crate::backend::{BackendSettings, WriteMode, known_scheme};
 use crate::memory::{MAX_MEMORY_SHARE, MemoryLimit};
 use crate::units::parse_bytes;
-use crate::warm::{Invalidations, LockPolicy, MAX_DEADLINE, ReadyAt, StalePolicy, WarmSettings};
+use crate::warm::{Invalidations, MAX_DEADLINE, ReadyAt, WarmSettings};
 
 /// Checks the `[backend]` table.
 pub(super) fn backend(backend: Option<&BackendFile>, problems: &mut Problems) -> BackendSettings {
@@ -66,14 +66,8 @@ pub(super) fn warm(w: &WarmFile, problems: &mut Problems) -> WarmSettings {
             None => problems.add(i.span().start, format!("warm.{INVALIDATIONS_HELP}")),
         }
     }
-    if let Some(p) = &w.stale_profile {
-        match p.get_ref().as_str() {
-            "warn" => warm.stale_profile = StalePolicy::Warn,
-            "skip" => warm.stale_profile = StalePolicy::Skip,
-            other => {
-                problems.add(p.span().start, format!("warm.stale_profile: `{other}` is not `warn` or `skip`"))
-            }
-        }
+    if let Some(policy) = w.stale_profile {
+        warm.stale_profile = policy;
     }
     if let Some(m) = &w.on_existing {
         match parse_on_existing(m.get_ref()) {
@@ -123,12 +117,8 @@ pub(super) fn warm(w: &WarmFile, problems: &mut Problems) -> WarmSettings {
             Err(why) => problems.add(m.span().start, format!("warm.max_memory: `{}` {why}", m.get_ref())),
         }
     }
-    if let Some(l) = &w.lock {
-        match l.get_ref().as_str() {
-            "skip" => warm.lock = LockPolicy::Skip,
-            "wait" => warm.lock = LockPolicy::Wait,
-            other => problems.add(l.span().start, format!("warm.lock: `{other}` is not `skip` or `wait`")),
-        }
+    if let Some(policy) = w.lock {
+        warm.lock = policy;
     }
     if let Some(k) = &w.lock_key {
         match crate::backend::validate_key(k.get_ref()) {

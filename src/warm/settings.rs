@@ -78,7 +78,7 @@ pub enum Invalidations {
 }
 
 /// What `preheat warm` does with a stale profile (`warm.stale_profile`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StalePolicy {
     /// Warn and warm from it anyway.
@@ -88,7 +88,7 @@ pub enum StalePolicy {
 }
 
 /// What `preheat warm` does when another run holds the lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LockPolicy {
     /// End at once, reporting `locked` (exit 0): the other run is doing the work.
