@@ -32,7 +32,7 @@ pub struct TallyContext<'a> {
     /// Hashes keys and paths. One per run (randomly seeded: paths come from the internet) and
     /// shared by chunk and run-wide tables, so a hash computed in a chunk is reused by the merge.
     pub hasher: ahash::RandomState,
-    /// A second, independently seeded hash of each key (see [`KeyTable`]).
+    /// A second, independently seeded hash of each key (see [`super::key_table::KeyTable`]).
     pub check_hasher: ahash::RandomState,
 }
 
@@ -73,7 +73,7 @@ pub(super) struct Interned<V> {
 
 /// A chunk-local table whose keys live in one arena: no allocation per key, which matters
 /// because most keys of a chunk are seen again in the next one. Keys are told apart by their
-/// pair of hashes, as in the run-wide table (see [`KeyTable`]): comparing the key's
+/// pair of hashes, as in the run-wide table (see [`super::key_table::KeyTable`]): comparing the key's
 /// bytes read the arena, a cache miss on most lines. The index holds only each entry's
 /// position, and a lookup compares the hashes in the entry, which the line then updates: with
 /// the hashes in the index too, a lookup missed the cache twice (the index, then the entry),
@@ -189,7 +189,7 @@ impl ChunkTally {
     }
 
     /// Empties the tally for the next chunk, all but its client sketches (see
-    /// [`Aggregate::merge_sketches`]). Its tables keep their capacity: a chunk's tables grow to
+    /// [`super::aggregate::Aggregate::merge_sketches`]). Its tables keep their capacity: a chunk's tables grow to
     /// megabytes, and growing fresh ones for every chunk cost more in page faults than the
     /// tallying itself.
     pub fn clear(&mut self) {
