@@ -12,6 +12,12 @@
 //! With Redis's default `cluster-require-full-coverage yes`, the surviving masters refuse
 //! writes too once the cluster has marked a master as failed; set it to `no` to keep warming
 //! the slots that are still served.
+//!
+//! Our own client rather than the redis crate's `cluster_async`, on measurement: writing
+//! 200k keys of 1 KiB into three masters (batches of 500, four in flight, `SET NX PX`), this
+//! one wrote 318k and 312k keys/s against 116k and 119k for the crate's client, which routes
+//! each command and multiplexes what is in flight (2.75x and 2.63x; `cargo bench --bench
+//! cluster_client`, the two taking turns, 2026-12-07).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
