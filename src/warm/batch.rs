@@ -176,7 +176,7 @@ pub(super) async fn run_batch<B: Backend>(
 /// holds the warm's value. Any later change invalidates after the write, as usual. A key the
 /// source cannot answer for now is taken back too: it cannot be vouched for. Returns the
 /// entries taken back.
-pub(super) async fn verify_written<B: Backend>(
+async fn verify_written<B: Backend>(
     source: &OpenSource,
     load: &RuleLoad,
     target: &Target<B>,

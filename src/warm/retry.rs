@@ -22,7 +22,7 @@ pub(super) fn jitter_factor(spread: f64, state: &mut u64) -> f64 {
 }
 
 /// Backoff before retry `attempt` (1-based): 50 ms doubling, ±50% jitter.
-pub(super) fn backoff(attempt: u32, seed: &mut u64) -> Duration {
+fn backoff(attempt: u32, seed: &mut u64) -> Duration {
     Duration::from_millis(50 << attempt.min(6)).mul_f64(jitter_factor(0.5, seed))
 }
 

@@ -20,10 +20,10 @@ use crate::failure::FailureReason;
 use crate::source::SourceError;
 
 /// Reads the process's resident memory at most every few milliseconds.
-pub(super) struct MemoryWatch {
-    pub(super) budget: Option<u64>,
-    pub(super) checked: Option<Instant>,
-    pub(super) over: bool,
+struct MemoryWatch {
+    budget: Option<u64>,
+    checked: Option<Instant>,
+    over: bool,
 }
 
 impl MemoryWatch {
@@ -38,7 +38,7 @@ impl MemoryWatch {
 }
 
 /// The next batch to act on.
-pub(super) enum Pick {
+enum Pick {
     /// Start the batch at this index.
     Start(usize),
     /// Fail the batch at this index: its source (or the backend) is down.
@@ -51,7 +51,7 @@ pub(super) enum Pick {
 
 /// Finds the first batch, hottest first, that may start now, skipping those whose source is
 /// cooling down; `bytes_room` caps the estimated bytes of the batch (`None`: no cap).
-pub(super) fn pick<B>(
+fn pick<B>(
     batches: &VecDeque<Batch>,
     job: &WarmJob<'_>,
     sources: &[Result<Arc<OpenSource>, SourceError>],
@@ -252,7 +252,7 @@ pub(super) async fn drive<B: Backend + 'static>(
 }
 
 /// The open source a rule loads from.
-pub(super) fn source_of<'a>(
+fn source_of<'a>(
     job: &WarmJob<'_>,
     sources: &'a [Result<Arc<OpenSource>, SourceError>],
     rule: usize,
@@ -264,12 +264,12 @@ pub(super) fn source_of<'a>(
 /// What a batch may take of the cache's memory while it is written: its estimated values
 /// twice (stored, and in the server's buffer of the pipelined write, which counts against the
 /// limit as well), its keys and their overhead.
-pub(super) fn cache_cost(batch: &Batch) -> u64 {
+fn cache_cost(batch: &Batch) -> u64 {
     let keys: u64 = batch.keys.iter().map(|j| j.key.len() as u64 + room::PER_KEY_OVERHEAD).sum();
     2 * batch.est_bytes + keys
 }
 
-pub(super) fn progress_of(tally: &Tally<'_>, done: u64, planned: u64, started: Instant) -> Progress {
+fn progress_of(tally: &Tally<'_>, done: u64, planned: u64, started: Instant) -> Progress {
     let report = &tally.report;
     Progress {
         done,
