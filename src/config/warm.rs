@@ -156,6 +156,7 @@ fn parse_cache_headroom(text: &str) -> Result<f64, String> {
 
 pub(super) const INVALIDATIONS_HELP: &str = "invalidations must be `verify` (read each written key's value again and take back those that changed) or `off`";
 
+/// `verify` or `off`.
 pub(super) fn parse_invalidations(text: &str) -> Option<Invalidations> {
     match text {
         "verify" => Some(Invalidations::Verify),
@@ -199,6 +200,7 @@ pub(super) fn parse_memory_limit(text: &str) -> Result<MemoryLimit, String> {
 
 pub(super) const ON_EXISTING_HELP: &str = "on_existing must be `skip` (leave existing keys and their TTL), `overwrite` (replace the value, keep the remaining TTL) or `overwrite_and_reset_ttl`";
 
+/// `skip`, `overwrite` or `overwrite_and_reset_ttl`, as a write mode.
 pub(super) fn parse_on_existing(s: &str) -> Option<WriteMode> {
     match s {
         "skip" => Some(WriteMode::IfAbsent),

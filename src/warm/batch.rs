@@ -62,6 +62,9 @@ pub(super) struct Target<B> {
     pub(super) breaker: Breaker,
 }
 
+/// Fetches a batch from its source (with retries), writes what it found in `mode`, and with
+/// `invalidations = "verify"` reads the written keys again; never fails as a whole, every
+/// key's fate is counted in the outcome.
 pub(super) async fn run_batch<B: Backend>(
     batch: Batch,
     load: RuleLoad,

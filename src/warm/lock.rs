@@ -24,6 +24,8 @@ pub(super) enum Locking {
     Stopped(RunStatus),
 }
 
+/// Takes the run lock `warm.lock_key`, waiting for another run to release it when
+/// `warm.lock = "wait"`, until the deadline or the stop signal.
 pub(super) async fn take_lock<B: Backend>(
     backend: &B,
     job: &WarmJob<'_>,

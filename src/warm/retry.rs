@@ -26,6 +26,7 @@ fn backoff(attempt: u32, seed: &mut u64) -> Duration {
     Duration::from_millis(50 << attempt.min(6)).mul_f64(jitter_factor(0.5, seed))
 }
 
+/// A seed for the jitter generator, from the clock: runs and batches jitter differently.
 pub(super) fn clock_seed() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
 }

@@ -269,6 +269,7 @@ fn cache_cost(batch: &Batch) -> u64 {
     2 * batch.est_bytes + keys
 }
 
+/// Where the run stands, for the progress callback.
 fn progress_of(tally: &Tally<'_>, done: u64, planned: u64, started: Instant) -> Progress {
     let report = &tally.report;
     Progress {
