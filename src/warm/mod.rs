@@ -15,6 +15,10 @@
 //! At the deadline, on the stop signal, or when the process's resident memory reaches the
 //! budget, no new batch starts and batches in flight get a short grace before they are
 //! cancelled. The caller passes the stop signal, so tests can use a short timer.
+//!
+//! One file per piece: `settings` (what a run is told), `batch` (one batch fetched, written
+//! and verified), `retry`, `breaker`, `pacing`, `room` (the cache's free room), `lock`,
+//! `schedule` (which batch starts next, and when the run stops), `tally` and `report`.
 
 mod batch;
 mod breaker;
