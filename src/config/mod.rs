@@ -197,6 +197,17 @@ impl Problems<'_> {
     fn add_in<T>(&mut self, value: &Spanned<T>, inner: usize, message: impl fmt::Display) {
         self.add(value.span().start + 1 + inner, message);
     }
+    /// What `parse` makes of a text setting that is present; when it refuses, the problem
+    /// `{field}: {why}` at the value, and `None`.
+    fn parsed<T>(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        field: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let value = value.as_ref()?;
+        parse(value.get_ref()).map_err(|why| self.add(value.span().start, format!("{field}: {why}"))).ok()
+    }
 }
 
 impl Config {

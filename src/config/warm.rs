@@ -48,17 +48,11 @@ pub(super) fn warm(w: &WarmFile, problems: &mut Problems) -> WarmSettings {
     if let Some(enabled) = w.enabled {
         warm.enabled = enabled;
     }
-    if let Some(d) = &w.deadline {
-        match parse_deadline(d.get_ref()) {
-            Ok(v) => warm.deadline = v,
-            Err(why) => problems.add(d.span().start, format!("warm.deadline: {why}")),
-        }
+    if let Some(deadline) = problems.parsed(&w.deadline, "warm.deadline", parse_deadline) {
+        warm.deadline = deadline;
     }
-    if let Some(a) = &w.max_profile_age {
-        match parse_age(a.get_ref()) {
-            Ok(v) => warm.max_profile_age = Some(v),
-            Err(why) => problems.add(a.span().start, format!("warm.max_profile_age: {why}")),
-        }
+    if let Some(age) = problems.parsed(&w.max_profile_age, "warm.max_profile_age", parse_age) {
+        warm.max_profile_age = Some(age);
     }
     if let Some(i) = &w.invalidations {
         match parse_invalidations(i.get_ref()) {
@@ -105,17 +99,12 @@ pub(super) fn warm(w: &WarmFile, problems: &mut Problems) -> WarmSettings {
     if let Some(adaptive) = w.adaptive_concurrency {
         warm.adaptive_concurrency = adaptive;
     }
-    if let Some(h) = &w.cache_headroom {
-        match parse_cache_headroom(h.get_ref()) {
-            Ok(share) => warm.cache_headroom = share,
-            Err(why) => problems.add(h.span().start, format!("warm.cache_headroom: {why}")),
-        }
+    if let Some(share) = problems.parsed(&w.cache_headroom, "warm.cache_headroom", parse_cache_headroom) {
+        warm.cache_headroom = share;
     }
-    if let Some(m) = &w.max_memory {
-        match parse_memory_limit(m.get_ref()) {
-            Ok(limit) => warm.max_memory = limit,
-            Err(why) => problems.add(m.span().start, format!("warm.max_memory: `{}` {why}", m.get_ref())),
-        }
+    let memory = |text: &str| parse_memory_limit(text).map_err(|why| format!("`{text}` {why}"));
+    if let Some(limit) = problems.parsed(&w.max_memory, "warm.max_memory", memory) {
+        warm.max_memory = limit;
     }
     if let Some(policy) = w.lock {
         warm.lock = policy;
