@@ -7,7 +7,7 @@ use std::sync::Arc;
 use preheat::backend::MemoryBackend;
 use preheat::config::Config;
 use preheat::plan::Plan;
-use preheat::warm::{self, RunReport, RunStatus};
+use preheat::warm::{RunReport, RunStatus};
 
 use crate::servers::Postgres;
 use crate::support::*;
@@ -55,11 +55,7 @@ ttl = "10m"
     let analysis = analyze_files(&[dir.path().join("access.log")], &config, 2);
     let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config.plan_settings())
         .expect("plan");
-    block(async {
-        let sources = warm::open_sources(&config.sources, &config.warm);
-        let backend = Arc::new(MemoryBackend::new(u64::MAX));
-        warm::run(&plan, &config.warm_job(), &sources, backend, std::future::pending::<()>(), &|_| {}).await
-    })
+    warm_into(&config, &plan, Arc::new(MemoryBackend::new(u64::MAX)))
 }
 
 #[test]

@@ -5,11 +5,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use preheat::backend::{Backend, MemoryBackend, RedisBackend, RedisClusterBackend};
+use preheat::backend::{MemoryBackend, RedisBackend, RedisClusterBackend};
 use preheat::config::Config;
 use preheat::plan::Plan;
 use preheat::source::run_script;
-use preheat::warm::{self, RunReport, RunStatus, WarmOutcome};
+use preheat::warm::{RunReport, RunStatus, WarmOutcome};
 
 use crate::servers::{Redis, RedisCluster};
 use crate::support::*;
@@ -64,13 +64,6 @@ ttl = "10m"
         .expect("plan");
     assert_eq!(plan.keys.len() as u32, keys);
     (config, plan)
-}
-
-fn warm_into<B: Backend + 'static>(config: &Config, plan: &Plan, backend: Arc<B>) -> RunReport {
-    block(async {
-        let sources = warm::open_sources(&config.sources, &config.warm);
-        warm::run(plan, &config.warm_job(), &sources, backend, std::future::pending::<()>(), &|_| {}).await
-    })
 }
 
 /// Sets a Redis node's memory limit, with the production set-up's eviction policy.

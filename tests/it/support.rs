@@ -131,12 +131,20 @@ pub fn warm_requests<B: preheat::backend::Backend + 'static>(
     let analysis = analyze_files(&[log], &config, 2);
     let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config.plan_settings())
         .expect("plan");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let report = rt.block_on(async {
-        let sources = warm::open_sources(&config.sources, &config.warm);
-        warm::run(&plan, &config.warm_job(), &sources, backend, std::future::pending::<()>(), &|_| {}).await
-    });
+    let report = warm_into(&config, &plan, backend);
     (plan, report)
+}
+
+/// Warms `backend` with `plan` under `config`, to the end (no stop signal, no progress).
+pub fn warm_into<B: preheat::backend::Backend + 'static>(
+    config: &Config,
+    plan: &Plan,
+    backend: Arc<B>,
+) -> RunReport {
+    block(async {
+        let sources = warm::open_sources(&config.sources, &config.warm);
+        warm::run(plan, &config.warm_job(), &sources, backend, std::future::pending::<()>(), &|_| {}).await
+    })
 }
 
 /// Runs a future to completion on a runtime of its own.
