@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use preheat::backend::WriteMode;
-use preheat::config::Config;
+use preheat::config::{Config, on_existing_name};
 use preheat::memory::MemoryLimit;
 use preheat::secret::redact_url;
 use preheat::source::{Fetch, HttpMode, Source, SourceKind};
@@ -139,15 +138,6 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// `warm.on_existing` as the config spells it.
-fn on_existing(mode: WriteMode) -> &'static str {
-    match mode {
-        WriteMode::IfAbsent => "skip",
-        WriteMode::OverwriteKeepTtl => "overwrite",
-        WriteMode::Overwrite => "overwrite_and_reset_ttl",
-    }
-}
-
 fn duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
@@ -192,7 +182,7 @@ fn render(config: &Config, profile: &ProfileState, checks: &[(String, Result<(),
     let _ = writeln!(
         o,
         "          existing keys: {}; invalidations: {}; lock `{}`: {}; batches of {}, {} at once",
-        on_existing(w.on_existing),
+        on_existing_name(w.on_existing),
         json!(w.invalidations).as_str().unwrap_or(""),
         w.lock_key,
         json!(w.lock).as_str().unwrap_or(""),
@@ -259,7 +249,7 @@ fn render(config: &Config, profile: &ProfileState, checks: &[(String, Result<(),
                 (_, _, None) => "no expiry".to_string(),
             };
             let existing =
-                l.on_existing.map_or(String::new(), |m| format!(", existing keys: {}", on_existing(m)));
+                l.on_existing.map_or(String::new(), |m| format!(", existing keys: {}", on_existing_name(m)));
             format!("from `{}`, {ttl}{existing}", config.sources[l.source].name)
         });
         let _ = writeln!(

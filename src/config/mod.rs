@@ -30,6 +30,7 @@ mod warm;
 
 pub use analyze::AnalyzeConfig;
 pub use overrides::Overrides;
+pub use raw::on_existing_name;
 use raw::{ConfigFile, StatusItem};
 
 /// The configuration used when no file is given and `preheat.toml` does not exist: every GET

@@ -5,8 +5,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::analyze::Weight;
+use crate::backend::WriteMode;
 use crate::logformat::JsonFields;
-use crate::warm::{LockPolicy, StalePolicy};
+use crate::warm::{Invalidations, LockPolicy, StalePolicy};
 
 /// The raw file, as serde reads it.
 #[derive(Debug, Deserialize)]
@@ -30,7 +31,7 @@ pub struct ConfigFile {
 pub(super) struct WarmFile {
     pub(super) enabled: Option<bool>,
     pub(super) deadline: Option<Spanned<String>>,
-    pub(super) on_existing: Option<Spanned<String>>,
+    pub(super) on_existing: Option<OnExisting>,
     pub(super) batch_size: Option<Spanned<u64>>,
     pub(super) concurrency: Option<Spanned<u64>>,
     pub(super) max_keys: Option<Spanned<u64>>,
@@ -40,11 +41,42 @@ pub(super) struct WarmFile {
     pub(super) lock_key: Option<Spanned<String>>,
     pub(super) max_profile_age: Option<Spanned<String>>,
     pub(super) stale_profile: Option<StalePolicy>,
-    pub(super) invalidations: Option<Spanned<String>>,
+    pub(super) invalidations: Option<Invalidations>,
     pub(super) cache_headroom: Option<Spanned<String>>,
     pub(super) ready_at: Option<Spanned<ReadyAtFile>>,
     pub(super) ready_anyway: Option<bool>,
     pub(super) adaptive_concurrency: Option<bool>,
+}
+
+/// `on_existing`: the config's names for the write modes.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum OnExisting {
+    /// Leave existing keys and their TTL.
+    Skip,
+    /// Replace the value, keep the remaining TTL.
+    Overwrite,
+    /// Replace the value and its TTL.
+    OverwriteAndResetTtl,
+}
+
+impl From<OnExisting> for WriteMode {
+    fn from(choice: OnExisting) -> WriteMode {
+        match choice {
+            OnExisting::Skip => WriteMode::IfAbsent,
+            OnExisting::Overwrite => WriteMode::OverwriteKeepTtl,
+            OnExisting::OverwriteAndResetTtl => WriteMode::Overwrite,
+        }
+    }
+}
+
+/// A write mode by the name `on_existing` gives it.
+pub fn on_existing_name(mode: WriteMode) -> &'static str {
+    match mode {
+        WriteMode::IfAbsent => "skip",
+        WriteMode::OverwriteKeepTtl => "overwrite",
+        WriteMode::Overwrite => "overwrite_and_reset_ttl",
+    }
 }
 
 /// `ready_at = "80%"` or `ready_at = 5000`.
@@ -96,10 +128,10 @@ pub(super) struct RuleFile {
     pub(super) ttl_jitter: Option<Spanned<f64>>,
     pub(super) param: Option<Spanned<String>>,
     pub(super) encoding: Option<Spanned<String>>,
-    pub(super) on_existing: Option<Spanned<String>>,
+    pub(super) on_existing: Option<OnExisting>,
     pub(super) path: Option<Spanned<String>>,
     pub(super) args: Option<Spanned<Vec<String>>>,
-    pub(super) invalidations: Option<Spanned<String>>,
+    pub(super) invalidations: Option<Invalidations>,
 }
 
 #[derive(Debug, Deserialize)]

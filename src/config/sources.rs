@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::Problems;
 use super::raw::RuleFile;
-use super::warm::{INVALIDATIONS_HELP, ON_EXISTING_HELP, parse_invalidations, parse_on_existing};
+use crate::backend::WriteMode;
 use crate::rules::{CaptureKind, KeyTemplate, MatchPattern, param_names};
 use crate::source::{
     CommandInput, DEFAULT_MAX_VALUE_BYTES, Encoding, Fetch, HttpMode, SourceKind, SourceSettings, SqlQuery,
@@ -324,9 +324,7 @@ pub(super) fn rule_load(
         None if writes_own_ttl => 0.1,
         None => 0.0,
     };
-    let on_existing = choice(&r.on_existing, parse_on_existing, name, ON_EXISTING_HELP, problems, &mut ok);
-    let invalidations =
-        choice(&r.invalidations, parse_invalidations, name, INVALIDATIONS_HELP, problems, &mut ok);
+    let (on_existing, invalidations) = (r.on_existing.map(WriteMode::from), r.invalidations);
     let fetch = match kind {
         SourceKind::Sql { .. } => sql_fetch(r, name, pattern, &params, at, problems),
         SourceKind::Http { .. } => http_fetch(name, pattern, at, problems),
@@ -363,24 +361,6 @@ pub(super) fn rule_load(
         }
         _ => None,
     }
-}
-
-/// An optional rule setting with a fixed set of values; a bad one is reported with `help`.
-fn choice<T>(
-    field: &Option<Spanned<String>>,
-    parse: fn(&str) -> Option<T>,
-    name: &str,
-    help: &str,
-    problems: &mut Problems,
-    ok: &mut bool,
-) -> Option<T> {
-    let value = field.as_ref()?;
-    let parsed = parse(value.get_ref());
-    if parsed.is_none() {
-        problems.add(value.span().start, format!("rule `{name}`: {help}"));
-        *ok = false;
-    }
-    parsed
 }
 
 /// A template field over the rule's parameters (`{{` for a literal brace).
@@ -594,12 +574,17 @@ mod tests {
         let m =
             with(&format!("root = \"{}\"", std::env::temp_dir().display()), "path = \"{sku}\"\nttl = \"1m\"");
         assert!(m.iter().any(|x| x.contains("rule `p`: path: `{sku}`")), "{m:?}");
-        let m = with("url = \"redis://old\"", "invalidations = \"maybe\"");
-        assert!(m.iter().any(|x| x.contains("invalidations must be `verify`")), "{m:?}");
+        let m = with("url = \"redis://old\"", "invalidations = \"maybe\"\non_existing = \"replace\"");
+        assert!(m.iter().any(|x| x.contains("invalidations: `maybe` is not `verify` or `off`")), "{m:?}");
+        let overwrites = "is not one of `skip`, `overwrite`, `overwrite_and_reset_ttl`";
+        assert!(m.iter().any(|x| x.contains("on_existing: `replace`") && x.contains(overwrites)), "{m:?}");
         let m = messages(&format!(
             "[warm]\ninvalidations = \"never\"\n[sources.s]\nurl = \"redis://old\"\n{RULE}"
         ));
-        assert!(m.iter().any(|x| x.contains("warm.invalidations must be `verify`")), "{m:?}");
+        assert!(
+            m.iter().any(|x| x.contains("warm.invalidations: `never` is not `verify` or `off`")),
+            "{m:?}"
+        );
         // Problems carry their line.
         let p = problems(&format!("[sources.s]\nurl = \"redis://old\"\n{RULE}ttl = \"1m\"\n"));
         assert_eq!(p[0].line, 7, "{p:?}");

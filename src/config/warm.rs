@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use super::Problems;
 use super::raw::{BackendFile, ReadyAtFile, WarmFile};
-use crate::backend::{BackendSettings, WriteMode, known_scheme};
+use crate::backend::{BackendSettings, known_scheme};
 use crate::memory::{MAX_MEMORY_SHARE, MemoryLimit};
 use crate::units::parse_bytes;
-use crate::warm::{Invalidations, MAX_DEADLINE, ReadyAt, WarmSettings};
+use crate::warm::{MAX_DEADLINE, ReadyAt, WarmSettings};
 
 /// Checks the `[backend]` table.
 pub(super) fn backend(backend: Option<&BackendFile>, problems: &mut Problems) -> BackendSettings {
@@ -54,20 +54,14 @@ pub(super) fn warm(w: &WarmFile, problems: &mut Problems) -> WarmSettings {
     if let Some(age) = problems.parsed(&w.max_profile_age, "warm.max_profile_age", parse_age) {
         warm.max_profile_age = Some(age);
     }
-    if let Some(i) = &w.invalidations {
-        match parse_invalidations(i.get_ref()) {
-            Some(v) => warm.invalidations = v,
-            None => problems.add(i.span().start, format!("warm.{INVALIDATIONS_HELP}")),
-        }
+    if let Some(check) = w.invalidations {
+        warm.invalidations = check;
     }
     if let Some(policy) = w.stale_profile {
         warm.stale_profile = policy;
     }
-    if let Some(m) = &w.on_existing {
-        match parse_on_existing(m.get_ref()) {
-            Some(mode) => warm.on_existing = mode,
-            None => problems.add(m.span().start, ON_EXISTING_HELP),
-        }
+    if let Some(choice) = w.on_existing {
+        warm.on_existing = choice.into();
     }
     for (field, value, target) in [
         ("batch_size", &w.batch_size, &mut warm.batch_size),
@@ -143,17 +137,6 @@ fn parse_cache_headroom(text: &str) -> Result<f64, String> {
     }
 }
 
-pub(super) const INVALIDATIONS_HELP: &str = "invalidations must be `verify` (read each written key's value again and take back those that changed) or `off`";
-
-/// `verify` or `off`.
-pub(super) fn parse_invalidations(text: &str) -> Option<Invalidations> {
-    match text {
-        "verify" => Some(Invalidations::Verify),
-        "off" => Some(Invalidations::Off),
-        _ => None,
-    }
-}
-
 /// A warm deadline: more than zero, at most [`MAX_DEADLINE`].
 pub(super) fn parse_deadline(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
@@ -184,17 +167,5 @@ pub(super) fn parse_memory_limit(text: &str) -> Result<MemoryLimit, String> {
     match parse_bytes(text) {
         Some(b) if b > 0 => Ok(MemoryLimit::Bytes(b)),
         _ => Err("is not a share such as `30%` or a size such as `2GiB`".into()),
-    }
-}
-
-pub(super) const ON_EXISTING_HELP: &str = "on_existing must be `skip` (leave existing keys and their TTL), `overwrite` (replace the value, keep the remaining TTL) or `overwrite_and_reset_ttl`";
-
-/// `skip`, `overwrite` or `overwrite_and_reset_ttl`, as a write mode.
-pub(super) fn parse_on_existing(s: &str) -> Option<WriteMode> {
-    match s {
-        "skip" => Some(WriteMode::IfAbsent),
-        "overwrite" => Some(WriteMode::OverwriteKeepTtl),
-        "overwrite_and_reset_ttl" => Some(WriteMode::Overwrite),
-        _ => None,
     }
 }

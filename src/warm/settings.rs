@@ -66,7 +66,7 @@ pub enum ReadyAt {
 
 /// `invalidations`: how a warm avoids writing back a value the application changed (and
 /// invalidated) while the warm was loading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Invalidations {
     /// After a batch is written, read its keys from the source again; a key whose value
