@@ -147,16 +147,19 @@ pub fn sort_rotated(files: &mut [PathBuf]) {
     files.sort_by_cached_key(|p| (rotation_key(p), p.clone()));
 }
 
-/// Counts bytes as they are read, for progress.
+/// Counts bytes as they are read: all inputs' for progress, and this input's, to say where
+/// a damaged one broke off.
 struct Counting<R> {
     inner: R,
     counter: Arc<AtomicU64>,
+    own: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        self.own.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -173,18 +176,33 @@ pub enum Compression {
     Zstd,
 }
 
-/// Opens an input, decompressing by magic bytes (never by file name).
-/// Opens an input for reading, decompressed (gzip and zstd are told by their first bytes).
-pub fn open_decompressed(input: &Input) -> io::Result<Box<dyn Read + Send>> {
-    open(input, Arc::new(AtomicU64::new(0))).map(|(reader, _)| reader)
+impl Compression {
+    fn name(self) -> &'static str {
+        match self {
+            Compression::None => "text",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
 }
 
-fn open(input: &Input, counter: Arc<AtomicU64>) -> io::Result<(Box<dyn Read + Send>, Compression)> {
+/// Opens an input for reading, decompressed (gzip and zstd are told by their first bytes,
+/// never by the file's name).
+pub fn open_decompressed(input: &Input) -> io::Result<Box<dyn Read + Send>> {
+    let unused = || Arc::new(AtomicU64::new(0));
+    open(input, unused(), unused()).map(|(reader, _)| reader)
+}
+
+fn open(
+    input: &Input,
+    counter: Arc<AtomicU64>,
+    own: Arc<AtomicU64>,
+) -> io::Result<(Box<dyn Read + Send>, Compression)> {
     let raw: Box<dyn Read + Send> = match input {
         Input::Stdin => Box::new(io::stdin()),
         Input::File(p) => Box::new(File::open(p)?),
     };
-    let mut reader = BufReader::with_capacity(256 << 10, Counting { inner: raw, counter });
+    let mut reader = BufReader::with_capacity(256 << 10, Counting { inner: raw, counter, own });
     let head = reader.fill_buf()?;
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
         (Box::new(flate2::read::MultiGzDecoder::new(reader)), Compression::Gzip)
@@ -219,7 +237,7 @@ pub enum Event {
     /// The next chunk.
     Chunk(Chunk),
     /// An input failed (cannot be opened, or a read or decompression error mid-way); what
-    /// was read of it before the error has been sent as chunks.
+    /// was read of it before the error has been sent as chunks, up to its last whole line.
     Failed {
         /// Which.
         input: usize,
@@ -255,6 +273,10 @@ struct OpenInput {
     /// Inside a line longer than a chunk, whose start was sent cut short.
     skipping_long_line: bool,
     ended: bool,
+    /// Bytes of the file (compressed, if it is) read so far.
+    consumed: Arc<AtomicU64>,
+    /// The error that ended the input early, reported after the chunk read up to it.
+    broken: Option<String>,
 }
 
 impl<'a> Reader<'a> {
@@ -282,7 +304,8 @@ impl Iterator for Reader<'_> {
                 let index = self.next_input;
                 let next = self.inputs.get(index)?;
                 self.next_input += 1;
-                match open(next, self.bytes_read.clone()) {
+                let consumed = Arc::new(AtomicU64::new(0));
+                match open(next, self.bytes_read.clone(), consumed.clone()) {
                     Ok((reader, compression)) => {
                         self.open = Some(OpenInput {
                             index,
@@ -292,6 +315,8 @@ impl Iterator for Reader<'_> {
                             carry: Vec::new(),
                             skipping_long_line: false,
                             ended: false,
+                            consumed,
+                            broken: None,
                         });
                     }
                     Err(error) => return Some(Event::Failed { input: index, error: error.to_string() }),
@@ -307,7 +332,7 @@ impl Iterator for Reader<'_> {
                 }
                 Err(error) => {
                     self.open = None;
-                    return Some(Event::Failed { input: index, error: error.to_string() });
+                    return Some(Event::Failed { input: index, error });
                 }
             };
             if let Some(format) = &input.format {
@@ -327,11 +352,13 @@ impl Iterator for Reader<'_> {
 }
 
 impl OpenInput {
-    /// The next chunk of whole lines, or `None` at the end of the input.
-    fn next_chunk(&mut self, spare: &Receiver<Vec<u8>>) -> io::Result<Option<Vec<u8>>> {
+    /// The next chunk of whole lines, or `None` at the end of the input. A read or
+    /// decompression error ends the input like its end would, after the lines read up to it
+    /// (what `zcat` prints of a file cut mid-rotation); the error comes next.
+    fn next_chunk(&mut self, spare: &Receiver<Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
         loop {
             if self.ended {
-                return Ok(None);
+                return self.broken.take().map_or(Ok(None), Err);
             }
             // A recycled buffer keeps its length, so making it full-size again zeroes only the
             // few bytes it was short (zeroing 2 MiB per chunk was measurable).
@@ -340,9 +367,16 @@ impl OpenInput {
             buf[..self.carry.len()].copy_from_slice(&self.carry);
             let filled = self.carry.len();
             self.carry.clear();
-            let (filled, eof) = fill(&mut self.reader, &mut buf, filled)?;
+            let (filled, outcome) = fill(&mut self.reader, &mut buf, filled);
             buf.truncate(filled);
-            self.ended = eof;
+            self.ended = !matches!(outcome, Filled::Full);
+            if let Filled::Failed(error) = &outcome {
+                // The line the damage cut is unfinished: a key read from it could be wrong.
+                let whole = memchr::memrchr(b'\n', &buf).map_or(0, |nl| nl + 1);
+                let cut = buf.len() - whole;
+                buf.truncate(whole);
+                self.broken = Some(self.damage(error, cut));
+            }
             if self.skipping_long_line {
                 match memchr::memchr(b'\n', &buf) {
                     Some(nl) => {
@@ -355,7 +389,7 @@ impl OpenInput {
             if buf.is_empty() {
                 continue;
             }
-            if !eof {
+            if matches!(outcome, Filled::Full) {
                 match memchr::memrchr(b'\n', &buf) {
                     Some(nl) => {
                         self.carry.extend_from_slice(&buf[nl + 1..]);
@@ -375,6 +409,27 @@ impl OpenInput {
     }
 }
 
+impl OpenInput {
+    /// What broke the input off, where, and what was kept.
+    fn damage(&self, error: &io::Error, unfinished: usize) -> String {
+        let at = self.consumed.load(Ordering::Relaxed);
+        let stream = self.compression.name();
+        let what = match (self.compression, error.kind()) {
+            (Compression::None, _) => format!("reading failed near byte {at} ({error})"),
+            (_, io::ErrorKind::UnexpectedEof) => {
+                format!("the {stream} stream is cut short at byte {at}, its end (a copy taken mid-rotation?)")
+            }
+            _ => format!("the {stream} stream is damaged before byte {at} ({error})"),
+        };
+        let kept = if unfinished > 0 {
+            format!("; the lines before it were read, the unfinished one it cut ({unfinished} bytes) was not")
+        } else {
+            "; the lines before it were read".to_string()
+        };
+        what + &kept
+    }
+}
+
 /// The configured format, or the one detected from the first lines.
 fn resolve_format(spec: &FormatSpec, json: &JsonFields, first: &[u8]) -> (FormatSpec, LogFormat) {
     let spec = match spec {
@@ -388,18 +443,28 @@ fn resolve_format(spec: &FormatSpec, json: &JsonFields, first: &[u8]) -> (Format
     (spec, parsed)
 }
 
-/// Reads into `buf[filled..]` until it is full or the input ends; returns the bytes filled
-/// and whether the input ended.
-fn fill(reader: &mut dyn Read, buf: &mut [u8], mut filled: usize) -> io::Result<(usize, bool)> {
+/// How a [`fill`] ended.
+enum Filled {
+    /// The buffer is full.
+    Full,
+    /// The input ended.
+    End,
+    /// Reading failed; what was read before is in the buffer.
+    Failed(io::Error),
+}
+
+/// Reads into `buf[filled..]` until it is full, the input ends or reading fails; returns the
+/// bytes filled (those before an error too) and how it ended.
+fn fill(reader: &mut dyn Read, buf: &mut [u8], mut filled: usize) -> (usize, Filled) {
     while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {
-            Ok(0) => return Ok((filled, true)),
+            Ok(0) => return (filled, Filled::End),
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return (filled, Filled::Failed(e)),
         }
     }
-    Ok((filled, false))
+    (filled, Filled::Full)
 }
 
 #[cfg(test)]
@@ -463,5 +528,74 @@ mod tests {
         assert_eq!(lines.len(), 2, "the long line and the next one");
         assert_eq!(lines[0].len(), MAX_LINE_BYTES + 1, "the long line, cut short to be rejected");
         assert_eq!(lines[1], good);
+    }
+
+    /// The lines read from a file holding `data`, and the error that ended it early.
+    fn read_back(data: &[u8]) -> (usize, Option<String>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("access.log.gz");
+        std::fs::write(&path, data).expect("written");
+        let inputs = [Input::File(path)];
+        let (_keep, spare) = std::sync::mpsc::channel();
+        let (mut lines, mut failed) = (0, None);
+        let counter = Arc::new(AtomicU64::new(0));
+        for event in Reader::new(&inputs, &FormatSpec::Combined, &JsonFields::default(), spare, counter) {
+            match event {
+                Event::Chunk(c) => lines += c.data.iter().filter(|&&b| b == b'\n').count(),
+                Event::Failed { error, .. } => failed = Some(error),
+                Event::Opened { .. } => {}
+            }
+        }
+        (lines, failed)
+    }
+
+    /// What a streaming decoder gives of a cut file before it fails, as whole lines: `zcat`.
+    fn whole_lines_before_the_cut(mut decoder: impl Read) -> usize {
+        let mut out = Vec::new();
+        let _ = decoder.read_to_end(&mut out); // keeps what came before the error
+        out.iter().filter(|&&b| b == b'\n').count()
+    }
+
+    #[test]
+    fn a_cut_gzip_or_zstd_file_is_read_up_to_the_cut() {
+        use std::io::Write as _;
+        let mut text = Vec::new();
+        for i in 0..20_000 {
+            let line = format!(
+                "10.0.{}.{} - - [17/May/2015:10:05:03 +0000] \"GET /p/{} HTTP/1.1\" 200 {} \"-\" \"ua\"\n",
+                i % 250,
+                i % 7,
+                i * 7919 % 100_003,
+                i * 31 % 9973
+            );
+            text.extend_from_slice(line.as_bytes());
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&text).expect("compressed");
+        let gz = gz.finish().expect("compressed");
+        let zst = zstd::stream::encode_all(&text[..], 3).expect("compressed");
+        for (name, whole) in [("gzip", &gz), ("zstd", &zst)] {
+            assert_eq!(read_back(whole), (20_000, None), "{name}: the whole file");
+            let cuts = (1..24).map(|i| whole.len() * i / 24).chain([whole.len() - 10, whole.len() - 1]);
+            for cut in cuts {
+                let part = &whole[..cut];
+                let expected = if name == "gzip" {
+                    whole_lines_before_the_cut(flate2::read::MultiGzDecoder::new(part))
+                } else {
+                    whole_lines_before_the_cut(zstd::stream::read::Decoder::new(part).expect("a zstd header"))
+                };
+                let (lines, failed) = read_back(part);
+                assert_eq!(lines, expected, "{name} cut at byte {cut} of {}", whole.len());
+                let failed = failed.unwrap_or_else(|| panic!("{name} cut at {cut}: no warning"));
+                assert!(failed.contains(&format!("{name} stream is cut short at byte {cut}")), "{failed}");
+                if cut >= whole.len() - 10 {
+                    // gzip decodes up to the cut; zstd decodes whole blocks (at most 128 KiB of
+                    // text each), so a cut costs it the last block's lines.
+                    let lost: usize = text.split(|&b| b == b'\n').skip(lines).map(|l| l.len() + 1).sum();
+                    let most = if name == "gzip" { 1 << 10 } else { 128 << 10 };
+                    assert!(lost <= most, "{name}: a cut in the last 10 bytes costs {lost} bytes of text");
+                }
+            }
+        }
     }
 }

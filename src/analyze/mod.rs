@@ -293,7 +293,12 @@ impl MergeState {
                 lock(pool).push(*tally);
             }
             Tallied::Failed { input, error } => {
-                tracing::error!(input = %self.inputs[input].name, %error, "cannot read log; skipping the rest of it");
+                let summary = &self.inputs[input];
+                if summary.lines > 0 {
+                    tracing::warn!(input = %summary.name, lines = summary.lines, %error, "log breaks off; read up to there");
+                } else {
+                    tracing::error!(input = %summary.name, %error, "cannot read log");
+                }
                 self.inputs[input].error = Some(error);
             }
         }

@@ -99,7 +99,7 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let analysis = analyze::analyze(&inputs, &config.rules, &opts, &|p| reporter.update(p));
     reporter.finish();
 
-    let readable = analysis.summary.inputs.iter().any(|i| i.error.is_none());
+    let readable = analysis.summary.inputs.iter().any(|i| i.error.is_none() || i.lines > 0);
     if !readable {
         return Err(RunError::new(
             "no input could be read (each one's error is logged above)",
@@ -296,7 +296,8 @@ pub fn render_summary(
         };
         let _ = write!(o, "          {}  {} lines  [{}]", i.name, i.lines, how);
         if let Some(e) = &i.error {
-            let _ = write!(o, "  ERROR: {e}");
+            let label = if i.lines > 0 { "READ IN PART" } else { "ERROR" };
+            let _ = write!(o, "  {label}: {e}");
         }
         o.push('\n');
     }
