@@ -61,6 +61,7 @@ pub mod generate;
 pub mod logformat;
 pub mod memory;
 pub mod plan;
+pub mod printable;
 pub mod profile;
 pub mod report;
 pub mod rules;

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use hyperloglogplus::HyperLogLog;
 use rayon::prelude::*;
 
+use crate::printable::printable_bytes;
 use crate::profile::{
     InputSummary, LineCounts, PathCount, ProfileColumns, ProfileError, ProfileRow, RowGroup, RowValues,
     RuleSketches, RuleSummary, Sample, Sketches, Store, Summary, Window, row_group_size, store,
@@ -381,7 +382,7 @@ impl MergeState {
             rules,
             top_unmatched: unmatched
                 .into_iter()
-                .map(|(p, n)| PathCount { path: String::from_utf8_lossy(&p).into_owned(), requests: n })
+                .map(|(p, n)| PathCount { path: printable_bytes(&p), requests: n })
                 .collect(),
             distinct_clients: clients.count().round() as u64,
             config_fingerprint: opts.config_fingerprint.clone(),

@@ -11,7 +11,7 @@ use super::decay::HalfLife;
 use super::key_stats::KeyStats;
 use super::params::write_raw_params;
 use crate::logformat::{LogFormat, Record};
-use crate::rules::{NonUtf8Value, Outcome, RuleSet};
+use crate::rules::{Outcome, RuleSet};
 use crate::sketch::{Hll, new_hll};
 
 /// Rejected-line samples kept per reason.
@@ -264,8 +264,8 @@ pub fn tally_chunk_into(t: &mut ChunkTally, data: &[u8], format: &LogFormat, ctx
         let mut values = recycle(std::mem::take(&mut spare_values));
         match ctx.rules.classify(rec, &mut values) {
             Outcome::Matched(r) => {
-                if let Err(NonUtf8Value) = ctx.rules.rules()[r].key.render_bytes(&values, &mut key) {
-                    t.reject("non_utf8_key", index, line);
+                if let Err(unusable) = ctx.rules.rules()[r].key.render_bytes(&values, &mut key) {
+                    t.reject(unusable.reason(), index, line);
                 } else {
                     t.note_time(rec);
                     let rt = &mut t.rules[r];
@@ -308,11 +308,11 @@ pub(crate) fn recycle<'a>(mut v: Vec<Option<&[u8]>>) -> Vec<Option<&'a [u8]>> {
     v.into_iter().map(|_| None).collect()
 }
 
-/// The start of a line for a sample: at most 200 bytes, lossy UTF-8, and every query
-/// parameter value replaced by `…`, so tokens never reach a summary.
+/// The start of a line for a sample: at most 200 bytes, lossy UTF-8, control characters
+/// escaped, and every query parameter value replaced by `…`, so tokens never reach a summary.
 pub fn excerpt(line: &[u8]) -> String {
     let cut = &line[..line.len().min(200)];
-    let text = String::from_utf8_lossy(cut);
+    let text = crate::printable::printable_bytes(cut);
     let mut out = String::with_capacity(text.len());
     let mut in_query = false;
     let mut in_value = false;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use preheat::analyze::{self, Progress, input};
 use preheat::logformat::time::parse_iso8601;
+use preheat::printable::printable;
 use preheat::profile::{ProfileColumns, ProfileRow, Store, Summary};
 use preheat::timestamp::now_ms;
 
@@ -317,7 +318,10 @@ pub fn render_summary(
         let _ = writeln!(
             o,
             "          e.g. {}:{} ({}): {}",
-            sample.input, sample.line, sample.reason, sample.excerpt
+            sample.input,
+            sample.line,
+            sample.reason,
+            printable(&sample.excerpt)
         );
     }
     let _ = writeln!(
@@ -356,7 +360,7 @@ pub fn render_summary(
     if !s.top_unmatched.is_empty() {
         let _ = writeln!(o, "\ntop unmatched paths (add rules for these?):");
         for p in s.top_unmatched.iter().take(10) {
-            let _ = writeln!(o, "  {:>10}  {}", p.requests, p.path);
+            let _ = writeln!(o, "  {:>10}  {}", p.requests, printable(&p.path));
         }
     }
     if top > 0 && !rows.is_empty() {
@@ -393,7 +397,7 @@ pub fn render_rows(rows: &[ProfileRow], top: usize) -> String {
             r.score,
             opt(r.mean_bytes, 0),
             opt(r.mean_latency_ms, 1),
-            r.key
+            printable(&r.key)
         );
     }
     o

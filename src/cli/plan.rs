@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use preheat::plan::{Plan, PlanLimit};
+use preheat::printable::printable;
 use preheat::profile::open_profile;
 
 use super::{Exit, load_config};
@@ -117,8 +118,15 @@ fn render(plan: &Plan, path: &std::path::Path, top: usize, config: &preheat::con
         let _ = writeln!(o, "\n{:>5}  {:<14} {:>10} {:>10}  key", "rank", "rule", "requests", "est. B");
         for (i, k) in plan.keys.iter().take(top).enumerate() {
             let rule = &config.rules.rules()[k.rule].name;
-            let _ =
-                writeln!(o, "{:>5}  {:<14} {:>10} {:>10}  {}", i + 1, rule, k.requests, k.est_bytes, k.key);
+            let _ = writeln!(
+                o,
+                "{:>5}  {:<14} {:>10} {:>10}  {}",
+                i + 1,
+                rule,
+                k.requests,
+                k.est_bytes,
+                printable(&k.key)
+            );
         }
     }
     o

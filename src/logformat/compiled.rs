@@ -22,7 +22,7 @@ use super::clf::{self, Clf};
 use super::request::{parse_request, split_target};
 use super::scan;
 use super::time::{parse_clf, parse_epoch, parse_iso8601};
-use super::{COMBINED, COMMON, CacheStatus, ParseError, Record};
+use super::{COMBINED, COMMON, CacheStatus, NO_RESPONSE, ParseError, Record};
 
 /// A `log_format` variable the parser understands; anything else is read and ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,12 +319,15 @@ pub(super) fn parse_u64(v: &[u8]) -> Option<u64> {
     v.iter().try_fold(0u64, |n, &c| c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0')))
 }
 
+/// A status: three digits from `100` to `599`, or [`NO_RESPONSE`] for `-` (nginx, ALB) and
+/// `-1` (HAProxy), which servers log when no response was sent.
 #[inline(always)]
 pub(super) fn parse_status(v: &[u8]) -> Result<u16, ParseError> {
     match v {
         [a, b, c] if v.iter().all(u8::is_ascii_digit) && (b'1'..=b'5').contains(a) => {
             Ok(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
         }
+        b"-" | b"-1" => Ok(NO_RESPONSE),
         _ => Err(ParseError::BadStatus),
     }
 }
@@ -466,5 +469,7 @@ mod tests {
         assert_eq!(seconds_to_us(b"x"), None);
         assert_eq!(parse_status(b"404"), Ok(404));
         assert_eq!(parse_status(b"999"), Err(ParseError::BadStatus));
+        assert_eq!(parse_status(b"-"), Ok(NO_RESPONSE));
+        assert_eq!(parse_status(b"--"), Err(ParseError::BadStatus));
     }
 }

@@ -22,6 +22,10 @@ pub use json::{JsonFields, JsonFormat};
 /// Lines longer than this are rejected (`too_long`) rather than parsed.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
+/// The status of a request that got no response (logged as `-`): no rule's status filter
+/// accepts it, so it is never counted as cacheable.
+pub const NO_RESPONSE: u16 = 0;
+
 /// What the cache cares about in one request, borrowed from the log line where possible.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Record<'a> {
@@ -37,7 +41,7 @@ pub struct Record<'a> {
     pub query: Option<Cow<'a, [u8]>>,
     /// Virtual host (`$host`, or the authority of an absolute request target), if known.
     pub host: Option<Cow<'a, [u8]>>,
-    /// Response status, if logged.
+    /// Response status, if logged: [`NO_RESPONSE`] when the log says none was sent.
     pub status: Option<u16>,
     /// Response size in bytes, if logged.
     pub bytes: Option<u64>,

@@ -48,6 +48,9 @@ const TOKEN: [bool; 256] = {
 
 /// Splits `METHOD TARGET [PROTOCOL]`; `None` for `-`, binary junk, or a missing target.
 /// Whatever follows the protocol is tolerated, and the protocol may be missing (HTTP/0.9).
+/// A target holding spaces (some servers log the decoded path) is read from both ends, the
+/// method first and the protocol last; without a protocol after it, it is `None`, since where
+/// such a target ends cannot be told.
 pub fn parse_request(line: &[u8]) -> Option<Target<'_>> {
     // Most requests are GETs: one test instead of a table lookup per byte of the method.
     let method_len = if line.starts_with(b"GET ") {
@@ -63,25 +66,47 @@ pub fn parse_request(line: &[u8]) -> Option<Target<'_>> {
     if matches!(rest.first(), None | Some(b' ')) {
         return None;
     }
+    let whole_target = |first_space: usize| {
+        let len = target_len(rest, first_space)?;
+        Some(Target { method, ..split_target(&rest[..len]) })
+    };
     if matches!(rest.first(), Some(b'h' | b'H')) {
         // Perhaps an absolute-form target, whose host ends at a `/`, `?` or `#` before the
         // target's end: cut the target first.
-        let target_len = scan::find(b' ', rest).unwrap_or(rest.len());
-        return Some(Target { method, ..split_target(&rest[..target_len]) });
+        return whole_target(scan::find(b' ', rest).unwrap_or(rest.len()));
     }
     // The path ends at the first `?`, `#` or space and the target at the first space, which
     // is mostly where the path ends: one scan finds both. Cutting the target first and then
     // splitting it scanned the path twice (1.5% of the analyzer's instructions).
-    let (path, query) = match scan::find3(b' ', b'?', b'#', rest) {
+    let space_from = |at: usize| scan::find(b' ', &rest[at..]).map_or(rest.len(), |n| at + n);
+    let (path, query, first_space) = match scan::find3(b' ', b'?', b'#', rest) {
         Some(q) if rest[q] == b'?' => {
             let query = &rest[q + 1..];
             let end = scan::find2(b' ', b'#', query).unwrap_or(query.len());
-            (&rest[..q], Some(&query[..end]))
+            let space = if query.get(end) == Some(&b'#') { space_from(q + 1 + end) } else { q + 1 + end };
+            (&rest[..q], Some(&query[..end]), space)
         }
-        Some(end) => (&rest[..end], None),
-        None => (rest, None),
+        Some(end) if rest[end] == b'#' => (&rest[..end], None, space_from(end)),
+        Some(end) => (&rest[..end], None, end),
+        None => (rest, None, rest.len()),
     };
+    if first_space < rest.len() && !rest[first_space + 1..].starts_with(b"HTTP/") {
+        return whole_target(first_space);
+    }
     Some(Target { method, path, query, host: None })
+}
+
+/// How long the target is, given its first space: up to there when the protocol or nothing
+/// follows, else up to the last space when the protocol follows that (trailing spaces cut).
+fn target_len(rest: &[u8], first_space: usize) -> Option<usize> {
+    if first_space == rest.len() || rest[first_space + 1..].starts_with(b"HTTP/") {
+        return Some(first_space);
+    }
+    let last = memchr::memrchr(b' ', rest)?;
+    if !rest[last + 1..].starts_with(b"HTTP/") {
+        return None;
+    }
+    Some(rest[..last].iter().rposition(|&c| c != b' ').map_or(0, |n| n + 1))
 }
 
 /// Splits a request target into path and query; an absolute-form target
@@ -119,18 +144,33 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The request line read the plain way: the target cut at its first space, then split.
+    /// The request line read the plain way: the protocol taken off the end, then the target
+    /// split.
     fn parse_request_by_cutting(line: &[u8]) -> Option<Target<'_>> {
         let method_len = line.iter().take(MAX_METHOD + 1).position(|&c| !TOKEN[usize::from(c)])?;
         if method_len == 0 || line[method_len] != b' ' {
             return None;
         }
         let rest = &line[method_len + 1..];
-        let target_len = scan::find(b' ', rest).unwrap_or(rest.len());
-        if target_len == 0 {
+        let words: Vec<&[u8]> = rest.split(|&c| c == b' ').collect();
+        if words[0].is_empty() {
             return None;
         }
-        Some(Target { method: &line[..method_len], ..split_target(&rest[..target_len]) })
+        let target = if words.len() == 1 || words[1].starts_with(b"HTTP/") {
+            words[0]
+        } else {
+            // Several words without the protocol next: the target is all but the last word,
+            // which must be the protocol.
+            let last = words.iter().rposition(|w| w.starts_with(b"HTTP/"))?;
+            if last != words.len() - 1 {
+                return None;
+            }
+            rest[..words[..last].iter().map(|w| w.len() + 1).sum::<usize>() - 1].trim_ascii_end()
+        };
+        if target.is_empty() {
+            return None;
+        }
+        Some(Target { method: &line[..method_len], ..split_target(target) })
     }
 
     proptest! {
@@ -147,8 +187,9 @@ mod tests {
                 prop_oneof![Just(b' '), Just(b'?'), Just(b'#'), Just(b'/'), Just(b'x'), any::<u8>()],
                 0..80,
             ),
+            end in prop_oneof![Just(&b""[..]), Just(&b" HTTP/1.1"[..]), Just(&b" HTTP/1.1 x"[..])],
         ) {
-            let line = [start, &body[..]].concat();
+            let line = [start, &body[..], end].concat();
             prop_assert_eq!(parse_request(&line), parse_request_by_cutting(&line));
         }
     }
@@ -176,6 +217,16 @@ mod tests {
         assert_eq!(parse_request(&line), None, "a method over the limit");
         let t = parse_request(b"GET /a?b=1 HTTP/1.1 trailing junk").expect("extra text after the protocol");
         assert_eq!((t.path, t.query), (&b"/a"[..], Some(&b"b=1"[..])));
+        let t = parse_request(b"GET /a b c HTTP/1.1").expect("a path with spaces");
+        assert_eq!((t.path, t.query), (&b"/a b c"[..], None));
+        let t = parse_request(b"GET /a b?q=x y HTTP/1.0").expect("a query with spaces");
+        assert_eq!((t.path, t.query), (&b"/a b"[..], Some(&b"q=x y"[..])));
+        let t = parse_request(b"GET http://h.example/a b HTTP/1.1").expect("absolute, with a space");
+        assert_eq!((t.host, t.path), (Some(&b"h.example"[..]), &b"/a b"[..]));
+        let t = parse_request(b"GET /a  HTTP/1.1").expect("two spaces before the protocol");
+        assert_eq!(t.path, b"/a");
+        assert_eq!(parse_request(b"GET /a b"), None, "where the target ends cannot be told");
+        assert_eq!(parse_request(b"GET /a b HTTP/1.1 junk"), None);
     }
 
     #[test]

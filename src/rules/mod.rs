@@ -9,7 +9,7 @@ mod pattern;
 mod template;
 
 pub use pattern::{CaptureKind, MatchPattern, PatternError, method_word, same as same_bytes};
-pub use template::{KeyTemplate, NonUtf8Value, TemplateError};
+pub use template::{KeyTemplate, TemplateError, UnusableKey};
 
 use crate::logformat::Record;
 

@@ -25,10 +25,40 @@ pub struct KeyTemplate {
     parts: Vec<Part>,
 }
 
-/// A captured value that is not UTF-8 and so cannot become part of a key.
+/// Why a rendered key cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a captured value is not UTF-8, so it cannot be part of a key")]
-pub struct NonUtf8Value;
+pub enum UnusableKey {
+    /// A captured value is not UTF-8.
+    #[error("a captured value is not UTF-8, so it cannot be part of a key")]
+    NonUtf8,
+    /// A captured value holds a control character (ESC, BEL, NUL, ...), which no cache key
+    /// should carry and no terminal should be sent raw.
+    #[error("a captured value holds a control character, so it cannot be part of a key")]
+    ControlChar,
+}
+
+impl UnusableKey {
+    /// The reason a line is rejected for it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            UnusableKey::NonUtf8 => "non_utf8_key",
+            UnusableKey::ControlChar => "control_char",
+        }
+    }
+}
+
+/// Checks a rendered key: UTF-8, without control characters.
+fn check(key: &[u8]) -> Result<(), UnusableKey> {
+    // Keys are nearly always ASCII, which a few word operations confirm: the full UTF-8
+    // check runs only for the others (measured: that check was a fortieth of the analyzer's
+    // instructions).
+    let control = if key.is_ascii() {
+        key.iter().any(|&b| b < 0x20 || b == 0x7f)
+    } else {
+        std::str::from_utf8(key).map_err(|_| UnusableKey::NonUtf8)?.chars().any(char::is_control)
+    };
+    if control { Err(UnusableKey::ControlChar) } else { Ok(()) }
+}
 
 impl KeyTemplate {
     /// Compiles `src` against the parameter names the rule provides. `{{` and `}}` are literal
@@ -95,24 +125,19 @@ impl KeyTemplate {
 
     /// Renders the key into `out` (cleared first) and returns it as text. Missing values (an
     /// absent query parameter) render as nothing.
-    pub fn render<'o>(
-        &self,
-        values: &[Option<&[u8]>],
-        out: &'o mut Vec<u8>,
-    ) -> Result<&'o str, NonUtf8Value> {
+    pub fn render<'o>(&self, values: &[Option<&[u8]>], out: &'o mut Vec<u8>) -> Result<&'o str, UnusableKey> {
         self.fill(values, out);
         // One check of the whole key: per value, the checks' set-up cost more than the
         // short values themselves.
-        std::str::from_utf8(out).map_err(|_| NonUtf8Value)
+        check(out)?;
+        std::str::from_utf8(out).map_err(|_| UnusableKey::NonUtf8)
     }
 
     /// Renders the key into `out` (cleared first), as [`KeyTemplate::render`] does, for a
-    /// caller that needs its bytes only. Keys are nearly always ASCII, which a few word
-    /// operations confirm: the full UTF-8 check runs only for the others (measured: that
-    /// check was a fortieth of the analyzer's instructions).
-    pub fn render_bytes(&self, values: &[Option<&[u8]>], out: &mut Vec<u8>) -> Result<(), NonUtf8Value> {
+    /// caller that needs its bytes only.
+    pub fn render_bytes(&self, values: &[Option<&[u8]>], out: &mut Vec<u8>) -> Result<(), UnusableKey> {
         self.fill(values, out);
-        if out.is_ascii() || std::str::from_utf8(out).is_ok() { Ok(()) } else { Err(NonUtf8Value) }
+        check(out)
     }
 
     fn fill(&self, values: &[Option<&[u8]>], out: &mut Vec<u8>) {
@@ -162,10 +187,14 @@ mod tests {
         let t = KeyTemplate::parse("product:{id}:p{page}:{{x}}", &params()).expect("valid");
         let mut out = Vec::new();
         assert_eq!(t.render(&[Some(b"42"), None], &mut out), Ok("product:42:p:{x}"));
-        assert_eq!(t.render(&[Some(b"\xff"), None], &mut out), Err(NonUtf8Value));
-        assert_eq!(t.render_bytes(&[Some(b"\xff"), None], &mut out), Err(NonUtf8Value));
+        assert_eq!(t.render(&[Some(b"\xff"), None], &mut out), Err(UnusableKey::NonUtf8));
+        assert_eq!(t.render_bytes(&[Some(b"\xff"), None], &mut out), Err(UnusableKey::NonUtf8));
         assert_eq!(t.render_bytes(&[Some("é".as_bytes()), None], &mut out), Ok(()));
         assert_eq!(out, "product:é:p:{x}".as_bytes());
+        for control in [&b"a\x1b[31m"[..], b"\x07", b"\0", b"\x7f", "\u{9b}".as_bytes()] {
+            assert_eq!(t.render_bytes(&[Some(control), None], &mut out), Err(UnusableKey::ControlChar));
+            assert_eq!(t.render(&[Some(control), None], &mut out), Err(UnusableKey::ControlChar));
+        }
         assert_eq!(t.render_str(&["1", "2"]), "product:1:p2:{x}");
     }
 

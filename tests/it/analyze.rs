@@ -236,6 +236,44 @@ fn hostile_lines_are_counted_by_reason_never_fatal() {
     assert_eq!(junk, [8, 9]);
 }
 
+/// Lines that real logs hold and that once became wrong keys or raw escapes on a terminal.
+#[test]
+fn spaces_in_paths_missing_statuses_and_control_bytes_are_read_right() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let line = |path: &str, status: &str| {
+        format!(
+            "203.0.113.7 - - [01/Jan/2026:10:00:00 +0000] \"GET {path} HTTP/1.1\" {status} 10 \"-\" \"ua\"\n"
+        )
+    };
+    let log = [
+        line("/pages/a b c", "200"),                  // a path with spaces, keyed whole
+        line("/api/products/7", "-"),                 // no response: not cacheable
+        line("/pages/\x1b[2J\x07gotcha", "200"),      // a key with control bytes
+        line("/static/\x1b]0;title\x07x.css", "200"), // an unmatched path with them
+        "203.0.113.7 - - [01/Jan/2026:10:00:00 +0000] \"GET /a b\" 200 1 \"-\" \"\x1b[31m\"\n".to_string(),
+    ]
+    .concat();
+    fs::write(dir.path().join("hostile.log"), log).expect("writable");
+    fs::write(dir.path().join("preheat.toml"), format!("[log]\nformat = \"combined\"\n{RULES}"))
+        .expect("writable");
+    let out = preheat(dir.path(), &["analyze", "--config", "preheat.toml", "--profiles", "p", "hostile.log"]);
+    let stdout = text(&out.stdout);
+    for shown in [&out.stdout, &out.stderr] {
+        let raw = shown.iter().filter(|&&b| b == 0x1b || b == 0x07).count();
+        assert_eq!(raw, 0, "control bytes reached the terminal:\n{stdout}{}", text(&out.stderr));
+    }
+    assert!(stdout.contains("page:/a b c"), "the whole path is the key:\n{stdout}");
+    assert!(stdout.contains("/static/\\x1b]0;title\\x07x.css"), "escaped:\n{stdout}");
+    assert!(stdout.contains("\\x1b[2J"), "the rejected line's sample, escaped:\n{stdout}");
+    let a = analyze_files(&[dir.path().join("hostile.log")], &config_with(""), 1);
+    assert_eq!(a.summary.rejected_by_reason.get("control_char"), Some(&1), "{:?}", a.summary);
+    assert_eq!(a.summary.rejected_by_reason.get("bad_request_line"), Some(&1), "`GET /a b` has no end");
+    let product = a.summary.rules.iter().find(|r| r.name == "product").expect("rule");
+    assert_eq!((product.requests, product.status_filtered), (0, 1), "status `-` is not cacheable");
+    let keys: Vec<String> = a.rows().into_iter().map(|r| r.key).collect();
+    assert_eq!(keys, ["page:/a b c"]);
+}
+
 #[test]
 fn distinct_clients_count_matched_and_unmatched_requests_once() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::compiled::{parse_status, parse_u64, seconds_to_us};
 use super::request::{parse_request, split_target};
 use super::time::parse_any;
-use super::{CacheStatus, ParseError, Record};
+use super::{CacheStatus, NO_RESPONSE, ParseError, Record};
 
 /// Which top-level JSON fields hold which part of a request. Each role lists candidate names;
 /// the first one present in a line wins.
@@ -369,7 +369,13 @@ fn record<'a>(fields: &mut Fields<'a>) -> Result<Record<'a>, ParseError> {
 /// A status logged as a JSON number: what `parse_status` accepts as text, 100 to 599 and
 /// whole, without formatting the number first (an allocation on every such line).
 fn status_number(n: f64) -> Result<u16, ParseError> {
-    if n.fract() == 0.0 && (100.0..=599.0).contains(&n) { Ok(n as u16) } else { Err(ParseError::BadStatus) }
+    if n.fract() == 0.0 && (100.0..=599.0).contains(&n) {
+        Ok(n as u16)
+    } else if n == -1.0 {
+        Ok(NO_RESPONSE)
+    } else {
+        Err(ParseError::BadStatus)
+    }
 }
 
 #[cfg(test)]
