@@ -9,6 +9,7 @@
 #
 #   bash benches/sources.sh
 #   KEYS=100000 REQUESTS=50000 bash benches/sources.sh   # quicker
+#   PREHEAT=/tmp/before/target/release/preheat bash benches/sources.sh   # another build
 set -euo pipefail
 
 KEYS=${KEYS:-500000}
@@ -28,10 +29,14 @@ trap cleanup EXIT
 for tool in redis-server redis-cli sqlite3 nginx wrk python3; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install redis-server sqlite3 nginx-light wrk)" >&2; exit 1; }
 done
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
 # shellcheck source=benches/products.sh
 . "$root/benches/products.sh"
-preheat="$root/target/release/preheat"
+# PREHEAT=path/to/preheat measures another build (a change's before and after).
+preheat=${PREHEAT:-}
+if [ -z "$preheat" ]; then
+  cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+  preheat="$root/target/release/preheat"
+fi
 # A free port whose cluster bus port (+10000) is free too.
 free_port() {
   python3 -c '

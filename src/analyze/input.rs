@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 
-use crate::logformat::{FormatSpec, JsonFields, LogFormat, MAX_LINE_BYTES, detect};
+use crate::logformat::{FormatSpec, LogFormat, LogSettings, detect};
 
 /// Bytes per chunk. Fixed (never derived from the thread count), so results are too.
 pub const CHUNK_BYTES: usize = 4 << 20;
@@ -252,8 +252,7 @@ pub enum Event {
 /// memory, which cost as much as copying every chunk once more.
 pub struct Reader<'a> {
     inputs: &'a [Input],
-    spec: &'a FormatSpec,
-    json: &'a JsonFields,
+    log: &'a LogSettings,
     spare: Receiver<Vec<u8>>,
     bytes_read: Arc<AtomicU64>,
     next_input: usize,
@@ -283,12 +282,11 @@ impl<'a> Reader<'a> {
     /// Reads `inputs` in order; `spare` returns used buffers for reuse.
     pub fn new(
         inputs: &'a [Input],
-        spec: &'a FormatSpec,
-        json: &'a JsonFields,
+        log: &'a LogSettings,
         spare: Receiver<Vec<u8>>,
         bytes_read: Arc<AtomicU64>,
     ) -> Self {
-        Reader { inputs, spec, json, spare, bytes_read, next_input: 0, open: None, pending: None }
+        Reader { inputs, log, spare, bytes_read, next_input: 0, open: None, pending: None }
     }
 }
 
@@ -324,7 +322,7 @@ impl Iterator for Reader<'_> {
                 continue;
             };
             let index = input.index;
-            let data = match input.next_chunk(&self.spare) {
+            let data = match input.next_chunk(&self.spare, self.log.max_line) {
                 Ok(Some(data)) => data,
                 Ok(None) => {
                     self.open = None;
@@ -338,7 +336,7 @@ impl Iterator for Reader<'_> {
             if let Some(format) = &input.format {
                 return Some(Event::Chunk(Chunk { input: index, data, format: format.clone() }));
             }
-            let (spec_used, parsed) = resolve_format(self.spec, self.json, &data);
+            let (spec_used, parsed) = resolve_format(self.log, &data);
             let format = Arc::new(parsed);
             input.format = Some(format.clone());
             self.pending = Some(Event::Chunk(Chunk { input: index, data, format }));
@@ -355,7 +353,7 @@ impl OpenInput {
     /// The next chunk of whole lines, or `None` at the end of the input. A read or
     /// decompression error ends the input like its end would, after the lines read up to it
     /// (what `zcat` prints of a file cut mid-rotation); the error comes next.
-    fn next_chunk(&mut self, spare: &Receiver<Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
+    fn next_chunk(&mut self, spare: &Receiver<Vec<u8>>, max_line: usize) -> Result<Option<Vec<u8>>, String> {
         loop {
             if self.ended {
                 return self.broken.take().map_or(Ok(None), Err);
@@ -398,7 +396,7 @@ impl OpenInput {
                     None => {
                         // One line fills the whole chunk: keep enough of it to be rejected as
                         // too long, and drop the rest up to its newline.
-                        buf.truncate(MAX_LINE_BYTES + 1);
+                        buf.truncate(max_line + 1);
                         buf.push(b'\n');
                         self.skipping_long_line = true;
                     }
@@ -431,16 +429,16 @@ impl OpenInput {
 }
 
 /// The configured format, or the one detected from the first lines.
-fn resolve_format(spec: &FormatSpec, json: &JsonFields, first: &[u8]) -> (FormatSpec, LogFormat) {
-    let spec = match spec {
+fn resolve_format(log: &LogSettings, first: &[u8]) -> (FormatSpec, LogFormat) {
+    let spec = match &log.format {
         FormatSpec::Auto => {
             let lines = first.split(|&c| c == b'\n').filter(|l| !l.is_empty()).take(DETECT_LINES);
-            detect(lines, json)
+            detect(lines, &log.json)
         }
         other => other.clone(),
     };
-    let parsed = LogFormat::from_spec(&spec, json).expect("a concrete, validated format");
-    (spec, parsed)
+    let parsed = LogFormat::from_spec(&spec, &log.json).expect("a concrete, validated format");
+    (spec, parsed.with_max_line(log.max_line))
 }
 
 /// How a [`fill`] ended.
@@ -470,6 +468,11 @@ fn fill(reader: &mut dyn Read, buf: &mut [u8], mut filled: usize) -> (usize, Fil
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logformat::DEFAULT_MAX_LINE;
+
+    fn combined() -> LogSettings {
+        LogSettings { format: FormatSpec::Combined, ..LogSettings::default() }
+    }
 
     #[test]
     fn rotated_sets_oldest_first() {
@@ -508,7 +511,7 @@ mod tests {
         let (_keep, spare) = std::sync::mpsc::channel();
         let mut lines = Vec::new();
         let counter = Arc::new(AtomicU64::new(0));
-        for event in Reader::new(&inputs, &FormatSpec::Combined, &JsonFields::default(), spare, counter) {
+        for event in Reader::new(&inputs, &combined(), spare, counter) {
             if let Event::Chunk(c) = event {
                 let whole = c.data.strip_suffix(b"\n").unwrap_or(&c.data);
                 lines.extend(whole.split(|&b| b == b'\n').map(<[u8]>::to_vec));
@@ -526,7 +529,7 @@ mod tests {
         data.push(b'\n');
         let lines = lines_read(&data);
         assert_eq!(lines.len(), 2, "the long line and the next one");
-        assert_eq!(lines[0].len(), MAX_LINE_BYTES + 1, "the long line, cut short to be rejected");
+        assert_eq!(lines[0].len(), DEFAULT_MAX_LINE + 1, "the long line, cut short to be rejected");
         assert_eq!(lines[1], good);
     }
 
@@ -539,7 +542,7 @@ mod tests {
         let (_keep, spare) = std::sync::mpsc::channel();
         let (mut lines, mut failed) = (0, None);
         let counter = Arc::new(AtomicU64::new(0));
-        for event in Reader::new(&inputs, &FormatSpec::Combined, &JsonFields::default(), spare, counter) {
+        for event in Reader::new(&inputs, &combined(), spare, counter) {
             match event {
                 Event::Chunk(c) => lines += c.data.iter().filter(|&&b| b == b'\n').count(),
                 Event::Failed { error, .. } => failed = Some(error),

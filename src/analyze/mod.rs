@@ -107,7 +107,7 @@ pub fn analyze(
     let (spare_tx, spare_rx) = channel::<Vec<u8>>();
     // Merged tallies come back here for the next chunk (as many exist as chunks in flight).
     let tally_pool: Mutex<Vec<ChunkTally>> = Mutex::new(Vec::new());
-    let reader = input::Reader::new(inputs, &opts.format, &opts.json_fields, spare_rx, bytes_read.clone());
+    let reader = input::Reader::new(inputs, &opts.log, spare_rx, bytes_read.clone());
     let mut state = ordered::for_each_in_order(
         reader,
         MergeState::new(inputs, rules, opts.max_keys_per_rule, half_life),

@@ -3,16 +3,14 @@
 
 use std::time::Duration;
 
-use crate::logformat::{FormatSpec, JsonFields};
+use crate::logformat::LogSettings;
 use crate::units::opt_duration;
 
 /// What an analysis does besides the rules.
 #[derive(Debug, Clone)]
 pub struct AnalyzeOptions {
-    /// The log format (`Auto` detects per input).
-    pub format: FormatSpec,
-    /// JSON field names.
-    pub json_fields: JsonFields,
+    /// How the logs are read.
+    pub log: LogSettings,
     /// Only requests at or after this time (Unix ms).
     pub since_ms: Option<i64>,
     /// Only requests before this time (Unix ms).

@@ -12,7 +12,7 @@ use hyperloglogplus::HyperLogLog;
 use super::input::{Chunk, Event, Input, Reader};
 use super::ordered::{for_each_in_order, lock};
 use super::tally::recycle;
-use crate::logformat::{CacheStatus, FormatSpec, JsonFields};
+use crate::logformat::{CacheStatus, LogSettings};
 use crate::rules::{Outcome, RuleSet};
 use crate::sketch::{Hll, new_hll};
 
@@ -34,10 +34,8 @@ pub struct Request<'a> {
 /// How requests are read from logs: the format, and the rules that turn a line into a key.
 #[derive(Debug, Clone, Copy)]
 pub struct Reading<'a> {
-    /// The log format (`Auto` detects per input).
-    pub format: &'a FormatSpec,
-    /// JSON field names.
-    pub json_fields: &'a JsonFields,
+    /// How the logs are read.
+    pub log: &'a LogSettings,
     /// The rules, in the order they are tried.
     pub rules: &'a RuleSet,
 }
@@ -64,8 +62,7 @@ pub fn for_each_request(
     visit: impl FnMut(&Request<'_>) + Send,
 ) -> ReadStats {
     let (spare_tx, spare_rx) = channel::<Vec<u8>>();
-    let reader =
-        Reader::new(inputs, reading.format, reading.json_fields, spare_rx, Arc::new(AtomicU64::new(0)));
+    let reader = Reader::new(inputs, reading.log, spare_rx, Arc::new(AtomicU64::new(0)));
     // Visited chunks' request lists come back here for the next chunk.
     let pool: Mutex<Vec<ChunkRequests>> = Mutex::new(Vec::new());
     let (_, stats) = for_each_in_order(
@@ -260,8 +257,7 @@ mod tests {
     #[test]
     fn requests_reach_the_visitor_in_log_order() {
         let rules = RuleSet::new(vec![crate::rules::Rule::new("p", "GET /p/{id}", "p:{id}").expect("valid")]);
-        let reading =
-            Reading { format: &FormatSpec::Auto, json_fields: &JsonFields::default(), rules: &rules };
+        let reading = Reading { log: &LogSettings::default(), rules: &rules };
         let agent = "a".repeat(900); // about 1 KiB a line, so the log spans several chunks
         let (mut log, mut expected, mut other, mut malformed) = (String::new(), Vec::new(), 0, 0);
         for i in 0.. {

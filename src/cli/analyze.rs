@@ -72,7 +72,7 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let config = load_config(args.config.as_ref())?;
     let mut opts = config.analyze_options();
     if let Some(format) = args.format.parse()? {
-        opts.format = format;
+        opts.log.format = format;
     }
     opts.since_ms = args.since.as_deref().map(|s| parse_time("--since", s)).transpose()?;
     opts.until_ms = args.until.as_deref().map(|s| parse_time("--until", s)).transpose()?;
@@ -91,7 +91,7 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     tracing::info!(
         inputs = inputs.len(),
         config = %config.origin,
-        format = %opts.format,
+        format = %opts.log.format,
         rules = config.rules.rules().len(),
         "analyzing"
     );

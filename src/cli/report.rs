@@ -115,7 +115,7 @@ fn replay(
 ) -> anyhow::Result<(MissRatioCurve, Vec<Hour>, ColdVsWarm)> {
     let mut config = load_config(args.config.as_ref())?;
     if let Some(format) = args.format.parse()? {
-        config.format = format;
+        config.log.format = format;
     }
     let inputs = input::expand(&args.logs).context("reading the logs to replay")?;
     let trace = key_trace(&inputs, config.reading());

@@ -68,7 +68,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
     let mut config = load_config(args.config.as_ref())?;
     config.apply(&args.overrides.to_overrides())?;
     if let Some(format) = args.format.parse()? {
-        config.format = format;
+        config.log.format = format;
     }
     let path = args.profile.resolve()?;
     let (meta, rows) = open_profile(&path)?;

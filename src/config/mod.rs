@@ -14,7 +14,7 @@ use toml::Spanned;
 use crate::analyze::AnalyzeOptions;
 use crate::analyze::trace::Reading;
 use crate::backend::BackendSettings;
-use crate::logformat::{FormatSpec, JsonFields};
+use crate::logformat::{DEFAULT_MAX_LINE, FormatSpec, LONGEST_MAX_LINE, LogSettings};
 use crate::plan::PlanSettings;
 use crate::rules::RuleSet;
 use crate::source::SourceSettings;
@@ -52,10 +52,8 @@ key = "url:/{path}"
 pub struct Config {
     /// Where it came from (a path, or `built-in defaults`).
     pub origin: String,
-    /// Log format (`auto` unless set).
-    pub format: FormatSpec,
-    /// JSON field names.
-    pub json_fields: JsonFields,
+    /// How logs are read: format (`auto` unless set), JSON field names, longest line.
+    pub log: LogSettings,
     /// Analyzer settings.
     pub analyze: AnalyzeConfig,
     /// The rules.
@@ -80,8 +78,7 @@ impl Config {
     /// over the whole log (the caller narrows the time range).
     pub fn analyze_options(&self) -> AnalyzeOptions {
         AnalyzeOptions {
-            format: self.format.clone(),
-            json_fields: self.json_fields.clone(),
+            log: self.log.clone(),
             since_ms: None,
             until_ms: None,
             max_keys_per_rule: self.analyze.max_keys_per_rule.get(),
@@ -93,7 +90,7 @@ impl Config {
 
     /// How logs are read into requests of the rules (`report` and `verify` replay them).
     pub fn reading(&self) -> Reading<'_> {
-        Reading { format: &self.format, json_fields: &self.json_fields, rules: &self.rules }
+        Reading { log: &self.log, rules: &self.rules }
     }
 
     /// What a plan may hold: the warm budgets and each rule's quota.
@@ -273,11 +270,12 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
     let sources = sources::sources(&file.sources, problems);
     let rules::Rules { rules, quotas, loads } = rules::rules(&file.rules, &sources, text.len(), problems);
 
+    let max_line =
+        problems.parsed(&file.log.max_line, "log.max_line", parse_max_line).unwrap_or(DEFAULT_MAX_LINE);
     let fingerprint = fingerprint(&file, &format);
     Config {
         origin: origin.to_string(),
-        format,
-        json_fields: file.log.json.unwrap_or_default(),
+        log: LogSettings { format, json: file.log.json.unwrap_or_default(), max_line },
         analyze,
         rules: RuleSet::new(rules),
         quotas,
@@ -291,6 +289,17 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
 
 /// FNV-1a over the parts of the config that decide what a profile contains. Stable across
 /// versions and platforms (unlike `std`'s hasher), which matters because it is stored.
+/// The longest line accepted: a size such as `64KiB`, at most [`LONGEST_MAX_LINE`].
+fn parse_max_line(text: &str) -> Result<usize, String> {
+    match crate::units::parse_bytes(text).map(usize::try_from) {
+        Some(Ok(n)) if (256..=LONGEST_MAX_LINE).contains(&n) => Ok(n),
+        Some(_) => {
+            Err(format!("`{text}` is outside 256B to 3MiB (the reader's chunks hold lines up to 3MiB)"))
+        }
+        None => Err(format!("`{text}` is not a size such as `64KiB` or `1MiB`")),
+    }
+}
+
 fn fingerprint(file: &ConfigFile, format: &FormatSpec) -> String {
     let mut canon = format!("format={format}\n");
     for r in &file.rules {
@@ -345,7 +354,7 @@ pub(crate) mod tests {
     fn builtin_is_valid() {
         let c = Config::builtin();
         assert_eq!(c.rules.rules().len(), 2);
-        assert_eq!(c.format, FormatSpec::Auto);
+        assert_eq!(c.log.format, FormatSpec::Auto);
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub(super) struct BackendFile {
 pub(super) struct LogFile {
     pub(super) format: Option<Spanned<String>>,
     pub(super) json: Option<JsonFields>,
+    pub(super) max_line: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -19,8 +19,29 @@ use std::fmt;
 pub use compiled::{CompiledFormat, FormatStringError, Var};
 pub use json::{JsonFields, JsonFormat};
 
-/// Lines longer than this are rejected (`too_long`) rather than parsed.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// Lines longer than this are rejected (`too_long`) rather than parsed, unless
+/// `log.max_line` says otherwise.
+pub const DEFAULT_MAX_LINE: usize = 1 << 20;
+/// The most `log.max_line` may be: the reader's 4 MiB chunks must hold such a line whole and
+/// room to see that it ended.
+pub const LONGEST_MAX_LINE: usize = 3 << 20;
+
+/// How logs are read: their format, JSON field names and the longest line accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// The log format (`Auto` detects per input).
+    pub format: FormatSpec,
+    /// JSON field names.
+    pub json: JsonFields,
+    /// Lines longer than this many bytes are rejected as `too_long`.
+    pub max_line: usize,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { format: FormatSpec::Auto, json: JsonFields::default(), max_line: DEFAULT_MAX_LINE }
+    }
+}
 
 /// The status of a request that got no response (logged as `-`): no rule's status filter
 /// accepts it, so it is never counted as cacheable.
@@ -83,8 +104,8 @@ pub enum ParseError {
     /// The line holds nothing but white space.
     #[error("empty line")]
     Empty,
-    /// The line is longer than [`MAX_LINE_BYTES`].
-    #[error("line longer than 1 MiB")]
+    /// The line is longer than the longest accepted (`log.max_line`).
+    #[error("line longer than `log.max_line`")]
     TooLong,
     /// The line's shape differs from the format at the named element.
     #[error("line does not match the log format at {0}")]
@@ -128,7 +149,13 @@ impl ParseError {
 
 /// A log format, ready to parse lines.
 #[derive(Debug, Clone)]
-pub enum LogFormat {
+pub struct LogFormat {
+    parser: Parser,
+    max_line: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Parser {
     /// A compiled `log_format` string; `combined` and `common` are predefined ones.
     Text(CompiledFormat),
     /// One JSON object per line.
@@ -188,32 +215,44 @@ pub const COMMON: &str =
     r#"$remote_addr $ident $remote_user [$time_local] "$request" $status $body_bytes_sent"#;
 
 impl LogFormat {
-    /// The parser for a spec; `Auto` has none of its own (see [`detect`]).
+    /// The parser for a spec, accepting lines up to [`DEFAULT_MAX_LINE`]; `Auto` has none of
+    /// its own (see [`detect`]).
     pub fn from_spec(spec: &FormatSpec, json: &JsonFields) -> Option<Self> {
         // Built-in formats accept extra trailing fields, which many deployments append.
         let compiled =
             |s: &str, trailing| CompiledFormat::compile(s, trailing).expect("built-in formats compile");
-        Some(match spec {
+        let parser = match spec {
             FormatSpec::Auto => return None,
-            FormatSpec::Combined => LogFormat::Text(compiled(COMBINED, true)),
-            FormatSpec::Common => LogFormat::Text(compiled(COMMON, true)),
-            FormatSpec::Json => LogFormat::Json(JsonFormat::new(json)),
-            FormatSpec::Nginx(s) => CompiledFormat::compile(s, false).ok().map(LogFormat::Text)?,
-        })
+            FormatSpec::Combined => Parser::Text(compiled(COMBINED, true)),
+            FormatSpec::Common => Parser::Text(compiled(COMMON, true)),
+            FormatSpec::Json => Parser::Json(JsonFormat::new(json)),
+            FormatSpec::Nginx(s) => CompiledFormat::compile(s, false).ok().map(Parser::Text)?,
+        };
+        Some(LogFormat { parser, max_line: DEFAULT_MAX_LINE })
+    }
+
+    /// The same parser, rejecting lines longer than `max_line` bytes as `too_long`.
+    pub fn with_max_line(self, max_line: usize) -> Self {
+        LogFormat { max_line, ..self }
+    }
+
+    /// The longest line accepted.
+    pub fn max_line(&self) -> usize {
+        self.max_line
     }
 
     /// Parses one line (without its line terminator; a trailing `\r` is ignored).
     pub fn parse_line<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > MAX_LINE_BYTES {
+        if line.len() > self.max_line {
             return Err(ParseError::TooLong);
         }
         if line.iter().all(u8::is_ascii_whitespace) {
             return Err(ParseError::Empty);
         }
-        match self {
-            LogFormat::Text(f) => f.parse(line),
-            LogFormat::Json(f) => f.parse(line),
+        match &self.parser {
+            Parser::Text(f) => f.parse(line),
+            Parser::Json(f) => f.parse(line),
         }
     }
 }
@@ -273,8 +312,12 @@ mod tests {
         assert_eq!(f.parse_line(bad_status).unwrap_err(), ParseError::BadStatus);
         let no_request = br#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "-" 400 0 "-" "-""#;
         assert_eq!(f.parse_line(no_request).unwrap_err(), ParseError::BadRequest);
-        let long = vec![b'a'; MAX_LINE_BYTES + 1];
+        let long = vec![b'a'; DEFAULT_MAX_LINE + 1];
         assert_eq!(f.parse_line(&long).unwrap_err(), ParseError::TooLong);
+        let short = br#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "-" "-""#;
+        assert!(f.parse_line(short).is_ok());
+        let f = f.with_max_line(short.len() - 1);
+        assert_eq!(f.parse_line(short).unwrap_err(), ParseError::TooLong);
     }
 
     #[test]

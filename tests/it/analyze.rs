@@ -32,7 +32,7 @@ fn every_format_yields_the_exact_ground_truth() {
         );
         let mut opts = config.analyze_options();
         if let FormatSpec::Nginx(_) = format {
-            opts.format = format.clone(); // custom strings are never auto-detected
+            opts.log.format = format.clone(); // custom strings are never auto-detected
         }
         let a = analyze_with(&[path], &config, opts, 2);
         assert_eq!(counts(&a), truth_counts(&truth), "format {format}");
@@ -59,7 +59,7 @@ fn latency_bytes_and_cache_status_are_aggregated() {
     let format = FormatSpec::Nginx(r#"$remote_addr [$time_local] "$request" $status $body_bytes_sent $request_time $upstream_cache_status"#.into());
     write_log(&path, &config, &in_format(gen_opts(5_000, 50, 3), format.clone()), Compression::Plain);
     let mut opts = config.analyze_options();
-    opts.format = format;
+    opts.log.format = format;
     let a = analyze_with(&[path], &config, opts, 2);
     let top = &a.rows()[0];
     let lat = top.mean_latency_ms.expect("latency logged");
@@ -234,6 +234,25 @@ fn hostile_lines_are_counted_by_reason_never_fatal() {
         .map(|s| s.line)
         .collect::<Vec<_>>();
     assert_eq!(junk, [8, 9]);
+}
+
+#[test]
+fn the_longest_accepted_line_is_a_setting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let line = |path: &str| {
+        format!("203.0.113.7 - - [01/Jan/2026:10:00:00 +0000] \"GET {path} HTTP/1.1\" 200 10 \"-\" \"ua\"\n")
+    };
+    let long = format!("/pages/{}", "x".repeat(300));
+    let path = dir.path().join("a.log");
+    fs::write(&path, [line("/api/products/1"), line(&long), line("/api/products/2")].concat())
+        .expect("writable");
+    let a = analyze_files(std::slice::from_ref(&path), &config_with("[log]\nmax_line = \"256B\""), 1);
+    assert_eq!(a.summary.rejected_by_reason.get("too_long"), Some(&1), "{:?}", a.summary);
+    assert_eq!(a.summary.lines.parsed, 2);
+    let a = analyze_files(&[path], &config_with(""), 1);
+    assert_eq!(a.summary.rejected_by_reason.get("too_long"), None, "1MiB by default");
+    let bad = preheat::config::Config::parse("[log]\nmax_line = \"4MiB\"", "t.toml").expect_err("too big");
+    assert!(bad.to_string().contains("t.toml:2:12: log.max_line: `4MiB` is outside 256B to 3MiB"), "{bad}");
 }
 
 /// Lines that real logs hold and that once became wrong keys or raw escapes on a terminal.
