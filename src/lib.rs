@@ -3,7 +3,7 @@
 //!
 //! Layout, in pipeline order (`docs/ARCHITECTURE.md` says what each may import):
 //! - [`logformat`]: one log line → [`logformat::Record`] (combined, common, JSON, nginx
-//!   `log_format` strings).
+//!   `log_format` and Apache `LogFormat` strings).
 //! - [`rules`]: a record → (rule, key) via match patterns and key templates.
 //! - [`analyze`]: logs → ranked (rule, key) rows and a summary, in parallel, in bounded memory.
 //! - [`profile`]: those rows as Parquet, in a store with a `latest` pointer; merging

@@ -31,7 +31,8 @@ pub struct GenerateArgs {
     /// Distinct keys per rule.
     #[arg(long, default_value_t = 1000)]
     keys: u32,
-    /// Output format: `combined`, `common`, `json`, or an nginx `log_format` string.
+    /// Output format: `combined`, `common`, `json`, an nginx `log_format` string or an Apache
+    /// `LogFormat` string.
     #[arg(long, default_value = "combined")]
     format: String,
     /// First request time (RFC 3339).

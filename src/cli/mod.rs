@@ -89,7 +89,8 @@ impl ProfileChoice {
 /// The access logs' format (`analyze`, `report`, `verify`): one flag, one meaning.
 #[derive(Debug, Args)]
 pub struct AccessLogFormat {
-    /// Log format: `auto`, `combined`, `common`, `json`, or an nginx `log_format` string
+    /// Log format: `auto`, `combined`, `common`, `json`, `vhost_combined`, an nginx
+    /// `log_format` string or an Apache `LogFormat` string
     /// (overrides the config's `[log] format`).
     #[arg(long)]
     pub format: Option<String>,
@@ -102,7 +103,7 @@ impl AccessLogFormat {
         preheat::logformat::FormatSpec::parse(f).map(Some).map_err(|e| {
             UsageError::new(
                 format!("--format: {e}"),
-                Some("use `combined`, `common`, `json`, `auto` or an nginx `log_format` string"),
+                Some("use `combined`, `common`, `json`, `auto`, an nginx `log_format` string or an Apache `LogFormat` string"),
             )
         })
     }

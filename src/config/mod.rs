@@ -260,7 +260,7 @@ fn validate(file: ConfigFile, origin: &str, text: &str, problems: &mut Problems)
     if let Some(f) = &file.log.format {
         match FormatSpec::parse(f.get_ref()) {
             Ok(spec) => format = spec,
-            Err(e) => problems.add(f.span().start, format!("log.format: {e}; use `combined`, `common`, `json`, `auto` or an nginx `log_format` string")),
+            Err(e) => problems.add(f.span().start, format!("log.format: {e}; use `combined`, `common`, `json`, `auto` an nginx `log_format` string or an Apache `LogFormat` string")),
         }
     }
 

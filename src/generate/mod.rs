@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use crate::logformat::time::civil_from_days;
-use crate::logformat::{COMBINED, COMMON, CompiledFormat, FormatSpec, Record, Var};
+use crate::logformat::{FormatSpec, Record, Var};
 use crate::rules::{CaptureKind, Outcome, Rule, RuleSet};
 
 /// What to generate.
@@ -172,10 +172,8 @@ fn values_for(rule: &Rule, id: u32) -> Vec<String> {
 pub fn generate(rules: &RuleSet, opts: &GenerateOptions, out: &mut dyn Write) -> io::Result<GroundTruth> {
     let mut rng = Rng(opts.seed);
     let format = match &opts.format {
-        FormatSpec::Json => None,
-        FormatSpec::Common => Some(CompiledFormat::compile(COMMON, true)),
-        FormatSpec::Nginx(s) => Some(CompiledFormat::compile(s, false)),
-        FormatSpec::Combined | FormatSpec::Auto => Some(CompiledFormat::compile(COMBINED, true)),
+        FormatSpec::Auto => FormatSpec::Combined.compiled(),
+        other => other.compiled(),
     }
     .transpose()
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
@@ -379,6 +377,7 @@ impl Fields<'_> {
             Var::RequestUri => self.target.to_string(),
             Var::Uri => self.path.to_string(),
             Var::Args => self.query.unwrap_or("-").to_string(),
+            Var::QueryMark => self.query.map_or(String::new(), |q| format!("?{q}")),
             Var::Status => self.status.to_string(),
             Var::BodyBytesSent => self.bytes.to_string(),
             Var::BytesSent => (self.bytes + 250).to_string(),
@@ -387,6 +386,11 @@ impl Fields<'_> {
             }
             Var::UpstreamCacheStatus => self.cache.to_string(),
             Var::Host => self.host.to_string(),
+            Var::LatencyMicros => (self.latency_ms * 1000).to_string(),
+            Var::LatencyMillis => self.latency_ms.to_string(),
+            Var::EpochMillis => self.t.to_string(),
+            Var::EpochMicros => (self.t * 1000).to_string(),
+            Var::ForwardedFor => format!("{}, 10.0.0.1", self.client),
             Var::Other(name) if name == "http_user_agent" => self.agent.to_string(),
             Var::Other(_) => "-".to_string(),
         };

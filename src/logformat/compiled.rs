@@ -59,6 +59,19 @@ pub enum Var {
     UpstreamCacheStatus,
     /// `$host` / `$http_host` / `$server_name`
     Host,
+    /// The query string with its `?`, or nothing (Apache `%q`).
+    QueryMark,
+    /// Latency in whole microseconds (Apache `%D`, `%{us}T`).
+    LatencyMicros,
+    /// Latency in whole milliseconds (Apache `%{ms}T`).
+    LatencyMillis,
+    /// Unix time in milliseconds (Apache `%{msec}t`).
+    EpochMillis,
+    /// Unix time in microseconds (Apache `%{usec}t`).
+    EpochMicros,
+    /// A client address list, `client, proxy1, proxy2` (`$http_x_forwarded_for`, Apache
+    /// `%{X-Forwarded-For}i`): its first address is the client, whatever else the line logs.
+    ForwardedFor,
     /// Any other variable (`$remote_user`, `$http_referer`, `$http_*`, ...): read as a string.
     Other(String),
 }
@@ -82,6 +95,7 @@ impl Var {
             "upstream_response_time" => Var::UpstreamResponseTime,
             "upstream_cache_status" => Var::UpstreamCacheStatus,
             "host" | "http_host" | "server_name" => Var::Host,
+            "http_x_forwarded_for" => Var::ForwardedFor,
             other => Var::Other(other.to_string()),
         }
     }
@@ -94,8 +108,19 @@ enum End {
     Quote,
     /// At the first occurrence of this byte (the first byte of the next literal).
     Byte(u8),
+    /// At the first space not after a comma: a list such as `a, b, c` followed by a space.
+    List,
     /// At the end of the line, or at the first space when trailing text is allowed.
     Line,
+}
+
+/// A piece of a format, as a format string's compiler hands it over.
+#[derive(Debug, Clone)]
+pub(super) enum Item {
+    /// Literal text.
+    Text(Vec<u8>),
+    /// A field, with its name as the format string writes it (`$status`, `%>s`).
+    Field { var: Var, name: String },
 }
 
 #[derive(Debug, Clone)]
@@ -122,15 +147,22 @@ pub enum FormatStringError {
     UnknownName(String),
     /// Two variables with nothing between them cannot be told apart.
     #[error(
-        "`${0}` and `${1}` follow each other with no text between them, so the parser cannot tell where one ends"
+        "`{0}` and `{1}` follow each other with no text between them, so the parser cannot tell where one ends"
     )]
     AdjacentVariables(String, String),
     /// The string has no variables at all.
-    #[error("the format has no `$variables`")]
+    #[error("the format has no `$variables` or `%` directives")]
     NoVariables,
     /// A `$` is not followed by a variable name.
     #[error("`$` at byte {0} is not followed by a variable name")]
     BadVariable(usize),
+    /// An Apache directive that mod_log_config does not define, or with a parameter it
+    /// does not take.
+    #[error("`{0}` is not an Apache `LogFormat` directive (mod_log_config lists them)")]
+    BadDirective(String),
+    /// A `%{` with no `}`.
+    #[error("the `%{{` at byte {0} has no closing `}}`")]
+    Unclosed(usize),
 }
 
 enum Piece<'a> {
@@ -159,19 +191,37 @@ impl CompiledFormat {
         if !rest.is_empty() {
             return Err(FormatStringError::BadVariable(source.len() - rest.len()));
         }
-        let mut segments = Vec::with_capacity(pieces.len());
-        let mut previous_var: Option<&str> = None;
-        for p in &pieces {
-            match p {
-                Piece::Text(t) => {
-                    segments.push(Segment::Literal(t.as_bytes().to_vec()));
+        let items = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => Item::Text(t.as_bytes().to_vec()),
+                Piece::Var(name) => Item::Field { var: Var::from_name(name), name: format!("${name}") },
+            })
+            .collect();
+        let mut format = Self::from_items(items, allow_trailing)?;
+        format.builtin = match source {
+            COMBINED if allow_trailing => Some(Clf::Combined),
+            COMMON if allow_trailing => Some(Clf::Common),
+            _ => None,
+        };
+        Ok(format)
+    }
+
+    /// Builds the parser of a format given as literal text and fields.
+    pub(super) fn from_items(items: Vec<Item>, allow_trailing: bool) -> Result<Self, FormatStringError> {
+        let mut segments = Vec::with_capacity(items.len());
+        let mut previous_var: Option<String> = None;
+        for item in items {
+            match item {
+                Item::Text(t) => {
+                    segments.push(Segment::Literal(t));
                     previous_var = None;
                 }
-                Piece::Var(name) => {
+                Item::Field { var, name } => {
                     if let Some(prev) = previous_var {
-                        return Err(FormatStringError::AdjacentVariables(prev.to_string(), name.to_string()));
+                        return Err(FormatStringError::AdjacentVariables(prev, name));
                     }
-                    segments.push(Segment::Field { var: Var::from_name(name), end: End::Line });
+                    segments.push(Segment::Field { var, end: End::Line });
                     previous_var = Some(name);
                 }
             }
@@ -187,20 +237,16 @@ impl CompiledFormat {
                 Some(Segment::Literal(l)) => l.first().copied(),
                 _ => None,
             };
-            if let Segment::Field { end, .. } = &mut segments[i] {
+            if let Segment::Field { end, var } = &mut segments[i] {
                 *end = match next_first {
                     Some(b'"') if quoted_before => End::Quote,
+                    Some(b' ') if *var == Var::ForwardedFor => End::List,
                     Some(b) => End::Byte(b),
                     None => End::Line,
                 };
             }
         }
-        let builtin = match source {
-            COMBINED if allow_trailing => Some(Clf::Combined),
-            COMMON if allow_trailing => Some(Clf::Common),
-            _ => None,
-        };
-        Ok(CompiledFormat { segments, allow_trailing, builtin })
+        Ok(CompiledFormat { segments, allow_trailing, builtin: None })
     }
 
     /// The variables of the format, in order.
@@ -233,6 +279,7 @@ impl CompiledFormat {
     pub(super) fn parse_generic<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
         let mut rec = Record::default();
         let mut have_request = false;
+        let mut forwarded = false;
         let mut rest = line;
         for seg in &self.segments {
             match seg {
@@ -249,11 +296,12 @@ impl CompiledFormat {
                     let len = match end {
                         End::Quote => quoted_len(rest).ok_or(ParseError::Mismatch("a quoted field"))?,
                         End::Byte(b) => scan::find(*b, rest).ok_or(ParseError::Mismatch("a field"))?,
+                        End::List => list_len(rest).ok_or(ParseError::Mismatch("an address list"))?,
                         End::Line if self.allow_trailing => memchr::memchr(b' ', rest).unwrap_or(rest.len()),
                         End::Line => rest.len(),
                     };
                     let (value, after) = rest.split_at(len);
-                    have_request |= assign(&mut rec, var, value)?;
+                    have_request |= assign(&mut rec, var, value, &mut forwarded)?;
                     rest = after;
                 }
             }
@@ -289,6 +337,15 @@ pub(super) fn quoted_len(s: &[u8]) -> Option<usize> {
     None
 }
 
+/// Length of a comma-separated list ended by a space: `a, b, c rest` gives 7.
+fn list_len(s: &[u8]) -> Option<usize> {
+    let mut at = scan::find(b' ', s)?;
+    while at > 0 && s[at - 1] == b',' {
+        at += 1 + scan::find(b' ', &s[at + 1..])?;
+    }
+    Some(at)
+}
+
 pub(super) fn is_dash(v: &[u8]) -> bool {
     v.is_empty() || v == b"-"
 }
@@ -309,6 +366,11 @@ pub(super) fn seconds_to_us(v: &[u8]) -> Option<u64> {
         us += u64::from(c - b'0') * 10u64.pow(5 - i as u32);
     }
     Some(secs * 1_000_000 + us)
+}
+
+/// Whole Unix time in units of `1/per_ms` milliseconds (`1` for ms, `1000` for µs), as ms.
+fn parse_epoch_units(v: &[u8], per_ms: u64) -> Option<i64> {
+    i64::try_from(parse_u64(v)? / per_ms).ok()
 }
 
 pub(super) fn parse_u64(v: &[u8]) -> Option<u64> {
@@ -333,9 +395,33 @@ pub(super) fn parse_status(v: &[u8]) -> Result<u16, ParseError> {
 }
 
 /// Stores one field's value in the record; returns whether it set the request target.
-fn assign<'a>(rec: &mut Record<'a>, var: &Var, v: &'a [u8]) -> Result<bool, ParseError> {
+/// `forwarded` says a forwarded-for list has named the client.
+fn assign<'a>(
+    rec: &mut Record<'a>,
+    var: &Var,
+    v: &'a [u8],
+    forwarded: &mut bool,
+) -> Result<bool, ParseError> {
     match var {
-        Var::RemoteAddr if !is_dash(v) => rec.client = Some(Cow::Borrowed(v)),
+        // A forwarded-for list names the client wherever it stands in the line.
+        Var::RemoteAddr if !is_dash(v) && !*forwarded => rec.client = Some(Cow::Borrowed(v)),
+        Var::ForwardedFor => {
+            let first = v.split(|&c| c == b',').next().unwrap_or(v).trim_ascii();
+            if !is_dash(first) {
+                rec.client = Some(Cow::Borrowed(first));
+                *forwarded = true;
+            }
+        }
+        Var::LatencyMicros if !is_dash(v) => {
+            rec.latency_us = Some(parse_u64(v).ok_or(ParseError::BadNumber("latency in microseconds"))?)
+        }
+        Var::LatencyMillis if !is_dash(v) => {
+            let ms = parse_u64(v).ok_or(ParseError::BadNumber("latency in milliseconds"))?;
+            rec.latency_us = Some(ms.saturating_mul(1000));
+        }
+        Var::QueryMark => rec.query = v.strip_prefix(b"?").map(Cow::Borrowed),
+        Var::EpochMillis => rec.time_ms = Some(parse_epoch_units(v, 1).ok_or(ParseError::BadTime)?),
+        Var::EpochMicros => rec.time_ms = Some(parse_epoch_units(v, 1000).ok_or(ParseError::BadTime)?),
         Var::TimeLocal => rec.time_ms = Some(parse_clf(v).ok_or(ParseError::BadTime)?),
         Var::TimeIso8601 => rec.time_ms = Some(parse_iso8601(v).ok_or(ParseError::BadTime)?),
         Var::Msec => rec.time_ms = Some(parse_epoch(v).ok_or(ParseError::BadTime)?),
@@ -420,7 +506,7 @@ mod tests {
     fn compile_errors() {
         assert_eq!(
             CompiledFormat::compile("$remote_addr$status", false).unwrap_err(),
-            FormatStringError::AdjacentVariables("remote_addr".into(), "status".into())
+            FormatStringError::AdjacentVariables("$remote_addr".into(), "$status".into())
         );
         assert_eq!(CompiledFormat::compile("plain", false).unwrap_err(), FormatStringError::NoVariables);
         assert!(CompiledFormat::compile("$ x", false).is_err());

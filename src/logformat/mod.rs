@@ -1,11 +1,12 @@
 //! Access-log formats: one line of bytes in, one [`Record`] (or a [`ParseError`]) out.
 //!
-//! This module owns the log formats (`combined`, `common`, JSON lines, and nginx `log_format`
-//! strings compiled into a parser) and their auto-detection. It knows nothing of rules, threads,
+//! This module owns the log formats (`combined`, `common`, JSON lines, nginx `log_format`
+//! strings and Apache `LogFormat` strings compiled into a parser) and their auto-detection. It knows nothing of rules, threads,
 //! files or Parquet: the analyzer hands it lines, it hands back borrowed views of them.
 //! Parsing never panics and never allocates for the text formats; a line that does not fit is
 //! an error value the caller counts.
 
+mod apache;
 mod clf;
 mod compiled;
 mod json;
@@ -16,6 +17,7 @@ pub mod time;
 use std::borrow::Cow;
 use std::fmt;
 
+pub use apache::VHOST_COMBINED;
 pub use compiled::{CompiledFormat, FormatStringError, Var};
 pub use json::{JsonFields, JsonFormat};
 
@@ -84,8 +86,10 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    /// Reads nginx's `$upstream_cache_status` vocabulary (case-insensitive).
+    /// Reads nginx's `$upstream_cache_status` vocabulary (case-insensitive), and the first
+    /// word of a cache header such as Squid's `X-Cache: MISS from proxy`.
     pub fn from_bytes(b: &[u8]) -> Self {
+        let b = b.split(|&c| c == b' ' || c == b',').next().unwrap_or(b);
         const HITS: [&[u8]; 4] = [b"HIT", b"STALE", b"UPDATING", b"REVALIDATED"];
         const MISSES: [&[u8]; 2] = [b"MISS", b"EXPIRED"];
         if HITS.iter().any(|h| h.eq_ignore_ascii_case(b)) {
@@ -175,23 +179,43 @@ pub enum FormatSpec {
     Json,
     /// An nginx `log_format` string, such as `$remote_addr [$time_local] "$request" $status`.
     Nginx(String),
+    /// An Apache `LogFormat` string, such as `%h %l %u %t "%r" %>s %b`.
+    Apache(String),
 }
 
 impl FormatSpec {
-    /// Reads a `--format` value: a built-in name, or a `log_format` string (recognised by its `$`).
+    /// Reads a `--format` value: a built-in name, an nginx `log_format` string (recognised
+    /// by its `$`) or an Apache `LogFormat` string (by its `%`).
     pub fn parse(s: &str) -> Result<Self, FormatStringError> {
+        // Each string is compiled once now, so a bad one fails at load time, with its position.
         match s.trim() {
             "auto" => Ok(FormatSpec::Auto),
             "combined" => Ok(FormatSpec::Combined),
             "common" => Ok(FormatSpec::Common),
             "json" => Ok(FormatSpec::Json),
+            "vhost_combined" => Ok(FormatSpec::Apache(VHOST_COMBINED.to_string())),
             other if other.contains('$') => {
-                // Compile once now so a bad string fails at load time, with its position.
                 CompiledFormat::compile(other, false)?;
                 Ok(FormatSpec::Nginx(other.to_string()))
             }
+            other if other.contains('%') => {
+                apache::compile(other)?;
+                Ok(FormatSpec::Apache(other.to_string()))
+            }
             other => Err(FormatStringError::UnknownName(other.to_string())),
         }
+    }
+
+    /// The compiled parser of a text format (`None` for JSON lines and `auto`).
+    pub fn compiled(&self) -> Option<Result<CompiledFormat, FormatStringError>> {
+        // Built-in formats accept extra trailing fields, which many deployments append.
+        Some(match self {
+            FormatSpec::Auto | FormatSpec::Json => return None,
+            FormatSpec::Combined => CompiledFormat::compile(COMBINED, true),
+            FormatSpec::Common => CompiledFormat::compile(COMMON, true),
+            FormatSpec::Nginx(s) => CompiledFormat::compile(s, false),
+            FormatSpec::Apache(s) => apache::compile(s),
+        })
     }
 }
 
@@ -202,7 +226,7 @@ impl fmt::Display for FormatSpec {
             FormatSpec::Combined => f.write_str("combined"),
             FormatSpec::Common => f.write_str("common"),
             FormatSpec::Json => f.write_str("json"),
-            FormatSpec::Nginx(s) => f.write_str(s),
+            FormatSpec::Nginx(s) | FormatSpec::Apache(s) => f.write_str(s),
         }
     }
 }
@@ -218,15 +242,10 @@ impl LogFormat {
     /// The parser for a spec, accepting lines up to [`DEFAULT_MAX_LINE`]; `Auto` has none of
     /// its own (see [`detect`]).
     pub fn from_spec(spec: &FormatSpec, json: &JsonFields) -> Option<Self> {
-        // Built-in formats accept extra trailing fields, which many deployments append.
-        let compiled =
-            |s: &str, trailing| CompiledFormat::compile(s, trailing).expect("built-in formats compile");
         let parser = match spec {
             FormatSpec::Auto => return None,
-            FormatSpec::Combined => Parser::Text(compiled(COMBINED, true)),
-            FormatSpec::Common => Parser::Text(compiled(COMMON, true)),
             FormatSpec::Json => Parser::Json(JsonFormat::new(json)),
-            FormatSpec::Nginx(s) => CompiledFormat::compile(s, false).ok().map(Parser::Text)?,
+            text => Parser::Text(text.compiled()?.ok()?),
         };
         Some(LogFormat { parser, max_line: DEFAULT_MAX_LINE })
     }
@@ -341,5 +360,9 @@ mod tests {
         assert_eq!(FormatSpec::parse("combined").expect("ok"), FormatSpec::Combined);
         assert!(matches!(FormatSpec::parse("$remote_addr \"$request\""), Ok(FormatSpec::Nginx(_))));
         assert!(FormatSpec::parse("apache").is_err());
+        assert!(matches!(FormatSpec::parse("%h \"%r\" %>s"), Ok(FormatSpec::Apache(_))));
+        assert!(matches!(FormatSpec::parse("vhost_combined"), Ok(FormatSpec::Apache(_))));
+        let e = FormatSpec::parse("%h %y \"%r\"").expect_err("unknown directive");
+        assert!(e.to_string().contains("`%y`"), "{e}");
     }
 }

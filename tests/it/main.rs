@@ -6,6 +6,7 @@ mod capacity;
 mod cli;
 mod cluster;
 mod deploy;
+mod formats;
 mod invalidation;
 mod outcomes;
 mod pacing;

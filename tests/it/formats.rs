@@ -1,0 +1,73 @@
+//! Formats read their own generated lines back to the same fields: Apache `LogFormat`
+//! strings against the nginx strings that log the same things.
+
+use preheat::generate::generate;
+use preheat::logformat::{FormatSpec, JsonFields, LogFormat, Record};
+
+use crate::support::*;
+
+/// A generated log of `format`, and the format.
+fn generated(format: &str, seed: u64) -> (Vec<u8>, FormatSpec) {
+    let config = config_with("");
+    let spec = FormatSpec::parse(format).expect("a valid format");
+    let mut log = Vec::new();
+    generate(&config.rules, &in_format(gen_opts(3_000, 200, seed), spec.clone()), &mut log)
+        .expect("generated");
+    (log, spec)
+}
+
+/// Every line's record, `None` for a rejected one.
+fn parsed<'a>(log: &'a [u8], spec: &FormatSpec) -> Vec<Option<Record<'a>>> {
+    let format = LogFormat::from_spec(spec, &JsonFields::default()).expect("a text format");
+    log.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| format.parse_line(l).ok()).collect()
+}
+
+/// Pairs of formats that log the same fields, one Apache, one nginx.
+const PAIRS: [(&str, &str); 3] = [
+    (
+        r#"%{X-Forwarded-For}i %h %l %u %t %v "%r" %>s %b %D %{X-Cache}o "%{User-Agent}i""#,
+        r#"$http_x_forwarded_for $remote_addr $ident $remote_user [$time_local] $host "$request" $status $body_bytes_sent $request_time $upstream_cache_status "$http_user_agent""#,
+    ),
+    (
+        r#"%h [%{%Y-%m-%dT%H:%M:%S%z}t] "%m %U%q %H" %>s %O %{ms}T"#,
+        r#"$remote_addr [$time_iso8601] "$request_method $request_uri $server_protocol" $status $bytes_sent $request_time"#,
+    ),
+    (
+        r#"%a %{msec}t \"%r\" %s %B %{us}T"#,
+        r#"$remote_addr $msec "$request" $status $body_bytes_sent $request_time"#,
+    ),
+];
+
+#[test]
+fn apache_lines_read_back_the_fields_of_the_same_requests_in_nginx_lines() {
+    for (apache, nginx) in PAIRS {
+        let ((a_log, a_spec), (n_log, n_spec)) = (generated(apache, 5), generated(nginx, 5));
+        let (a, n) = (parsed(&a_log, &a_spec), parsed(&n_log, &n_spec));
+        assert_eq!(a.len(), 3_000, "{apache}");
+        assert_eq!(a.len(), n.len());
+        let read = a.iter().filter(|r| r.is_some()).count();
+        assert!(read > 2_900, "{apache}: {read} of 3000 lines read");
+        for (i, (a, n)) in a.iter().zip(&n).enumerate() {
+            assert_eq!(a, n, "line {} of {apache}", i + 1);
+        }
+        let first = a.iter().flatten().next().expect("a record");
+        assert!(first.time_ms.is_some() && first.latency_us.is_some() && first.status.is_some(), "{first:?}");
+    }
+}
+
+#[test]
+fn apache_logs_yield_the_exact_ground_truth() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    for (i, (apache, _)) in PAIRS.iter().enumerate() {
+        let path = dir.path().join(format!("access-{i}.log"));
+        let spec = FormatSpec::parse(apache).expect("valid");
+        let truth =
+            write_log(&path, &config, &in_format(gen_opts(20_000, 300, 3), spec.clone()), Compression::Plain);
+        let mut opts = config.analyze_options();
+        opts.log.format = spec;
+        let a = analyze_with(&[path], &config, opts, 2);
+        assert_eq!(counts(&a), truth_counts(&truth), "{apache}");
+        assert_eq!(a.summary.lines.rejected, truth.malformed, "{apache}: {:?}", a.summary.samples);
+    }
+}
