@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 
 use super::compiled::{is_dash, parse_status, parse_u64, quoted_len};
-use super::request::parse_request;
+use super::request::{parse_request, refused};
 use super::scan;
 use super::time::{CLF_LEN, parse_clf};
 use super::{ParseError, Record};
@@ -51,7 +51,7 @@ pub(super) fn parse(line: &[u8], format: Clf) -> Result<Record<'_>, ParseError> 
     rec.time_ms = Some(time(&mut rest)?);
     literal(&mut rest, b"] \"")?;
     let request = quoted(&mut rest)?;
-    let target = parse_request(request).ok_or(ParseError::BadRequest)?;
+    let target = parse_request(request).ok_or_else(|| refused(request))?;
     rec.method = Cow::Borrowed(target.method);
     rec.path = Cow::Borrowed(target.path);
     rec.query = target.query.map(Cow::Borrowed);

@@ -19,7 +19,7 @@ use nom::sequence::delimited;
 use nom::{IResult, Parser};
 
 use super::clf::{self, Clf};
-use super::request::{parse_request, split_target};
+use super::request::{parse_request, refused, split_target};
 use super::scan;
 use super::time::{parse_clf, parse_epoch, parse_iso8601};
 use super::{COMBINED, COMMON, CacheStatus, NO_RESPONSE, ParseError, Record};
@@ -426,7 +426,7 @@ fn assign<'a>(
         Var::TimeIso8601 => rec.time_ms = Some(parse_iso8601(v).ok_or(ParseError::BadTime)?),
         Var::Msec => rec.time_ms = Some(parse_epoch(v).ok_or(ParseError::BadTime)?),
         Var::Request => {
-            let t = parse_request(v).ok_or(ParseError::BadRequest)?;
+            let t = parse_request(v).ok_or_else(|| refused(v))?;
             rec.method = Cow::Borrowed(t.method);
             rec.path = Cow::Borrowed(t.path);
             rec.query = t.query.map(Cow::Borrowed);
@@ -438,7 +438,7 @@ fn assign<'a>(
         Var::RequestMethod => rec.method = Cow::Borrowed(v),
         Var::RequestUri => {
             if is_dash(v) {
-                return Err(ParseError::BadRequest);
+                return Err(ParseError::NoRequest);
             }
             let t = split_target(v);
             rec.path = Cow::Borrowed(t.path);
@@ -447,7 +447,7 @@ fn assign<'a>(
         }
         Var::Uri => {
             if is_dash(v) {
-                return Err(ParseError::BadRequest);
+                return Err(ParseError::NoRequest);
             }
             rec.path = Cow::Borrowed(v);
             return Ok(true);

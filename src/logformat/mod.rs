@@ -117,6 +117,9 @@ pub enum ParseError {
     /// The request line is not `METHOD TARGET [PROTOCOL]`.
     #[error("request is not `METHOD TARGET [PROTOCOL]`")]
     BadRequest,
+    /// The line logs no request (`-`): the client sent none before the connection ended.
+    #[error("no request was logged (`-`)")]
+    NoRequest,
     /// The status is not a three-digit number.
     #[error("status is not a three-digit number")]
     BadStatus,
@@ -142,6 +145,7 @@ impl ParseError {
             ParseError::TooLong => "too_long",
             ParseError::Mismatch(_) => "format_mismatch",
             ParseError::BadRequest => "bad_request_line",
+            ParseError::NoRequest => "no_request",
             ParseError::BadStatus => "bad_status",
             ParseError::BadTime => "bad_timestamp",
             ParseError::BadNumber(_) => "bad_number",
@@ -330,7 +334,9 @@ mod tests {
         let bad_status = br#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 2x0 1 "-" "-""#;
         assert_eq!(f.parse_line(bad_status).unwrap_err(), ParseError::BadStatus);
         let no_request = br#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "-" 400 0 "-" "-""#;
-        assert_eq!(f.parse_line(no_request).unwrap_err(), ParseError::BadRequest);
+        assert_eq!(f.parse_line(no_request).unwrap_err(), ParseError::NoRequest);
+        let junk = br#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "\x16\x03" 400 0 "-" "-""#;
+        assert_eq!(f.parse_line(junk).unwrap_err(), ParseError::BadRequest);
         let long = vec![b'a'; DEFAULT_MAX_LINE + 1];
         assert_eq!(f.parse_line(&long).unwrap_err(), ParseError::TooLong);
         let short = br#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "-" "-""#;

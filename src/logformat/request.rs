@@ -3,7 +3,7 @@
 //! Byte scans rather than nom combinators: this runs once per log line, and the
 //! combinator version of the request line cost a twelfth of the analyzer's CPU.
 
-use super::scan;
+use super::{ParseError, scan};
 
 /// Method, path, query and (for absolute-form targets) host of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +94,12 @@ pub fn parse_request(line: &[u8]) -> Option<Target<'_>> {
         return whole_target(first_space);
     }
     Some(Target { method, path, query, host: None })
+}
+
+/// Why a request line that [`parse_request`] refused is no request: none was logged (`-`
+/// or nothing: a connection closed or timed out before it sent one), or it is malformed.
+pub fn refused(line: &[u8]) -> ParseError {
+    if line.trim_ascii().is_empty() || line == b"-" { ParseError::NoRequest } else { ParseError::BadRequest }
 }
 
 /// How long the target is, given its first space: up to there when the protocol or nothing

@@ -13,7 +13,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::compiled::{parse_status, parse_u64, seconds_to_us};
-use super::request::{parse_request, split_target};
+use super::request::{parse_request, refused, split_target};
 use super::time::parse_any;
 use super::{CacheStatus, NO_RESPONSE, ParseError, Record};
 
@@ -298,14 +298,14 @@ fn record<'a>(fields: &mut Fields<'a>) -> Result<Record<'a>, ParseError> {
     if let Some(req) = request.as_ref().and_then(Scalar::text) {
         match req {
             Cow::Borrowed(b) => {
-                let t = parse_request(b).ok_or(ParseError::BadRequest)?;
+                let t = parse_request(b).ok_or_else(|| refused(b))?;
                 rec.method = Cow::Borrowed(t.method);
                 rec.path = Cow::Borrowed(t.path);
                 rec.query = t.query.map(Cow::Borrowed);
                 rec.host = t.host.map(Cow::Borrowed);
             }
             Cow::Owned(b) => {
-                let t = parse_request(&b).ok_or(ParseError::BadRequest)?;
+                let t = parse_request(&b).ok_or_else(|| refused(&b))?;
                 rec.method = owned_part(t.method);
                 rec.path = owned_part(t.path);
                 rec.query = t.query.map(owned_part);
