@@ -5,8 +5,9 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use preheat::config::Config;
 use preheat::generate::{GenerateOptions, generate};
-use preheat::logformat::{FormatSpec, JsonFields, LogFormat};
+use preheat::logformat::{FormatSpec, JsonFields, LogFormat, Preset};
 
+const APACHE: &str = r#"%h %l %u %t "%r" %>s %b %D %{X-Cache}o "%{Referer}i" "%{User-Agent}i""#;
 const NGINX: &str = r#"$remote_addr - [$time_iso8601] $host "$request" $status $body_bytes_sent rt=$request_time cache=$upstream_cache_status "$http_user_agent""#;
 
 fn sample(format: &FormatSpec) -> Vec<u8> {
@@ -20,12 +21,16 @@ fn sample(format: &FormatSpec) -> Vec<u8> {
 
 fn parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse_line");
-    for spec in [FormatSpec::Combined, FormatSpec::Common, FormatSpec::Json, FormatSpec::Nginx(NGINX.into())]
-    {
+    let mut specs =
+        vec![FormatSpec::Combined, FormatSpec::Common, FormatSpec::Json, FormatSpec::Nginx(NGINX.into())];
+    specs.push(FormatSpec::Apache(APACHE.into()));
+    specs.extend(Preset::ALL.map(FormatSpec::Preset));
+    for spec in specs {
         let data = sample(&spec);
         let format = LogFormat::from_spec(&spec, &JsonFields::default()).expect("concrete format");
         let name = match &spec {
             FormatSpec::Nginx(_) => "nginx_log_format".to_string(),
+            FormatSpec::Apache(_) => "apache_log_format".to_string(),
             other => other.to_string(),
         };
         group.throughput(Throughput::Bytes(data.len() as u64));

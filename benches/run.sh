@@ -80,6 +80,31 @@ echo "| JSON lines copy | size | wall time (best of $RUNS) | throughput | lines/
 echo "| --- | --- | --- | --- | --- |"
 awk -v t="$t_json" -v mb="$json_mb" -v n="$LINES" 'BEGIN { printf "| preheat analyze | %d MB | %.2f s | %.0f MB/s | %.1fM |\n", mb, t, mb / t, n / t / 1e6 }'
 echo
+# Each format preheat reads by name or string, on the same requests written in it, against
+# combined in the same rounds.
+apache='%h %l %u %t "%r" %>s %b %D %{X-Cache}o "%{Referer}i" "%{User-Agent}i"'
+formats=("$apache" aws-alb aws-elb haproxy envoy)
+t_format=()
+for i in "${!formats[@]}"; do
+  "$preheat" -q generate-log --config "$config" --lines "$LINES" --keys 100000 --seed 7 --format "${formats[$i]}" -o "$work/f-$i.log"
+done
+t_comb=""
+for _ in $(seq "$RUNS"); do
+  t_comb=$(least "$t_comb" "$(timed analyze "$log")")
+  for i in "${!formats[@]}"; do
+    t_format[$i]=$(least "${t_format[$i]:-}" "$(timed analyze --format "${formats[$i]}" "$work/f-$i.log")")
+  done
+done
+echo "| format | size | wall time (best of $RUNS) | throughput | vs combined |"
+echo "| --- | --- | --- | --- | --- |"
+awk -v t="$t_comb" -v mb="$mb" 'BEGIN { printf "| combined | %d MB | %.2f s | %.0f MB/s | 100%% |\n", mb, t, mb / t }'
+for i in "${!formats[@]}"; do
+  name=${formats[$i]}; [ "$i" = 0 ] && name="Apache \`LogFormat\`"
+  awk -v n="$name" -v t="${t_format[$i]}" -v mb="$(du -m "$work/f-$i.log" | cut -f1)" -v tc="$t_comb" -v mbc="$mb" \
+    'BEGIN { printf "| %s | %d MB | %.2f s | %.0f MB/s | %.0f%% |\n", n, mb, t, mb / t, 100 * (mb / t) / (mbc / tc) }'
+done
+rm -f "$work"/f-*.log
+echo
 # The whole capacity report: the profile's curves, and the log replayed for the LRU curve,
 # the hourly working set and cold against warm.
 t_report=""

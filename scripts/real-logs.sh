@@ -43,3 +43,9 @@ row "nginx JSON lines (2013)" json "$dir"/nginx-json-*/*
 row "NASA Kennedy Space Center, common (1995)" common "$dir"/nasa-http-*/*
 row "Apache combined, small server" combined "$dir"/apache2-small-*/access.log
 row "virtual-host combined" vhost_combined "$dir"/goaccess-ci-vcombined/vcombined_access.log
+row "AWS ALB (documentation examples)" aws-alb "$dir"/formats/aws-alb/*
+row "AWS Classic ELB (documentation examples)" aws-elb "$dir"/formats/aws-elb/*
+row "HAProxy (documentation examples, syslog tag)" haproxy "$dir"/formats/haproxy/*
+row "Envoy (documentation example)" envoy "$dir"/formats/envoy/*
+row "HAProxy, no request logged" haproxy "$dir"/formats/norequest/haproxy-*
+row "Envoy TCP proxy, no HTTP request" envoy "$dir"/formats/norequest/envoy-*

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 
-use crate::logformat::{FormatSpec, LogFormat, LogSettings, detect};
+use crate::logformat::{FormatSpec, KNOWN_FORMATS, LogFormat, LogSettings, detect};
 
 /// Bytes per chunk. Fixed (never derived from the thread count), so results are too.
 pub const CHUNK_BYTES: usize = 4 << 20;
@@ -336,15 +336,11 @@ impl Iterator for Reader<'_> {
             if let Some(format) = &input.format {
                 return Some(Event::Chunk(Chunk { input: index, data, format: format.clone() }));
             }
-            let (spec_used, parsed) = resolve_format(self.log, &data);
+            let (format_name, parsed) = resolve_format(self.log, &data);
             let format = Arc::new(parsed);
             input.format = Some(format.clone());
             self.pending = Some(Event::Chunk(Chunk { input: index, data, format }));
-            return Some(Event::Opened {
-                input: index,
-                format: spec_used.to_string(),
-                compression: input.compression,
-            });
+            return Some(Event::Opened { input: index, format: format_name, compression: input.compression });
         }
     }
 }
@@ -428,17 +424,25 @@ impl OpenInput {
     }
 }
 
-/// The configured format, or the one detected from the first lines.
-fn resolve_format(log: &LogSettings, first: &[u8]) -> (FormatSpec, LogFormat) {
-    let spec = match &log.format {
+/// The configured format, or the one detected from the first lines, and how to name it. A
+/// file no known format reads is read as combined, so that its lines are rejected with
+/// samples, and named so that the summary says what to pass.
+fn resolve_format(log: &LogSettings, first: &[u8]) -> (String, LogFormat) {
+    let (spec, name) = match &log.format {
         FormatSpec::Auto => {
             let lines = first.split(|&c| c == b'\n').filter(|l| !l.is_empty()).take(DETECT_LINES);
-            detect(lines, &log.json)
+            match detect(lines, &log.json) {
+                Some(spec) => {
+                    let name = spec.to_string();
+                    (spec, name)
+                }
+                None => (FormatSpec::Combined, format!("unknown: not {KNOWN_FORMATS}; pass --format")),
+            }
         }
-        other => other.clone(),
+        other => (other.clone(), other.to_string()),
     };
     let parsed = LogFormat::from_spec(&spec, &log.json).expect("a concrete, validated format");
-    (spec, parsed.with_max_line(log.max_line))
+    (name, parsed.with_max_line(log.max_line))
 }
 
 /// How a [`fill`] ended.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use preheat::analyze::{self, Progress, input};
+use preheat::logformat::KNOWN_FORMATS;
 use preheat::logformat::time::parse_iso8601;
 use preheat::printable::printable;
 use preheat::profile::{ProfileColumns, ProfileRow, Store, Summary};
@@ -189,8 +190,10 @@ fn why_no_keys(s: &Summary) -> (String, String) {
                 l.read,
                 most_common_rejection(s)
             ),
-            "check the log format, `--format` or the config's `[log] format`, against the samples above"
-                .into(),
+            format!(
+                "check the log format, `--format` or the config's `[log] format`, against the samples above: \
+                 {KNOWN_FORMATS}, or the format string your server is configured with"
+            ),
         );
     }
     let parts: Vec<String> = [

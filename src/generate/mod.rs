@@ -391,6 +391,15 @@ impl Fields<'_> {
             Var::EpochMillis => self.t.to_string(),
             Var::EpochMicros => (self.t * 1000).to_string(),
             Var::ForwardedFor => format!("{}, 10.0.0.1", self.client),
+            Var::ClientPort if self.client.contains(':') => {
+                format!("[{}]:{}", self.client, 1024 + self.t % 60_000)
+            }
+            Var::ClientPort => format!("{}:{}", self.client, 1024 + self.t % 60_000),
+            Var::HaproxyTimers => format!("0/0/1/{}/{}", self.latency_ms.saturating_sub(1), self.latency_ms),
+            Var::HaproxyBytes => self.bytes.to_string(),
+            // Fields of the presets that must look like their products' to be recognised.
+            Var::Other(name) if name == "type" => "http".to_string(),
+            Var::Other(name) if name == "haproxy_queues" => "0/0 ".to_string(),
             Var::Other(name) if name == "http_user_agent" => self.agent.to_string(),
             Var::Other(_) => "-".to_string(),
         };

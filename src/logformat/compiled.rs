@@ -69,6 +69,14 @@ pub enum Var {
     EpochMillis,
     /// Unix time in microseconds (Apache `%{usec}t`).
     EpochMicros,
+    /// A client address with its port, `192.0.2.7:4711` (load balancers, HAProxy): the
+    /// address is the client.
+    ClientPort,
+    /// HAProxy's timers `Tq/Tw/Tc/Tr/Ta` in milliseconds: the last, the request's whole
+    /// time, is its latency (`+` marks a `logasap` time that is not final).
+    HaproxyTimers,
+    /// A byte count that may carry HAProxy's `logasap` `+`.
+    HaproxyBytes,
     /// A client address list, `client, proxy1, proxy2` (`$http_x_forwarded_for`, Apache
     /// `%{X-Forwarded-For}i`): its first address is the client, whatever else the line logs.
     ForwardedFor,
@@ -77,7 +85,8 @@ pub enum Var {
 }
 
 impl Var {
-    fn from_name(name: &str) -> Var {
+    /// The variable an nginx `$name` stands for.
+    pub(super) fn from_name(name: &str) -> Var {
         match name {
             "remote_addr" => Var::RemoteAddr,
             "time_local" => Var::TimeLocal,
@@ -137,6 +146,8 @@ pub struct CompiledFormat {
     /// Set for the built-in `combined` and `common` (with trailing text allowed), which a
     /// parser written for them reads with the same results.
     builtin: Option<Clf>,
+    /// Lines may start with a syslog tag (`Mar  2 10:00:01 lb1 haproxy[674]: `), skipped.
+    syslog_tag: bool,
 }
 
 /// A `log_format` string (or `--format` value) that cannot be used.
@@ -187,6 +198,21 @@ impl CompiledFormat {
     /// Compiles a `log_format` string. With `allow_trailing`, text after the last field is
     /// ignored (for built-in formats that deployments often extend).
     pub fn compile(source: &str, allow_trailing: bool) -> Result<Self, FormatStringError> {
+        let mut format = Self::compile_named(source, allow_trailing, Var::from_name)?;
+        format.builtin = match source {
+            COMBINED if allow_trailing => Some(Clf::Combined),
+            COMMON if allow_trailing => Some(Clf::Common),
+            _ => None,
+        };
+        Ok(format)
+    }
+
+    /// Compiles a format string whose `$names` stand for what `var` says.
+    pub(super) fn compile_named(
+        source: &str,
+        allow_trailing: bool,
+        var: impl Fn(&str) -> Var,
+    ) -> Result<Self, FormatStringError> {
         let (rest, pieces) = many0(piece).parse(source).map_err(|_| FormatStringError::BadVariable(0))?;
         if !rest.is_empty() {
             return Err(FormatStringError::BadVariable(source.len() - rest.len()));
@@ -195,16 +221,10 @@ impl CompiledFormat {
             .iter()
             .map(|p| match p {
                 Piece::Text(t) => Item::Text(t.as_bytes().to_vec()),
-                Piece::Var(name) => Item::Field { var: Var::from_name(name), name: format!("${name}") },
+                Piece::Var(name) => Item::Field { var: var(name), name: format!("${name}") },
             })
             .collect();
-        let mut format = Self::from_items(items, allow_trailing)?;
-        format.builtin = match source {
-            COMBINED if allow_trailing => Some(Clf::Combined),
-            COMMON if allow_trailing => Some(Clf::Common),
-            _ => None,
-        };
-        Ok(format)
+        Self::from_items(items, allow_trailing)
     }
 
     /// Builds the parser of a format given as literal text and fields.
@@ -246,7 +266,7 @@ impl CompiledFormat {
                 };
             }
         }
-        Ok(CompiledFormat { segments, allow_trailing, builtin: None })
+        Ok(CompiledFormat { segments, allow_trailing, builtin: None, syslog_tag: false })
     }
 
     /// The variables of the format, in order.
@@ -267,8 +287,14 @@ impl CompiledFormat {
         }
     }
 
+    /// The same format after a syslog tag that a line may start with.
+    pub(super) fn after_syslog_tag(self) -> Self {
+        CompiledFormat { syslog_tag: true, ..self }
+    }
+
     /// Parses one line (already stripped of its terminator).
     pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
+        let line = if self.syslog_tag { without_syslog_tag(line) } else { line };
         match self.builtin {
             Some(format) => clf::parse(line, format),
             None => self.parse_generic(line),
@@ -368,6 +394,27 @@ pub(super) fn seconds_to_us(v: &[u8]) -> Option<u64> {
     Some(secs * 1_000_000 + us)
 }
 
+/// The line after a syslog tag (`... name[pid]: `) in its first 256 bytes, if it has one.
+fn without_syslog_tag(line: &[u8]) -> &[u8] {
+    let head = &line[..line.len().min(256)];
+    match memchr::memmem::find(head, b"]: ") {
+        Some(at) if !head[..at].contains(&b'"') => &line[at + 3..],
+        _ => line,
+    }
+}
+
+/// `192.0.2.7:4711` → `192.0.2.7`, `[2001:db8::1]:4711` → `2001:db8::1`; an IPv6 address
+/// without brackets (`2001:db8::1:4711` cannot be told from an address) is kept whole.
+fn without_port(v: &[u8]) -> &[u8] {
+    if let Some(inside) = v.strip_prefix(b"[") {
+        return memchr::memchr(b']', inside).map_or(v, |end| &inside[..end]);
+    }
+    match memchr::memchr(b':', v) {
+        Some(colon) if memchr::memrchr(b':', v) == Some(colon) => &v[..colon],
+        _ => v,
+    }
+}
+
 /// Whole Unix time in units of `1/per_ms` milliseconds (`1` for ms, `1000` for µs), as ms.
 fn parse_epoch_units(v: &[u8], per_ms: u64) -> Option<i64> {
     i64::try_from(parse_u64(v)? / per_ms).ok()
@@ -381,15 +428,15 @@ pub(super) fn parse_u64(v: &[u8]) -> Option<u64> {
     v.iter().try_fold(0u64, |n, &c| c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0')))
 }
 
-/// A status: three digits from `100` to `599`, or [`NO_RESPONSE`] for `-` (nginx, ALB) and
-/// `-1` (HAProxy), which servers log when no response was sent.
+/// A status: three digits from `100` to `599`, or [`NO_RESPONSE`] for `-` (nginx, ALB),
+/// `-1` (HAProxy) and `0` (Envoy), which servers log when no response was sent.
 #[inline(always)]
 pub(super) fn parse_status(v: &[u8]) -> Result<u16, ParseError> {
     match v {
         [a, b, c] if v.iter().all(u8::is_ascii_digit) && (b'1'..=b'5').contains(a) => {
             Ok(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
         }
-        b"-" | b"-1" => Ok(NO_RESPONSE),
+        b"-" | b"-1" | b"0" | b"000" => Ok(NO_RESPONSE),
         _ => Err(ParseError::BadStatus),
     }
 }
@@ -411,6 +458,17 @@ fn assign<'a>(
                 rec.client = Some(Cow::Borrowed(first));
                 *forwarded = true;
             }
+        }
+        Var::ClientPort if !is_dash(v) && !*forwarded => rec.client = Some(Cow::Borrowed(without_port(v))),
+        Var::HaproxyTimers => {
+            let total = v.rsplit(|&c| c == b'/').next().unwrap_or(v);
+            let total = total.strip_prefix(b"+").unwrap_or(total);
+            // `-1`: the request never completed.
+            rec.latency_us = parse_u64(total).map(|ms| ms.saturating_mul(1000));
+        }
+        Var::HaproxyBytes => {
+            let n = v.strip_prefix(b"+").unwrap_or(v);
+            rec.bytes = Some(parse_u64(n).ok_or(ParseError::BadNumber("bytes_read"))?);
         }
         Var::LatencyMicros if !is_dash(v) => {
             rec.latency_us = Some(parse_u64(v).ok_or(ParseError::BadNumber("latency in microseconds"))?)

@@ -10,6 +10,7 @@ mod apache;
 mod clf;
 mod compiled;
 mod json;
+mod preset;
 mod request;
 pub(crate) mod scan;
 pub mod time;
@@ -20,6 +21,7 @@ use std::fmt;
 pub use apache::VHOST_COMBINED;
 pub use compiled::{CompiledFormat, FormatStringError, Var};
 pub use json::{JsonFields, JsonFormat};
+pub use preset::Preset;
 
 /// Lines longer than this are rejected (`too_long`) rather than parsed, unless
 /// `log.max_line` says otherwise.
@@ -185,6 +187,8 @@ pub enum FormatSpec {
     Nginx(String),
     /// An Apache `LogFormat` string, such as `%h %l %u %t "%r" %>s %b`.
     Apache(String),
+    /// A product's default format, by name (`aws-alb`, `haproxy`, ...).
+    Preset(Preset),
 }
 
 impl FormatSpec {
@@ -198,6 +202,9 @@ impl FormatSpec {
             "common" => Ok(FormatSpec::Common),
             "json" => Ok(FormatSpec::Json),
             "vhost_combined" => Ok(FormatSpec::Apache(VHOST_COMBINED.to_string())),
+            name if Preset::from_name(name).is_some() => {
+                Ok(FormatSpec::Preset(Preset::from_name(name).expect("named")))
+            }
             other if other.contains('$') => {
                 CompiledFormat::compile(other, false)?;
                 Ok(FormatSpec::Nginx(other.to_string()))
@@ -219,6 +226,7 @@ impl FormatSpec {
             FormatSpec::Common => CompiledFormat::compile(COMMON, true),
             FormatSpec::Nginx(s) => CompiledFormat::compile(s, false),
             FormatSpec::Apache(s) => apache::compile(s),
+            FormatSpec::Preset(p) => Ok(p.compiled()),
         })
     }
 }
@@ -231,6 +239,7 @@ impl fmt::Display for FormatSpec {
             FormatSpec::Common => f.write_str("common"),
             FormatSpec::Json => f.write_str("json"),
             FormatSpec::Nginx(s) | FormatSpec::Apache(s) => f.write_str(s),
+            FormatSpec::Preset(p) => f.write_str(p.name()),
         }
     }
 }
@@ -280,20 +289,33 @@ impl LogFormat {
     }
 }
 
-/// Picks the built-in format that reads the most of `sample_lines` (ties go to the richer
-/// format: combined, then common, then JSON).
-pub fn detect<'a>(sample_lines: impl Iterator<Item = &'a [u8]>, json: &JsonFields) -> FormatSpec {
-    let candidates = [FormatSpec::Combined, FormatSpec::Common, FormatSpec::Json];
+/// The formats `auto` chooses from, richest first, so that ties go to the earlier one.
+/// Each preset reads only its own product's lines (ALB's leading type, HAProxy's timers),
+/// so none of them reads another's.
+fn candidates() -> Vec<FormatSpec> {
+    let mut all = vec![FormatSpec::Combined, FormatSpec::Common, FormatSpec::Json];
+    all.push(FormatSpec::Apache(VHOST_COMBINED.to_string()));
+    all.extend(Preset::ALL.map(FormatSpec::Preset));
+    all
+}
+
+/// Picks the known format that reads the most of `sample_lines`, or `None` when none reads
+/// any of them: custom format strings are never guessed, and the caller must say which.
+pub fn detect<'a>(sample_lines: impl Iterator<Item = &'a [u8]>, json: &JsonFields) -> Option<FormatSpec> {
+    let candidates = candidates();
     let parsers: Vec<LogFormat> = candidates.iter().filter_map(|c| LogFormat::from_spec(c, json)).collect();
-    let mut scores = [0usize; 3];
+    let mut scores = vec![0usize; parsers.len()];
     for line in sample_lines {
         for (score, parser) in scores.iter_mut().zip(&parsers) {
             *score += usize::from(parser.parse_line(line).is_ok());
         }
     }
-    let best = (0..3).rev().max_by_key(|&i| scores[i]).unwrap_or(0);
-    candidates[best].clone()
+    let best = (0..scores.len()).rev().max_by_key(|&i| scores[i])?;
+    (scores[best] > 0).then(|| candidates[best].clone())
 }
+
+/// What `auto` can tell, for a message that asks for `--format`.
+pub const KNOWN_FORMATS: &str = "combined, common, json, vhost_combined, aws-alb, aws-elb, haproxy, envoy";
 
 #[cfg(test)]
 mod tests {
@@ -352,13 +374,23 @@ mod tests {
             br#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "-" "ua""#,
             br#"1.2.3.4 - - [17/May/2015:10:05:04 +0000] "GET /x HTTP/1.1" 200 1 "-" "ua""#,
         ];
-        assert_eq!(detect(combined_lines.into_iter(), &json), FormatSpec::Combined);
+        assert_eq!(detect(combined_lines.into_iter(), &json), Some(FormatSpec::Combined));
         let common_lines: [&[u8]; 1] =
             [br#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1"#];
-        assert_eq!(detect(common_lines.into_iter(), &json), FormatSpec::Common);
+        assert_eq!(detect(common_lines.into_iter(), &json), Some(FormatSpec::Common));
         let json_lines: [&[u8]; 1] =
             [br#"{"time_local":"17/May/2015:10:05:03 +0000","request":"GET / HTTP/1.1","status":"200"}"#];
-        assert_eq!(detect(json_lines.into_iter(), &json), FormatSpec::Json);
+        assert_eq!(detect(json_lines.into_iter(), &json), Some(FormatSpec::Json));
+        let alb: [&[u8]; 1] = [br#"http 2026-03-02T10:00:01.500000Z app/shop/0a1b 198.51.100.7:40312 10.0.1.9:8080 0.001 0.042 0.000 200 200 310 5120 "GET http://shop.example:80/p HTTP/1.1" "curl/8.5" - - arn:x "Root=1" "-" "-" 0"#];
+        assert_eq!(detect(alb.into_iter(), &json), Some(FormatSpec::Preset(Preset::AwsAlb)));
+        let haproxy: [&[u8]; 1] = [br#"haproxy[674]: 127.0.0.1:33318 [15/Oct/2003:08:31:57.130] px-http px-http/srv1 6559/0/7/147/6723 200 243 - - ---- 5/3/3/1/0 0/0 "HEAD / HTTP/1.0""#];
+        assert_eq!(detect(haproxy.into_iter(), &json), Some(FormatSpec::Preset(Preset::Haproxy)));
+        let envoy: [&[u8]; 1] = [br#"[2016-04-15T20:17:00.310Z] "POST /api/v1/locations HTTP/2" 204 - 154 0 226 100 "10.0.35.28" "nsq2http" "cc21d9b0" "locations" "tcp://10.0.2.1:80""#];
+        assert_eq!(detect(envoy.into_iter(), &json), Some(FormatSpec::Preset(Preset::Envoy)));
+        let vhost: [&[u8]; 1] = [br#"shop.example:443 10.0.0.1 - - [01/Jul/2013:06:20:38 -0500] "GET / HTTP/1.1" 200 3829 "-" "ua""#];
+        assert_eq!(detect(vhost.into_iter(), &json), Some(FormatSpec::Apache(VHOST_COMBINED.into())));
+        let unknown: [&[u8]; 1] = [b"GET /x 200 0.1"];
+        assert_eq!(detect(unknown.into_iter(), &json), None, "custom formats are never guessed");
     }
 
     #[test]

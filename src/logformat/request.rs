@@ -96,10 +96,16 @@ pub fn parse_request(line: &[u8]) -> Option<Target<'_>> {
     Some(Target { method, path, query, host: None })
 }
 
-/// Why a request line that [`parse_request`] refused is no request: none was logged (`-`
-/// or nothing: a connection closed or timed out before it sent one), or it is malformed.
+/// Why a request line that [`parse_request`] refused is no request: none was logged (`-`,
+/// `- - -` or nothing: a connection closed or timed out before it sent one, or it was not
+/// HTTP), or it is malformed.
 pub fn refused(line: &[u8]) -> ParseError {
-    if line.trim_ascii().is_empty() || line == b"-" { ParseError::NoRequest } else { ParseError::BadRequest }
+    // Envoy writes a TCP connection's missing method, path and protocol as `- - -`.
+    if line.split(|&c| c == b' ').all(|w| w.is_empty() || w == b"-") {
+        ParseError::NoRequest
+    } else {
+        ParseError::BadRequest
+    }
 }
 
 /// How long the target is, given its first space: up to there when the protocol or nothing

@@ -134,12 +134,25 @@ fn parse_clf_text(b: &[u8]) -> Option<i64> {
     if b[14] != b':' || b[17] != b':' {
         return None;
     }
-    let offset = match &b[20..] {
+    // HAProxy writes milliseconds and no zone: `15/Oct/2003:08:31:57.130`.
+    let mut rest = &b[20..];
+    let mut frac_ms = 0;
+    if let Some(after_dot) = rest.strip_prefix(b".") {
+        let n = after_dot.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        for (i, c) in after_dot[..n].iter().take(3).enumerate() {
+            frac_ms += i64::from(c - b'0') * [100, 10, 1][i];
+        }
+        rest = &after_dot[n..];
+    }
+    let offset = match rest {
         [] => 0,
         [b' ', zone @ ..] => offset_seconds(zone)?,
         _ => return None,
     };
-    to_ms((y, mo, d), (h, mi, s), 0, offset)
+    to_ms((y, mo, d), (h, mi, s), frac_ms, offset)
 }
 
 /// Parses ISO 8601 / RFC 3339, `2000-10-10T13:55:36+00:00`, with optional fraction and `Z`.
@@ -209,6 +222,8 @@ mod tests {
         assert_eq!(parse_clf(b"10/Oct/2000:20:55:36 +0000"), Some(971_211_336_000));
         assert_eq!(parse_clf(b"10/oct/2000:22:55:36 +0200"), Some(971_211_336_000));
         assert_eq!(parse_clf(b"10/Oct/2000:20:55:36"), Some(971_211_336_000));
+        assert_eq!(parse_clf(b"10/Oct/2000:20:55:36.130"), Some(971_211_336_130), "HAProxy's");
+        assert_eq!(parse_clf(b"10/Oct/2000:20:55:36."), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! strings against the nginx strings that log the same things.
 
 use preheat::generate::generate;
-use preheat::logformat::{FormatSpec, JsonFields, LogFormat, Record};
+use preheat::logformat::{FormatSpec, JsonFields, LogFormat, Preset, Record};
 
 use crate::support::*;
 
@@ -69,5 +69,28 @@ fn apache_logs_yield_the_exact_ground_truth() {
         let a = analyze_with(&[path], &config, opts, 2);
         assert_eq!(counts(&a), truth_counts(&truth), "{apache}");
         assert_eq!(a.summary.lines.rejected, truth.malformed, "{apache}: {:?}", a.summary.samples);
+    }
+}
+
+#[test]
+fn every_preset_reads_its_generated_logs_to_the_exact_ground_truth() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let combined = dir.path().join("combined.log");
+    write_log(&combined, &config, &gen_opts(20_000, 300, 9), Compression::Plain);
+    let clients = analyze_files(&[combined], &config, 2).summary.distinct_clients;
+    for preset in Preset::ALL {
+        let spec = FormatSpec::Preset(preset);
+        let path = dir.path().join(format!("{preset}.log"));
+        let truth =
+            write_log(&path, &config, &in_format(gen_opts(20_000, 300, 9), spec.clone()), Compression::Plain);
+        let mut opts = config.analyze_options();
+        opts.log.format = spec;
+        let a = analyze_with(&[path], &config, opts, 2);
+        assert_eq!(counts(&a), truth_counts(&truth), "{preset}");
+        assert_eq!(a.summary.lines.rejected, truth.malformed, "{preset}: {:?}", a.summary.samples);
+        assert!(a.summary.window.start.is_some(), "{preset}: times are read");
+        assert!(a.rows().iter().all(|r| r.mean_latency_ms.is_some()), "{preset}: latency is read");
+        assert_eq!(a.summary.distinct_clients, clients, "{preset}: clients without their ports");
     }
 }

@@ -371,7 +371,7 @@ fn record<'a>(fields: &mut Fields<'a>) -> Result<Record<'a>, ParseError> {
 fn status_number(n: f64) -> Result<u16, ParseError> {
     if n.fract() == 0.0 && (100.0..=599.0).contains(&n) {
         Ok(n as u16)
-    } else if n == -1.0 {
+    } else if n == -1.0 || (n == 0.0 && n.is_sign_positive()) {
         Ok(NO_RESPONSE)
     } else {
         Err(ParseError::BadStatus)
