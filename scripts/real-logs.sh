@@ -49,3 +49,6 @@ row "HAProxy (documentation examples, syslog tag)" haproxy "$dir"/formats/haprox
 row "Envoy (documentation example)" envoy "$dir"/formats/envoy/*
 row "HAProxy, no request logged" haproxy "$dir"/formats/norequest/haproxy-*
 row "Envoy TCP proxy, no HTTP request" envoy "$dir"/formats/norequest/envoy-*
+row "IIS 7.5 and 8 on Azure (W3C)" w3c "$dir"/formats/w3c/iis-*
+row "CloudFront (W3C, tab-separated)" w3c "$dir"/formats/w3c/cloudfront-*
+row "W3C logs of several servers (lnav's tests)" w3c "$dir"/lnav-test-logs/logfile_w3c*

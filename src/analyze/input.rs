@@ -333,12 +333,13 @@ impl Iterator for Reader<'_> {
                     return Some(Event::Failed { input: index, error });
                 }
             };
+            let mut data = data;
             if let Some(format) = &input.format {
-                return Some(Event::Chunk(Chunk { input: index, data, format: format.clone() }));
+                let format = input.follow_headers(&mut data, format.clone());
+                return Some(Event::Chunk(Chunk { input: index, data, format }));
             }
             let (format_name, parsed) = resolve_format(self.log, &data);
-            let format = Arc::new(parsed);
-            input.format = Some(format.clone());
+            let format = input.follow_headers(&mut data, Arc::new(parsed));
             self.pending = Some(Event::Chunk(Chunk { input: index, data, format }));
             return Some(Event::Opened { input: index, format: format_name, compression: input.compression });
         }
@@ -351,17 +352,19 @@ impl OpenInput {
     /// (what `zcat` prints of a file cut mid-rotation); the error comes next.
     fn next_chunk(&mut self, spare: &Receiver<Vec<u8>>, max_line: usize) -> Result<Option<Vec<u8>>, String> {
         loop {
-            if self.ended {
+            if self.ended && self.carry.is_empty() {
                 return self.broken.take().map_or(Ok(None), Err);
             }
             // A recycled buffer keeps its length, so making it full-size again zeroes only the
-            // few bytes it was short (zeroing 2 MiB per chunk was measurable).
+            // few bytes it was short (zeroing 2 MiB per chunk was measurable). What a W3C
+            // header cut off may make the carry longer than a chunk.
             let mut buf = spare.try_recv().unwrap_or_default();
-            buf.resize(CHUNK_BYTES, 0);
+            buf.resize(CHUNK_BYTES.max(self.carry.len()), 0);
             buf[..self.carry.len()].copy_from_slice(&self.carry);
             let filled = self.carry.len();
             self.carry.clear();
-            let (filled, outcome) = fill(&mut self.reader, &mut buf, filled);
+            let (filled, outcome) =
+                if self.ended { (filled, Filled::End) } else { fill(&mut self.reader, &mut buf, filled) };
             buf.truncate(filled);
             self.ended = !matches!(outcome, Filled::Full);
             if let Filled::Failed(error) = &outcome {
@@ -404,6 +407,28 @@ impl OpenInput {
 }
 
 impl OpenInput {
+    /// The format of a chunk, given the one in effect before it. For a format whose lines
+    /// set the format of the lines after them (W3C's `#Fields:`), the chunk is cut before such
+    /// a line after its first, the rest going back to be read next, so that every chunk is
+    /// read in one format: the one its first line sets, or the one in effect.
+    fn follow_headers(&mut self, data: &mut Vec<u8>, format: Arc<LogFormat>) -> Arc<LogFormat> {
+        if !format.follows_headers() {
+            return format;
+        }
+        if let Some(at) = memchr::memmem::find(data, b"\n#Fields:") {
+            let mut rest = data.split_off(at + 1);
+            rest.extend_from_slice(&self.carry);
+            self.carry = rest;
+        }
+        let first = data.split(|&b| b == b'\n').next().unwrap_or_default();
+        let format = match format.after_header(first) {
+            Some(headed) => Arc::new(headed),
+            None => format,
+        };
+        self.format = Some(format.clone());
+        format
+    }
+
     /// What broke the input off, where, and what was kept.
     fn damage(&self, error: &io::Error, unfinished: usize) -> String {
         let at = self.consumed.load(Ordering::Relaxed);

@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use crate::logformat::time::civil_from_days;
-use crate::logformat::{FormatSpec, Record, Var};
+use crate::logformat::{FormatSpec, Preset, Record, Var};
 use crate::rules::{CaptureKind, Outcome, Rule, RuleSet};
 
 /// What to generate.
@@ -171,6 +171,7 @@ fn values_for(rule: &Rule, id: u32) -> Vec<String> {
 /// Writes a log to `out` and returns what a correct analysis must find.
 pub fn generate(rules: &RuleSet, opts: &GenerateOptions, out: &mut dyn Write) -> io::Result<GroundTruth> {
     let mut rng = Rng(opts.seed);
+    let w3c = opts.format == FormatSpec::Preset(Preset::W3c);
     let format = match &opts.format {
         FormatSpec::Auto => FormatSpec::Combined.compiled(),
         other => other.compiled(),
@@ -211,6 +212,15 @@ pub fn generate(rules: &RuleSet, opts: &GenerateOptions, out: &mut dyn Write) ->
     let mut line = Vec::with_capacity(512);
     let step = opts.duration.as_millis() as f64 / opts.lines.max(1) as f64;
     for i in 0..opts.lines {
+        if w3c && (i == 0 || i == opts.lines / 2) {
+            // IIS's columns first, then CloudFront's from the middle on: a log whose header
+            // changes midway, as a server's does when its logging is reconfigured.
+            let header: &[u8] = if i == 0 { W3C_IIS } else { W3C_CLOUDFRONT };
+            let directives = header.iter().filter(|&&b| b == b'\n').count() as u64;
+            truth.lines += directives;
+            truth.malformed += directives;
+            out.write_all(header)?;
+        }
         truth.lines += 1;
         let t = opts.start_ms + (i as f64 * step) as i64;
         if rng.unit() < opts.malformed_share {
@@ -324,6 +334,8 @@ pub fn generate(rules: &RuleSet, opts: &GenerateOptions, out: &mut dyn Write) ->
         };
         match &format {
             Some(f) => f.render(&mut line, |var, out| fields.write_var(var, out)),
+            None if w3c && i < opts.lines / 2 => fields.write_iis(&mut line),
+            None if w3c => fields.write_cloudfront(&mut line),
             None => fields.write_json(&mut line),
         }
         line.push(b'\n');
@@ -346,6 +358,11 @@ struct Fields<'a> {
     host: &'a str,
     agent: &'a str,
 }
+
+/// The directives of an IIS log, and the columns [`Fields::write_iis`] writes.
+const W3C_IIS: &[u8] = b"#Software: Microsoft Internet Information Services 10.0\n#Version: 1.0\n#Date: 2026-01-01 00:00:00\n#Fields: date time s-ip cs-method cs-uri-stem cs-uri-query s-port c-ip cs(User-Agent) cs-host sc-status sc-bytes time-taken\n";
+/// A CloudFront header, and the columns [`Fields::write_cloudfront`] writes, tab-separated.
+const W3C_CLOUDFRONT: &[u8] = b"#Version: 1.0\n#Fields: date time x-edge-location sc-bytes c-ip cs-method cs(Host) cs-uri-stem sc-status cs(User-Agent) cs-uri-query x-edge-result-type x-host-header time-taken\n";
 
 const MONTHS: [&str; 12] =
     ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
@@ -404,6 +421,60 @@ impl Fields<'_> {
             Var::Other(_) => "-".to_string(),
         };
         out.extend_from_slice(text.as_bytes());
+    }
+
+    /// `2026-01-01` and `10:00:01`, as W3C logs write the time (UTC).
+    fn w3c_date_time(&self) -> (String, String) {
+        let secs = self.t.div_euclid(1000);
+        let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+        let sod = secs.rem_euclid(86_400);
+        (
+            format!("{y:04}-{mo:02}-{d:02}"),
+            format!("{:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60),
+        )
+    }
+
+    fn write_iis(&self, out: &mut Vec<u8>) {
+        let (date, time) = self.w3c_date_time();
+        let line = format!(
+            "{date} {time} 10.0.0.5 {} {} {} 443 {} {} {} {} {} {}",
+            self.method,
+            self.path,
+            self.query.unwrap_or("-"),
+            self.client,
+            self.agent.replace(' ', "+"),
+            if self.host.is_empty() { "-" } else { self.host },
+            self.status,
+            self.bytes,
+            self.latency_ms,
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+
+    fn write_cloudfront(&self, out: &mut Vec<u8>) {
+        let (date, time) = self.w3c_date_time();
+        let result = match self.cache {
+            "HIT" => "Hit",
+            "MISS" => "Miss",
+            _ => "Error",
+        };
+        let fields = [
+            date,
+            time,
+            "FRA2".into(),
+            self.bytes.to_string(),
+            self.client.to_string(),
+            self.method.to_string(),
+            "d111111abcdef8.cloudfront.net".into(),
+            self.path.to_string(),
+            self.status.to_string(),
+            self.agent.replace(' ', "%20"),
+            self.query.unwrap_or("-").to_string(),
+            result.into(),
+            if self.host.is_empty() { "-".into() } else { self.host.to_string() },
+            format!("{}.{:03}", self.latency_ms / 1000, self.latency_ms % 1000),
+        ];
+        out.extend_from_slice(fields.join("\t").as_bytes());
     }
 
     fn write_json(&self, out: &mut Vec<u8>) {

@@ -14,6 +14,7 @@ mod preset;
 mod request;
 pub(crate) mod scan;
 pub mod time;
+mod w3c;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -22,6 +23,7 @@ pub use apache::VHOST_COMBINED;
 pub use compiled::{CompiledFormat, FormatStringError, Var};
 pub use json::{JsonFields, JsonFormat};
 pub use preset::Preset;
+pub use w3c::W3cFormat;
 
 /// Lines longer than this are rejected (`too_long`) rather than parsed, unless
 /// `log.max_line` says otherwise.
@@ -119,6 +121,9 @@ pub enum ParseError {
     /// The request line is not `METHOD TARGET [PROTOCOL]`.
     #[error("request is not `METHOD TARGET [PROTOCOL]`")]
     BadRequest,
+    /// A W3C directive (`#Fields:`, `#Version:`, ...): the log's own header, not a request.
+    #[error("a W3C directive line (`#Fields:`, `#Date:`, ...)")]
+    Directive,
     /// The line logs no request (`-`): the client sent none before the connection ended.
     #[error("no request was logged (`-`)")]
     NoRequest,
@@ -148,6 +153,7 @@ impl ParseError {
             ParseError::Mismatch(_) => "format_mismatch",
             ParseError::BadRequest => "bad_request_line",
             ParseError::NoRequest => "no_request",
+            ParseError::Directive => "directive",
             ParseError::BadStatus => "bad_status",
             ParseError::BadTime => "bad_timestamp",
             ParseError::BadNumber(_) => "bad_number",
@@ -170,6 +176,8 @@ enum Parser {
     Text(CompiledFormat),
     /// One JSON object per line.
     Json(JsonFormat),
+    /// W3C extended: the columns of the last `#Fields:` line (`None` before the first).
+    W3c(Option<W3cFormat>),
 }
 
 /// The format named in flags or config, before it is compiled.
@@ -226,7 +234,7 @@ impl FormatSpec {
             FormatSpec::Common => CompiledFormat::compile(COMMON, true),
             FormatSpec::Nginx(s) => CompiledFormat::compile(s, false),
             FormatSpec::Apache(s) => apache::compile(s),
-            FormatSpec::Preset(p) => Ok(p.compiled()),
+            FormatSpec::Preset(p) => Ok(p.compiled()?),
         })
     }
 }
@@ -258,6 +266,7 @@ impl LogFormat {
         let parser = match spec {
             FormatSpec::Auto => return None,
             FormatSpec::Json => Parser::Json(JsonFormat::new(json)),
+            FormatSpec::Preset(Preset::W3c) => Parser::W3c(None),
             text => Parser::Text(text.compiled()?.ok()?),
         };
         Some(LogFormat { parser, max_line: DEFAULT_MAX_LINE })
@@ -273,6 +282,19 @@ impl LogFormat {
         self.max_line
     }
 
+    /// Whether lines of this format may change the format of the lines after them (W3C's
+    /// `#Fields:`): such a log is read in chunks that each start at such a line.
+    pub fn follows_headers(&self) -> bool {
+        matches!(self.parser, Parser::W3c(_))
+    }
+
+    /// The format `line` sets for the lines after it, if it is a W3C `#Fields:` line.
+    pub fn after_header(&self, line: &[u8]) -> Option<LogFormat> {
+        let Parser::W3c(_) = self.parser else { return None };
+        let columns = W3cFormat::from_header(line.strip_suffix(b"\r").unwrap_or(line))?;
+        Some(LogFormat { parser: Parser::W3c(Some(columns)), max_line: self.max_line })
+    }
+
     /// Parses one line (without its line terminator; a trailing `\r` is ignored).
     pub fn parse_line<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -285,6 +307,9 @@ impl LogFormat {
         match &self.parser {
             Parser::Text(f) => f.parse(line),
             Parser::Json(f) => f.parse(line),
+            Parser::W3c(_) if line.starts_with(b"#") => Err(ParseError::Directive),
+            Parser::W3c(Some(f)) => f.parse(line),
+            Parser::W3c(None) => Err(ParseError::Mismatch("a `#Fields:` line before it")),
         }
     }
 }
@@ -295,17 +320,22 @@ impl LogFormat {
 fn candidates() -> Vec<FormatSpec> {
     let mut all = vec![FormatSpec::Combined, FormatSpec::Common, FormatSpec::Json];
     all.push(FormatSpec::Apache(VHOST_COMBINED.to_string()));
-    all.extend(Preset::ALL.map(FormatSpec::Preset));
+    // W3C is told by its `#Fields:` line instead.
+    all.extend(Preset::ALL.into_iter().filter(|p| *p != Preset::W3c).map(FormatSpec::Preset));
     all
 }
 
 /// Picks the known format that reads the most of `sample_lines`, or `None` when none reads
 /// any of them: custom format strings are never guessed, and the caller must say which.
 pub fn detect<'a>(sample_lines: impl Iterator<Item = &'a [u8]>, json: &JsonFields) -> Option<FormatSpec> {
+    let sample: Vec<&[u8]> = sample_lines.collect();
+    if sample.iter().any(|l| l.starts_with(b"#Fields:")) {
+        return Some(FormatSpec::Preset(Preset::W3c));
+    }
     let candidates = candidates();
     let parsers: Vec<LogFormat> = candidates.iter().filter_map(|c| LogFormat::from_spec(c, json)).collect();
     let mut scores = vec![0usize; parsers.len()];
-    for line in sample_lines {
+    for line in sample {
         for (score, parser) in scores.iter_mut().zip(&parsers) {
             *score += usize::from(parser.parse_line(line).is_ok());
         }
@@ -315,7 +345,8 @@ pub fn detect<'a>(sample_lines: impl Iterator<Item = &'a [u8]>, json: &JsonField
 }
 
 /// What `auto` can tell, for a message that asks for `--format`.
-pub const KNOWN_FORMATS: &str = "combined, common, json, vhost_combined, aws-alb, aws-elb, haproxy, envoy";
+pub const KNOWN_FORMATS: &str =
+    "combined, common, json, vhost_combined, aws-alb, aws-elb, haproxy, envoy, w3c";
 
 #[cfg(test)]
 mod tests {

@@ -21,11 +21,14 @@ pub enum Preset {
     Haproxy,
     /// Envoy's default text access-log format.
     Envoy,
+    /// The W3C extended log format (IIS, CloudFront), its columns named by `#Fields:`.
+    W3c,
 }
 
 impl Preset {
     /// Every preset.
-    pub const ALL: [Preset; 4] = [Preset::AwsAlb, Preset::AwsElb, Preset::Haproxy, Preset::Envoy];
+    pub const ALL: [Preset; 5] =
+        [Preset::AwsAlb, Preset::AwsElb, Preset::Haproxy, Preset::Envoy, Preset::W3c];
 
     /// The name `--format` and `log.format` take.
     pub fn name(self) -> &'static str {
@@ -34,6 +37,7 @@ impl Preset {
             Preset::AwsElb => "aws-elb",
             Preset::Haproxy => "haproxy",
             Preset::Envoy => "envoy",
+            Preset::W3c => "w3c",
         }
     }
 
@@ -42,9 +46,11 @@ impl Preset {
         Preset::ALL.into_iter().find(|p| p.name() == name)
     }
 
-    /// The format as a string over `$names` (see [`var`]).
-    fn format_string(self) -> &'static str {
-        match self {
+    /// The format as a string over `$names` (see [`var`]); `None` for W3C, whose columns
+    /// each file names.
+    fn format_string(self) -> Option<&'static str> {
+        Some(match self {
+            Preset::W3c => return None,
             Preset::AwsAlb => concat!(
                 "$type $time_iso8601 $elb $client_port $target_port $request_processing_time ",
                 "$upstream_response_time $response_processing_time $status $target_status_code ",
@@ -68,14 +74,15 @@ impl Preset {
                 "$duration_ms $upstream_service_time \"$http_x_forwarded_for\" \"$http_user_agent\" ",
                 "\"$request_id\" \"$host\" \"$upstream_host\""
             ),
-        }
+        })
     }
 
-    /// The line parser, which also writes the preset's lines for the generator. Later
-    /// fields, which newer versions of these products append, are allowed.
-    pub(super) fn compiled(self) -> CompiledFormat {
-        let format = CompiledFormat::compile_named(self.format_string(), true, var).expect("presets compile");
-        if self == Preset::Haproxy { format.after_syslog_tag() } else { format }
+    /// The line parser, which also writes the preset's lines for the generator (`None` for
+    /// W3C). Later fields, which newer versions of these products append, are allowed.
+    pub(super) fn compiled(self) -> Option<CompiledFormat> {
+        let format =
+            CompiledFormat::compile_named(self.format_string()?, true, var).expect("presets compile");
+        Some(if self == Preset::Haproxy { format.after_syslog_tag() } else { format })
     }
 }
 
@@ -102,7 +109,11 @@ mod tests {
     use crate::logformat::{CacheStatus, NO_RESPONSE};
 
     fn parse(preset: Preset, line: &'static str) -> crate::logformat::Record<'static> {
-        preset.compiled().parse(line.as_bytes()).unwrap_or_else(|e| panic!("{preset}: {line}: {e}"))
+        preset
+            .compiled()
+            .expect("a text preset")
+            .parse(line.as_bytes())
+            .unwrap_or_else(|e| panic!("{preset}: {line}: {e}"))
     }
 
     // Lines in each product's documented default format, written for these tests.

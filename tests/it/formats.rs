@@ -94,3 +94,19 @@ fn every_preset_reads_its_generated_logs_to_the_exact_ground_truth() {
         assert_eq!(a.summary.distinct_clients, clients, "{preset}: clients without their ports");
     }
 }
+
+/// A W3C log whose `#Fields:` line changes midway, far past the first chunk (16 MB of text,
+/// four chunks), and gzipped: each part is read with its own columns.
+#[test]
+fn a_w3c_log_whose_columns_change_midway_reads_to_the_exact_ground_truth() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_with("");
+    let path = dir.path().join("u_ex260101.log.gz");
+    let spec = FormatSpec::Preset(Preset::W3c);
+    let truth = write_log(&path, &config, &in_format(gen_opts(80_000, 300, 4), spec), Compression::Gzip);
+    let a = analyze_files(&[path], &config, 2); // auto: told by its `#Fields:` line
+    assert_eq!(a.summary.inputs[0].format.as_deref(), Some("w3c"));
+    assert_eq!(counts(&a), truth_counts(&truth));
+    assert_eq!(a.summary.rejected_by_reason.get("directive"), Some(&6), "{:?}", a.summary.rejected_by_reason);
+    assert_eq!(a.summary.lines.rejected, truth.malformed);
+}
