@@ -52,3 +52,6 @@ row "Envoy TCP proxy, no HTTP request" envoy "$dir"/formats/norequest/envoy-*
 row "IIS 7.5 and 8 on Azure (W3C)" w3c "$dir"/formats/w3c/iis-*
 row "CloudFront (W3C, tab-separated)" w3c "$dir"/formats/w3c/cloudfront-*
 row "W3C logs of several servers (lnav's tests)" w3c "$dir"/lnav-test-logs/logfile_w3c*
+row "Caddy (documentation example)" caddy "$dir"/formats/caddy/*
+row "Traefik" traefik "$dir"/formats/traefik/*
+row "Google Cloud load balancer (Cloud Logging)" gcp-lb "$dir"/formats/gcp-lb/*

@@ -336,7 +336,12 @@ pub fn generate(rules: &RuleSet, opts: &GenerateOptions, out: &mut dyn Write) ->
             Some(f) => f.render(&mut line, |var, out| fields.write_var(var, out)),
             None if w3c && i < opts.lines / 2 => fields.write_iis(&mut line),
             None if w3c => fields.write_cloudfront(&mut line),
-            None => fields.write_json(&mut line),
+            None => match &opts.format {
+                FormatSpec::Preset(p @ (Preset::Caddy | Preset::Traefik | Preset::GcpLb)) => {
+                    fields.write_json_preset(*p, &mut line)
+                }
+                _ => fields.write_json(&mut line),
+            },
         }
         line.push(b'\n');
         out.write_all(&line)?;
@@ -475,6 +480,64 @@ impl Fields<'_> {
             format!("{}.{:03}", self.latency_ms / 1000, self.latency_ms % 1000),
         ];
         out.extend_from_slice(fields.join("\t").as_bytes());
+    }
+
+    /// A line of a JSON preset, in its product's shape.
+    fn write_json_preset(&self, preset: Preset, out: &mut Vec<u8>) {
+        let seconds = self.latency_ms as f64 / 1000.0;
+        let iso = crate::timestamp::format_rfc3339(self.t);
+        let v = match preset {
+            Preset::Caddy => serde_json::json!({
+                "level": "info",
+                "ts": self.t as f64 / 1000.0,
+                "logger": "http.log.access",
+                "msg": "handled request",
+                "request": {
+                    "remote_ip": self.client,
+                    "client_ip": self.client,
+                    "proto": "HTTP/1.1",
+                    "method": self.method,
+                    "host": self.host,
+                    "uri": self.target,
+                    "headers": {"User-Agent": [self.agent]},
+                },
+                "bytes_read": 0,
+                "duration": seconds,
+                "size": self.bytes,
+                "status": self.status,
+            }),
+            Preset::Traefik => serde_json::json!({
+                "ClientHost": self.client,
+                "DownstreamContentSize": self.bytes,
+                "DownstreamStatus": self.status,
+                "Duration": self.latency_ms * 1_000_000,
+                "RequestHost": self.host,
+                "RequestMethod": self.method,
+                "RequestPath": self.target,
+                "RequestProtocol": "HTTP/1.1",
+                "StartUTC": iso,
+                "level": "info",
+                "msg": "",
+                "time": iso,
+            }),
+            _ => serde_json::json!({
+                "httpRequest": {
+                    "requestMethod": self.method,
+                    "requestUrl": format!("https://{}{}", if self.host.is_empty() { "lb.example" } else { self.host }, self.target),
+                    "status": self.status,
+                    "responseSize": self.bytes.to_string(),
+                    "userAgent": self.agent,
+                    "remoteIp": self.client,
+                    "latency": format!("{seconds}s"),
+                    "cacheLookup": true,
+                    "cacheHit": self.cache == "HIT",
+                },
+                "jsonPayload": {"@type": "type.googleapis.com/google.cloud.loadbalancing.type.LoadBalancerLogEntry"},
+                "timestamp": iso,
+                "severity": "INFO",
+            }),
+        };
+        out.extend_from_slice(v.to_string().as_bytes());
     }
 
     fn write_json(&self, out: &mut Vec<u8>) {

@@ -21,7 +21,7 @@ use std::fmt;
 
 pub use apache::VHOST_COMBINED;
 pub use compiled::{CompiledFormat, FormatStringError, Var};
-pub use json::{JsonFields, JsonFormat};
+pub use json::{JsonFields, JsonFormat, LatencyUnit};
 pub use preset::Preset;
 pub use w3c::W3cFormat;
 
@@ -267,6 +267,9 @@ impl LogFormat {
             FormatSpec::Auto => return None,
             FormatSpec::Json => Parser::Json(JsonFormat::new(json)),
             FormatSpec::Preset(Preset::W3c) => Parser::W3c(None),
+            FormatSpec::Preset(p) if p.json_fields().is_some() => {
+                Parser::Json(JsonFormat::new(&p.json_fields().expect("a JSON preset")))
+            }
             text => Parser::Text(text.compiled()?.ok()?),
         };
         Some(LogFormat { parser, max_line: DEFAULT_MAX_LINE })
@@ -346,7 +349,7 @@ pub fn detect<'a>(sample_lines: impl Iterator<Item = &'a [u8]>, json: &JsonField
 
 /// What `auto` can tell, for a message that asks for `--format`.
 pub const KNOWN_FORMATS: &str =
-    "combined, common, json, vhost_combined, aws-alb, aws-elb, haproxy, envoy, w3c";
+    "combined, common, json, vhost_combined, aws-alb, aws-elb, haproxy, envoy, w3c, caddy, traefik, gcp-lb";
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@
 use std::fmt;
 
 use super::compiled::{CompiledFormat, Var};
+use super::json::{JsonFields, LatencyUnit};
 
 /// A product whose access-log format preheat knows by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,12 +24,26 @@ pub enum Preset {
     Envoy,
     /// The W3C extended log format (IIS, CloudFront), its columns named by `#Fields:`.
     W3c,
+    /// Caddy's JSON access log (`request.uri`, `duration` in seconds, `ts`).
+    Caddy,
+    /// Traefik's JSON access log (`RequestPath`, `Duration` in nanoseconds, `StartUTC`).
+    Traefik,
+    /// Google Cloud load balancer logs as Cloud Logging writes them (`httpRequest.*`).
+    GcpLb,
 }
 
 impl Preset {
     /// Every preset.
-    pub const ALL: [Preset; 5] =
-        [Preset::AwsAlb, Preset::AwsElb, Preset::Haproxy, Preset::Envoy, Preset::W3c];
+    pub const ALL: [Preset; 8] = [
+        Preset::AwsAlb,
+        Preset::AwsElb,
+        Preset::Haproxy,
+        Preset::Envoy,
+        Preset::W3c,
+        Preset::Caddy,
+        Preset::Traefik,
+        Preset::GcpLb,
+    ];
 
     /// The name `--format` and `log.format` take.
     pub fn name(self) -> &'static str {
@@ -38,6 +53,9 @@ impl Preset {
             Preset::Haproxy => "haproxy",
             Preset::Envoy => "envoy",
             Preset::W3c => "w3c",
+            Preset::Caddy => "caddy",
+            Preset::Traefik => "traefik",
+            Preset::GcpLb => "gcp-lb",
         }
     }
 
@@ -50,7 +68,7 @@ impl Preset {
     /// each file names.
     fn format_string(self) -> Option<&'static str> {
         Some(match self {
-            Preset::W3c => return None,
+            Preset::W3c | Preset::Caddy | Preset::Traefik | Preset::GcpLb => return None,
             Preset::AwsAlb => concat!(
                 "$type $time_iso8601 $elb $client_port $target_port $request_processing_time ",
                 "$upstream_response_time $response_processing_time $status $target_status_code ",
@@ -74,6 +92,55 @@ impl Preset {
                 "$duration_ms $upstream_service_time \"$http_x_forwarded_for\" \"$http_user_agent\" ",
                 "\"$request_id\" \"$host\" \"$upstream_host\""
             ),
+        })
+    }
+
+    /// The JSON field names of a JSON preset.
+    pub(super) fn json_fields(self) -> Option<JsonFields> {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let none = Vec::new;
+        Some(match self {
+            Preset::Caddy => JsonFields {
+                time: names(&["ts"]),
+                request: none(),
+                method: names(&["request.method"]),
+                uri: names(&["request.uri"]),
+                status: names(&["status"]),
+                bytes: names(&["size"]),
+                latency: names(&["duration"]),
+                client: names(&["request.client_ip", "request.remote_ip"]),
+                cache_status: none(),
+                host: names(&["request.host"]),
+                latency_unit: LatencyUnit::S,
+            },
+            Preset::Traefik => JsonFields {
+                time: names(&["StartUTC", "StartLocal", "time"]),
+                request: none(),
+                method: names(&["RequestMethod"]),
+                uri: names(&["RequestPath"]),
+                status: names(&["DownstreamStatus"]),
+                bytes: names(&["DownstreamContentSize"]),
+                latency: names(&["Duration"]),
+                client: names(&["ClientHost"]),
+                cache_status: none(),
+                host: names(&["RequestHost"]),
+                latency_unit: LatencyUnit::Ns,
+            },
+            // The host comes from `requestUrl`, which is absolute.
+            Preset::GcpLb => JsonFields {
+                time: names(&["timestamp"]),
+                request: none(),
+                method: names(&["httpRequest.requestMethod"]),
+                uri: names(&["httpRequest.requestUrl"]),
+                status: names(&["httpRequest.status"]),
+                bytes: names(&["httpRequest.responseSize"]),
+                latency: names(&["httpRequest.latency"]),
+                client: names(&["httpRequest.remoteIp"]),
+                cache_status: names(&["httpRequest.cacheHit"]),
+                host: none(),
+                latency_unit: LatencyUnit::S,
+            },
+            _ => return None,
         })
     }
 

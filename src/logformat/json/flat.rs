@@ -35,7 +35,11 @@ pub(super) fn read<'a>(s: &'a [u8], names: &Names, found: &mut Fields<'a>) -> Op
         if escaped {
             return None;
         }
-        let name = names.get(&s[at + 1..end]).filter(|&name| found.wants(name));
+        let key = &s[at + 1..end];
+        let name = names.get(key).filter(|&name| found.wants(name));
+        if name.is_none() && names.is_parent(key) {
+            return None; // a nested field is wanted: serde_json reads the line
+        }
         at = skip_space(s, end + 1);
         if s.get(at) != Some(&b':') {
             return None;
@@ -84,8 +88,11 @@ fn value(text: &str, at: usize, wanted: bool) -> Option<(Scalar<'_>, usize)> {
             let value = if wanted { Scalar::Num(exact?) } else { Scalar::Null };
             Some((value, at + len))
         }
-        b't' => literal("true"),
-        b'f' => literal("false"),
+        b't' | b'f' => {
+            let (truth, word) = if s[at] == b't' { (true, "true") } else { (false, "false") };
+            let (_, end) = literal(word)?;
+            Some((if wanted { Scalar::Bool(truth) } else { Scalar::Null }, end))
+        }
         b'n' => literal("null"),
         _ => None,
     }

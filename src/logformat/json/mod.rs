@@ -52,6 +52,59 @@ pub struct JsonFields {
     /// Virtual host.
     #[serde(deserialize_with = "one_or_many")]
     pub host: Vec<String>,
+    /// The unit of a latency logged as a bare number (a string with a unit, `41ms` or
+    /// `0.041s`, says its own).
+    pub latency_unit: LatencyUnit,
+}
+
+/// The unit of a latency logged as a bare number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatencyUnit {
+    /// Seconds, as nginx's `$request_time` and Caddy's `duration`.
+    #[default]
+    S,
+    /// Milliseconds.
+    Ms,
+    /// Microseconds.
+    Us,
+    /// Nanoseconds, as Traefik's `Duration`.
+    Ns,
+}
+
+impl LatencyUnit {
+    fn micros(self, n: f64) -> u64 {
+        let us = match self {
+            LatencyUnit::S => n * 1e6,
+            LatencyUnit::Ms => n * 1e3,
+            LatencyUnit::Us => n,
+            LatencyUnit::Ns => n / 1e3,
+        };
+        us as u64
+    }
+}
+
+/// A latency text: a number in `unit`, or with its own unit (`41ms`, `0.041s`, Go's and
+/// Cloud Logging's way), as microseconds.
+fn latency_text(text: &[u8], unit: LatencyUnit) -> Option<u64> {
+    let (number, unit) = if let Some(n) = text.strip_suffix(b"ns") {
+        (n, LatencyUnit::Ns)
+    } else if let Some(n) = text.strip_suffix(b"us").or_else(|| text.strip_suffix("µs".as_bytes())) {
+        (n, LatencyUnit::Us)
+    } else if let Some(n) = text.strip_suffix(b"ms") {
+        (n, LatencyUnit::Ms)
+    } else if let Some(n) = text.strip_suffix(b"s") {
+        (n, LatencyUnit::S)
+    } else {
+        (text, unit)
+    };
+    // Seconds as text are read exactly, without a float's rounding.
+    if unit == LatencyUnit::S {
+        return seconds_to_us(number);
+    }
+    let n: f64 =
+        std::str::from_utf8(number).ok()?.parse().ok().filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    Some(unit.micros(n))
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -84,6 +137,7 @@ impl Default for JsonFields {
             client: names(&["remote_addr", "client_ip", "ip", "client"]),
             cache_status: names(&["upstream_cache_status", "cache_status", "cache"]),
             host: names(&["host", "http_host", "server_name"]),
+            latency_unit: LatencyUnit::S,
         }
     }
 }
@@ -95,6 +149,7 @@ const ROLES: usize = 10;
 enum Scalar<'a> {
     Str(Cow<'a, str>),
     Num(f64),
+    Bool(bool),
     Null,
 }
 
@@ -104,7 +159,7 @@ impl<'a> Scalar<'a> {
             Scalar::Str(Cow::Borrowed(s)) => Some(Cow::Borrowed(s.as_bytes())),
             Scalar::Str(Cow::Owned(s)) => Some(Cow::Owned(s.as_bytes().to_vec())),
             Scalar::Num(n) => Some(Cow::Owned(n.to_string().into_bytes())),
-            Scalar::Null => None,
+            Scalar::Bool(_) | Scalar::Null => None,
         }
     }
 }
@@ -138,8 +193,8 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
             fn visit_unit<E>(self) -> Result<Self::Value, E> {
                 Ok(Scalar::Null)
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Scalar::Null)
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Bool(v))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
                 while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
@@ -172,6 +227,17 @@ impl<'a> Fields<'a> {
     fn keep(&mut self, (role, prio): Place, value: Scalar<'a>) {
         self.found[role] = Some((prio, value));
     }
+
+    /// Takes the fields a nested object filled, where they rank above what is here.
+    fn merge(&mut self, inner: Fields<'a>) {
+        for (role, found) in inner.found.into_iter().enumerate() {
+            if let Some((prio, value)) = found
+                && self.wants((role, prio))
+            {
+                self.keep((role, prio), value);
+            }
+        }
+    }
 }
 
 /// Which role, and at which priority, each configured field name fills.
@@ -182,6 +248,8 @@ impl<'a> Fields<'a> {
 #[derive(Debug, Clone)]
 struct Names {
     slots: Vec<Vec<(Box<[u8]>, Place)>>,
+    /// The objects that hold a wanted field: `request` for `request.uri`.
+    parents: Vec<Box<[u8]>>,
 }
 
 /// A field name's role, and its priority among the role's names (0 is the first).
@@ -191,13 +259,19 @@ const NAME_SLOTS: usize = 64;
 
 impl Names {
     fn new(fields: &JsonFields) -> Self {
-        let mut names = Names { slots: vec![Vec::new(); NAME_SLOTS] };
+        let mut names = Names { slots: vec![Vec::new(); NAME_SLOTS], parents: Vec::new() };
         // A name listed twice keeps its first place: the first role listing it, the first
         // position in that role's list.
         for (role, candidates) in fields.roles().into_iter().enumerate() {
             for (prio, name) in candidates.iter().enumerate() {
                 if names.get(name.as_bytes()).is_none() {
                     names.slots[Self::slot(name.as_bytes())].push((name.as_bytes().into(), (role, prio)));
+                }
+                for (dot, _) in name.match_indices('.') {
+                    let parent: Box<[u8]> = name.as_bytes()[..dot].into();
+                    if !names.parents.contains(&parent) {
+                        names.parents.push(parent);
+                    }
                 }
             }
         }
@@ -208,14 +282,22 @@ impl Names {
         (name.len() * 7 + usize::from(name.last().copied().unwrap_or(0))) % NAME_SLOTS
     }
 
+    /// Whether `name` is an object that holds a wanted field.
+    fn is_parent(&self, name: &[u8]) -> bool {
+        !self.parents.is_empty() && self.parents.iter().any(|p| p.as_ref() == name)
+    }
+
     fn get(&self, name: &[u8]) -> Option<Place> {
         let slot = self.slots.get(Self::slot(name))?;
         slot.iter().find(|(n, _)| n.as_ref() == name).map(|&(_, found)| found)
     }
 }
 
+/// Reads an object's wanted fields; `parent` is the dotted path of the object (empty for
+/// the line's), so that `request.uri` is found in `{"request":{"uri":...}}`.
 struct ObjectVisitor<'n> {
     names: &'n Names,
+    parent: String,
 }
 
 impl<'de> Visitor<'de> for ObjectVisitor<'_> {
@@ -226,14 +308,55 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Fields::default();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match self.names.get(key.as_bytes()) {
+            let path =
+                if self.parent.is_empty() { key } else { Cow::Owned(format!("{}.{key}", self.parent)) };
+            match self.names.get(path.as_bytes()) {
                 Some(name) if out.wants(name) => out.keep(name, map.next_value::<Scalar<'de>>()?),
+                None if self.names.is_parent(path.as_bytes()) => {
+                    let inner =
+                        map.next_value_seed(ObjectVisitor { names: self.names, parent: path.into_owned() })?;
+                    out.merge(inner);
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         Ok(out)
+    }
+    // A field that holds an object elsewhere may hold anything on a given line: then it
+    // holds none of the wanted fields.
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+        Ok(Fields::default())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Fields::default())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Fields::default())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Fields::default())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Fields::default())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Fields::default())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Fields::default())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+        while s.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Fields::default())
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for ObjectVisitor<'_> {
+    type Value = Fields<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
@@ -262,12 +385,13 @@ impl JsonFields {
 #[derive(Debug, Clone)]
 pub struct JsonFormat {
     names: Names,
+    latency_unit: LatencyUnit,
 }
 
 impl JsonFormat {
     /// A parser for lines whose fields are named as in `fields`.
     pub fn new(fields: &JsonFields) -> Self {
-        JsonFormat { names: Names::new(fields) }
+        JsonFormat { names: Names::new(fields), latency_unit: fields.latency_unit }
     }
 
     /// Parses one JSON object line.
@@ -276,21 +400,22 @@ impl JsonFormat {
         if flat::read(line, &self.names, &mut fields).is_none() {
             fields = self.read_with_serde(line)?;
         }
-        record(&mut fields)
+        record(&mut fields, self.latency_unit)
     }
 
     /// The role fields of any JSON object line, or why it is not one.
     fn read_with_serde<'a>(&self, line: &'a [u8]) -> Result<Fields<'a>, ParseError> {
         let mut de = serde_json::Deserializer::from_slice(line);
-        let fields =
-            de.deserialize_map(ObjectVisitor { names: &self.names }).map_err(|_| ParseError::BadJson)?;
+        let fields = de
+            .deserialize_map(ObjectVisitor { names: &self.names, parent: String::new() })
+            .map_err(|_| ParseError::BadJson)?;
         de.end().map_err(|_| ParseError::BadJson)?;
         Ok(fields)
     }
 }
 
 /// The record a line's role fields make.
-fn record<'a>(fields: &mut Fields<'a>) -> Result<Record<'a>, ParseError> {
+fn record<'a>(fields: &mut Fields<'a>, latency_unit: LatencyUnit) -> Result<Record<'a>, ParseError> {
     let [time, request, method, uri, status, bytes, latency, client, cache, host] =
         fields.found.each_mut().map(|f| f.take().map(|(_, v)| v));
     let mut rec = Record::default();
@@ -318,11 +443,13 @@ fn record<'a>(fields: &mut Fields<'a>) -> Result<Record<'a>, ParseError> {
                 let t = split_target(b);
                 rec.path = Cow::Borrowed(t.path);
                 rec.query = t.query.map(Cow::Borrowed);
+                rec.host = t.host.map(Cow::Borrowed);
             }
             Cow::Owned(b) => {
                 let t = split_target(&b);
                 rec.path = owned_part(t.path);
                 rec.query = t.query.map(owned_part);
+                rec.host = t.host.map(owned_part);
             }
         }
         if rec.path.is_empty() {
@@ -352,14 +479,18 @@ fn record<'a>(fields: &mut Fields<'a>) -> Result<Record<'a>, ParseError> {
         _ => None,
     };
     rec.latency_us = match latency {
-        Some(Scalar::Num(n)) if n >= 0.0 => Some((n * 1e6) as u64),
+        Some(Scalar::Num(n)) if n >= 0.0 => Some(latency_unit.micros(n)),
         Some(Scalar::Str(s)) if s != "-" => {
-            Some(seconds_to_us(s.as_bytes()).ok_or(ParseError::BadNumber("latency"))?)
+            Some(latency_text(s.as_bytes(), latency_unit).ok_or(ParseError::BadNumber("latency"))?)
         }
         _ => None,
     };
     rec.client = client.and_then(|c| c.text()).filter(|c| c.as_ref() != b"-");
-    rec.cache = cache.and_then(|c| c.text()).map(|c| CacheStatus::from_bytes(&c));
+    rec.cache = match cache {
+        // Cloud Logging's `cacheHit`.
+        Some(Scalar::Bool(hit)) => Some(if hit { CacheStatus::Hit } else { CacheStatus::Miss }),
+        other => other.and_then(|c| c.text()).map(|c| CacheStatus::from_bytes(&c)),
+    };
     if let Some(h) = host.and_then(|h| h.text()).filter(|h| h.as_ref() != b"-") {
         rec.host = Some(h);
     }
@@ -381,6 +512,32 @@ fn status_number(n: f64) -> Result<u16, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_fields_latency_units_and_cache_flags() {
+        let fields = JsonFields {
+            method: vec!["http.method".into()],
+            uri: vec!["http.url".into()],
+            status: vec!["http.status".into()],
+            latency: vec!["took".into()],
+            cache_status: vec!["http.cacheHit".into()],
+            latency_unit: LatencyUnit::Ns,
+            ..JsonFields::default()
+        };
+        let f = JsonFormat::new(&fields);
+        let line = br#"{"took":41000000,"http":{"method":"GET","url":"https://shop.example/p/1?x=2","status":200,"cacheHit":true,"h":{"a":[1]}}}"#;
+        let r = f.parse(line).expect("parses");
+        assert_eq!((r.path.as_ref(), r.query.as_deref()), (&b"/p/1"[..], Some(&b"x=2"[..])));
+        assert_eq!((r.host.as_deref(), r.status), (Some(&b"shop.example"[..]), Some(200)));
+        assert_eq!((r.latency_us, r.cache), (Some(41_000), Some(CacheStatus::Hit)));
+        let line = br#"{"took":"41ms","http":"not an object here","request":"GET /q HTTP/1.1"}"#;
+        let r = f.parse(line).expect("parses");
+        assert_eq!((r.path.as_ref(), r.latency_us, r.cache), (&b"/q"[..], Some(41_000), None));
+        for (text, us) in [("0.041s", 41_000), ("41ms", 41_000), ("41us", 41), ("41000ns", 41), ("2", 2)] {
+            assert_eq!(latency_text(text.as_bytes(), LatencyUnit::Us), Some(us), "{text}");
+        }
+        assert_eq!(latency_text(b"-1ms", LatencyUnit::S), None);
+    }
 
     #[test]
     fn nginx_json_line() {
