@@ -499,6 +499,9 @@ fn assign<'a>(
                 return Err(ParseError::NoRequest);
             }
             let t = split_target(v);
+            if t.path.is_empty() {
+                return Err(ParseError::BadRequest);
+            }
             rec.path = Cow::Borrowed(t.path);
             rec.query = t.query.map(Cow::Borrowed);
             return Ok(true);

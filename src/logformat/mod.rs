@@ -13,6 +13,7 @@ mod json;
 mod preset;
 mod request;
 pub(crate) mod scan;
+pub mod second_reading;
 pub mod time;
 mod w3c;
 

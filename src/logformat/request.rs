@@ -66,9 +66,10 @@ pub fn parse_request(line: &[u8]) -> Option<Target<'_>> {
     if matches!(rest.first(), None | Some(b' ')) {
         return None;
     }
+    // A target with no path (`?q`, `#f`) names nothing to cache.
     let whole_target = |first_space: usize| {
         let len = target_len(rest, first_space)?;
-        Some(Target { method, ..split_target(&rest[..len]) })
+        Some(Target { method, ..split_target(&rest[..len]) }).filter(|t| !t.path.is_empty())
     };
     if matches!(rest.first(), Some(b'h' | b'H')) {
         // Perhaps an absolute-form target, whose host ends at a `/`, `?` or `#` before the
@@ -92,6 +93,9 @@ pub fn parse_request(line: &[u8]) -> Option<Target<'_>> {
     };
     if first_space < rest.len() && !rest[first_space + 1..].starts_with(b"HTTP/") {
         return whole_target(first_space);
+    }
+    if path.is_empty() {
+        return None;
     }
     Some(Target { method, path, query, host: None })
 }
@@ -182,7 +186,7 @@ mod tests {
         if target.is_empty() {
             return None;
         }
-        Some(Target { method: &line[..method_len], ..split_target(target) })
+        Some(Target { method: &line[..method_len], ..split_target(target) }).filter(|t| !t.path.is_empty())
     }
 
     proptest! {
@@ -238,6 +242,8 @@ mod tests {
         let t = parse_request(b"GET /a  HTTP/1.1").expect("two spaces before the protocol");
         assert_eq!(t.path, b"/a");
         assert_eq!(parse_request(b"GET /a b"), None, "where the target ends cannot be told");
+        assert_eq!(parse_request(b"GET ?q=1 HTTP/1.1"), None, "no path");
+        assert_eq!(parse_request(b"GET #f HTTP/1.1"), None, "no path");
         assert_eq!(parse_request(b"GET /a b HTTP/1.1 junk"), None);
     }
 

@@ -135,24 +135,26 @@ fn parse_clf_text(b: &[u8]) -> Option<i64> {
         return None;
     }
     // HAProxy writes milliseconds and no zone: `15/Oct/2003:08:31:57.130`.
-    let mut rest = &b[20..];
-    let mut frac_ms = 0;
-    if let Some(after_dot) = rest.strip_prefix(b".") {
-        let n = after_dot.iter().take_while(|c| c.is_ascii_digit()).count();
-        if n == 0 {
-            return None;
-        }
-        for (i, c) in after_dot[..n].iter().take(3).enumerate() {
-            frac_ms += i64::from(c - b'0') * [100, 10, 1][i];
-        }
-        rest = &after_dot[n..];
-    }
+    let (frac_ms, rest) = fraction_ms(&b[20..])?;
     let offset = match rest {
         [] => 0,
         [b' ', zone @ ..] => offset_seconds(zone)?,
         _ => return None,
     };
     to_ms((y, mo, d), (h, mi, s), frac_ms, offset)
+}
+
+/// An optional `.fraction` of a second at the start of `rest`, as milliseconds, and what
+/// follows it; `None` for a dot without digits.
+fn fraction_ms(rest: &[u8]) -> Option<(i64, &[u8])> {
+    let Some(after_dot) = rest.strip_prefix(b".") else { return Some((0, rest)) };
+    let n = after_dot.iter().take_while(|c| c.is_ascii_digit()).count();
+    if n == 0 {
+        return None;
+    }
+    let ms =
+        after_dot[..n].iter().take(3).enumerate().map(|(i, c)| i64::from(c - b'0') * [100, 10, 1][i]).sum();
+    Some((ms, &after_dot[n..]))
 }
 
 /// Parses ISO 8601 / RFC 3339, `2000-10-10T13:55:36+00:00`, with optional fraction and `Z`.
@@ -170,18 +172,7 @@ pub fn parse_iso8601(b: &[u8]) -> Option<i64> {
     let h = digits(&b[11..13])?;
     let mi = digits(&b[14..16])?;
     let s = digits(&b[17..19])?;
-    let mut rest = &b[19..];
-    let mut frac_ms = 0;
-    if let Some(after_dot) = rest.strip_prefix(b".") {
-        let n = after_dot.iter().take_while(|c| c.is_ascii_digit()).count();
-        if n == 0 {
-            return None;
-        }
-        for (i, c) in after_dot[..n].iter().take(3).enumerate() {
-            frac_ms += i64::from(c - b'0') * [100, 10, 1][i];
-        }
-        rest = &after_dot[n..];
-    }
+    let (frac_ms, rest) = fraction_ms(&b[19..])?;
     let offset = if rest.is_empty() { 0 } else { offset_seconds(rest)? };
     to_ms((y, mo, d), (h, mi, s), frac_ms, offset)
 }

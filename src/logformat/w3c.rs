@@ -88,7 +88,7 @@ impl W3cFormat {
                     rec.path = Cow::Borrowed(v);
                     have_path = true;
                 }
-                Column::Target if !is_dash(v) => {
+                Column::Target if !is_dash(v) && !split_target(v).path.is_empty() => {
                     let t = split_target(v);
                     rec.path = Cow::Borrowed(t.path);
                     rec.query = t.query.map(Cow::Borrowed);

@@ -294,6 +294,15 @@ mod tests {
         assert_eq!(set.classify(&r, &mut Vec::new()), Outcome::Unmatched);
         assert_eq!(strip_port(b"[::1]:80"), b"::1");
         assert_eq!(strip_port(b"::1"), b"::1");
+        // An absolute-form target, as a proxy logs it, names the host the filter reads.
+        let combined = crate::logformat::LogFormat::from_spec(
+            &crate::logformat::FormatSpec::Combined,
+            &crate::logformat::JsonFields::default(),
+        )
+        .expect("built in");
+        let proxied = br#"10.0.0.1 - - [01/Jan/2026:00:00:00 +0000] "GET http://Shop.Example.com:8080/ HTTP/1.1" 200 1 "-" "-""#;
+        let r = combined.parse_line(proxied).expect("parses");
+        assert_eq!(set.classify(&r, &mut Vec::new()), Outcome::Matched(0));
     }
 
     #[test]

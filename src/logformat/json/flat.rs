@@ -9,6 +9,12 @@
 //! needs, escaped names, numbers outside the range it converts exactly, nesting deeper than
 //! 64 levels, anything malformed), and those lines go to serde_json, which stays the judge of
 //! what is valid.
+//!
+//! Not nom: what makes this reader fast is finding a string's end eight bytes at a time and
+//! looking keys up by length and last byte, which nom's byte combinators would only wrap;
+//! on the text formats, where nom did the same work as the scanners, it was 6% to 18% slower
+//! (see `clf.rs` and `compiled.rs`). The grammar itself is serde_json's, which every line
+//! this reader declines goes to, and which the fuzz target `json_lines` holds it to.
 
 use std::borrow::Cow;
 

@@ -403,6 +403,18 @@ impl JsonFormat {
         record(&mut fields, self.latency_unit)
     }
 
+    /// Where the one-pass reader reads `line`, whether serde_json reads the same fields.
+    pub(super) fn readings_agree(&self, line: &[u8]) -> Result<(), String> {
+        let mut flat_fields = Fields::default();
+        if flat::read(line, &self.names, &mut flat_fields).is_none() {
+            return Ok(());
+        }
+        match self.read_with_serde(line) {
+            Ok(serde_fields) if serde_fields == flat_fields => Ok(()),
+            other => Err(format!("the one-pass reader read {flat_fields:?}, serde_json {other:?}")),
+        }
+    }
+
     /// The role fields of any JSON object line, or why it is not one.
     fn read_with_serde<'a>(&self, line: &'a [u8]) -> Result<Fields<'a>, ParseError> {
         let mut de = serde_json::Deserializer::from_slice(line);
