@@ -1,6 +1,10 @@
-//! Formats read their own generated lines back to the same fields: Apache `LogFormat`
-//! strings against the nginx strings that log the same things.
+//! Formats read their own generated lines back: Apache `LogFormat` strings to the same fields
+//! as the nginx strings that log the same things, every preset to the exact ground truth.
 
+use std::path::{Path, PathBuf};
+
+use preheat::analyze::Analysis;
+use preheat::config::Config;
 use preheat::generate::generate;
 use preheat::logformat::{FormatSpec, JsonFields, LogFormat, Preset, Record};
 
@@ -55,43 +59,45 @@ fn apache_lines_read_back_the_fields_of_the_same_requests_in_nginx_lines() {
     }
 }
 
+/// Writes 20,000 generated lines of `spec` into `dir` and reads them with `spec`: the exact
+/// ground truth (keys, counts, rejected lines), and the analysis for more checks.
+fn read_back_generated(dir: &Path, config: &Config, spec: &FormatSpec, seed: u64) -> Analysis {
+    let path = dir.join(format!("access-{seed}-{}.log", spec.to_string().len()));
+    let truth =
+        write_log(&path, config, &in_format(gen_opts(20_000, 300, seed), spec.clone()), Compression::Plain);
+    let mut opts = config.analyze_options();
+    opts.log.format = spec.clone();
+    let a = analyze_with(&[path], config, opts, 2);
+    assert_eq!(counts(&a), truth_counts(&truth), "{spec}");
+    assert_eq!(a.summary.lines.rejected, truth.malformed, "{spec}: {:?}", a.summary.samples);
+    a
+}
+
 #[test]
 fn apache_logs_yield_the_exact_ground_truth() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = config_with("");
-    for (i, (apache, _)) in PAIRS.iter().enumerate() {
-        let path = dir.path().join(format!("access-{i}.log"));
-        let spec = FormatSpec::parse(apache).expect("valid");
-        let truth =
-            write_log(&path, &config, &in_format(gen_opts(20_000, 300, 3), spec.clone()), Compression::Plain);
-        let mut opts = config.analyze_options();
-        opts.log.format = spec;
-        let a = analyze_with(&[path], &config, opts, 2);
-        assert_eq!(counts(&a), truth_counts(&truth), "{apache}");
-        assert_eq!(a.summary.lines.rejected, truth.malformed, "{apache}: {:?}", a.summary.samples);
+    for (apache, _) in PAIRS {
+        let a = read_back_generated(dir.path(), &config, &FormatSpec::parse(apache).expect("valid"), 3);
+        assert!(a.rows().iter().all(|r| r.mean_latency_ms.is_some()), "{apache}: latency is read");
     }
 }
 
 #[test]
-fn every_preset_reads_its_generated_logs_to_the_exact_ground_truth() {
+fn every_preset_reads_its_generated_logs_to_the_exact_ground_truth_and_is_told_by_auto() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = config_with("");
     let combined = dir.path().join("combined.log");
     write_log(&combined, &config, &gen_opts(20_000, 300, 9), Compression::Plain);
     let clients = analyze_files(&[combined], &config, 2).summary.distinct_clients;
     for preset in Preset::ALL {
-        let spec = FormatSpec::Preset(preset);
-        let path = dir.path().join(format!("{preset}.log"));
-        let truth =
-            write_log(&path, &config, &in_format(gen_opts(20_000, 300, 9), spec.clone()), Compression::Plain);
-        let mut opts = config.analyze_options();
-        opts.log.format = spec;
-        let a = analyze_with(&[path], &config, opts, 2);
-        assert_eq!(counts(&a), truth_counts(&truth), "{preset}");
-        assert_eq!(a.summary.lines.rejected, truth.malformed, "{preset}: {:?}", a.summary.samples);
+        let a = read_back_generated(dir.path(), &config, &FormatSpec::Preset(preset), 9);
         assert!(a.summary.window.start.is_some(), "{preset}: times are read");
         assert!(a.rows().iter().all(|r| r.mean_latency_ms.is_some()), "{preset}: latency is read");
         assert_eq!(a.summary.distinct_clients, clients, "{preset}: clients without their ports");
+        let path = PathBuf::from(&a.summary.inputs[0].name);
+        let auto = analyze_files(&[path], &config, 2);
+        assert_eq!(auto.summary.inputs[0].format.as_deref(), Some(preset.name()), "auto tells {preset}");
     }
 }
 
