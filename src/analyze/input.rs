@@ -411,8 +411,10 @@ impl OpenInput {
     /// set the format of the lines after them (W3C's `#Fields:`), the chunk is cut before such
     /// a line after its first, the rest going back to be read next, so that every chunk is
     /// read in one format: the one its first line sets, or the one in effect.
+    /// The format returned is also the one in effect for the next chunk.
     fn follow_headers(&mut self, data: &mut Vec<u8>, format: Arc<LogFormat>) -> Arc<LogFormat> {
         if !format.follows_headers() {
+            self.format = Some(format.clone());
             return format;
         }
         if let Some(at) = memchr::memmem::find(data, b"\n#Fields:") {
@@ -629,5 +631,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_log_of_many_chunks_is_opened_and_its_format_told_once() {
+        let line = br#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "-" "ua""#;
+        let mut data = Vec::new();
+        while data.len() < 3 * CHUNK_BYTES {
+            data.extend_from_slice(line);
+            data.push(b'\n');
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("access.log");
+        std::fs::write(&path, &data).expect("written");
+        let inputs = [Input::File(path)];
+        let (_keep, spare) = std::sync::mpsc::channel();
+        let counter = Arc::new(AtomicU64::new(0));
+        let (mut opened, mut chunks) = (0, 0);
+        for event in Reader::new(&inputs, &LogSettings::default(), spare, counter) {
+            match event {
+                Event::Opened { format, .. } => {
+                    opened += 1;
+                    assert_eq!(format, "combined");
+                }
+                Event::Chunk(_) => chunks += 1,
+                Event::Failed { error, .. } => panic!("{error}"),
+            }
+        }
+        assert_eq!((opened, chunks), (1, 4), "one Opened event, then the chunks");
     }
 }
