@@ -1,8 +1,9 @@
 //! Access-log formats: one line of bytes in, one [`Record`] (or a [`ParseError`]) out.
 //!
 //! This module owns the log formats (`combined`, `common`, JSON lines, nginx `log_format`
-//! strings and Apache `LogFormat` strings compiled into a parser) and their auto-detection. It knows nothing of rules, threads,
-//! files or Parquet: the analyzer hands it lines, it hands back borrowed views of them.
+//! and Apache `LogFormat` strings compiled into a parser, products' formats by name, W3C) and
+//! their auto-detection. It knows nothing of rules, threads, files or Parquet: the analyzer
+//! hands it lines, it hands back borrowed views of them.
 //! Parsing never panics and never allocates for the text formats; a line that does not fit is
 //! an error value the caller counts.
 
@@ -211,9 +212,7 @@ impl FormatSpec {
             "common" => Ok(FormatSpec::Common),
             "json" => Ok(FormatSpec::Json),
             "vhost_combined" => Ok(FormatSpec::Apache(VHOST_COMBINED.to_string())),
-            name if Preset::from_name(name).is_some() => {
-                Ok(FormatSpec::Preset(Preset::from_name(name).expect("named")))
-            }
+            name if let Some(preset) = Preset::from_name(name) => Ok(FormatSpec::Preset(preset)),
             other if other.contains('$') => {
                 CompiledFormat::compile(other, false)?;
                 Ok(FormatSpec::Nginx(other.to_string()))
