@@ -1,5 +1,6 @@
-//! JSON lines with nginx's field names and with each JSON preset's: no panic, no hang, the
-//! same record on a second reading, and the one-pass reader agreeing with serde_json.
+//! JSON lines with nginx's field names and with each JSON preset's (nested ones included): no
+//! panic, no hang, the same record on a second reading, and the one-pass reader agreeing with
+//! serde_json.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -5,10 +5,12 @@
 //! string's UTF-8 on its own, allocated each key, and the visitor compared every key with
 //! every configured name. This reader checks the line's UTF-8 once, finds where strings end
 //! eight bytes at a time, and looks keys up in a table. It declines (`None`) every line it
-//! could not read exactly as serde_json does (a nested or `\u`-escaped value in a field it
-//! needs, escaped names, numbers outside the range it converts exactly, nesting deeper than
-//! 64 levels, anything malformed), and those lines go to serde_json, which stays the judge of
-//! what is valid.
+//! could not read exactly as serde_json does (an object, array or `\u`-escaped value in a
+//! field it needs, escaped names, numbers outside the range it converts exactly, nesting
+//! deeper than 64 levels, anything malformed), and those lines go to serde_json, which stays
+//! the judge of what is valid. Fields named by a dotted path (`request.uri`, as Caddy and
+//! Cloud Logging nest them) are read in the same pass, descending into the objects on the
+//! path.
 //!
 //! Not nom: what makes this reader fast is finding a string's end eight bytes at a time and
 //! looking keys up by length and last byte, which nom's byte combinators would only wrap;
@@ -25,14 +27,34 @@ use crate::logformat::scan::find_json_special;
 /// the line, `found` then holding any part of them.
 pub(super) fn read<'a>(s: &'a [u8], names: &Names, found: &mut Fields<'a>) -> Option<()> {
     let text = std::str::from_utf8(s).ok()?;
-    let mut at = skip_space(s, 0);
+    let at = skip_space(s, 0);
     if s.get(at) != Some(&b'{') {
         return None;
     }
-    at = skip_space(s, at + 1);
+    let end = object(text, at, &[], names, found)?;
+    (skip_space(s, end) == s.len()).then_some(())
+}
+
+/// The longest dotted path of a nested field this reader looks up; a line with a longer one
+/// in a wanted object goes to serde_json.
+const LONGEST_PATH: usize = 128;
+
+/// Reads the object whose `{` is at `at` and returns where it ends. `parent` is its dotted
+/// path (empty for the line itself): `request.uri` is the `uri` of `{"request":{...}}`. An
+/// object that holds a wanted field is read in turn; any other nested value is skipped.
+fn object<'a>(
+    text: &'a str,
+    at: usize,
+    parent: &[u8],
+    names: &Names,
+    found: &mut Fields<'a>,
+) -> Option<usize> {
+    let s = text.as_bytes();
+    let mut at = skip_space(s, at + 1);
     if s.get(at) == Some(&b'}') {
-        return (skip_space(s, at + 1) == s.len()).then_some(());
+        return Some(at + 1);
     }
+    let mut joined = [0u8; LONGEST_PATH];
     loop {
         if s.get(at) != Some(&b'"') {
             return None;
@@ -42,22 +64,40 @@ pub(super) fn read<'a>(s: &'a [u8], names: &Names, found: &mut Fields<'a>) -> Op
             return None;
         }
         let key = &s[at + 1..end];
-        let name = names.get(key).filter(|&name| found.wants(name));
-        if name.is_none() && names.is_parent(key) {
-            return None; // a nested field is wanted: serde_json reads the line
-        }
+        let path = if parent.is_empty() {
+            key
+        } else {
+            let len = parent.len() + 1 + key.len();
+            let path = joined.get_mut(..len)?;
+            path[..parent.len()].copy_from_slice(parent);
+            path[parent.len()] = b'.';
+            path[parent.len() + 1..].copy_from_slice(key);
+            &joined[..len]
+        };
         at = skip_space(s, end + 1);
         if s.get(at) != Some(&b':') {
             return None;
         }
-        let (value, end) = value(text, skip_space(s, at + 1), name.is_some())?;
-        if let Some(name) = name {
-            found.keep(name, value);
-        }
-        at = skip_space(s, end);
+        at = skip_space(s, at + 1);
+        // As serde_json's reader: a listed name is read where it ranks first so far, and
+        // skipped otherwise; a name that is not listed but holds a listed one is read into.
+        at = match names.get(path) {
+            Some(name) if found.wants(name) => {
+                let (value, end) = value(text, at, true)?;
+                found.keep(name, value);
+                end
+            }
+            None if names.is_parent(path) => match s.get(at) {
+                Some(b'{') => object(text, at, path, names, found)?,
+                // serde_json reads any other value there as it reads a wanted one.
+                _ => return None,
+            },
+            _ => value(text, at, false)?.1,
+        };
+        at = skip_space(s, at);
         match s.get(at) {
             Some(b',') => at = skip_space(s, at + 1),
-            Some(b'}') => return (skip_space(s, at + 1) == s.len()).then_some(()),
+            Some(b'}') => return Some(at + 1),
             _ => return None,
         }
     }
@@ -409,6 +449,9 @@ mod tests {
             Just("{}".to_string()),
             Just("[{\"x\":\"\\u00e9\"}, -1.5e3 ,true,null,[[]]]".to_string()),
             Just("{\"k\":{\"k2\":[[\"\\\"\"]]} , \"n\" : 0}".to_string()),
+            Just("{\"uri\":\"/n\",\"method\":\"PUT\", \"host\":\"in\"}".to_string()),
+            Just("{\"b\":{\"c\":\"deep\"},\"b\":{\"c\":\"again\"}}".to_string()),
+            Just("{\"uri\":{\"x\":1},\"host\":7}".to_string()),
             "-?(0|[1-9][0-9]{0,19})(\\.[0-9]{1,17})?([eE][+-]?[0-9]{1,4})?",
             "\"[ -~]{0,12}\"",
         ];
@@ -416,6 +459,40 @@ mod tests {
             .prop_map(|(n, sp, v)| format!("\"{n}\":{sp}{v}"));
         (proptest::collection::vec(field, 0..8), prop_oneof![Just(""), Just(" "), Just(",")])
             .prop_map(|(fields, end)| format!("{{{}}}{end}", fields.join(",")).into_bytes())
+    }
+
+    /// Names of nested fields, some also listed at the top level, one two levels down.
+    fn nested_fields() -> JsonFields {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        JsonFields {
+            request: Vec::new(),
+            uri: names(&["request.uri", "uri"]),
+            method: names(&["other.method", "request.method"]),
+            host: names(&["host", "request.host", "other.b.c"]),
+            ..JsonFields::default()
+        }
+    }
+
+    #[test]
+    fn reads_dotted_names_in_nested_objects_itself() {
+        let format = JsonFormat::new(&nested_fields());
+        for line in [
+            &br#"{"request":{"uri":"/n","method":"PUT","headers":{"a":["b"]}},"status":200}"#[..],
+            br#"{"other":{"b":{"c":"deep"}},"uri":"/x"}"#,
+            br#"{"other":{},"uri":"/top"}"#,
+            br#"{"request":{},"uri":"/top","request":{"uri":"/later"}}"#,
+        ] {
+            let mut ours = Fields::default();
+            assert!(read(line, &format.names, &mut ours).is_some(), "{}", String::from_utf8_lossy(line));
+            assert_eq!(Ok(ours), format.read_with_serde(line), "{}", String::from_utf8_lossy(line));
+        }
+        let long = format!(r#"{{"other":{{"{}":1}},"uri":"/x"}}"#, "k".repeat(LONGEST_PATH));
+        assert!(read(long.as_bytes(), &format.names, &mut Fields::default()).is_none(), "a long path");
+        let text = br#"{"request":"GET / HTTP/1.1","uri":"/x"}"#;
+        assert!(
+            read(text, &format.names, &mut Fields::default()).is_none(),
+            "text where an object holds names"
+        );
     }
 
     /// A line with one byte changed, so near-valid lines get tested too.
@@ -434,6 +511,17 @@ mod tests {
             line in prop_oneof![json_line(), (json_line(), any::<usize>(), any::<u8>()).prop_map(|(l, a, b)| mutated(l, a, b))]
         ) {
             let format = JsonFormat::new(&JsonFields::default());
+            let mut ours = Fields::default();
+            if read(&line, &format.names, &mut ours).is_some() {
+                prop_assert_eq!(Ok(ours), format.read_with_serde(&line));
+            }
+        }
+
+        #[test]
+        fn reads_nested_fields_it_accepts_as_serde_json_does(
+            line in prop_oneof![json_line(), (json_line(), any::<usize>(), any::<u8>()).prop_map(|(l, a, b)| mutated(l, a, b))]
+        ) {
+            let format = JsonFormat::new(&nested_fields());
             let mut ours = Fields::default();
             if read(&line, &format.names, &mut ours).is_some() {
                 prop_assert_eq!(Ok(ours), format.read_with_serde(&line));
