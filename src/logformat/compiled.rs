@@ -138,10 +138,23 @@ enum Segment {
     Field { var: Var, end: End },
 }
 
+/// A field with the literal text before it: what the parser does for each field of a line.
+#[derive(Debug, Clone)]
+struct Step {
+    /// The text before the field (empty only for a field that starts the line).
+    lead: Vec<u8>,
+    var: Var,
+    end: End,
+    /// Whether the record takes the field's value; other fields are only read past.
+    kept: bool,
+}
+
 /// A compiled `log_format` string.
 #[derive(Debug, Clone)]
 pub struct CompiledFormat {
-    segments: Vec<Segment>,
+    steps: Vec<Step>,
+    /// The text after the last field.
+    tail: Vec<u8>,
     allow_trailing: bool,
     /// Set for the built-in `combined` and `common` (with trailing text allowed), which a
     /// parser written for them reads with the same results.
@@ -266,25 +279,33 @@ impl CompiledFormat {
                 };
             }
         }
-        Ok(CompiledFormat { segments, allow_trailing, builtin: None, syslog_tag: false })
+        // One step per field, with the text before it: a literal and a field are then read
+        // in one pass of the parser's loop, not two.
+        let (mut steps, mut text) = (Vec::new(), Vec::new());
+        for segment in segments {
+            match segment {
+                Segment::Literal(l) => text.extend_from_slice(&l),
+                Segment::Field { var, end } => {
+                    let kept = !matches!(var, Var::Other(_));
+                    steps.push(Step { lead: std::mem::take(&mut text), var, end, kept });
+                }
+            }
+        }
+        Ok(CompiledFormat { steps, tail: text, allow_trailing, builtin: None, syslog_tag: false })
     }
 
     /// The variables of the format, in order.
     pub fn vars(&self) -> impl Iterator<Item = &Var> {
-        self.segments.iter().filter_map(|s| match s {
-            Segment::Field { var, .. } => Some(var),
-            Segment::Literal(_) => None,
-        })
+        self.steps.iter().map(|step| &step.var)
     }
 
     /// Writes a line in this format; `value` writes each variable's text.
     pub fn render(&self, out: &mut Vec<u8>, mut value: impl FnMut(&Var, &mut Vec<u8>)) {
-        for seg in &self.segments {
-            match seg {
-                Segment::Literal(l) => out.extend_from_slice(l),
-                Segment::Field { var, .. } => value(var, out),
-            }
+        for step in &self.steps {
+            out.extend_from_slice(&step.lead);
+            value(&step.var, out);
         }
+        out.extend_from_slice(&self.tail);
     }
 
     /// The same format after a syslog tag that a line may start with.
@@ -307,31 +328,22 @@ impl CompiledFormat {
         let mut have_request = false;
         let mut forwarded = false;
         let mut rest = line;
-        for seg in &self.segments {
-            match seg {
-                Segment::Literal(lit) => {
-                    // A byte loop, not `strip_prefix`: literals are a few bytes and memcmp's
-                    // call overhead would dominate.
-                    let n = lit.len();
-                    if rest.len() < n || !rest.iter().zip(lit).all(|(a, b)| a == b) {
-                        return Err(ParseError::Mismatch("separator text"));
-                    }
-                    rest = &rest[n..];
-                }
-                Segment::Field { var, end } => {
-                    let len = match end {
-                        End::Quote => quoted_len(rest).ok_or(ParseError::Mismatch("a quoted field"))?,
-                        End::Byte(b) => scan::find(*b, rest).ok_or(ParseError::Mismatch("a field"))?,
-                        End::List => list_len(rest).ok_or(ParseError::Mismatch("an address list"))?,
-                        End::Line if self.allow_trailing => memchr::memchr(b' ', rest).unwrap_or(rest.len()),
-                        End::Line => rest.len(),
-                    };
-                    let (value, after) = rest.split_at(len);
-                    have_request |= assign(&mut rec, var, value, &mut forwarded)?;
-                    rest = after;
-                }
+        for step in &self.steps {
+            rest = after_literal(rest, &step.lead)?;
+            let len = match step.end {
+                End::Quote => quoted_len(rest).ok_or(ParseError::Mismatch("a quoted field"))?,
+                End::Byte(b) => scan::find(b, rest).ok_or(ParseError::Mismatch("a field"))?,
+                End::List => list_len(rest).ok_or(ParseError::Mismatch("an address list"))?,
+                End::Line if self.allow_trailing => memchr::memchr(b' ', rest).unwrap_or(rest.len()),
+                End::Line => rest.len(),
+            };
+            let (value, after) = rest.split_at(len);
+            if step.kept {
+                have_request |= assign(&mut rec, &step.var, value, &mut forwarded)?;
             }
+            rest = after;
         }
+        rest = after_literal(rest, &self.tail)?;
         if !rest.is_empty() && !self.allow_trailing {
             return Err(ParseError::Mismatch("end of line"));
         }
@@ -344,6 +356,21 @@ impl CompiledFormat {
         }
         Ok(rec)
     }
+}
+
+/// `rest` after the literal text `lit`, which it must start with. A byte loop, not
+/// `strip_prefix`: literals are a few bytes, mostly one, and memcmp's call would dominate.
+#[inline(always)]
+fn after_literal<'a>(rest: &'a [u8], lit: &[u8]) -> Result<&'a [u8], ParseError> {
+    let matched = match lit {
+        [] => true,
+        [b] => rest.first() == Some(b),
+        _ => rest.len() >= lit.len() && rest.iter().zip(lit).all(|(a, b)| a == b),
+    };
+    if !matched {
+        return Err(ParseError::Mismatch("separator text"));
+    }
+    Ok(&rest[lit.len()..])
 }
 
 /// Length of a quoted field's content: up to the first `"` not escaped by a backslash.
