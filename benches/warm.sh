@@ -12,6 +12,7 @@
 #   2. PostgreSQL: warming PG_ROWS rows into the same Redis batched (batch_size = 500) against
 #      one query and one write per key (batch_size = 1), alternated for PG_ROUNDS rounds, with
 #      peak memory.
+#   3. MariaDB (MySQL's protocol): the same, PG_ROWS rows, batched against one query per key.
 #
 #   bash benches/warm.sh
 #   KEYS=200000 PG_ROWS=50000 PG_ROUNDS=1 bash benches/warm.sh   # quicker
@@ -26,9 +27,11 @@ work=$(mktemp -d)
 chmod 755 "$work"
 redis_pid=""
 pg_data=""
+my_pid=""
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 cleanup() {
   [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null || true
+  [ -n "$my_pid" ] && kill "$my_pid" 2>/dev/null || true
   [ -n "$pg_data" ] && runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -132,8 +135,8 @@ awk -v k="$kps" -v r="$rps" -v r2="$rps_nx" -v off="$off" -v keys="$keys" -v w="
 
 # --- 2. PostgreSQL ----------------------------------------------------------------------------
 if [ -z "$pg_bin" ] || ! id postgres >/dev/null 2>&1; then
-  echo; echo "(PostgreSQL part skipped: no server binaries or no postgres user)"; exit 0
-fi
+  echo; echo "(PostgreSQL part skipped: no server binaries or no postgres user)"
+else
 pg_data="$work/pg"
 mkdir "$pg_data" && chown postgres "$pg_data"
 pg_port=$(free_port)
@@ -196,3 +199,50 @@ awk -v bn="$b_written" -v b="$b_ms" -v sn="$s_written" -v s="$s_ms" -v budget="$
   -v p="$b_pg" -v r="$b_redis" -v c="$b_client" -v cores="$(nproc)" 'BEGIN {
     printf "Batching is **%.1fx** faster (keys/s; the rounds gave %s); the memory budget was %d MiB (50%% of available memory). ", (bn / b) / (sn / s), ratios, budget
     printf "The batched run'"'"'s CPU per key allows at most %.0f keys/s on %d cores, %.1fx the one-at-a-time rate.\n", cores * bn / (p + r + c), cores, (cores * bn / (p + r + c)) / (sn * 1000 / s) }'
+fi
+
+# --- 3. MariaDB -------------------------------------------------------------------------------
+if ! command -v mariadbd >/dev/null || ! id mysql >/dev/null 2>&1; then
+  echo; echo "(MariaDB part skipped: no mariadbd or no mysql user)"; exit 0
+fi
+my_dir="$work/my"
+mkdir "$my_dir" && chown mysql "$my_dir"
+my_port=$(free_port)
+mariadb-install-db --no-defaults --user=mysql --datadir="$my_dir/data" --auth-root-authentication-method=normal \
+  --skip-test-db >/dev/null 2>&1
+mariadbd --no-defaults --user=mysql --datadir="$my_dir/data" --port="$my_port" --bind-address=127.0.0.1 \
+  --socket="$my_dir/sock" --skip-log-bin --innodb-flush-log-at-trx-commit=0 >/dev/null 2>&1 &
+my_pid=$!
+my() { mariadb --no-defaults -h 127.0.0.1 -P "$my_port" -u root "$@"; }
+until my -e 'SELECT 1' >/dev/null 2>&1; do sleep 0.2; done
+my -e "CREATE DATABASE shop; CREATE TABLE shop.products (id BIGINT PRIMARY KEY, body TEXT NOT NULL);
+  USE shop; INSERT INTO products SELECT seq, REPEAT(MD5(seq), $VALUE DIV 32) FROM seq_1_to_$PG_ROWS;"
+my_url="mysql://root@127.0.0.1:$my_port/shop"
+products_config "$my_url" "$PG_ROWS" 500 > "$work/my-batched.toml"
+products_config "$my_url" "$PG_ROWS" 1 > "$work/my-single.toml"
+products_log "$PG_ROWS" > "$work/my.log.txt"
+"$preheat" -q analyze --config "$work/my-batched.toml" --profiles "$work/p3" --top 0 "$work/my.log.txt" >/dev/null
+my_run() { # config; prints "written ms"
+  redis-cli -p "$port" flushall >/dev/null
+  "$preheat" -q warm --config "$1" --profiles "$work/p3" --backend "redis://127.0.0.1:$port" --json > "$work/my.json"
+  python3 -c 'import json,sys; r = json.load(open(sys.argv[1])); print(r["written"], r["duration_ms"])' "$work/my.json"
+}
+rounds=()
+for _ in $(seq "$PG_ROUNDS"); do
+  read -r b_written b_ms < <(my_run "$work/my-batched.toml")
+  read -r s_written s_ms < <(my_run "$work/my-single.toml")
+  rounds+=("$(awk -v bn="$b_written" -v b="$b_ms" -v sn="$s_written" -v s="$s_ms" 'BEGIN { printf "%.1f", (bn / b) / (sn / s) }') $b_written $b_ms $s_written $s_ms")
+done
+ratios=$(printf '%s\n' "${rounds[@]}" | awk '{ printf "%s%sx", (NR > 1 ? ", " : ""), $1 }')
+read -r ratio b_written b_ms s_written s_ms <<< "$(printf '%s\n' "${rounds[@]}" | sort -n | awk -v n="$PG_ROUNDS" 'NR == int((n + 1) / 2)')"
+echo
+echo "### MariaDB: $PG_ROWS rows of $VALUE bytes into Redis"
+echo
+echo "$PG_ROUNDS alternated rounds of both; the round with the median ratio."
+echo
+echo "| | keys written | time | keys/s |"
+echo "| --- | --- | --- | --- |"
+awk -v n="$b_written" -v ms="$b_ms" 'BEGIN { printf "| batched (500 keys per query) | %d | %.2f s | %.0f |\n", n, ms / 1000, n * 1000 / ms }'
+awk -v n="$s_written" -v ms="$s_ms" 'BEGIN { printf "| one query and one write per key | %d | %.2f s | %.0f |\n", n, ms / 1000, n * 1000 / ms }'
+echo
+echo "Batching is **${ratio}x** faster (keys/s; the rounds gave $ratios)."

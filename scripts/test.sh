@@ -5,6 +5,7 @@
 # The tests start their own throwaway servers from installed binaries and read profiles with
 # other programs, so they need:
 #   Debian packages  redis-server, redis-tools (redis-cli), postgresql (initdb, pg_ctl),
+#                    mariadb-server (mariadbd, mariadb-install-db, the mariadb client),
 #                    openssl (TLS certificates), prometheus (promtool), chromium (the HTML
 #                    report), systemd (systemd-analyze, for the unit files)
 #   Python modules   pyarrow, duckdb, pyyaml (with python3's pip)
@@ -20,6 +21,8 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v mariadbd >/dev/null && command -v mariadb-install-db >/dev/null && command -v mariadb >/dev/null \
+  || need+=(mariadb-server mariadb-client)
 command -v openssl >/dev/null || need+=(openssl)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v chromium >/dev/null || need+=(chromium)

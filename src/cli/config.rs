@@ -93,12 +93,29 @@ async fn connect_all(
 ) -> Vec<(String, Result<(), String>)> {
     use preheat::backend::Backend as _;
     let mut out = vec![("backend".to_string(), backend.ping().await.map_err(|e| e.to_string()))];
-    for settings in &config.sources {
-        let result = match Source::open(settings) {
-            Ok(source) => source.check().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+    for (index, settings) in config.sources.iter().enumerate() {
+        let source = match Source::open(settings) {
+            Ok(source) => source,
+            Err(e) => {
+                out.push((format!("source `{}`", settings.name), Err(e.to_string())));
+                continue;
+            }
         };
-        out.push((format!("source `{}`", settings.name), result));
+        let reached = source.check().await.map_err(|e| e.to_string());
+        let ok = reached.is_ok();
+        out.push((format!("source `{}`", settings.name), reached));
+        if !ok {
+            continue;
+        }
+        // Each rule's query on a source that answers.
+        for (rule, load) in config.rules.rules().iter().zip(&config.loads) {
+            if let Some(load) =
+                load.as_ref().filter(|l| l.source == index && matches!(l.fetch, Fetch::Sql { .. }))
+            {
+                let checked = source.check_fetch(&load.fetch).await.map_err(|e| e.to_string());
+                out.push((format!("rule `{}` on source `{}`", rule.name, settings.name), checked));
+            }
+        }
     }
     out
 }

@@ -114,20 +114,23 @@ fn source(name: &str, src: &SourceFile, problems: &mut Problems) -> SourceSettin
     };
     if let Some(u) = &src.url {
         let schemes: &[&str] = match kind {
-            "sql" => &["sqlite:", "postgres:", "postgresql:"],
+            "sql" => &["sqlite:", "postgres:", "postgresql:", "mysql:", "mariadb:"],
             "http" => &["http:", "https:"],
             "redis" => &["redis:", "rediss:"],
             _ => &[],
         };
         if !schemes.is_empty() && !schemes.iter().chain(&["env:", "file:"]).any(|s| url.starts_with(s)) {
             let wanted: Vec<String> = schemes.iter().map(|s| format!("`{s}//`")).collect();
+            let (last, others) = wanted.split_last().expect("schemes is not empty");
+            let wanted =
+                if others.is_empty() { last.clone() } else { format!("{} or {last}", others.join(", ")) };
             problems.add_in(
                 u,
                 0,
                 format!(
                     "sources.{name}.url: `{}` is not a {} URL, nor `env:NAME` or `file:PATH`",
                     crate::secret::redact_url(&url),
-                    wanted.join(" or ")
+                    wanted
                 ),
             );
         }
@@ -537,7 +540,7 @@ mod tests {
         let m = messages(&format!(
             "[sources.s]\nkind = \"ftp\"\n[sources.h]\nurl = \"http://app\"\nroot = \"/srv\"\nmode = \"mirror\"\n\
              [sources.c]\ncommand = []\ninput = \"yaml\"\n[sources.f]\nroot = \"/surely/not/here\"\n\
-             [sources.r]\nkind = \"redis\"\n[sources.d]\nurl = \"mysql://db\"\nheaders = {{ a = \"b\" }}\n{RULE}ttl = \"1m\"\n"
+             [sources.r]\nkind = \"redis\"\n[sources.d]\nurl = \"oracle://db\"\nheaders = {{ a = \"b\" }}\n{RULE}ttl = \"1m\"\n"
         ));
         for needle in [
             "sources.s.kind: `ftp` is not one of `sql`, `http`, `file`, `command` or `redis`",
@@ -548,7 +551,7 @@ mod tests {
             "sources.f.root: `/surely/not/here` is not a directory",
             "sources.r: set `url`",
             "sources.d: `headers` is not a setting of a `sql` source",
-            "sources.d.url: `mysql://db` is not a `sqlite://` or `postgres://` or `postgresql://` URL",
+            "sources.d.url: `oracle://db` is not a `sqlite://`, `postgres://`, `postgresql://`, `mysql://` or `mariadb://` URL",
         ] {
             assert!(m.iter().any(|x| x.contains(needle)), "missing {needle:?} in {m:#?}");
         }

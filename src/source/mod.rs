@@ -3,7 +3,7 @@
 //! A rule names a source and says how to ask it for one key ([`Fetch`]); the warm loop hands
 //! a source a batch of [`Job`]s and gets one [`Fetched`] (or error) per job back, in order.
 //! Kinds, one file each:
-//! - [`SqlSource`]: one batched query per batch, on PostgreSQL or SQLite;
+//! - [`SqlSource`]: one batched query per batch, on PostgreSQL, MySQL/MariaDB or SQLite;
 //! - [`HttpSource`]: the profiled request replayed against the new deployment, its body
 //!   stored or left to the application;
 //! - [`FileSource`]: static content under a root, with no way out of it;
@@ -19,8 +19,10 @@ mod command;
 mod file;
 mod http;
 mod http1;
+mod mysql;
 mod pacer;
 mod peer;
+mod postgres;
 mod sql;
 mod sqlite;
 
@@ -432,6 +434,17 @@ impl Source {
             Client::File(s) => s.ping(),
             Client::Command(s) => s.ping(),
             Client::Peer(s) => s.ping().await,
+        }
+    }
+
+    /// Checks how a rule asks this source without loading anything: a SQL query is prepared
+    /// by the database, so a missing table or column, a syntax error, a key of the wrong
+    /// type or a column preheat cannot read is named before a warm. Other fetches have
+    /// nothing to check beyond [`Source::check`].
+    pub async fn check_fetch(&self, fetch: &Fetch) -> Result<(), SourceError> {
+        match (&self.client, fetch) {
+            (Client::Sql(sql), Fetch::Sql { query, .. }) => sql.check_query(query).await,
+            _ => Ok(()),
         }
     }
 

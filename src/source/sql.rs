@@ -1,17 +1,19 @@
-//! SQL sources: one query per batch of keys, on PostgreSQL (sqlx) or SQLite (see
-//! [`super::sqlite`]).
+//! SQL sources: one query per batch of keys, on PostgreSQL and MySQL/MariaDB (sqlx; see
+//! [`super::postgres`] and [`super::mysql`]) or SQLite (see [`super::sqlite`]).
 //!
 //! A rule's query names its batch as `$1`, written either `IN ($1)` (expanded to one
-//! placeholder per key on every database) or `= ANY($1)` (bound as one array on PostgreSQL,
-//! rewritten to `IN (...)` on SQLite). The first result column is matched against the key
-//! parameter; the value is the second column (bytes or text) or the whole row as JSON.
+//! placeholder per key, in each database's own syntax) or `= ANY($1)` (bound as one array on
+//! PostgreSQL, rewritten to `IN (...)` elsewhere). The first result column is matched against
+//! the key parameter; the value is the second column (bytes or text) or the whole row as JSON.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Row, TypeInfo, ValueRef};
+use sqlx::mysql::{MySql, MySqlConnectOptions};
+use sqlx::postgres::{PgConnectOptions, Postgres};
+use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Database, Executor, Row, SqlSafeStr};
 
 use super::SourceError;
 use super::sqlite::{Param, SqliteDb, SqliteFailure};
@@ -82,8 +84,8 @@ impl SqlQuery {
         Ok(SqlQuery { sql: sql.to_string(), batch, span, int_keys, encoding })
     }
 
-    fn expand(&self, n: usize, postgres: bool) -> String {
-        if postgres && self.batch == Batch::AnyArray {
+    fn expand(&self, n: usize, numbered: bool) -> String {
+        if numbered && self.batch == Batch::AnyArray {
             return self.sql.clone();
         }
         // Built in one string: a string per placeholder cost 7% of a batched PostgreSQL warm's
@@ -96,7 +98,7 @@ impl SqlQuery {
             if i > 1 {
                 sql.push_str(", ");
             }
-            if postgres {
+            if numbered {
                 sql.push('$');
                 sql.push_str(itoa::Buffer::new().format(i));
             } else {
@@ -109,24 +111,62 @@ impl SqlQuery {
     }
 }
 
+/// The database behind a source.
 enum Pool {
     Sqlite(SqliteDb),
-    // Boxed: its connect options are several times the size of the SQLite handle.
-    Postgres(Box<Postgres>),
+    // Boxed: their connect options are several times the size of the SQLite handle.
+    Postgres(Box<Server<Postgres>>),
+    MySql(Box<Server<MySql>>),
 }
 
-/// A PostgreSQL pool, and what it takes to say why it cannot connect.
+/// What differs between the servers preheat reaches through sqlx: how an error reads, and
+/// how a result cell decodes.
+pub(super) trait Dialect: Database {
+    /// How a column decodes, from its type.
+    type Kind: Copy;
+
+    /// Where `options` point, for messages: `PostgreSQL at 127.0.0.1:5432`.
+    fn address(options: &Options<Self>) -> String;
+
+    /// An error in words that name the cause and the fix, and whether retrying may help.
+    fn describe(e: &sqlx::Error, options: &Options<Self>, timeout: Duration) -> (String, bool);
+
+    /// The kind of a column of this type (by its name, as sqlx gives it).
+    fn kind(type_name: &str) -> Self::Kind;
+
+    /// Whether a column of this kind can be read as a value: a type that the cell decoding
+    /// knows, or one it tries in turn.
+    fn readable(kind: Self::Kind) -> bool;
+
+    /// The cell at column `i` of `row`.
+    fn cell(row: &Self::Row, i: usize, kind: Self::Kind) -> Cell<'_>;
+}
+
+/// A server's connect options.
+pub(super) type Options<DB> = <<DB as Database>::Connection as Connection>::Options;
+
+/// A pool of connections to one server, and what it takes to say why it cannot connect.
 ///
 /// sqlx's pool retries a refused connection until its acquire timeout and then reports only
 /// "pool timed out", so while the pool holds no connection a batch first connects once by
 /// itself: a refused connection, a failed login or an unknown host is then named at once.
-struct Postgres {
-    pool: PgPool,
-    options: PgConnectOptions,
+struct Server<DB: Dialect> {
+    pool: sqlx::Pool<DB>,
+    options: Options<DB>,
     /// A direct connection has succeeded since the last connection failure.
     reached: AtomicBool,
     /// One direct connection at a time.
     probing: tokio::sync::Mutex<()>,
+}
+
+impl<DB: Dialect> Server<DB> {
+    fn new(options: Options<DB>, max_connections: u32, timeout: Duration) -> Self {
+        let pool = sqlx::pool::PoolOptions::<DB>::new()
+            .max_connections(max_connections)
+            .acquire_timeout(timeout)
+            .connect_lazy_with(options.clone());
+        Server { pool, options, reached: AtomicBool::new(false), probing: tokio::sync::Mutex::new(()) }
+    }
 }
 
 /// A SQL database to load values from.
@@ -144,26 +184,23 @@ impl SqlSource {
     pub fn new(name: &str, url: &str, max_connections: u32, timeout: Duration) -> Result<Self, SourceError> {
         let err = |message: String| SourceError::fatal(name, message);
         let redacted = redact_url(url);
+        let bad = |product: &str, e: sqlx::Error| {
+            err(format!("bad {product} URL `{redacted}`: {}", scrub(&e.to_string(), url)))
+        };
         let pool = if url.starts_with("sqlite:") {
             let db = SqliteDb::new(url, max_connections, timeout)
                 .map_err(|e| err(format!("bad SQLite URL `{redacted}`: {e}")))?;
             Pool::Sqlite(db)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let options = PgConnectOptions::from_str(url).map_err(|e| {
-                err(format!("bad PostgreSQL URL `{redacted}`: {}", scrub(&e.to_string(), url)))
-            })?;
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(timeout)
-                .connect_lazy_with(options.clone());
-            Pool::Postgres(Box::new(Postgres {
-                pool,
-                options,
-                reached: AtomicBool::new(false),
-                probing: tokio::sync::Mutex::new(()),
-            }))
+            let options = PgConnectOptions::from_str(url).map_err(|e| bad("PostgreSQL", e))?;
+            Pool::Postgres(Box::new(Server::new(options, max_connections, timeout)))
+        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            let options = MySqlConnectOptions::from_str(url).map_err(|e| bad("MySQL", e))?;
+            Pool::MySql(Box::new(Server::new(options, max_connections, timeout)))
         } else {
-            return Err(err(format!("`{redacted}` is not a `postgres://` or `sqlite://` URL")));
+            return Err(err(format!(
+                "`{redacted}` is not a `postgres://`, `mysql://`, `mariadb://` or `sqlite://` URL"
+            )));
         };
         Ok(SqlSource { name: name.to_string(), url: url.to_string(), redacted, pool, timeout })
     }
@@ -173,15 +210,10 @@ impl SqlSource {
         &self.redacted
     }
 
-    fn error(&self, e: &sqlx::Error) -> SourceError {
-        let (message, retryable) = match &self.pool {
-            Pool::Postgres(pg) => describe_pg_error(e, &pg.options, self.timeout),
-            Pool::Sqlite(_) => (e.to_string(), false),
-        };
-        if let Pool::Postgres(pg) = &self.pool
-            && is_connection_error(e)
-        {
-            pg.reached.store(false, Ordering::Relaxed);
+    fn error<DB: Dialect>(&self, server: &Server<DB>, e: &sqlx::Error) -> SourceError {
+        let (message, retryable) = DB::describe(e, &server.options, self.timeout);
+        if is_connection_error(e) {
+            server.reached.store(false, Ordering::Relaxed);
         }
         SourceError {
             source_name: self.name.clone(),
@@ -196,28 +228,30 @@ impl SqlSource {
     }
 
     /// While the pool holds no connection, connects once directly so that a connection that
-    /// fails says why (see [`Postgres`]).
-    async fn reach(&self, pg: &Postgres) -> Result<(), SourceError> {
-        if pg.pool.size() > 0 || pg.reached.load(Ordering::Relaxed) {
+    /// fails says why (see [`Server`]).
+    async fn reach<DB: Dialect>(&self, server: &Server<DB>) -> Result<(), SourceError> {
+        if server.pool.size() > 0 || server.reached.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let _one_at_a_time = pg.probing.lock().await;
-        if pg.pool.size() > 0 || pg.reached.load(Ordering::Relaxed) {
+        let _one_at_a_time = server.probing.lock().await;
+        if server.pool.size() > 0 || server.reached.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let conn = tokio::time::timeout(self.timeout, pg.options.connect()).await.map_err(|_| SourceError {
-            source_name: self.name.clone(),
-            message: format!(
-                "{} did not answer within {}: a firewall dropping packets, or a server too busy to accept",
-                pg_address(&pg.options),
-                humantime::format_duration(self.timeout)
-            ),
-            retryable: true,
-            reason: FailureReason::SourceTimeout,
+        let conn = tokio::time::timeout(self.timeout, server.options.connect()).await.map_err(|_| {
+            SourceError {
+                source_name: self.name.clone(),
+                message: format!(
+                    "{} did not answer within {}: a firewall dropping packets, or a server too busy to accept",
+                    DB::address(&server.options),
+                    humantime::format_duration(self.timeout)
+                ),
+                retryable: true,
+                reason: FailureReason::SourceTimeout,
+            }
         })?;
-        let conn = conn.map_err(|e| self.error(&e))?;
+        let conn = conn.map_err(|e| self.error(server, &e))?;
         let _ = conn.close().await;
-        pg.reached.store(true, Ordering::Relaxed);
+        server.reached.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -276,18 +310,20 @@ impl SqlSource {
             }
             Pool::Postgres(pg) => {
                 self.reach(pg).await?;
-                let pool = &pg.pool;
                 let q = sqlx::query(AssertSqlSafe(query.expand(keys.len(), true)));
                 let q = match (query.batch, query.int_keys) {
                     (Batch::AnyArray, true) => q.bind(ints.iter().flatten().copied().collect::<Vec<i64>>()),
                     (Batch::AnyArray, false) => q.bind(keys.to_vec()),
                     (Batch::InList, _) => bind_each!(q),
                 };
-                let rows = self.timed(q.fetch_all(pool)).await?;
-                let kinds = column_kinds(&rows);
-                let mut found = Vec::with_capacity(rows.len());
-                found.extend(rows.iter().filter_map(|r| decode(r, &kinds, query.encoding)));
-                Ok(found)
+                let rows = self.timed(pg, q.fetch_all(&pg.pool)).await?;
+                Ok(decode_rows::<Postgres>(&rows, query.encoding))
+            }
+            Pool::MySql(my) => {
+                self.reach(my).await?;
+                let q = bind_each!(sqlx::query(AssertSqlSafe(query.expand(keys.len(), false))));
+                let rows = self.timed(my, q.fetch_all(&my.pool)).await?;
+                Ok(decode_rows::<MySql>(&rows, query.encoding))
             }
         }
     }
@@ -296,93 +332,88 @@ impl SqlSource {
     pub async fn ping(&self) -> Result<(), SourceError> {
         match &self.pool {
             Pool::Sqlite(db) => db.ping().await.map_err(|e| self.sqlite_error(e)),
-            Pool::Postgres(pg) => {
-                self.reach(pg).await?;
-                self.timed(sqlx::query("SELECT 1").execute(&pg.pool)).await.map(|_| ())
-            }
+            Pool::Postgres(pg) => self.ping_server(pg).await,
+            Pool::MySql(my) => self.ping_server(my).await,
         }
     }
 
-    /// A query with the source's timeout, its errors classified.
-    async fn timed<T>(
+    async fn ping_server<DB: Dialect>(&self, server: &Server<DB>) -> Result<(), SourceError>
+    where
+        for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    {
+        self.reach(server).await?;
+        self.timed(server, server.pool.execute("SELECT 1")).await.map(|_| ())
+    }
+
+    /// Has the server prepare a rule's query, without running it, and checks what it would
+    /// return: a missing table or column, a syntax error or a key of the wrong type is then
+    /// reported before any key is loaded (`preheat config check --connect`). SQLite's
+    /// queries are checked the same way, by SQLite itself.
+    pub async fn check_query(&self, query: &SqlQuery) -> Result<(), SourceError> {
+        match &self.pool {
+            Pool::Sqlite(db) => {
+                db.check(query.expand(1, false), query.encoding).await.map_err(|e| self.sqlite_error(e))
+            }
+            Pool::Postgres(pg) => self.check_on(pg, query.expand(1, true), query.encoding).await,
+            Pool::MySql(my) => self.check_on(my, query.expand(1, false), query.encoding).await,
+        }
+    }
+
+    async fn check_on<DB: Dialect>(
         &self,
+        server: &Server<DB>,
+        sql: String,
+        encoding: Encoding,
+    ) -> Result<(), SourceError>
+    where
+        for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    {
+        self.reach(server).await?;
+        let statement = self.timed(server, server.pool.prepare(AssertSqlSafe(sql).into_sql_str())).await?;
+        let columns: Vec<(String, String)> = sqlx::Statement::columns(&statement)
+            .iter()
+            .map(|c| (c.name().to_string(), sqlx::TypeInfo::name(c.type_info()).to_string()))
+            .collect();
+        result_shape(&columns, encoding, |type_name| DB::readable(DB::kind(type_name)))
+            .map_err(|message| SourceError::fatal(&self.name, message))
+    }
+
+    /// A query with the source's timeout, its errors classified.
+    async fn timed<DB: Dialect, T>(
+        &self,
+        server: &Server<DB>,
         query: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, SourceError> {
         tokio::time::timeout(self.timeout, query)
             .await
             .map_err(|_| self.timed_out())?
-            .map_err(|e| self.error(&e))
+            .map_err(|e| self.error(server, &e))
     }
 }
 
-/// `host:port` (or the socket) a PostgreSQL URL names.
-fn pg_address(options: &PgConnectOptions) -> String {
-    match options.get_socket() {
-        Some(socket) => format!("PostgreSQL at `{}`", socket.display()),
-        None => format!("PostgreSQL at {}:{}", options.get_host(), options.get_port()),
+/// Whether a query's result columns, `(name, type)`, make values in `encoding`: a key column
+/// and a value column (or, for JSON, any columns) of types preheat reads.
+pub(super) fn result_shape(
+    columns: &[(String, String)],
+    encoding: Encoding,
+    readable: impl Fn(&str) -> bool,
+) -> Result<(), String> {
+    let needed = if encoding == Encoding::Json { 1 } else { 2 };
+    if columns.len() < needed {
+        return Err(format!(
+            "the rule's query returns {} column(s); it must return the key first and then {}",
+            columns.len(),
+            if encoding == Encoding::Json { "any columns" } else { "the value" }
+        ));
     }
-}
-
-/// Whether the error means the connection itself failed (so the next batch connects anew).
-fn is_connection_error(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut)
-}
-
-/// A PostgreSQL error in words that name the cause and the fix, and whether retrying may help.
-/// The server's own message is used, never its source file and line (sqlx's `Display` adds
-/// "at line N", which reads like a place in the user's config).
-fn describe_pg_error(e: &sqlx::Error, options: &PgConnectOptions, timeout: Duration) -> (String, bool) {
-    let at = pg_address(options);
-    match e {
-        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            (format!("connection refused by {at}: is the server running and listening there?"), true)
-        }
-        sqlx::Error::Io(io) if io.to_string().contains("lookup") || io.to_string().contains("resolve") => {
-            (format!("unknown host `{}`: check the host name in the source URL", options.get_host()), false)
-        }
-        sqlx::Error::Io(io) => (format!("cannot talk to {at}: {io}"), true),
-        sqlx::Error::Tls(tls) => {
-            (format!("TLS with {at} failed: {tls} (check `sslmode` and `sslrootcert` in the URL)"), false)
-        }
-        sqlx::Error::PoolTimedOut => (
-            format!(
-                "no connection to {at} within {}: every connection was busy or the server did not answer",
-                humantime::format_duration(timeout)
-            ),
-            true,
-        ),
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            let user = options.get_username();
-            let database = options.get_database().unwrap_or(user);
-            let message = match code.as_ref() {
-                "28P01" | "28000" => format!(
-                    "authentication failed for user `{user}` at {at}: check the password (in the URL, or the \
-                     variable or file it names) and the server's pg_hba.conf"
-                ),
-                "3D000" => format!("database `{database}` does not exist at {at}: check the URL's path"),
-                "42P01" | "42703" | "42601" | "42883" => {
-                    let position = db
-                        .try_downcast_ref::<PgDatabaseError>()
-                        .and_then(|pg| match pg.position() {
-                            Some(sqlx::postgres::PgErrorPosition::Original(n)) => Some(n),
-                            _ => None,
-                        })
-                        .map_or(String::new(), |n| format!(" (at character {n} of the rule's query)"));
-                    format!("the rule's query is wrong: {}{position}", db.message())
-                }
-                _ => db.message().to_string(),
-            };
-            // Too many connections, a server starting or shutting down: may pass.
-            let retryable =
-                matches!(code.as_ref(), "53300" | "57P01" | "57P02" | "57P03" | "40001" | "40P01");
-            (message, retryable)
-        }
-        sqlx::Error::Protocol(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
-            (e.to_string(), true)
-        }
-        other => (other.to_string(), false),
+    let used = if encoding == Encoding::Json { columns.len() } else { 2 };
+    if let Some((name, type_name)) = columns[..used].iter().find(|(_, t)| !readable(t)) {
+        return Err(format!(
+            "column `{name}` of the rule's query is {type_name}, which preheat does not read: \
+             cast it in the query (`CAST({name} AS CHAR)` on MySQL, `{name}::text` on PostgreSQL)"
+        ));
     }
+    Ok(())
 }
 
 /// Runs a SQL script (several statements) against a SQLite database, creating its file if
@@ -393,151 +424,98 @@ pub async fn run_script(url: &str, script: &str) -> Result<(), String> {
         .map_err(|e| format!("`{}`: {}", redact_url(url), scrub(&e, url)))
 }
 
-/// What a column holds, from its PostgreSQL type name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Text,
-    Int2,
-    Int4,
-    Int8,
-    Float,
-    Bool,
-    Bytes,
-    /// Anything else: decoded by trying the usual types in turn.
-    Other,
+/// Whether the error means the connection itself failed (so the next batch connects anew).
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut)
 }
 
-impl Kind {
-    fn of(type_name: &str) -> Kind {
-        const NAMES: [(&str, Kind); 12] = [
-            ("TEXT", Kind::Text),
-            ("VARCHAR", Kind::Text),
-            ("BPCHAR", Kind::Text),
-            ("CHAR", Kind::Text),
-            ("NAME", Kind::Text),
-            ("INT8", Kind::Int8),
-            ("INT4", Kind::Int4),
-            ("INT2", Kind::Int2),
-            ("FLOAT4", Kind::Float),
-            ("FLOAT8", Kind::Float),
-            ("BOOL", Kind::Bool),
-            ("BYTEA", Kind::Bytes),
-        ];
-        NAMES.iter().find(|(name, _)| name.eq_ignore_ascii_case(type_name)).map_or(Kind::Other, |(_, k)| *k)
-    }
+/// A result cell, as far as a cached value needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Cell<'r> {
+    Null,
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+    /// Text in the connection's character set, UTF-8 (utf8mb4 on MySQL): its bytes are
+    /// copied as they are rather than checked again.
+    Text(&'r [u8]),
+    /// Text that sqlx decoded (a MySQL `DECIMAL`, kept exact, or `JSON` document).
+    Str(Cow<'r, str>),
+    Bytes(Cow<'r, [u8]>),
 }
 
-/// How each column of a batch's rows decodes, from its type: found once per batch, since
-/// looking the type up by name in every cell took a share of the warm's CPU (a `perf`
-/// profile of a batched PostgreSQL warm).
-fn column_kinds(rows: &[PgRow]) -> Vec<Kind> {
-    rows.first()
-        .map_or_else(Vec::new, |r| r.columns().iter().map(|c| Kind::of(c.type_info().name())).collect())
-}
-
-fn kind_at(kinds: &[Kind], i: usize) -> Kind {
-    kinds.get(i).copied().unwrap_or(Kind::Other)
-}
-
-/// A PostgreSQL cell as JSON: decoded by the column's type where it is a common one (a
-/// failed decode builds an error, too slow to do per row), else by trying the usual types.
-fn json(row: &PgRow, i: usize, kind: Kind) -> serde_json::Value {
-    use serde_json::Value;
-    let Ok(raw) = row.try_get_raw(i) else { return Value::Null };
-    if raw.is_null() {
-        return Value::Null;
-    }
-    let decoded = match kind {
-        Kind::Text => row.try_get::<String, _>(i).ok().map(Value::from),
-        Kind::Int8 => row.try_get::<i64, _>(i).ok().map(Value::from),
-        Kind::Int4 => row.try_get::<i32, _>(i).ok().map(Value::from),
-        Kind::Int2 => row.try_get::<i16, _>(i).ok().map(Value::from),
-        Kind::Float => row.try_get::<f64, _>(i).ok().map(Value::from),
-        Kind::Bool => row.try_get::<bool, _>(i).ok().map(Value::from),
-        Kind::Bytes | Kind::Other => None,
-    };
-    if let Some(v) = decoded {
-        return v;
-    }
-    if let Ok(v) = row.try_get::<i64, _>(i) {
-        return Value::from(v);
-    }
-    if let Ok(v) = row.try_get::<i32, _>(i) {
-        return Value::from(v);
-    }
-    if let Ok(v) = row.try_get::<f64, _>(i) {
-        return Value::from(v);
-    }
-    if let Ok(v) = row.try_get::<bool, _>(i) {
-        return Value::from(v);
-    }
-    if let Ok(v) = row.try_get::<String, _>(i) {
-        return Value::from(v);
-    }
-    row.try_get::<Vec<u8>, _>(i)
-        .map_or(Value::Null, |b| Value::from(String::from_utf8_lossy(&b).into_owned()))
-}
-
-/// A PostgreSQL cell as bytes: `bytea` as it is, text as UTF-8, anything else as its JSON.
-fn bytes(row: &PgRow, i: usize, kind: Kind) -> Option<Vec<u8>> {
-    if kind == Kind::Bytes
-        && let Ok(b) = row.try_get::<&[u8], _>(i)
-    {
-        return Some(b.to_vec());
-    }
-    if kind == Kind::Text {
-        // Text arrives in the connection's client encoding, UTF-8, so its bytes are copied as
-        // they are rather than checked again.
-        let raw = row.try_get_raw(i).ok()?;
-        return if raw.is_null() { None } else { raw.as_bytes().ok().map(<[u8]>::to_vec) };
-    }
-    if let Ok(b) = row.try_get::<Vec<u8>, _>(i) {
-        return Some(b);
-    }
-    match json(row, i, kind) {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(s) => Some(s.into_bytes()),
-        other => Some(other.to_string().into_bytes()),
-    }
-}
-
-/// The key column as text, as in its JSON without quotes (`42`, `abc`); `None` when NULL.
-/// Integers and text are read directly: through a JSON value, the key cost as much as the
-/// rest of the row's decoding (callgrind).
-fn key_text(row: &PgRow, kind: Kind) -> Option<String> {
-    let direct = match kind {
-        Kind::Int8 => row.try_get::<Option<i64>, _>(0).ok().map(|v| v.map(|v| v.to_string())),
-        Kind::Int4 => row.try_get::<Option<i32>, _>(0).ok().map(|v| v.map(|v| v.to_string())),
-        Kind::Int2 => row.try_get::<Option<i16>, _>(0).ok().map(|v| v.map(|v| v.to_string())),
-        Kind::Text => row.try_get::<Option<String>, _>(0).ok(),
-        _ => None,
-    };
-    if let Some(key) = direct {
-        return key;
-    }
-    match json(row, 0, kind) {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(s) => Some(s),
-        other => Some(other.to_string()),
-    }
-}
-
-/// `(key parameter, value)` of a row; `None` when its key or value is NULL.
-fn decode(row: &PgRow, kinds: &[Kind], encoding: Encoding) -> Option<(String, Vec<u8>)> {
-    let key = key_text(row, kind_at(kinds, 0))?;
-    let value = match encoding {
-        Encoding::Bytes | Encoding::Text => bytes(row, 1, kind_at(kinds, 1))?,
-        Encoding::Json => {
-            let object: serde_json::Map<String, serde_json::Value> = row
-                .columns()
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.name().to_string(), json(row, i, kind_at(kinds, i))))
-                .collect();
-            serde_json::Value::Object(object).to_string().into_bytes()
+impl Cell<'_> {
+    /// As JSON: numbers and booleans as such, text and bytes (lossily) as strings.
+    fn json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            Cell::Null => Value::Null,
+            Cell::Int(n) => Value::from(*n),
+            Cell::UInt(n) => Value::from(*n),
+            Cell::Float(f) => Value::from(*f),
+            Cell::Bool(b) => Value::from(*b),
+            Cell::Text(t) => Value::from(String::from_utf8_lossy(t).into_owned()),
+            Cell::Str(d) => Value::from(d.as_ref()),
+            Cell::Bytes(b) => Value::from(String::from_utf8_lossy(b).into_owned()),
         }
-    };
-    Some((key, value))
+    }
+
+    /// As a value's bytes: bytes and text as they are, anything else as its JSON; `None`
+    /// when NULL.
+    fn into_bytes(self) -> Option<Vec<u8>> {
+        match self {
+            Cell::Null => None,
+            Cell::Text(t) => Some(t.to_vec()),
+            Cell::Bytes(b) => Some(b.into_owned()),
+            Cell::Str(d) => Some(d.into_owned().into_bytes()),
+            other => Some(other.json().to_string().into_bytes()),
+        }
+    }
+
+    /// As a key parameter, the text of its JSON without quotes (`42`, `abc`); `None` when
+    /// NULL.
+    fn into_key(self) -> Option<String> {
+        match self {
+            Cell::Null => None,
+            Cell::Int(n) => Some(n.to_string()),
+            Cell::UInt(n) => Some(n.to_string()),
+            Cell::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+            Cell::Str(d) => Some(d.into_owned()),
+            Cell::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+            other => Some(other.json().to_string()),
+        }
+    }
+}
+
+/// `(key parameter, value)` of each row whose key and value are not NULL. How each column
+/// decodes is found once per batch, from the first row: looking the type up by name in every
+/// cell took a share of the warm's CPU (a `perf` profile of a batched PostgreSQL warm).
+fn decode_rows<DB: Dialect>(rows: &[DB::Row], encoding: Encoding) -> Vec<(String, Vec<u8>)> {
+    let kinds: Vec<DB::Kind> = rows.first().map_or_else(Vec::new, |r| {
+        r.columns().iter().map(|c| DB::kind(sqlx::TypeInfo::name(c.type_info()))).collect()
+    });
+    let kind = |i: usize| kinds.get(i).copied().unwrap_or_else(|| DB::kind(""));
+    let mut found = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Some(key) = DB::cell(row, 0, kind(0)).into_key() else { continue };
+        let value = match encoding {
+            Encoding::Bytes | Encoding::Text => DB::cell(row, 1, kind(1)).into_bytes(),
+            Encoding::Json => {
+                let object: serde_json::Map<String, serde_json::Value> = row
+                    .columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name().to_string(), DB::cell(row, i, kind(i)).json()))
+                    .collect();
+                Some(serde_json::Value::Object(object).to_string().into_bytes())
+            }
+        };
+        if let Some(value) = value {
+            found.push((key, value));
+        }
+    }
+    found
 }
 
 #[cfg(test)]

@@ -169,6 +169,26 @@ impl SqliteDb {
         .await
     }
 
+    /// Prepares a rule's query (`sql`, with one placeholder) without running it, and checks
+    /// that its columns make values in `encoding`: a missing table or column, or a syntax
+    /// error, is found here. Every column is readable: SQLite's values carry their own types.
+    pub async fn check(&self, sql: String, encoding: Encoding) -> Result<(), SqliteFailure> {
+        self.call(None, move |conn| {
+            let stmt = conn.prepare(&sql)?;
+            let columns: Vec<(String, String)> = stmt
+                .columns()
+                .iter()
+                .map(|c| (c.name().to_string(), c.decl_type().unwrap_or("").to_string()))
+                .collect();
+            super::sql::result_shape(&columns, encoding, |_| true).map_err(|message| SqliteFailure {
+                message,
+                retryable: false,
+                timed_out: false,
+            })
+        })
+        .await
+    }
+
     /// Opens a connection (or takes an idle one) and runs `SELECT 1`.
     pub async fn ping(&self) -> Result<(), SqliteFailure> {
         self.call(None, |conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await

@@ -8,6 +8,7 @@ mod cluster;
 mod deploy;
 mod formats;
 mod invalidation;
+mod mysql;
 mod outcomes;
 mod pacing;
 mod plan;

@@ -637,3 +637,184 @@ impl Drop for RedisCluster {
         }
     }
 }
+
+/// A MariaDB server of its own (`mariadbd` from the installed packages, a temp datadir, a
+/// free port), run as the `mysql` user when we are root; user `root` with no password over
+/// TCP. Killed when dropped.
+pub struct Mariadb {
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    tls: bool,
+}
+
+impl Mariadb {
+    /// Initializes a datadir and starts the server.
+    pub fn start() -> Mariadb {
+        Mariadb::start_with(false)
+    }
+
+    /// A server that accepts only TLS connections (`require_secure_transport`), with a
+    /// certificate for 127.0.0.1 signed by a CA of its own ([`Mariadb::ca_file`]).
+    pub fn start_tls() -> Mariadb {
+        Mariadb::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Mariadb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        if tls {
+            make_certificates(dir.path());
+        }
+        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+        if root {
+            let _ = Command::new("chown").args(["-R", "mysql:mysql"]).arg(dir.path()).status();
+        }
+        let mut install = Command::new("mariadb-install-db");
+        install.args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db"]);
+        if root {
+            install.arg("--user=mysql");
+        }
+        let out = install
+            .arg(format!("--datadir={}", dir.path().join("data").display()))
+            .output()
+            .expect("mariadb-install-db runs");
+        assert!(out.status.success(), "mariadb-install-db failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut db = Mariadb { dir, child: None, port: free_port(), tls };
+        db.resume();
+        db
+    }
+
+    /// The CA certificate of a TLS server.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// Starts the (stopped) server again on the same port.
+    pub fn resume(&mut self) {
+        let d = self.dir.path();
+        let mut cmd = Command::new("mariadbd");
+        cmd.arg("--no-defaults");
+        if Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0")) {
+            cmd.arg("--user=mysql");
+        }
+        cmd.arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--port={}", self.port))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", d.join("sock").display()))
+            .arg(format!("--pid-file={}", d.join("pid").display()))
+            .arg(format!("--log-error={}", d.join("error.log").display()))
+            .args(["--skip-log-bin", "--innodb-buffer-pool-size=16M", "--innodb-flush-log-at-trx-commit=0"])
+            .args(["--character-set-server=utf8mb4", "--collation-server=utf8mb4_bin"]);
+        if self.tls {
+            cmd.arg(format!("--ssl-cert={}", d.join("server.crt").display()))
+                .arg(format!("--ssl-key={}", d.join("server.key").display()))
+                .arg(format!("--ssl-ca={}", d.join("ca.crt").display()))
+                .arg("--require-secure-transport=ON");
+        }
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mariadbd starts");
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            let up = self.client().args(["-e", "SELECT 1"]).output().is_ok_and(|o| o.status.success());
+            if up {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "MariaDB did not start: {}",
+                fs::read_to_string(d.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the server at once (connections are cut).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A connection URL for database `db` as `root`.
+    pub fn url(&self, db: &str) -> String {
+        format!("mysql://root@127.0.0.1:{}/{db}", self.port)
+    }
+
+    fn client(&self) -> Command {
+        let mut c = Command::new("mariadb");
+        c.args(["--no-defaults", "--default-character-set=utf8mb4", "-h", "127.0.0.1", "-P"]).args([
+            &self.port.to_string(),
+            "-u",
+            "root",
+        ]);
+        if self.tls {
+            c.arg(format!("--ssl-ca={}", self.ca_file().display()));
+        }
+        c
+    }
+
+    /// Runs SQL through the `mariadb` client.
+    pub fn sql(&self, sql: &str) {
+        let out = self.client().args(["-e", sql]).output().expect("mariadb runs");
+        assert!(out.status.success(), "mariadb failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP proxy on loopback to `target` that can cut every connection through it, so a test
+/// can break connections in the middle of a query.
+pub struct CuttingProxy {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    streams: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl CuttingProxy {
+    /// Starts forwarding to `127.0.0.1:target`.
+    pub fn start(target: u16) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+        let port = listener.local_addr().expect("bound").port();
+        let streams = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let open = streams.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else { continue };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                let (Ok(client_end), Ok(server_end)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                if let Ok(mut kept) = open.lock() {
+                    kept.extend([client_end.try_clone(), server_end.try_clone()].into_iter().flatten());
+                }
+                pipe(client, server_end);
+                pipe(server, client_end);
+            }
+        });
+        CuttingProxy { port, streams }
+    }
+
+    /// Cuts every connection open through the proxy; new ones are let through.
+    pub fn cut(&self) {
+        if let Ok(mut streams) = self.streams.lock() {
+            for stream in streams.drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}

@@ -22,10 +22,10 @@ WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
 INSERT INTO pages SELECT 'section' || (i % 10) || '/page-' || i || '.html', '<p>' || i || '</p>' FROM n;
 ";
 
-struct Shop {
-    _dir: tempfile::TempDir,
-    config: Config,
-    analysis: Analysis,
+pub(crate) struct Shop {
+    pub _dir: tempfile::TempDir,
+    pub config: Config,
+    pub analysis: Analysis,
 }
 
 /// A database, a config whose `product` and `page` rules load from it, and a profile.
@@ -76,12 +76,12 @@ encoding = "text"
     Shop { _dir: dir, config, analysis }
 }
 
-fn plan_of(s: &Shop) -> Plan {
+pub(crate) fn plan_of(s: &Shop) -> Plan {
     Plan::build(s.analysis.rows().into_iter().map(Ok), &s.analysis.summary, &s.config.plan_settings())
         .expect("plan")
 }
 
-fn warm_with<B: Backend + 'static>(
+pub(crate) fn warm_with<B: Backend + 'static>(
     s: &Shop,
     plan: &Plan,
     backend: Arc<B>,
@@ -101,7 +101,7 @@ fn warm_with<B: Backend + 'static>(
 }
 
 /// Replaces the `product` rule's query.
-fn set_query(config: &mut Config, sql: &str) {
+pub(crate) fn set_query(config: &mut Config, sql: &str) {
     let query = preheat::source::SqlQuery::parse(sql, true, preheat::source::Encoding::Bytes).expect("valid");
     config.loads[0].as_mut().expect("product has a source").fetch =
         preheat::source::Fetch::Sql { query, param: 0 };
@@ -247,13 +247,13 @@ fn a_stop_signal_ends_the_run() {
 }
 
 /// The test rules with `product` (integer ids, `= ANY`), `page` (text, `IN`) and `category`
-/// (a JSON row) loading from PostgreSQL at `url`.
-fn pg_config(url: &str) -> Config {
+/// (a JSON row) loading from the SQL database at `url` (PostgreSQL, MySQL).
+pub(crate) fn sql_config(url: &str) -> Config {
     let text = format!(
         r#"
 [warm]
 batch_size = 64
-[sources.pg]
+[sources.db]
 url = "{url}"
 timeout = "3s"
 
@@ -261,7 +261,7 @@ timeout = "3s"
 name = "product"
 match = "GET /api/products/{{id:int}}"
 key = "product:{{id}}"
-source = "pg"
+source = "db"
 sql = "SELECT id, body FROM products WHERE id = ANY($1)"
 ttl = "10m"
 
@@ -270,7 +270,7 @@ name = "category"
 match = "GET /api/categories/{{slug}}/products"
 key = "category:{{slug}}:page:{{page}}"
 keep_query = ["page"]
-source = "pg"
+source = "db"
 param = "slug"
 sql = "SELECT slug, products, featured FROM categories WHERE slug = ANY($1)"
 encoding = "json"
@@ -280,7 +280,7 @@ ttl = "5m"
 name = "page"
 match = "GET|HEAD /pages/{{path:path}}"
 key = "page:/{{path}}"
-source = "pg"
+source = "db"
 sql = "SELECT path, html FROM pages WHERE path IN ($1)"
 encoding = "text"
 ttl = "none"
@@ -289,7 +289,7 @@ ttl = "none"
     Config::parse(&text, "pg.toml").expect("valid config")
 }
 
-fn pg_analysis(config: &Config) -> Analysis {
+pub(crate) fn sql_analysis(config: &Config) -> Analysis {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("access.log");
     write_log(&log, config, &gen_opts(6_000, 300, 29), Compression::Plain);
@@ -307,8 +307,15 @@ fn postgres_values_by_array_and_list_batches() {
          CREATE TABLE pages (path text PRIMARY KEY, html text NOT NULL);
          INSERT INTO pages SELECT 'section' || (i % 10) || '/page-' || i || '.html', '<i>' || i || '</i>' FROM generate_series(1, 300) i;",
     );
-    let config = pg_config(&pg.url());
-    let analysis = pg_analysis(&config);
+    check_sql_shop_warm(&pg.url(), "pg product ");
+}
+
+/// Warms [`sql_config`]'s rules from the database at `url`, whose tables hold products 1 to
+/// 300 but every seventh (each body `{product_body}N`), categories `item-N-0` with `N * 3`
+/// products, featured when N is even, and pages `<i>N</i>`; checks every value and TTL.
+pub(crate) fn check_sql_shop_warm(url: &str, product_body: &str) {
+    let config = sql_config(url);
+    let analysis = sql_analysis(&config);
     let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config.plan_settings())
         .expect("plan");
     let backend = Arc::new(MemoryBackend::new(u64::MAX));
@@ -331,8 +338,11 @@ fn postgres_values_by_array_and_list_batches() {
         .expect("a product");
     assert_eq!(
         block(backend.get(&product.key)).as_deref(),
-        Some(format!("pg product {}", &product.key[8..]).as_bytes())
+        Some(format!("{product_body}{}", &product.key[8..]).as_bytes())
     );
+    let ttl = block(backend.remaining_ttl(&product.key)).expect("the rule's TTL");
+    // 10 minutes with the default jitter of ±10%, less the run so far.
+    assert!(ttl > Duration::from_secs(500) && ttl <= Duration::from_secs(660), "{ttl:?}");
     let category = plan.keys.iter().find(|k| k.rule == 1).expect("a category");
     let json: serde_json::Value =
         serde_json::from_slice(&block(backend.get(&category.key)).expect("cached")).expect("a JSON row");
@@ -348,7 +358,7 @@ fn postgres_values_by_array_and_list_batches() {
     assert_eq!(block(backend.remaining_ttl(&page.key)), None, "ttl = none means no expiry");
 }
 
-/// The tables of [`pg_config`]'s rules, with 300 products.
+/// The tables of [`sql_config`]'s rules, with 300 products.
 const PG_PRODUCTS: &str = "CREATE TABLE products (id bigint PRIMARY KEY, body text NOT NULL);
      INSERT INTO products SELECT i, 'pg product ' || i FROM generate_series(1, 300) i;
      CREATE TABLE categories (slug text PRIMARY KEY, products int NOT NULL, featured boolean NOT NULL);
@@ -359,8 +369,8 @@ fn postgres_over_tls_with_its_own_ca_and_never_without_tls() {
     let pg = crate::servers::Postgres::start_tls();
     pg.psql_tls(PG_PRODUCTS);
     let warm = |query: &str| {
-        let config = pg_config(&format!("{}?{query}", pg.url()));
-        let analysis = pg_analysis(&config);
+        let config = sql_config(&format!("{}?{query}", pg.url()));
+        let analysis = sql_analysis(&config);
         let plan =
             Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config.plan_settings())
                 .expect("plan");
@@ -390,8 +400,8 @@ fn a_postgres_that_is_down_costs_its_rules_and_never_shows_the_password() {
     let pg = crate::servers::Postgres::start();
     pg.stop();
     let url = format!("postgres://app:hunter2-secret@127.0.0.1:{}/postgres", pg.port);
-    let config = pg_config(&url);
-    let analysis = pg_analysis(&config);
+    let config = sql_config(&url);
+    let analysis = sql_analysis(&config);
     let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config.plan_settings())
         .expect("plan");
     let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
@@ -594,12 +604,12 @@ fn a_postgres_restarted_mid_warm_costs_a_pause_not_the_rest_of_the_run() {
     pg.psql(
         "INSERT INTO pages SELECT 'section' || (i % 10) || '/page-' || i || '.html', '<i>' || i || '</i>' FROM generate_series(1, 300) i;",
     );
-    let mut config = pg_config(&pg.url());
+    let mut config = sql_config(&pg.url());
     // About 6 s of queries, so the outage (0.8 s to 3.3 s) lands in the middle; queries
     // retried across it, or held back by the breaker, succeed after the restart.
     config.warm.batch_size = 5;
     config.sources[0].qps = Some(25);
-    let analysis = pg_analysis(&config);
+    let analysis = sql_analysis(&config);
     let plan = Plan::build(analysis.rows().into_iter().map(Ok), &analysis.summary, &config.plan_settings())
         .expect("plan");
     let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
@@ -638,7 +648,7 @@ fn fetch_ids(url: &str, table: &str, n: u32) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Runs `sql` for `keys` through a `SqlSource`; the rows found, sorted by key.
-fn fetch_sql(url: &str, sql: &str, keys: &[String], int_keys: bool) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn fetch_sql(url: &str, sql: &str, keys: &[String], int_keys: bool) -> Vec<(String, Vec<u8>)> {
     use preheat::source::{Encoding, SqlQuery, SqlSource};
     let query = SqlQuery::parse(sql, int_keys, Encoding::Bytes).expect("valid");
     let mut got = block(async {
@@ -729,4 +739,37 @@ fn sql_values_arrive_byte_for_byte_whatever_their_column_type() {
     );
     assert_eq!(fetch_ids(&pg.url(), "v", 2), expected[..2].to_vec());
     assert_eq!(fetch_ids(&pg.url(), "t", 2), expected[..1].to_vec());
+}
+
+#[test]
+fn postgres_and_sqlite_check_a_rules_query_before_a_warm() {
+    use preheat::source::{Encoding, SqlQuery, SqlSource};
+    let check = |url: &str, sql: &str| {
+        let query = SqlQuery::parse(sql, true, Encoding::Bytes).expect("valid");
+        block(async {
+            let source = SqlSource::new("db", url, 1, Duration::from_secs(10)).expect("valid URL");
+            source.check_query(&query).await.map_err(|e| e.message)
+        })
+    };
+    let pg = crate::servers::Postgres::start();
+    pg.psql("CREATE TABLE products (id bigint PRIMARY KEY, body text NOT NULL, added date NOT NULL);");
+    assert_eq!(check(&pg.url(), "SELECT id, body FROM products WHERE id = ANY($1)"), Ok(()));
+    let e = check(&pg.url(), "SELECT id, body FROM nothing WHERE id IN ($1)").expect_err("no table");
+    assert!(e.contains("the rule's query is wrong") && e.contains("nothing"), "{e}");
+    let e = check(&pg.url(), "SELECT id, added FROM products WHERE id IN ($1)").expect_err("a date");
+    assert!(e.contains("column `added`") && e.contains("added::text"), "{e}");
+    assert_eq!(check(&pg.url(), "SELECT id, added::text FROM products WHERE id IN ($1)"), Ok(()));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    block(run_script(
+        &format!("{url}?mode=rwc"),
+        "CREATE TABLE products (id INTEGER PRIMARY KEY, body TEXT);",
+    ))
+    .expect("schema");
+    assert_eq!(check(&url, "SELECT id, body FROM products WHERE id IN ($1)"), Ok(()));
+    let e = check(&url, "SELECT id, nope FROM products WHERE id IN ($1)").expect_err("no column");
+    assert!(e.contains("nope"), "{e}");
+    let e = check(&url, "SELECT id FROM products WHERE id IN ($1)").expect_err("one column");
+    assert!(e.contains("returns 1 column"), "{e}");
 }
