@@ -46,6 +46,9 @@ pub(super) const UNLOCK_SCRIPT: &str =
 /// retry can help, and a hint where it cannot (credentials, certificates).
 pub(super) fn classify(e: &RedisError, url: &str, redacted: &str) -> BackendError {
     let mut message = scrub(&e.to_string(), url);
+    if let Some(refused) = refused_command(&message) {
+        return BackendError { backend: redacted.to_string(), message: refused, retryable: false };
+    }
     if e.kind() == redis::ErrorKind::AuthenticationFailed || message.contains("WRONGPASS") {
         message.push_str(" (check the user name and password in the backend URL)");
         return BackendError { backend: redacted.to_string(), message, retryable: false };
@@ -67,6 +70,48 @@ pub(super) fn classify(e: &RedisError, url: &str, redacted: &str) -> BackendErro
             RetryMethod::Reconnect | RetryMethod::WaitAndRetry | RetryMethod::RetryImmediately
         );
     BackendError { backend: redacted.to_string(), message, retryable }
+}
+
+/// A server's refusal of a command (renamed or disabled, as managed services do with some,
+/// or not allowed to the user by an ACL), in words that name the command and what preheat
+/// needs it for; `None` for any other error.
+pub(super) fn refused_command(message: &str) -> Option<String> {
+    let lower = message.to_ascii_lowercase();
+    let quoted = |after: &str| {
+        let at = lower.find(after)? + after.len();
+        let name: String = lower[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '|').collect();
+        (!name.is_empty()).then_some(name)
+    };
+    let command = quoted("unknown command '")
+        .or_else(|| quoted("unknown command `"))
+        .or_else(|| quoted("permissions to run the '"))?;
+    let what = match command.split('|').next().unwrap_or_default() {
+        "set" => "every value is written with `SET key value NX|XX PX ms|KEEPTTL`, and the run lock taken with \
+                  `SET NX PX`: no warm can run without it",
+        "eval" | "evalsha" | "script" => {
+            "the run lock is released, and values that changed during the warm are taken back, by \
+             compare-and-delete scripts (`EVAL`); peer copies are restored by one (`EVALSHA`, `SCRIPT LOAD`). \
+             Allow scripting; `warm.invalidations = \"off\"` does without the take-back"
+        }
+        "info" => {
+            "`INFO memory` and `INFO stats` keep the warm within `warm.cache_headroom` of the cache's \
+             memory; without them the warm runs unwatched"
+        }
+        "cluster" | "asking" => {
+            "a `redis+cluster://` backend reads the slot map with `CLUSTER SLOTS` and follows slot moves \
+             with `ASKING`; for a server that is not a cluster, use `redis://`"
+        }
+        "dump" | "pttl" | "restore" => {
+            "a peer copy (a `redis` source) reads keys with `DUMP` and `PTTL` and writes them with \
+             `RESTORE`, in a script"
+        }
+        "ping" => "`PING` checks that the server answers",
+        _ => "see the README's list of the commands preheat sends",
+    };
+    Some(format!(
+        "the server refuses `{}` (renamed, disabled or not granted to this user): {what}",
+        command.to_ascii_uppercase()
+    ))
 }
 
 /// Deletes KEYS[1] only while it holds ARGV[1] (ARGV[2] = `dump`: while its `DUMP` is
@@ -120,6 +165,9 @@ impl RedisBackend {
 
     fn failure(&self, f: Failure) -> BackendError {
         let mut message = scrub(&f.message, &self.url);
+        if let Some(refused) = refused_command(&message) {
+            return BackendError { backend: self.redacted.clone(), message: refused, retryable: false };
+        }
         if f.auth {
             message.push_str(" (check the user name and password in the backend URL)");
         }
@@ -375,5 +423,23 @@ impl Backend for RedisBackend {
             .await
             .map_err(|e| self.error(&e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_command_is_named_with_what_it_is_for() {
+        let renamed = "An error was signalled by the server - ResponseError: unknown command 'EVAL', with args \
+                       beginning with: 'if' ";
+        let said = refused_command(renamed).expect("a refusal");
+        assert!(said.starts_with("the server refuses `EVAL`") && said.contains("invalidations"), "{said}");
+        let acl = "NOPERM User warm has no permissions to run the 'info' command";
+        assert!(refused_command(acl).expect("a refusal").contains("cache_headroom"));
+        let sub = "NOPERM User warm has no permissions to run the 'cluster|slots' command";
+        assert!(refused_command(sub).expect("a refusal").contains("`CLUSTER|SLOTS`"));
+        assert_eq!(refused_command("LOADING Redis is loading the dataset in memory"), None);
     }
 }

@@ -290,3 +290,22 @@ async fn redis_errors_are_retryable_and_never_show_the_password() {
     assert!(!err.to_string().contains("hunter2"), "{err}");
     assert!(RedisBackend::new("redis://:x@").is_err() || RedisBackend::new("not a url").is_err());
 }
+
+#[tokio::test]
+async fn a_redis_that_refuses_a_command_is_told_by_name_and_the_rest_still_works() {
+    // As managed services do: scripting and INFO renamed away.
+    let server =
+        crate::servers::Redis::start_with(&["--rename-command", "EVAL", "", "--rename-command", "INFO", ""]);
+    let backend = RedisBackend::new(&server.url()).expect("valid URL");
+    let e = backend.memory().await.expect_err("INFO is gone");
+    assert!(e.message.contains("refuses `INFO`") && e.message.contains("cache_headroom"), "{e}");
+    assert!(!e.retryable, "{e}");
+    // Writes need only SET, and still work; the lock is taken with SET but released by a script.
+    let written = written(backend.write_batch(&[entry("k", b"v", Some(60))], WriteMode::IfAbsent).await);
+    assert_eq!(written, vec![Written::Created]);
+    assert!(backend.try_lock("lock", "token", Duration::from_secs(60)).await.expect("SET NX PX"));
+    let e = backend.unlock("lock", "token").await.expect_err("EVAL is gone");
+    assert!(e.message.contains("refuses `EVAL`") && e.message.contains("invalidations"), "{e}");
+    let taken = backend.take_back(&[&entry("k", b"v", Some(60))]).await;
+    assert!(matches!(&taken[0], Err(e) if e.message.contains("refuses `EVAL`")), "{taken:?}");
+}

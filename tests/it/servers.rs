@@ -226,6 +226,8 @@ pub struct Redis {
     pub port: u16,
     /// With TLS: the directory holding `ca.crt` and the server's certificate and key.
     tls: Option<tempfile::TempDir>,
+    /// Further `redis-server` arguments, kept for a restart.
+    extra: Vec<String>,
 }
 
 /// Writes `ca.crt`/`ca.key` (a CA of its own) and `server.crt`/`server.key` (for 127.0.0.1,
@@ -287,8 +289,14 @@ impl Redis {
         Self::launch(Some(dir))
     }
 
+    /// Starts a server with further configuration, such as `--rename-command EVAL ""`.
+    #[allow(dead_code)] // not used by tests/soak.rs, which includes this file
+    pub fn start_with(extra: &[&str]) -> Redis {
+        Self::launch_on(free_port(), None, extra.iter().map(|a| a.to_string()).collect())
+    }
+
     fn launch(tls: Option<tempfile::TempDir>) -> Redis {
-        Self::launch_on(free_port(), tls)
+        Self::launch_on(free_port(), tls, Vec::new())
     }
 
     /// Kills the server and starts a new, empty one on the same port.
@@ -296,13 +304,13 @@ impl Redis {
     pub fn restart(&mut self) {
         self.kill();
         let tls = self.tls.take();
-        *self = Self::launch_on(self.port, tls);
+        *self = Self::launch_on(self.port, tls, std::mem::take(&mut self.extra));
     }
 
-    fn launch_on(port: u16, tls: Option<tempfile::TempDir>) -> Redis {
+    fn launch_on(port: u16, tls: Option<tempfile::TempDir>, extra: Vec<String>) -> Redis {
         let port = port.to_string();
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]).args(&extra);
         match &tls {
             None => cmd.args(["--port", &port]),
             Some(dir) => cmd
@@ -321,7 +329,7 @@ impl Redis {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server runs (`bash scripts/test.sh` installs it)");
-        let redis = Redis { child, port: port.parse().expect("a port"), tls };
+        let redis = Redis { child, port: port.parse().expect("a port"), tls, extra };
         let started = Instant::now();
         while redis.client().get_connection().is_err() {
             assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
