@@ -178,6 +178,7 @@ pub async fn run<B: Backend + 'static>(
                 memory_budget_mib = report.memory_budget.map(|b| b >> 20),
                 "warming"
             );
+            let batches = without_broken_queries(batches, job, sources, deadline, &mut tally).await;
             let target = Target { backend: backend.clone(), breaker: Breaker::default() };
             let hooks = Hooks { deadline, progress, started };
             drive(batches, job, sources, Arc::new(target), &mut tally, stop, hooks).await;
@@ -208,6 +209,50 @@ pub async fn run<B: Backend + 'static>(
     }
     report.conclude();
     report
+}
+
+/// Has each SQL rule's database prepare the rule's query before any batch runs. A query the
+/// database refuses (a missing table or column, a syntax error, a column preheat cannot read)
+/// fails its rule's keys at once with the database's words, instead of batch after batch
+/// through retries and the breaker. A database that cannot be reached now is left to the
+/// batches, which retry.
+async fn without_broken_queries(
+    batches: VecDeque<Batch>,
+    job: &WarmJob<'_>,
+    sources: &[Result<Arc<OpenSource>, SourceError>],
+    deadline: tokio::time::Instant,
+    tally: &mut Tally<'_>,
+) -> VecDeque<Batch> {
+    let mut broken: Vec<(usize, SourceError)> = Vec::new();
+    for (rule, load) in job.loads.iter().enumerate() {
+        let Some(load) = load.as_ref().filter(|l| matches!(l.fetch, crate::source::Fetch::Sql { .. })) else {
+            continue;
+        };
+        let Some(Ok(open)) = sources.get(load.source) else { continue };
+        if !batches.iter().any(|b| b.rule == rule) {
+            continue;
+        }
+        if let Ok(Err(e)) = tokio::time::timeout_at(deadline, open.source.check_fetch(&load.fetch)).await
+            && !e.retryable
+        {
+            tracing::error!(rule = %job.rules.rules()[rule].name, error = %e, "the rule's query is refused; its keys fail");
+            broken.push((rule, e));
+        }
+    }
+    if broken.is_empty() {
+        return batches;
+    }
+    let mut kept = VecDeque::with_capacity(batches.len());
+    for batch in batches {
+        match broken.iter().find(|(rule, _)| *rule == batch.rule) {
+            Some((_, e)) => {
+                let n = batch.keys.len() as u64;
+                tally.record(batch.rule, Outcome::failed(e.reason, n, e.to_string()));
+            }
+            None => kept.push_back(batch),
+        }
+    }
+    kept
 }
 
 /// Validates the plan's keys and groups them into batches, hottest first; invalid keys and

@@ -221,3 +221,21 @@ fn a_hanging_mariadb_query_cannot_hold_the_deadline() {
     assert_eq!(r.status, RunStatus::Deadline, "{r:?}");
     assert!(took < Duration::from_secs(1) + warm::GRACE + Duration::from_secs(2), "took {took:?}");
 }
+
+#[test]
+fn a_query_the_database_refuses_fails_its_rule_at_once_and_the_others_warm() {
+    let db = Mariadb::start();
+    db.sql(SHOP);
+    let mut config = sql_config(&db.url("shop"));
+    set_query(&mut config, "SELECT id, body FROM no_such_table WHERE id IN ($1)");
+    let analysis = sql_analysis(&config);
+    let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
+    let plan = plan_of(&shop);
+    let r = warm_with(&shop, &plan, Arc::new(MemoryBackend::new(u64::MAX)), None);
+    let products = plan.keys.iter().filter(|k| k.rule == 0).count() as u64;
+    assert_eq!(r.rules[0].failed, products, "{r:?}");
+    assert_eq!(r.failed.get(&FailureReason::SourceError), Some(&products), "{:?}", r.failed);
+    assert!(r.errors.iter().any(|e| e.contains("no_such_table")), "{:?}", r.errors);
+    let others = plan.keys.len() as u64 - products;
+    assert_eq!(r.written + r.missing_in_source, others, "{r:?}");
+}

@@ -91,8 +91,15 @@ fn a_postgres_connection_that_fails_names_its_cause_within_seconds() {
     let pg = Postgres::start_with_password("right-password");
     let ok_backend = "memory://";
     let right = format!("postgres://postgres:right-password@127.0.0.1:{}/postgres", pg.port);
+    // The demo's tables, empty, so that the database can check each rule's query.
     let (failed, _) = connect_check(dir.path(), ok_backend, &right);
-    assert_eq!(failed, "", "the right password connects");
+    assert!(failed.contains("relation \"products\" does not exist"), "{failed}");
+    pg.psql(
+        "CREATE TABLE products (id bigint, body text); CREATE TABLE categories (slug text, body text);
+         CREATE TABLE users (id bigint, name text, plan text); CREATE TABLE pages (path text, html text);",
+    );
+    let (failed, _) = connect_check(dir.path(), ok_backend, &right);
+    assert_eq!(failed, "", "the right password connects and every query checks");
 
     let closed = format!("postgres://postgres:x@127.0.0.1:{}/postgres", free_port());
     let (failed, took) = connect_check(dir.path(), ok_backend, &closed);

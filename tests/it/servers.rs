@@ -43,6 +43,8 @@ pub struct Postgres {
     /// The port it listens on (127.0.0.1).
     pub port: u16,
     tls: bool,
+    /// The password of user `postgres`, once one is required.
+    password: Option<String>,
 }
 
 impl Postgres {
@@ -57,7 +59,7 @@ impl Postgres {
             .output()
             .expect("initdb runs");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let pg = Postgres { port: free_port(), dir, tls: false };
+        let pg = Postgres { port: free_port(), dir, tls: false, password: None };
         pg.resume();
         pg
     }
@@ -86,7 +88,7 @@ impl Postgres {
     /// A cluster that asks for a password (`scram-sha-256` on TCP): user `postgres` with
     /// `password`.
     pub fn start_with_password(password: &str) -> Postgres {
-        let pg = Postgres::start();
+        let mut pg = Postgres::start();
         pg.psql(&format!("ALTER USER postgres PASSWORD '{password}'"));
         let hba = pg.dir.path().join("data/pg_hba.conf");
         let rules = fs::read_to_string(&hba).expect("pg_hba.conf");
@@ -128,6 +130,7 @@ impl Postgres {
             assert!(started.elapsed() < Duration::from_secs(10), "pg_hba.conf was not reloaded");
             std::thread::sleep(Duration::from_millis(50));
         }
+        pg.password = Some(password.to_string());
         pg
     }
 
@@ -192,6 +195,7 @@ impl Postgres {
     /// Runs SQL through psql.
     pub fn psql(&self, sql: &str) {
         let out = as_postgres(&pg_bin("psql"))
+            .env("PGPASSWORD", self.password.as_deref().unwrap_or_default())
             .args([
                 "-v",
                 "ON_ERROR_STOP=1",
