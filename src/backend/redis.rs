@@ -79,15 +79,18 @@ pub(super) fn refused_command(message: &str) -> Option<String> {
     let lower = message.to_ascii_lowercase();
     let quoted = |after: &str| {
         let at = lower.find(after)? + after.len();
-        let name: String = lower[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '|').collect();
+        let name: String =
+            lower[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '|').collect();
         (!name.is_empty()).then_some(name)
     };
     let command = quoted("unknown command '")
         .or_else(|| quoted("unknown command `"))
         .or_else(|| quoted("permissions to run the '"))?;
     let what = match command.split('|').next().unwrap_or_default() {
-        "set" => "every value is written with `SET key value NX|XX PX ms|KEEPTTL`, and the run lock taken with \
-                  `SET NX PX`: no warm can run without it",
+        "set" => {
+            "every value is written with `SET key value NX|XX PX ms|KEEPTTL`, and the run lock taken with \
+             `SET NX PX`: no warm can run without it"
+        }
         "eval" | "evalsha" | "script" => {
             "the run lock is released, and values that changed during the warm are taken back, by \
              compare-and-delete scripts (`EVAL`); peer copies are restored by one (`EVALSHA`, `SCRIPT LOAD`). \
