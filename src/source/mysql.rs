@@ -4,7 +4,6 @@
 //! character set is utf8mb4, so text columns arrive as UTF-8.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlDatabaseError, MySqlRow, MySqlSslMode};
 use sqlx::{Row, ValueRef};
@@ -33,6 +32,8 @@ pub(super) enum Kind {
 impl Dialect for MySql {
     type Kind = Kind;
 
+    const TLS_SETTINGS: &'static str = "`ssl-mode` and `ssl-ca`";
+
     fn address(options: &MySqlConnectOptions) -> String {
         match options.get_socket() {
             Some(socket) => format!("MySQL at `{}`", socket.display()),
@@ -40,74 +41,47 @@ impl Dialect for MySql {
         }
     }
 
-    fn describe(e: &sqlx::Error, options: &MySqlConnectOptions, timeout: Duration) -> (String, bool) {
+    fn host(options: &MySqlConnectOptions) -> &str {
+        options.get_host()
+    }
+
+    fn describe_database(
+        db: &dyn sqlx::error::DatabaseError,
+        options: &MySqlConnectOptions,
+    ) -> (String, bool) {
         let at = Self::address(options);
-        match e {
-            sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-                (format!("connection refused by {at}: is the server running and listening there?"), true)
-            }
-            sqlx::Error::Io(io)
-                if io.to_string().contains("lookup") || io.to_string().contains("resolve") =>
-            {
-                (
-                    format!("unknown host `{}`: check the host name in the source URL", options.get_host()),
-                    false,
-                )
-            }
-            sqlx::Error::Io(io) if io.to_string().contains("certificate") => {
-                (format!("TLS with {at} failed: {io} (check `ssl-mode` and `ssl-ca` in the URL)"), false)
-            }
-            sqlx::Error::Io(io) => (format!("cannot talk to {at}: {io}"), true),
-            sqlx::Error::Tls(tls) => {
-                (format!("TLS with {at} failed: {tls} (check `ssl-mode` and `ssl-ca` in the URL)"), false)
-            }
-            sqlx::Error::PoolTimedOut => (
-                format!(
-                    "no connection to {at} within {}: every connection was busy or the server did not answer",
-                    humantime::format_duration(timeout)
-                ),
-                true,
+        let number = db.try_downcast_ref::<MySqlDatabaseError>().map_or(0, MySqlDatabaseError::number);
+        let user = options.get_username();
+        let database = options.get_database().unwrap_or("");
+        let message = match number {
+            // A server that requires TLS refuses a plain connection with this error too.
+            1045 if matches!(options.get_ssl_mode(), MySqlSslMode::Disabled) => format!(
+                "access denied for user `{user}` at {at} ({}): check the password, and whether the \
+                 server requires TLS (`ssl-mode=REQUIRED` in the URL, not `DISABLED`)",
+                db.message()
             ),
-            sqlx::Error::Database(db) => {
-                let number =
-                    db.try_downcast_ref::<MySqlDatabaseError>().map_or(0, MySqlDatabaseError::number);
-                let user = options.get_username();
-                let database = options.get_database().unwrap_or("");
-                let message = match number {
-                    // A server that requires TLS refuses a plain connection with this error too.
-                    1045 if matches!(options.get_ssl_mode(), MySqlSslMode::Disabled) => format!(
-                        "access denied for user `{user}` at {at} ({}): check the password, and whether the \
-                         server requires TLS (`ssl-mode=REQUIRED` in the URL, not `DISABLED`)",
-                        db.message()
-                    ),
-                    1045 => format!(
-                        "access denied for user `{user}` at {at} ({}): check the password (in the URL, or \
-                         the variable or file it names) and the hosts the server lets the user connect from",
-                        db.message()
-                    ),
-                    1044 => format!(
-                        "user `{user}` may not use database `{database}` at {at}: grant it (`GRANT SELECT ON \
-                         {database}.* TO ...`) or check the URL's path"
-                    ),
-                    1049 => format!("database `{database}` does not exist at {at}: check the URL's path"),
-                    1054 | 1052 | 1064 | 1146 | 1305 | 1630 => {
-                        format!("the rule's query is wrong: {}", db.message())
-                    }
-                    1142 | 1143 => {
-                        format!("the rule's query is refused: {} (grant the user SELECT on it)", db.message())
-                    }
-                    _ => db.message().to_string(),
-                };
-                // Too many connections, a server shutting down, a lock wait, a deadlock, a
-                // killed connection or query: may pass.
-                let retryable = matches!(number, 1040 | 1053 | 1205 | 1213 | 1317 | 1927);
-                (message, retryable)
+            1045 => format!(
+                "access denied for user `{user}` at {at} ({}): check the password (in the URL, or \
+                 the variable or file it names) and the hosts the server lets the user connect from",
+                db.message()
+            ),
+            1044 => format!(
+                "user `{user}` may not use database `{database}` at {at}: grant it (`GRANT SELECT ON \
+                 {database}.* TO ...`) or check the URL's path"
+            ),
+            1049 => format!("database `{database}` does not exist at {at}: check the URL's path"),
+            1054 | 1052 | 1064 | 1146 | 1305 | 1630 => {
+                format!("the rule's query is wrong: {}", db.message())
             }
-            sqlx::Error::Protocol(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
-                (e.to_string(), true)
+            1142 | 1143 => {
+                format!("the rule's query is refused: {} (grant the user SELECT on it)", db.message())
             }
-            other => (other.to_string(), false),
-        }
+            _ => db.message().to_string(),
+        };
+        // Too many connections, a server shutting down, a lock wait, a deadlock, a
+        // killed connection or query: may pass.
+        let retryable = matches!(number, 1040 | 1053 | 1205 | 1213 | 1317 | 1927);
+        (message, retryable)
     }
 
     fn kind(type_name: &str) -> Kind {

@@ -1,7 +1,6 @@
 //! PostgreSQL through sqlx: how its errors read and how its cells decode.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgRow, Postgres};
 use sqlx::{Row, ValueRef};
@@ -27,6 +26,8 @@ pub(super) enum Kind {
 impl Dialect for Postgres {
     type Kind = Kind;
 
+    const TLS_SETTINGS: &'static str = "`sslmode` and `sslrootcert`";
+
     fn address(options: &PgConnectOptions) -> String {
         match options.get_socket() {
             Some(socket) => format!("PostgreSQL at `{}`", socket.display()),
@@ -34,65 +35,38 @@ impl Dialect for Postgres {
         }
     }
 
+    fn host(options: &PgConnectOptions) -> &str {
+        options.get_host()
+    }
+
     /// The server's own message is used, never its source file and line (sqlx's `Display`
     /// adds "at line N", which reads like a place in the user's config).
-    fn describe(e: &sqlx::Error, options: &PgConnectOptions, timeout: Duration) -> (String, bool) {
+    fn describe_database(db: &dyn sqlx::error::DatabaseError, options: &PgConnectOptions) -> (String, bool) {
         let at = Self::address(options);
-        match e {
-            sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-                (format!("connection refused by {at}: is the server running and listening there?"), true)
-            }
-            sqlx::Error::Io(io)
-                if io.to_string().contains("lookup") || io.to_string().contains("resolve") =>
-            {
-                (
-                    format!("unknown host `{}`: check the host name in the source URL", options.get_host()),
-                    false,
-                )
-            }
-            sqlx::Error::Io(io) => (format!("cannot talk to {at}: {io}"), true),
-            sqlx::Error::Tls(tls) => {
-                (format!("TLS with {at} failed: {tls} (check `sslmode` and `sslrootcert` in the URL)"), false)
-            }
-            sqlx::Error::PoolTimedOut => (
-                format!(
-                    "no connection to {at} within {}: every connection was busy or the server did not answer",
-                    humantime::format_duration(timeout)
-                ),
-                true,
+        let code = db.code().unwrap_or_default();
+        let user = options.get_username();
+        let database = options.get_database().unwrap_or(user);
+        let message = match code.as_ref() {
+            "28P01" | "28000" => format!(
+                "authentication failed for user `{user}` at {at}: check the password (in the URL, or \
+                 the variable or file it names) and the server's pg_hba.conf"
             ),
-            sqlx::Error::Database(db) => {
-                let code = db.code().unwrap_or_default();
-                let user = options.get_username();
-                let database = options.get_database().unwrap_or(user);
-                let message = match code.as_ref() {
-                    "28P01" | "28000" => format!(
-                        "authentication failed for user `{user}` at {at}: check the password (in the URL, or \
-                         the variable or file it names) and the server's pg_hba.conf"
-                    ),
-                    "3D000" => format!("database `{database}` does not exist at {at}: check the URL's path"),
-                    "42P01" | "42703" | "42601" | "42883" => {
-                        let position = db
-                            .try_downcast_ref::<PgDatabaseError>()
-                            .and_then(|pg| match pg.position() {
-                                Some(sqlx::postgres::PgErrorPosition::Original(n)) => Some(n),
-                                _ => None,
-                            })
-                            .map_or(String::new(), |n| format!(" (at character {n} of the rule's query)"));
-                        format!("the rule's query is wrong: {}{position}", db.message())
-                    }
-                    _ => db.message().to_string(),
-                };
-                // Too many connections, a server starting or shutting down: may pass.
-                let retryable =
-                    matches!(code.as_ref(), "53300" | "57P01" | "57P02" | "57P03" | "40001" | "40P01");
-                (message, retryable)
+            "3D000" => format!("database `{database}` does not exist at {at}: check the URL's path"),
+            "42P01" | "42703" | "42601" | "42883" => {
+                let position = db
+                    .try_downcast_ref::<PgDatabaseError>()
+                    .and_then(|pg| match pg.position() {
+                        Some(sqlx::postgres::PgErrorPosition::Original(n)) => Some(n),
+                        _ => None,
+                    })
+                    .map_or(String::new(), |n| format!(" (at character {n} of the rule's query)"));
+                format!("the rule's query is wrong: {}{position}", db.message())
             }
-            sqlx::Error::Protocol(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
-                (e.to_string(), true)
-            }
-            other => (other.to_string(), false),
-        }
+            _ => db.message().to_string(),
+        };
+        // Too many connections, a server starting or shutting down: may pass.
+        let retryable = matches!(code.as_ref(), "53300" | "57P01" | "57P02" | "57P03" | "40001" | "40P01");
+        (message, retryable)
     }
 
     fn kind(type_name: &str) -> Kind {

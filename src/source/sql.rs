@@ -125,11 +125,18 @@ pub(super) trait Dialect: Database {
     /// How a column decodes, from its type.
     type Kind: Copy;
 
+    /// The URL settings that configure TLS, for the hint of a failed handshake.
+    const TLS_SETTINGS: &'static str;
+
     /// Where `options` point, for messages: `PostgreSQL at 127.0.0.1:5432`.
     fn address(options: &Options<Self>) -> String;
 
-    /// An error in words that name the cause and the fix, and whether retrying may help.
-    fn describe(e: &sqlx::Error, options: &Options<Self>, timeout: Duration) -> (String, bool);
+    /// The host `options` name.
+    fn host(options: &Options<Self>) -> &str;
+
+    /// An error the server sent, in words that name the cause and the fix, and whether
+    /// retrying may help.
+    fn describe_database(db: &dyn sqlx::error::DatabaseError, options: &Options<Self>) -> (String, bool);
 
     /// The kind of a column of this type (by its name, as sqlx gives it).
     fn kind(type_name: &str) -> Self::Kind;
@@ -211,7 +218,10 @@ impl SqlSource {
     }
 
     fn error<DB: Dialect>(&self, server: &Server<DB>, e: &sqlx::Error) -> SourceError {
-        let (message, retryable) = DB::describe(e, &server.options, self.timeout);
+        let (message, retryable) = match e {
+            sqlx::Error::Database(db) => DB::describe_database(db.as_ref(), &server.options),
+            other => describe_transport::<DB>(other, &server.options, self.timeout),
+        };
         if is_connection_error(e) {
             server.reached.store(false, Ordering::Relaxed);
         }
@@ -422,6 +432,41 @@ pub async fn run_script(url: &str, script: &str) -> Result<(), String> {
     super::sqlite::run_script(url, script.to_string())
         .await
         .map_err(|e| format!("`{}`: {}", redact_url(url), scrub(&e, url)))
+}
+
+/// An error on the way to the server (connecting, TLS, the pool), in words that name the
+/// cause and the fix, and whether retrying may help.
+fn describe_transport<DB: Dialect>(
+    e: &sqlx::Error,
+    options: &Options<DB>,
+    timeout: Duration,
+) -> (String, bool) {
+    let at = DB::address(options);
+    let tls_failed = |why: &dyn std::fmt::Display| {
+        (format!("TLS with {at} failed: {why} (check {} in the URL)", DB::TLS_SETTINGS), false)
+    };
+    match e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            (format!("connection refused by {at}: is the server running and listening there?"), true)
+        }
+        sqlx::Error::Io(io) if io.to_string().contains("lookup") || io.to_string().contains("resolve") => {
+            (format!("unknown host `{}`: check the host name in the source URL", DB::host(options)), false)
+        }
+        sqlx::Error::Io(io) if io.to_string().contains("certificate") => tls_failed(io),
+        sqlx::Error::Io(io) => (format!("cannot talk to {at}: {io}"), true),
+        sqlx::Error::Tls(tls) => tls_failed(tls),
+        sqlx::Error::PoolTimedOut => (
+            format!(
+                "no connection to {at} within {}: every connection was busy or the server did not answer",
+                humantime::format_duration(timeout)
+            ),
+            true,
+        ),
+        sqlx::Error::Protocol(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            (e.to_string(), true)
+        }
+        other => (other.to_string(), false),
+    }
 }
 
 /// Whether the error means the connection itself failed (so the next batch connects anew).
