@@ -112,8 +112,9 @@ pub(super) fn refused_command(message: &str) -> Option<String> {
         _ => "see the README's list of the commands preheat sends",
     };
     Some(format!(
-        "the server refuses `{}` (renamed, disabled or not granted to this user): {what}",
-        command.to_ascii_uppercase()
+        "the server refuses `{}` (renamed, disabled or not granted to this user: {}): {what}",
+        command.to_ascii_uppercase(),
+        message.trim()
     ))
 }
 
