@@ -13,6 +13,10 @@
 #      one query and one write per key (batch_size = 1), alternated for PG_ROUNDS rounds, with
 #      peak memory.
 #   3. MariaDB (MySQL's protocol): the same, PG_ROWS rows, batched against one query per key.
+#   4. memcached: `preheat warm` of the KEYS keys of part 1 into a memcached of its own,
+#      against memcslap (libmemcached-tools: one request at a time per thread) and a pipelined
+#      client of this script's own sending the warm's command (`ms key S T ME`, add) in
+#      batches of 500, alternated for three rounds.
 #
 #   bash benches/warm.sh
 #   KEYS=200000 PG_ROWS=50000 PG_ROUNDS=1 bash benches/warm.sh   # quicker
@@ -28,10 +32,12 @@ chmod 755 "$work"
 redis_pid=""
 pg_data=""
 my_pid=""
+mc_pid=""
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 cleanup() {
   [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null || true
   [ -n "$my_pid" ] && kill "$my_pid" 2>/dev/null || true
+  [ -n "$mc_pid" ] && kill "$mc_pid" 2>/dev/null || true
   [ -n "$pg_data" ] && runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -203,8 +209,8 @@ fi
 
 # --- 3. MariaDB -------------------------------------------------------------------------------
 if ! command -v mariadbd >/dev/null || ! id mysql >/dev/null 2>&1; then
-  echo; echo "(MariaDB part skipped: no mariadbd or no mysql user)"; exit 0
-fi
+  echo; echo "(MariaDB part skipped: no mariadbd or no mysql user)"
+else
 my_dir="$work/my"
 mkdir "$my_dir" && chown mysql "$my_dir"
 my_port=$(free_port)
@@ -246,3 +252,69 @@ awk -v n="$b_written" -v ms="$b_ms" 'BEGIN { printf "| batched (500 keys per que
 awk -v n="$s_written" -v ms="$s_ms" 'BEGIN { printf "| one query and one write per key | %d | %.2f s | %.0f |\n", n, ms / 1000, n * 1000 / ms }'
 echo
 echo "Batching is **${ratio}x** faster (keys/s; the rounds gave $ratios)."
+fi
+
+# --- 4. memcached -----------------------------------------------------------------------------
+if ! command -v memcached >/dev/null || ! command -v memcslap >/dev/null; then
+  echo; echo "(memcached part skipped: needs memcached and libmemcached-tools)"; exit 0
+fi
+mc_port=$(free_port)
+mc_user=(); [ "$(id -u)" = 0 ] && mc_user=(-u nobody)
+memcached -l 127.0.0.1 -p "$mc_port" -U 0 -m 4096 "${mc_user[@]}" &
+mc_pid=$!
+mc() { # request: sends it and prints the first reply line
+  python3 -c 'import socket,sys; s = socket.create_connection(("127.0.0.1", int(sys.argv[1]))); s.sendall(sys.argv[2].encode() + b"\r\n"); print(s.makefile("rb").readline().decode().strip())' "$mc_port" "$1"
+}
+until mc version >/dev/null 2>&1; do sleep 0.1; done
+# The warm's command on new keys, pipelined 500 at a time over one connection: the rate the
+# server allows a client like the warm. Prints keys/s.
+pipelined() {
+  python3 - "$mc_port" "$KEYS" "$VALUE" <<'PY'
+import socket, sys, time
+port, n, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+value = b"v" * size
+batches = [b"".join(b"ms product:%d %d T3600 ME\r\n%s\r\n" % (i, size, value) for i in range(at, min(at + 500, n)))
+           for at in range(0, n, 500)]
+s = socket.create_connection(("127.0.0.1", port))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+replies = s.makefile("rb")
+start = time.perf_counter()
+for batch in batches:
+    s.sendall(batch)
+    for _ in range(batch.count(b" ME\r\n")):
+        assert replies.readline() == b"HD\r\n"
+print(round(n / (time.perf_counter() - start)))
+PY
+}
+memcslap_rate() { # keys/s of memcslap setting KEYS keys with 2 threads
+  memcslap -s "127.0.0.1:$mc_port" -t set -c 2 -e $((KEYS / 2)) -N 2>&1 |
+    awk '/Time to set/ { for (i = 1; i <= NF; i++) if ($i == "keys") n = $(i - 1); t = $(NF - 1) } END { printf "%.0f", n / t }'
+}
+mc_warm() { # config: keys/s of the warm's run
+  "$preheat" -q warm --profiles "$work/p1" --backend "memcached://127.0.0.1:$mc_port" --json --config "$1" > "$work/mc.json"
+  python3 -c 'import json,sys; r = json.load(open(sys.argv[1])); print(round(r["keys_per_sec"]), r["written"])' "$work/mc.json"
+}
+declare -A mc_best
+mc_keep() { # name rate
+  if awk -v n="${2%% *}" -v o="${mc_best[$1]:-0}" 'BEGIN { exit !(n > o) }'; then mc_best[$1]=${2%% *}; fi
+}
+for _ in 1 2 3; do
+  mc flush_all >/dev/null; mc_keep slap "$(memcslap_rate)"
+  mc flush_all >/dev/null; mc_keep pipe "$(pipelined)"
+  mc flush_all >/dev/null; read -r rate mc_written < <(mc_warm "$work/verify.toml"); mc_keep verify "$rate"
+  mc flush_all >/dev/null; read -r rate _ < <(mc_warm "$work/off.toml"); mc_keep off "$rate"
+done
+echo
+echo "### memcached: $KEYS keys of $VALUE bytes, from SQLite"
+echo
+echo "Best of 3 alternated rounds; one memcached 1.6 on the same two cores."
+echo
+echo "| | keys/s |"
+echo "| --- | --- |"
+echo "| memcslap -t set -c 2 (one request at a time per thread) | ${mc_best[slap]} |"
+echo "| pipelined client, the warm's \`ms key S T ME\` (add) on new keys, 500 per batch | ${mc_best[pipe]} |"
+echo "| preheat warm (fetch, write, read again to verify) | ${mc_best[verify]} |"
+echo "| the same with \`invalidations = \"off\"\` | ${mc_best[off]} |"
+echo
+awk -v w="${mc_best[verify]}" -v p="${mc_best[pipe]}" -v o="${mc_best[off]}" -v n="$mc_written" 'BEGIN {
+  printf "The warm reaches **%.0f%%** of the pipelined client (%.0f%% without the verifying read); %d keys written.\n", 100 * w / p, 100 * o / p, n }'

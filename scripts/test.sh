@@ -6,9 +6,10 @@
 # other programs, so they need:
 #   Debian packages  redis-server, redis-tools (redis-cli), postgresql (initdb, pg_ctl),
 #                    mariadb-server (mariadbd, mariadb-install-db, the mariadb client),
+#                    memcached,
 #                    openssl (TLS certificates), prometheus (promtool), chromium (the HTML
 #                    report), systemd (systemd-analyze, for the unit files)
-#   Python modules   pyarrow, duckdb, pyyaml (with python3's pip)
+#   Python modules   pyarrow, duckdb, pyyaml, uhashring (a ketama client) (with python3's pip)
 # Only what is missing is installed: as root directly, otherwise through sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v memcached >/dev/null || need+=(memcached)
 command -v mariadbd >/dev/null && command -v mariadb-install-db >/dev/null && command -v mariadb >/dev/null \
   || need+=(mariadb-server mariadb-client)
 command -v openssl >/dev/null || need+=(openssl)
@@ -37,7 +39,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 modules=()
-for m in pyarrow:pyarrow duckdb:duckdb yaml:pyyaml; do
+for m in pyarrow:pyarrow duckdb:duckdb yaml:pyyaml uhashring:uhashring; do
   python3 -c "import ${m%%:*}" >/dev/null 2>&1 || modules+=("${m#*:}")
 done
 if [ ${#modules[@]} -gt 0 ]; then

@@ -4,10 +4,13 @@
 //! is already cached, and its TTL, stay untouched by default. Each entry of a batch succeeds
 //! or fails on its own, and errors say whether retrying can help; the warm loop never looks at
 //! their text. Implementations: [`RedisBackend`] (a Redis server), [`RedisClusterBackend`]
-//! (a Redis Cluster, pipelined per master) and [`MemoryBackend`] (in-process, for services
-//! that warm their own cache, demos and tests); one conformance suite runs against all three.
+//! (a Redis Cluster, pipelined per master), [`MemcachedBackend`] (memcached servers, keys
+//! placed by ketama) and [`MemoryBackend`] (in-process, for services that warm their own
+//! cache, demos and tests); one conformance suite runs against all four.
 
 mod cluster;
+mod ketama;
+mod memcached;
 mod memory;
 mod open;
 mod redis;
@@ -18,6 +21,7 @@ use std::time::Duration;
 
 pub use self::redis::RedisBackend;
 pub use cluster::{RedisClusterBackend, slot};
+pub use memcached::MemcachedBackend;
 pub use memory::MemoryBackend;
 pub use open::{AnyBackend, BackendSettings, OpenError, SCHEMES, known_scheme, open, open_redis};
 
@@ -121,6 +125,12 @@ pub struct BackendError {
 pub trait Backend: Send + Sync {
     /// The backend's URL with any password removed, for logs and reports.
     fn describe(&self) -> String;
+
+    /// Why `key` cannot be written here, checked before anything is loaded for it: the
+    /// rules of every backend ([`validate_key`]) and the backend's own limits.
+    fn check_key(&self, key: &str) -> Result<(), &'static str> {
+        validate_key(key)
+    }
 
     /// Writes a batch: one outcome per entry, in order. A backend that fails as a whole fails
     /// every entry alike; a cluster may fail only the entries of a node that is down.

@@ -5,13 +5,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Backend, BackendError, Entry, MemoryBackend, NodeMemory, RedisBackend, RedisClusterBackend};
+use super::{
+    Backend, BackendError, Entry, MemcachedBackend, MemoryBackend, NodeMemory, RedisBackend,
+    RedisClusterBackend,
+};
 use super::{WriteMode, Written};
 use crate::memory::MemoryLimit;
 use crate::secret::{redact_url, resolve_secret};
 
 /// The URL schemes a backend may have, for messages and checks.
-pub const SCHEMES: &str = "`redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://` or `memory://`";
+pub const SCHEMES: &str =
+    "`redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://`, `memcached://` or `memory://`";
 
 /// Where the cache is (`[backend]`, `--backend`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -33,7 +37,7 @@ impl Default for BackendSettings {
 
 /// Whether `url` (as configured: `env:` and `file:` are resolved later) names a backend kind.
 pub fn known_scheme(url: &str) -> bool {
-    ["memory:", "redis:", "rediss:", "redis+cluster:", "rediss+cluster:", "env:", "file:"]
+    ["memory:", "redis:", "rediss:", "redis+cluster:", "rediss+cluster:", "memcached:", "env:", "file:"]
         .iter()
         .any(|scheme| url.starts_with(scheme))
 }
@@ -68,6 +72,8 @@ pub enum AnyBackend {
     Redis(Arc<RedisBackend>),
     /// `redis+cluster://`, `rediss+cluster://`
     Cluster(Arc<RedisClusterBackend>),
+    /// `memcached://`
+    Memcached(Arc<MemcachedBackend>),
 }
 
 /// Sets up the backend `settings` names; nothing connects yet. An in-process cache gets
@@ -83,6 +89,9 @@ pub fn open(settings: &BackendSettings, max_memory: MemoryLimit) -> Result<AnyBa
     }
     if url.starts_with("redis://") || url.starts_with("rediss://") {
         return Ok(AnyBackend::Redis(Arc::new(open_redis(&url, settings.ca_file.as_ref())?)));
+    }
+    if url.starts_with("memcached://") {
+        return Ok(AnyBackend::Memcached(Arc::new(MemcachedBackend::new(&url)?)));
     }
     Err(OpenError::UnknownScheme(redact_url(&url)))
 }
@@ -100,11 +109,21 @@ pub fn open_redis(url: &str, ca_file: Option<&PathBuf>) -> Result<RedisBackend, 
 }
 
 impl Backend for AnyBackend {
+    fn check_key(&self, key: &str) -> Result<(), &'static str> {
+        match self {
+            AnyBackend::Memory(b) => b.check_key(key),
+            AnyBackend::Redis(b) => b.check_key(key),
+            AnyBackend::Cluster(b) => b.check_key(key),
+            AnyBackend::Memcached(b) => b.check_key(key),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             AnyBackend::Memory(b) => b.describe(),
             AnyBackend::Redis(b) => b.describe(),
             AnyBackend::Cluster(b) => b.describe(),
+            AnyBackend::Memcached(b) => b.describe(),
         }
     }
 
@@ -113,6 +132,7 @@ impl Backend for AnyBackend {
             AnyBackend::Memory(b) => b.write_batch(entries, mode).await,
             AnyBackend::Redis(b) => b.write_batch(entries, mode).await,
             AnyBackend::Cluster(b) => b.write_batch(entries, mode).await,
+            AnyBackend::Memcached(b) => b.write_batch(entries, mode).await,
         }
     }
 
@@ -121,6 +141,7 @@ impl Backend for AnyBackend {
             AnyBackend::Memory(b) => b.take_back(entries).await,
             AnyBackend::Redis(b) => b.take_back(entries).await,
             AnyBackend::Cluster(b) => b.take_back(entries).await,
+            AnyBackend::Memcached(b) => b.take_back(entries).await,
         }
     }
 
@@ -129,6 +150,7 @@ impl Backend for AnyBackend {
             AnyBackend::Memory(b) => b.ping().await,
             AnyBackend::Redis(b) => b.ping().await,
             AnyBackend::Cluster(b) => b.ping().await,
+            AnyBackend::Memcached(b) => b.ping().await,
         }
     }
 
@@ -137,6 +159,7 @@ impl Backend for AnyBackend {
             AnyBackend::Memory(b) => b.memory().await,
             AnyBackend::Redis(b) => b.memory().await,
             AnyBackend::Cluster(b) => b.memory().await,
+            AnyBackend::Memcached(b) => b.memory().await,
         }
     }
 
@@ -145,6 +168,7 @@ impl Backend for AnyBackend {
             AnyBackend::Memory(b) => b.try_lock(key, token, ttl).await,
             AnyBackend::Redis(b) => b.try_lock(key, token, ttl).await,
             AnyBackend::Cluster(b) => b.try_lock(key, token, ttl).await,
+            AnyBackend::Memcached(b) => b.try_lock(key, token, ttl).await,
         }
     }
 
@@ -153,6 +177,7 @@ impl Backend for AnyBackend {
             AnyBackend::Memory(b) => b.unlock(key, token).await,
             AnyBackend::Redis(b) => b.unlock(key, token).await,
             AnyBackend::Cluster(b) => b.unlock(key, token).await,
+            AnyBackend::Memcached(b) => b.unlock(key, token).await,
         }
     }
 }

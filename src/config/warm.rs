@@ -22,7 +22,7 @@ pub(super) fn backend(backend: Option<&BackendFile>, problems: &mut Problems) ->
                 &b.url,
                 0,
                 format!(
-                    "backend.url: `{}` is not a `redis://`, `rediss://`, `redis+cluster://host:port,...` or `memory://` URL, nor `env:NAME` or `file:PATH`",
+                    "backend.url: `{}` is not a `redis://`, `rediss://`, `redis+cluster://host:port,...`, `memcached://host:port,...` or `memory://` URL, nor `env:NAME` or `file:PATH`",
                     crate::secret::redact_url(url)
                 ),
             );

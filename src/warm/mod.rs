@@ -126,7 +126,7 @@ pub async fn run<B: Backend + 'static>(
         plan.predicted_coverage,
         rule_defs.iter().map(|r| RuleReport { name: r.name.clone(), ..RuleReport::default() }).collect(),
     );
-    let batches = make_batches(plan, job, &mut report);
+    let batches = make_batches(plan, job, &|key| backend.check_key(key), &mut report);
     let ready_when = job.settings.ready_at.map(|at| match at {
         ReadyAt::Coverage(share) => ((share * plan.requests_covered as f64).ceil() as u64, u64::MAX),
         ReadyAt::Keys(n) => (u64::MAX, n.min(plan.keys.len() as u64)),
@@ -255,9 +255,14 @@ async fn without_broken_queries(
     kept
 }
 
-/// Validates the plan's keys and groups them into batches, hottest first; invalid keys and
-/// keys of rules without a source are counted in `report`.
-fn make_batches(plan: &Plan, job: &WarmJob<'_>, report: &mut RunReport) -> VecDeque<Batch> {
+/// Validates the plan's keys (`check_key`: the backend's rules) and groups them into batches,
+/// hottest first; invalid keys and keys of rules without a source are counted in `report`.
+fn make_batches(
+    plan: &Plan,
+    job: &WarmJob<'_>,
+    check_key: &dyn Fn(&str) -> Result<(), &'static str>,
+    report: &mut RunReport,
+) -> VecDeque<Batch> {
     let rule_defs = job.rules.rules();
     let mut pending: Vec<Batch> = (0..rule_defs.len())
         .map(|rule| Batch { rule, keys: Vec::new(), planned_at: Vec::new(), est_bytes: 0 })
@@ -271,8 +276,7 @@ fn make_batches(plan: &Plan, job: &WarmJob<'_>, report: &mut RunReport) -> VecDe
             report.no_source += 1;
             continue;
         };
-        let input = crate::backend::validate_key(&k.key)
-            .and_then(|()| load.fetch.input(&rule_defs[k.rule], &k.key, &k.params));
+        let input = check_key(&k.key).and_then(|()| load.fetch.input(&rule_defs[k.rule], &k.key, &k.params));
         let input = match input {
             Ok(input) => input,
             Err(why) => {

@@ -77,7 +77,8 @@ fn entry(key: &str, value: &[u8], ttl_secs: Option<u64>) -> Entry {
     Entry::value(key, value.to_vec(), ttl_secs.map(Duration::from_secs))
 }
 
-async fn conformance(b: &impl Backend, look: &impl Inspect) {
+/// The suite; `tick` is the backend's TTL resolution (memcached counts whole seconds).
+async fn conformance(b: &impl Backend, look: &impl Inspect, tick: Duration) {
     // If absent: creates, and never touches what exists.
     look.app_sets("app", b"from the app", Some(Duration::from_secs(30))).await;
     let out = b
@@ -120,9 +121,9 @@ async fn conformance(b: &impl Backend, look: &impl Inspect) {
     assert_eq!(look.value("forever").await.as_deref(), Some(&[0u8, 255, 10, 13][..]));
 
     // Short TTLs expire.
-    let brief = [Entry::value("brief", b"x".to_vec(), Some(Duration::from_millis(80)))];
+    let brief = [Entry::value("brief", b"x".to_vec(), Some(tick))];
     written(b.write_batch(&brief, WriteMode::IfAbsent).await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(tick * 2 + Duration::from_millis(100)).await;
     assert_eq!(look.value("brief").await, None);
 
     // Taking back: only a value that is still the warm's goes.
@@ -160,12 +161,12 @@ async fn conformance(b: &impl Backend, look: &impl Inspect) {
     b.unlock("lock", "run-b").await.expect("unlocks");
     assert!(!b.try_lock("lock", "run-b", minute).await.expect("asks"), "run-b cannot release run-a's lock");
     b.unlock("lock", "run-a").await.expect("unlocks");
-    assert!(b.try_lock("lock", "run-b", Duration::from_millis(80)).await.expect("locks"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(b.try_lock("lock", "run-b", tick).await.expect("locks"));
+    tokio::time::sleep(tick * 2 + Duration::from_millis(100)).await;
     assert!(b.try_lock("lock", "run-c", minute).await.expect("locks"), "an expired lock is free");
     assert_eq!(
         look.value("lock").await.is_some(),
-        b.describe().starts_with("redis"),
+        !b.describe().starts_with("memory"),
         "memory locks are no entries"
     );
 
@@ -182,14 +183,14 @@ async fn conformance(b: &impl Backend, look: &impl Inspect) {
 #[tokio::test]
 async fn memory_backend_conformance() {
     let b = MemoryBackend::new(u64::MAX);
-    conformance(&b, &b).await;
+    conformance(&b, &b, Duration::from_millis(80)).await;
 }
 
 #[tokio::test]
 async fn redis_backend_conformance() {
     let server = crate::servers::Redis::start();
     let b = RedisBackend::new(&server.url()).expect("valid URL");
-    conformance(&b, &RedisInspector(server.client())).await;
+    conformance(&b, &RedisInspector(server.client()), Duration::from_millis(80)).await;
     // A restored copy is taken back by comparing its DUMP.
     let mut c = server.client().get_multiplexed_async_connection().await.expect("connects");
     let _: () =
@@ -210,7 +211,7 @@ async fn redis_backend_conformance() {
 async fn redis_cluster_backend_conformance() {
     let cluster = std::sync::Arc::new(crate::servers::RedisCluster::start(3));
     let b = RedisClusterBackend::new(&cluster.url()).expect("valid URL");
-    conformance(&b, &ClusterInspector(cluster.clone())).await;
+    conformance(&b, &ClusterInspector(cluster.clone()), Duration::from_millis(80)).await;
     // The conformance keys landed on more than one master, so batches crossed slots.
     let owners: std::collections::BTreeSet<usize> =
         ["fresh", "app", "other", "forever"].iter().map(|k| cluster.owner(k)).collect();
@@ -223,7 +224,7 @@ async fn redis_backend_conformance_over_tls() {
     let server = crate::servers::Redis::start_tls();
     let ca = std::fs::read(server.ca_file()).expect("CA readable");
     let b = RedisBackend::with_root_ca(&server.url(), &ca).expect("valid URL");
-    conformance(&b, &RedisInspector(server.client())).await;
+    conformance(&b, &RedisInspector(server.client()), Duration::from_millis(80)).await;
 }
 
 #[tokio::test]
@@ -308,4 +309,87 @@ async fn a_redis_that_refuses_a_command_is_told_by_name_and_the_rest_still_works
     assert!(e.message.contains("refuses `EVAL`") && e.message.contains("invalidations"), "{e}");
     let taken = backend.take_back(&[&entry("k", b"v", Some(60))]).await;
     assert!(matches!(&taken[0], Err(e) if e.message.contains("refuses `EVAL`")), "{taken:?}");
+}
+
+/// Reads a memcached as an application would, with the meta commands.
+struct MemcachedInspector(std::sync::Arc<crate::servers::Memcached>);
+
+impl Inspect for MemcachedInspector {
+    async fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.get(key)
+    }
+    async fn ttl(&self, key: &str) -> Option<Duration> {
+        let reply = self.0.command(format!("mg {key} t\r\n").as_bytes());
+        let t: i64 = reply.strip_prefix("HD t")?.parse().ok()?;
+        (t >= 0).then(|| Duration::from_secs(t as u64))
+    }
+    async fn app_sets(&self, key: &str, value: &[u8], ttl: Option<Duration>) {
+        let mut request =
+            format!("set {key} 0 {} {}\r\n", ttl.map_or(0, |t| t.as_secs()), value.len()).into_bytes();
+        request.extend_from_slice(value);
+        request.extend_from_slice(b"\r\n");
+        assert_eq!(self.0.command(&request), "STORED");
+    }
+}
+
+#[tokio::test]
+async fn memcached_backend_conformance() {
+    let server = std::sync::Arc::new(crate::servers::Memcached::start());
+    let b = preheat::backend::MemcachedBackend::new(&format!("memcached://{}", server.addr()))
+        .expect("valid URL");
+    conformance(&b, &MemcachedInspector(server.clone()), Duration::from_secs(1)).await;
+}
+
+/// Where a ketama client (Python's uhashring, `hash_fn='ketama'`) looks for each of `keys`
+/// among `servers`.
+fn ketama_client_nodes(servers: &[String], keys: &[String]) -> Vec<String> {
+    use std::io::Write;
+    crate::support::require_python_module("uhashring");
+    let script = "import sys\nfrom uhashring import HashRing\nr = HashRing(nodes=sys.argv[1].split(','), hash_fn='ketama')\nfor k in sys.stdin.read().split():\n    print(r.get_node(k))";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, &servers.join(",")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child.stdin.take().expect("stdin").write_all(keys.join("\n").as_bytes()).expect("writes");
+    let out = child.wait_with_output().expect("finishes");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+#[tokio::test]
+async fn memcached_keys_land_where_ketama_clients_look_and_a_dead_server_costs_only_its_keys() {
+    let mut servers: Vec<crate::servers::Memcached> =
+        (0..3).map(|_| crate::servers::Memcached::start()).collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+    let b = preheat::backend::MemcachedBackend::new(&format!("memcached://{}", addrs.join(",")))
+        .expect("valid URL");
+    let keys: Vec<String> = (0..300).map(|i| format!("product:{i}")).collect();
+    let entries: Vec<Entry> = keys.iter().map(|k| entry(k, k.as_bytes(), Some(600))).collect();
+    assert!(
+        written(b.write_batch(&entries, WriteMode::IfAbsent).await).iter().all(|w| *w == Written::Created)
+    );
+    let nodes = ketama_client_nodes(&addrs, &keys);
+    assert_eq!(nodes.len(), keys.len());
+    for (key, node) in keys.iter().zip(&nodes) {
+        let at = addrs.iter().position(|a| a == node).expect("a listed server");
+        for (i, server) in servers.iter().enumerate() {
+            assert_eq!(server.get(key).is_some(), i == at, "{key}: the client looks on {node}");
+        }
+    }
+    for addr in &addrs {
+        assert!(nodes.iter().filter(|n| *n == addr).count() > 50, "every server holds its share");
+    }
+
+    // One server down: its keys fail (and may be retried), the others are written.
+    servers[1].kill();
+    let more: Vec<Entry> = (300..600).map(|i| entry(&format!("product:{i}"), b"v", Some(600))).collect();
+    let more_keys: Vec<String> = more.iter().map(|e| e.key.clone()).collect();
+    let nodes = ketama_client_nodes(&addrs, &more_keys);
+    for (result, node) in b.write_batch(&more, WriteMode::IfAbsent).await.into_iter().zip(&nodes) {
+        match result {
+            Err(e) => assert!(node == &addrs[1] && e.retryable && e.message.contains(&addrs[1]), "{e}"),
+            Ok(w) => assert!(node != &addrs[1] && w == Written::Created),
+        }
+    }
 }

@@ -239,3 +239,44 @@ fn a_query_the_database_refuses_fails_its_rule_at_once_and_the_others_warm() {
     let others = plan.keys.len() as u64 - products;
     assert_eq!(r.written + r.missing_in_source, others, "{r:?}");
 }
+
+#[test]
+fn a_warm_from_mariadb_into_memcached_leaves_existing_keys_and_is_idempotent() {
+    let db = Mariadb::start();
+    db.sql(SHOP);
+    let cache = crate::servers::Memcached::start();
+    let backend = Arc::new(
+        preheat::backend::MemcachedBackend::new(&format!("memcached://{}", cache.addr())).expect("valid URL"),
+    );
+    let config = sql_config(&db.url("shop"));
+    let analysis = sql_analysis(&config);
+    let shop = Shop { _dir: tempfile::tempdir().expect("temp dir"), config, analysis };
+    let plan = plan_of(&shop);
+    // The application cached one product already, with its own value and TTL.
+    // Products whose id is a multiple of 7 are not in the database.
+    let in_source = |k: &&preheat::plan::PlannedKey| k.key[8..].parse::<u32>().is_ok_and(|i| i % 7 != 0);
+    let existing = plan.keys.iter().filter(|k| k.rule == 0).find(in_source).expect("a product");
+    assert_eq!(cache.command(format!("set {} 0 30 3\r\napp\r\n", existing.key).as_bytes()), "STORED");
+
+    let first = warm_with(&shop, &plan, backend.clone(), None);
+    assert_eq!(first.status, RunStatus::Completed, "{first:?}");
+    assert!(first.failed.is_empty(), "{:?} {:?}", first.failed, first.errors);
+    assert_eq!(first.skipped_existing, 1);
+    assert_eq!(cache.get(&existing.key).as_deref(), Some(&b"app"[..]), "left untouched");
+    let ttl = |key: &str| cache.command(format!("mg {key} t\r\n").as_bytes());
+    let left: i64 = ttl(&existing.key).trim_start_matches("HD t").parse().expect("a TTL");
+    assert!(left <= 30, "its TTL too: {left}");
+    // The warm's own keys: values from the database, the rule's TTL (10 minutes, ±10%).
+    let product =
+        plan.keys.iter().filter(|k| k.rule == 0 && k.key != existing.key).find(in_source).expect("a product");
+    let product = (product, cache.get(&product.key).expect("warmed"));
+    let left: u64 = ttl(&product.0.key).trim_start_matches("HD t").parse().expect("a TTL");
+    assert!((530..=660).contains(&left), "{left}");
+    let page = plan.keys.iter().find(|k| k.rule == 2).expect("a page");
+    assert_eq!(ttl(&page.key), "HD t-1", "ttl = none: no expiry");
+
+    // Again: everything is cached now, nothing is written.
+    let second = warm_with(&shop, &plan, backend, None);
+    assert_eq!(second.written, 0, "{second:?}");
+    assert_eq!(second.skipped_existing, first.written + first.skipped_existing);
+}

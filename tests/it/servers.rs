@@ -830,3 +830,78 @@ impl CuttingProxy {
         }
     }
 }
+
+/// A memcached of its own on a free port, killed when dropped.
+#[allow(dead_code)] // not used by tests/soak.rs, which includes this file
+pub struct Memcached {
+    child: Option<std::process::Child>,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+}
+
+#[allow(dead_code)] // not used by tests/soak.rs, which includes this file
+impl Memcached {
+    /// Starts `memcached` with 64 MiB and waits until it answers.
+    pub fn start() -> Memcached {
+        let port = free_port();
+        let mut cmd = Command::new("memcached");
+        cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "64"]);
+        if Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0")) {
+            cmd.args(["-u", "nobody"]);
+        }
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("memcached runs (`bash scripts/test.sh` installs it)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "memcached did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Memcached { child: Some(child), port }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server at once.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends `request` and reads the one-line reply.
+    pub fn command(&self, request: &[u8]) -> String {
+        use std::io::{BufRead, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connects");
+        stream.write_all(request).expect("sends");
+        let mut line = String::new();
+        std::io::BufReader::new(stream).read_line(&mut line).expect("reads");
+        line.trim_end().to_string()
+    }
+
+    /// The value of `key`, byte for byte (`mg key v`).
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        use std::io::{BufRead, Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connects");
+        stream.write_all(format!("mg {key} v\r\n").as_bytes()).expect("sends");
+        let mut reader = std::io::BufReader::new(stream);
+        let mut head = String::new();
+        reader.read_line(&mut head).expect("reads");
+        let size: usize = head.trim_end().strip_prefix("VA ")?.split(' ').next()?.parse().ok()?;
+        let mut value = vec![0; size];
+        reader.read_exact(&mut value).expect("reads the value");
+        Some(value)
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
