@@ -251,7 +251,9 @@ impl MemcachedBackend {
         // A value the server cannot hold is refused before anything is sent.
         let limit = server.item_size_max.load(Ordering::Relaxed);
         let too_large = |e: &Entry| limit > 0 && e.key.len() + e.value.len() + ITEM_OVERHEAD > limit;
-        let sendable: Vec<&Entry> = entries.iter().copied().filter(|e| !too_large(e)).collect();
+        // A key the protocol cannot carry is refused too: a space would break the framing.
+        let refused = |e: &Entry| self.check_key(&e.key).is_err() || too_large(e);
+        let sendable: Vec<&Entry> = entries.iter().copied().filter(|e| !refused(e)).collect();
         // Overwrites need each key's presence (and remaining TTL) first.
         let existing: Vec<Option<i64>> = if mode == WriteMode::IfAbsent || sendable.is_empty() {
             vec![None; sendable.len()]
@@ -300,6 +302,9 @@ impl MemcachedBackend {
         Ok(entries
             .iter()
             .map(|e| {
+                if let Err(why) = self.check_key(&e.key) {
+                    return Err(self.error(server, format!("{:?}: the key is {why}", e.key), false));
+                }
                 if too_large(e) {
                     return Err(self.error(
                         server,
@@ -328,6 +333,9 @@ impl MemcachedBackend {
         server: &Server,
         entries: &[(&str, &[u8])],
     ) -> Result<Vec<bool>, BackendError> {
+        if let Some((key, _)) = entries.iter().find(|(key, _)| self.check_key(key).is_err()) {
+            return Err(self.error(server, format!("{key:?} is not a memcached key"), false));
+        }
         let mut requests = Vec::new();
         for (key, _) in entries {
             requests.extend_from_slice(format!("mg {key} c v\r\n").as_bytes());

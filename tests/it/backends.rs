@@ -338,6 +338,18 @@ async fn memcached_backend_conformance() {
     let b = preheat::backend::MemcachedBackend::new(&format!("memcached://{}", server.addr()))
         .expect("valid URL");
     conformance(&b, &MemcachedInspector(server.clone()), Duration::from_secs(1)).await;
+    // A key the protocol cannot carry fails alone, before anything is sent; the rest of the
+    // batch is written.
+    let odd = [entry("a b", b"x", None), entry(&"k".repeat(251), b"x", None), entry("ok", b"x", None)];
+    let out = b.write_batch(&odd, WriteMode::IfAbsent).await;
+    assert!(matches!(&out[0], Err(e) if e.message.contains("white space") && !e.retryable), "{out:?}");
+    assert!(matches!(&out[1], Err(e) if e.message.contains("250 bytes")), "{out:?}");
+    assert!(matches!(out[2], Ok(Written::Created)), "{out:?}");
+    // A value beyond the server's item size (1 MiB by default) fails alone, and says why.
+    let big = entry("big", &vec![b'x'; 2 << 20], None);
+    let out = b.write_batch(&[big, entry("small", b"x", None)], WriteMode::IfAbsent).await;
+    assert!(matches!(&out[0], Err(e) if e.message.contains("item size") && !e.retryable), "{out:?}");
+    assert!(matches!(out[1], Ok(Written::Created)), "{out:?}");
 }
 
 /// Where a ketama client (Python's uhashring, `hash_fn='ketama'`) looks for each of `keys`
