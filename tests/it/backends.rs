@@ -345,6 +345,12 @@ async fn memcached_backend_conformance() {
     assert!(matches!(&out[0], Err(e) if e.message.contains("white space") && !e.retryable), "{out:?}");
     assert!(matches!(&out[1], Err(e) if e.message.contains("250 bytes")), "{out:?}");
     assert!(matches!(out[2], Ok(Written::Created)), "{out:?}");
+    // A TTL beyond memcached's 30 days (sent as an absolute time) is kept as a duration.
+    let long = Duration::from_secs(40 * 24 * 3600);
+    written(b.write_batch(&[Entry::value("long", b"x".to_vec(), Some(long))], WriteMode::IfAbsent).await);
+    let ttl = MemcachedInspector(server.clone()).ttl("long").await.expect("a TTL");
+    // (memcached counts whole seconds on a clock of its own: a second either way.)
+    assert!(ttl > long - Duration::from_secs(5) && ttl <= long + Duration::from_secs(2), "{ttl:?}");
     // A value beyond the server's item size (1 MiB by default) fails alone, and says why.
     let big = entry("big", &vec![b'x'; 2 << 20], None);
     let out = b.write_batch(&[big, entry("small", b"x", None)], WriteMode::IfAbsent).await;

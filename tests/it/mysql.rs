@@ -275,6 +275,24 @@ fn a_warm_from_mariadb_into_memcached_leaves_existing_keys_and_is_idempotent() {
     let page = plan.keys.iter().find(|k| k.rule == 2).expect("a page");
     assert_eq!(ttl(&page.key), "HD t-1", "ttl = none: no expiry");
 
+    // `config check --connect` reaches the cache and the database, and checks the queries.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!(
+        "[backend]\nurl = \"memcached://{}\"\n[sources.db]\nurl = \"{}\"\n{}",
+        cache.addr(),
+        db.url("shop"),
+        rule("product", "SELECT id, body FROM products WHERE id IN ($1)")
+    );
+    std::fs::write(dir.path().join("preheat.toml"), config).expect("writable");
+    let out = preheat(dir.path(), &["config", "check", "--connect", "--config", "preheat.toml"]);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    for line in
+        ["connect   backend: ok", "connect   source `db`: ok", "connect   rule `product` on source `db`: ok"]
+    {
+        assert!(said.contains(line), "{line:?} in {said}");
+    }
+
     // Again: everything is cached now, nothing is written.
     let second = warm_with(&shop, &plan, backend, None);
     assert_eq!(second.written, 0, "{second:?}");
