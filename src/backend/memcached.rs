@@ -198,7 +198,7 @@ impl MemcachedBackend {
         }
     }
 
-    /// Runs `build` for every server that holds some of `keys`, each with the indices of its
+    /// Runs `run` for every server that holds some of `keys`, each with the indices of its
     /// keys, all servers at once; the outcomes come back in the order of `keys`.
     async fn per_server<'a, T, F, Fut>(&'a self, keys: &[&str], run: F) -> Vec<Result<T, BackendError>>
     where
