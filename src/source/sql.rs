@@ -141,8 +141,8 @@ pub(super) trait Dialect: Database {
     /// The kind of a column of this type (by its name, as sqlx gives it).
     fn kind(type_name: &str) -> Self::Kind;
 
-    /// Whether a column of this kind can be read as a value: a type that the cell decoding
-    /// knows, or one it tries in turn.
+    /// Whether a column of this kind can be read as a value; the query casts any other to
+    /// text (`config check --connect` says so).
     fn readable(kind: Self::Kind) -> bool;
 
     /// The cell at column `i` of `row`.
